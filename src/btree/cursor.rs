@@ -1,0 +1,304 @@
+//! A cursor over a tree: a stack of (node, index) from the root to a leaf entry, and double-ended
+//! range iteration built from two cursors that meet in the middle.
+
+use std::ops::{Bound, RangeBounds};
+
+use crate::btree::source::{NodeAccess, NodeRef, Source};
+use crate::error::{corrupted, Result};
+use crate::limits::TREE_DEPTH_MAX;
+
+/// A position in a tree. Valid when the top of the stack is a leaf and its index is in range.
+#[derive(Clone, Debug)]
+pub(crate) struct RawCursor<'a> {
+    src: Source<'a>,
+    root: Option<NodeRef>,
+    stack: Vec<(NodeAccess<'a>, usize)>,
+}
+
+impl<'a> RawCursor<'a> {
+    pub fn new(src: Source<'a>, root: Option<NodeRef>) -> RawCursor<'a> {
+        RawCursor { src, root, stack: Vec::with_capacity(8) }
+    }
+
+    /// The entry under the cursor, with its value resolved, or `None` when unpositioned.
+    pub fn current(&self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        match self.stack.last() {
+            Some((node, i)) if node.is_leaf() && *i < node.len() => {
+                let value = self.src.pages.value(node.value(*i)?)?;
+                Ok(Some((node.key(*i)?, value)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The key under the cursor.
+    pub fn key(&self) -> Result<Option<&'a [u8]>> {
+        match self.stack.last() {
+            Some((node, i)) if node.is_leaf() && *i < node.len() => Ok(Some(node.key(*i)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn push(&mut self, r: NodeRef, at_end: bool) -> Result<NodeAccess<'a>> {
+        if self.stack.len() >= TREE_DEPTH_MAX {
+            let page = match r {
+                NodeRef::Page(p) => p,
+                NodeRef::Dirty(_) => 0,
+            };
+            return Err(corrupted(page, "tree is deeper than the limit (a cycle?)"));
+        }
+        let node = self.src.node(r)?;
+        let i = if at_end { node.len().saturating_sub(1) } else { 0 };
+        self.stack.push((node, i));
+        Ok(node)
+    }
+
+    /// Descends from the top of the stack to a leaf, always taking the first (or last) child.
+    fn descend_edge(&mut self, last: bool) -> Result<()> {
+        loop {
+            let (node, i) = *self.stack.last().expect("descend from a node");
+            if node.is_leaf() {
+                return Ok(());
+            }
+            self.push(node.child(i)?, last)?;
+        }
+    }
+
+    /// Moves to the first entry. Returns whether there is one.
+    pub fn first(&mut self) -> Result<bool> {
+        self.edge(false)
+    }
+
+    /// Moves to the last entry. Returns whether there is one.
+    pub fn last(&mut self) -> Result<bool> {
+        self.edge(true)
+    }
+
+    fn edge(&mut self, last: bool) -> Result<bool> {
+        self.stack.clear();
+        let Some(root) = self.root else { return Ok(false) };
+        self.push(root, last)?;
+        self.descend_edge(last)?;
+        self.settle(!last)
+    }
+
+    /// Descends towards `key`, leaving the leaf index at the first key not less than `key`.
+    /// Returns whether that key is equal.
+    fn descend_to(&mut self, key: &[u8]) -> Result<bool> {
+        self.stack.clear();
+        let Some(root) = self.root else { return Ok(false) };
+        let mut node = self.push(root, false)?;
+        loop {
+            if node.is_leaf() {
+                let (i, found) = node.search(key)?;
+                self.stack.last_mut().expect("leaf").1 = i;
+                return Ok(found);
+            }
+            let i = node.child_index(key)?;
+            self.stack.last_mut().expect("branch").1 = i;
+            node = self.push(node.child(i)?, false)?;
+        }
+    }
+
+    /// Moves to the first entry with a key not less than `key`.
+    pub fn seek(&mut self, key: &[u8]) -> Result<bool> {
+        self.descend_to(key)?;
+        self.settle(true)
+    }
+
+    /// Moves to the last entry with a key not greater than `key` (or less than, if not `inclusive`).
+    pub fn seek_back(&mut self, key: &[u8], inclusive: bool) -> Result<bool> {
+        let found = self.descend_to(key)?;
+        if found && inclusive {
+            return Ok(true);
+        }
+        self.prev()
+    }
+
+    /// If the cursor sits past the end of a leaf (or in an empty one), moves it to the next valid
+    /// entry (forward) or back to the previous one. Returns whether it is valid.
+    fn settle(&mut self, forward: bool) -> Result<bool> {
+        match self.stack.last() {
+            None => Ok(false),
+            Some((node, i)) if *i < node.len() => Ok(true),
+            Some(_) if forward => self.next_leaf(),
+            Some(_) => self.prev(),
+        }
+    }
+
+    /// Moves to the next entry. Returns whether there is one.
+    pub fn next(&mut self) -> Result<bool> {
+        match self.stack.last_mut() {
+            None => return Ok(false),
+            Some((node, i)) => {
+                if *i + 1 < node.len() {
+                    *i += 1;
+                    return Ok(true);
+                }
+            }
+        }
+        self.next_leaf()
+    }
+
+    /// Climbs to the nearest ancestor with a later child and descends to that child's first leaf
+    /// entry; skips empty leaves.
+    fn next_leaf(&mut self) -> Result<bool> {
+        loop {
+            self.stack.pop();
+            loop {
+                let Some((node, i)) = self.stack.last_mut() else { return Ok(false) };
+                if *i + 1 < node.len() {
+                    *i += 1;
+                    break;
+                }
+                self.stack.pop();
+            }
+            self.descend_edge(false)?;
+            let (node, _) = self.stack.last().expect("leaf");
+            if node.len() > 0 {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Moves to the previous entry. Returns whether there is one.
+    pub fn prev(&mut self) -> Result<bool> {
+        match self.stack.last_mut() {
+            None => return Ok(false),
+            Some((node, i)) => {
+                if *i > 0 && node.len() > 0 {
+                    *i = (*i).min(node.len()) - 1;
+                    return Ok(true);
+                }
+            }
+        }
+        loop {
+            self.stack.pop();
+            loop {
+                let Some((_, i)) = self.stack.last_mut() else { return Ok(false) };
+                if *i > 0 {
+                    *i -= 1;
+                    break;
+                }
+                self.stack.pop();
+            }
+            self.descend_edge(true)?;
+            let (node, _) = self.stack.last().expect("leaf");
+            if node.len() > 0 {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// A double-ended iterator over the entries of a tree whose keys fall in a range, in key order.
+///
+/// Keys and values borrow from the transaction: no copies are made.
+pub struct Range<'a> {
+    front: RawCursor<'a>,
+    back: RawCursor<'a>,
+    /// The key of the entry the back cursor sits on (the front must not pass it).
+    done: bool,
+    started: bool,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+}
+
+impl<'a> Range<'a> {
+    pub(crate) fn new<K: AsRef<[u8]> + ?Sized>(
+        src: Source<'a>,
+        root: Option<NodeRef>,
+        range: impl RangeBounds<K>,
+    ) -> Range<'a> {
+        let owned = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Range {
+            front: RawCursor::new(src, root),
+            back: RawCursor::new(src, root),
+            done: false,
+            started: false,
+            start: owned(range.start_bound()),
+            end: owned(range.end_bound()),
+        }
+    }
+
+    /// Positions both cursors on first use, so building a range cannot fail.
+    fn start(&mut self) -> Result<()> {
+        self.started = true;
+        let front_ok = match &self.start {
+            Bound::Unbounded => self.front.first()?,
+            Bound::Included(k) => self.front.seek(k)?,
+            Bound::Excluded(k) => {
+                let k = k.clone();
+                self.front.seek(&k)? && (self.front.key()? != Some(&k[..]) || self.front.next()?)
+            }
+        };
+        let back_ok = match &self.end {
+            Bound::Unbounded => self.back.last()?,
+            Bound::Included(k) => self.back.seek_back(k, true)?,
+            Bound::Excluded(k) => self.back.seek_back(k, false)?,
+        };
+        let crossed = match (self.front.key()?, self.back.key()?) {
+            (Some(f), Some(b)) => f > b,
+            _ => true,
+        };
+        self.done = !front_ok || !back_ok || crossed;
+        Ok(())
+    }
+
+    fn step(&mut self, forward: bool) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        if !self.started {
+            self.start()?;
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let (this, other) = if forward {
+            (&mut self.front, &self.back)
+        } else {
+            (&mut self.back, &self.front)
+        };
+        let entry = this.current()?.expect("positioned cursor");
+        if Some(entry.0) == other.key()? {
+            self.done = true;
+        } else {
+            let moved = if forward { this.next()? } else { this.prev()? };
+            debug_assert!(moved, "cursor ran off the tree before meeting the other end");
+        }
+        Ok(Some(entry))
+    }
+}
+
+impl<'a> Iterator for Range<'a> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.step(true);
+        if r.is_err() {
+            self.done = true;
+        }
+        r.transpose()
+    }
+}
+
+impl DoubleEndedIterator for Range<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let r = self.step(false);
+        if r.is_err() {
+            self.done = true;
+        }
+        r.transpose()
+    }
+}
+
+/// Looks a key up, returning its value.
+pub(crate) fn get<'a>(src: Source<'a>, root: Option<NodeRef>, key: &[u8]) -> Result<Option<&'a [u8]>> {
+    let mut c = RawCursor::new(src, root);
+    if !c.descend_to(key)? {
+        return Ok(None);
+    }
+    Ok(c.current()?.map(|(_, v)| v))
+}

@@ -1,0 +1,233 @@
+//! Branch and leaf pages: zero-copy views that validate every offset they follow, and the encoders
+//! that write them.
+//!
+//! ```text
+//! leaf   : header | count × slot u16 | entries: flags u8, key_len u16, value_len u32, key,
+//!                                      then the value (flags 0) or its overflow page u64 (flags 1)
+//! branch : header | count × slot u16 | entries: child u64, key_len u16, key
+//! ```
+//! Slots hold entry offsets from the start of the page, in key order. A branch's key `i` is the
+//! smallest key under child `i` when it was written; key 0 also stands for everything below it.
+
+use std::cmp::Ordering;
+
+use crate::error::{corrupted, PageId, Result};
+use crate::limits::{
+    BRANCH_ENTRY_HEADER_LEN, LEAF_ENTRY_HEADER_LEN, OVERFLOW_REF_LEN, PAGE_HEADER_LEN, SLOT_LEN,
+};
+use crate::page_file::page::{self, u16_at, u32_at, u64_at, Header, PageKind};
+
+const FLAG_OVERFLOW: u8 = 1;
+
+/// A value as a leaf stores it: inline bytes, or the first page of an overflow run and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueRef<'a> {
+    Inline(&'a [u8]),
+    Overflow { page: PageId, len: u32 },
+}
+
+/// A validated view of a leaf page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeafView<'a> {
+    page: &'a [u8],
+    id: PageId,
+    count: usize,
+}
+
+/// A validated view of a branch page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BranchView<'a> {
+    page: &'a [u8],
+    id: PageId,
+    count: usize,
+}
+
+/// Either kind of node page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PageView<'a> {
+    Leaf(LeafView<'a>),
+    Branch(BranchView<'a>),
+}
+
+impl<'a> PageView<'a> {
+    /// Views `page` (exactly one page, already bounds-checked) as a node.
+    pub fn new(page: &'a [u8], id: PageId) -> Result<PageView<'a>> {
+        let h = Header::read(page, id)?;
+        if h.overflow != 0 {
+            return Err(corrupted(id, "a node page claims overflow pages"));
+        }
+        let count = h.count as usize;
+        if PAGE_HEADER_LEN + count * SLOT_LEN > page.len() {
+            return Err(corrupted(id, format!("{count} slots do not fit the page")));
+        }
+        match h.kind {
+            PageKind::Leaf => Ok(PageView::Leaf(LeafView { page, id, count })),
+            PageKind::Branch if count == 0 => Err(corrupted(id, "empty branch page")),
+            PageKind::Branch => Ok(PageView::Branch(BranchView { page, id, count })),
+            other => Err(corrupted(id, format!("expected a tree page, found {}", other.name()))),
+        }
+    }
+}
+
+fn slot(page: &[u8], id: PageId, count: usize, i: usize, min_len: usize) -> Result<usize> {
+    let off = u16_at(page, PAGE_HEADER_LEN + i * SLOT_LEN) as usize;
+    if off < PAGE_HEADER_LEN + count * SLOT_LEN || off + min_len > page.len() {
+        return Err(corrupted(id, format!("slot {i} points outside the page")));
+    }
+    Ok(off)
+}
+
+fn bytes<'a>(page: &'a [u8], id: PageId, off: usize, len: usize) -> Result<&'a [u8]> {
+    page.get(off..off + len).ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
+}
+
+impl<'a> LeafView<'a> {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn key(&self, i: usize) -> Result<&'a [u8]> {
+        let off = slot(self.page, self.id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
+        let klen = u16_at(self.page, off + 1) as usize;
+        bytes(self.page, self.id, off + LEAF_ENTRY_HEADER_LEN, klen)
+    }
+
+    pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
+        let off = slot(self.page, self.id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
+        let flags = self.page[off];
+        let klen = u16_at(self.page, off + 1) as usize;
+        let vlen = u32_at(self.page, off + 3);
+        let at = off + LEAF_ENTRY_HEADER_LEN + klen;
+        match flags {
+            0 => Ok(ValueRef::Inline(bytes(self.page, self.id, at, vlen as usize)?)),
+            FLAG_OVERFLOW => {
+                let p = bytes(self.page, self.id, at, OVERFLOW_REF_LEN)?;
+                Ok(ValueRef::Overflow { page: u64_at(p, 0), len: vlen })
+            }
+            f => Err(corrupted(self.id, format!("leaf entry {i} has unknown flags {f:#x}"))),
+        }
+    }
+}
+
+impl<'a> BranchView<'a> {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn key(&self, i: usize) -> Result<&'a [u8]> {
+        let off = slot(self.page, self.id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
+        let klen = u16_at(self.page, off + 8) as usize;
+        bytes(self.page, self.id, off + BRANCH_ENTRY_HEADER_LEN, klen)
+    }
+
+    pub fn child(&self, i: usize) -> Result<PageId> {
+        let off = slot(self.page, self.id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
+        Ok(u64_at(self.page, off))
+    }
+}
+
+/// Binary search over `count` sorted keys fetched by `key_at`.
+pub(crate) fn search<'k>(
+    count: usize,
+    key: &[u8],
+    key_at: impl Fn(usize) -> Result<&'k [u8]>,
+) -> Result<(usize, bool)> {
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match key_at(mid)?.cmp(key) {
+            Ordering::Less => lo = mid + 1,
+            Ordering::Equal => return Ok((mid, true)),
+            Ordering::Greater => hi = mid,
+        }
+    }
+    Ok((lo, false))
+}
+
+/// Bytes a leaf entry takes in its page, slot included, given how its value is stored.
+pub(crate) fn leaf_entry_len(key_len: usize, stored_value_len: usize) -> usize {
+    SLOT_LEN + LEAF_ENTRY_HEADER_LEN + key_len + stored_value_len
+}
+
+/// Bytes a branch entry takes in its page, slot included.
+pub(crate) fn branch_entry_len(key_len: usize) -> usize {
+    SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len
+}
+
+/// Encodes a leaf page. Each entry is a key and its stored value; the caller has checked they fit.
+pub(crate) fn encode_leaf<'e>(
+    id: PageId,
+    page_size: u32,
+    entries: impl ExactSizeIterator<Item = (&'e [u8], ValueRef<'e>)>,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; page_size as usize];
+    let count = entries.len();
+    Header { id, kind: PageKind::Leaf, count: count as u16, overflow: 0 }.write(&mut buf);
+    let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
+    for (i, (key, value)) in entries.enumerate() {
+        let s = PAGE_HEADER_LEN + i * SLOT_LEN;
+        buf[s..s + 2].copy_from_slice(&(off as u16).to_le_bytes());
+        let (flags, vlen) = match value {
+            ValueRef::Inline(v) => (0, v.len() as u32),
+            ValueRef::Overflow { len, .. } => (FLAG_OVERFLOW, len),
+        };
+        buf[off] = flags;
+        buf[off + 1..off + 3].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        buf[off + 3..off + 7].copy_from_slice(&vlen.to_le_bytes());
+        off += LEAF_ENTRY_HEADER_LEN;
+        buf[off..off + key.len()].copy_from_slice(key);
+        off += key.len();
+        let page_bytes;
+        let stored: &[u8] = match value {
+            ValueRef::Inline(v) => v,
+            ValueRef::Overflow { page, .. } => {
+                page_bytes = page.to_le_bytes();
+                &page_bytes
+            }
+        };
+        buf[off..off + stored.len()].copy_from_slice(stored);
+        off += stored.len();
+        debug_assert!(off <= buf.len(), "leaf entries overflow page {id}");
+    }
+    page::seal(&mut buf);
+    buf
+}
+
+/// Encodes a branch page from (separator key, child page) pairs.
+pub(crate) fn encode_branch<'e>(
+    id: PageId,
+    page_size: u32,
+    entries: impl ExactSizeIterator<Item = (&'e [u8], PageId)>,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; page_size as usize];
+    let count = entries.len();
+    Header { id, kind: PageKind::Branch, count: count as u16, overflow: 0 }.write(&mut buf);
+    let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
+    for (i, (key, child)) in entries.enumerate() {
+        let s = PAGE_HEADER_LEN + i * SLOT_LEN;
+        buf[s..s + 2].copy_from_slice(&(off as u16).to_le_bytes());
+        buf[off..off + 8].copy_from_slice(&child.to_le_bytes());
+        buf[off + 8..off + 10].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        off += BRANCH_ENTRY_HEADER_LEN;
+        buf[off..off + key.len()].copy_from_slice(key);
+        off += key.len();
+        debug_assert!(off <= buf.len(), "branch entries overflow page {id}");
+    }
+    page::seal(&mut buf);
+    buf
+}
+
+/// Pages an overflow run needs for a value of `len` bytes.
+pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
+    (PAGE_HEADER_LEN + len).div_ceil(page_size as usize) as u64
+}
+
+/// Encodes an overflow run holding `value`.
+pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
+    let pages = overflow_pages(value.len(), page_size);
+    let mut buf = vec![0u8; (pages * page_size as u64) as usize];
+    Header { id, kind: PageKind::Overflow, count: 0, overflow: (pages - 1) as u32 }.write(&mut buf);
+    buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
+    page::seal(&mut buf);
+    buf
+}

@@ -1,0 +1,175 @@
+//! Where nodes come from: pages of a mapped snapshot, or dirty nodes of a write transaction.
+//!
+//! A cursor walks both the same way through [`Source::node`], so a write transaction reads its own
+//! writes and a read transaction borrows straight from the mapping.
+
+use crate::btree::node::{PageView, ValueRef};
+use crate::error::{corrupted, PageId, Result};
+use crate::limits::PAGE_HEADER_LEN;
+use crate::page_file::page::{self, Header, PageKind};
+
+/// The pages of one snapshot: a mapping, bounded by the snapshot's page count.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pages<'a> {
+    pub data: &'a [u8],
+    pub page_size: u32,
+    pub page_count: u64,
+    pub verify_checksums: bool,
+}
+
+impl<'a> Pages<'a> {
+    /// The bytes of a run of `len` pages starting at `id`, bounds-checked.
+    pub fn run(&self, id: PageId, len: u64) -> Result<&'a [u8]> {
+        if id < 2 || len == 0 || id.checked_add(len).is_none_or(|end| end > self.page_count) {
+            return Err(corrupted(id, format!("page run {id}+{len} is outside the database ({} pages)", self.page_count)));
+        }
+        let start = id as usize * self.page_size as usize;
+        let end = start + len as usize * self.page_size as usize;
+        self.data
+            .get(start..end)
+            .ok_or_else(|| corrupted(id, "page lies beyond the end of the mapped file"))
+    }
+
+    /// A branch or leaf page, viewed in place.
+    pub fn node(&self, id: PageId) -> Result<PageView<'a>> {
+        let bytes = self.run(id, 1)?;
+        if self.verify_checksums {
+            page::verify(bytes, id)?;
+        }
+        PageView::new(bytes, id)
+    }
+
+    /// The bytes of a value stored in an overflow run.
+    pub fn overflow(&self, id: PageId, len: u32) -> Result<&'a [u8]> {
+        let first = self.run(id, 1)?;
+        let h = Header::read(first, id)?;
+        if h.kind != PageKind::Overflow {
+            return Err(corrupted(id, format!("expected an overflow page, found {}", h.kind.name())));
+        }
+        let pages = crate::btree::node::overflow_pages(len as usize, self.page_size);
+        if h.overflow as u64 + 1 != pages {
+            return Err(corrupted(id, format!("overflow run of {} pages cannot hold {len} bytes", h.overflow as u64 + 1)));
+        }
+        let run = self.run(id, pages)?;
+        if self.verify_checksums {
+            page::verify(run, id)?;
+        }
+        Ok(&run[PAGE_HEADER_LEN..PAGE_HEADER_LEN + len as usize])
+    }
+
+    /// Resolves a stored value to its bytes.
+    pub fn value(&self, v: ValueRef<'a>) -> Result<&'a [u8]> {
+        match v {
+            ValueRef::Inline(b) => Ok(b),
+            ValueRef::Overflow { page, len } => self.overflow(page, len),
+        }
+    }
+}
+
+/// A pointer to a node: a page on disk, or a dirty node in the write transaction's arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeRef {
+    Page(PageId),
+    Dirty(usize),
+}
+
+/// A value held by a dirty leaf.
+#[derive(Clone, Debug)]
+pub(crate) enum Value {
+    /// Bytes held in memory; stored inline or in a new overflow run at commit.
+    Bytes(Vec<u8>),
+    /// An existing overflow run, kept as it is.
+    Overflow { page: PageId, len: u32 },
+}
+
+impl Value {
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Bytes(b) => ValueRef::Inline(b),
+            Value::Overflow { page, len } => ValueRef::Overflow { page: *page, len: *len },
+        }
+    }
+}
+
+/// A node of a write transaction, decoded into owned memory.
+#[derive(Clone, Debug)]
+pub(crate) enum Node {
+    Leaf(Vec<(Vec<u8>, Value)>),
+    Branch(Vec<(Vec<u8>, NodeRef)>),
+}
+
+/// A node as a cursor sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NodeAccess<'a> {
+    Page(PageView<'a>),
+    Dirty(&'a Node),
+}
+
+impl<'a> NodeAccess<'a> {
+    pub fn is_leaf(&self) -> bool {
+        matches!(self, NodeAccess::Page(PageView::Leaf(_)) | NodeAccess::Dirty(Node::Leaf(_)))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            NodeAccess::Page(PageView::Leaf(l)) => l.len(),
+            NodeAccess::Page(PageView::Branch(b)) => b.len(),
+            NodeAccess::Dirty(Node::Leaf(e)) => e.len(),
+            NodeAccess::Dirty(Node::Branch(e)) => e.len(),
+        }
+    }
+
+    pub fn key(&self, i: usize) -> Result<&'a [u8]> {
+        match self {
+            NodeAccess::Page(PageView::Leaf(l)) => l.key(i),
+            NodeAccess::Page(PageView::Branch(b)) => b.key(i),
+            NodeAccess::Dirty(Node::Leaf(e)) => Ok(&e[i].0),
+            NodeAccess::Dirty(Node::Branch(e)) => Ok(&e[i].0),
+        }
+    }
+
+    /// The stored value of leaf entry `i`.
+    pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
+        match self {
+            NodeAccess::Page(PageView::Leaf(l)) => l.value(i),
+            NodeAccess::Dirty(Node::Leaf(e)) => Ok(e[i].1.as_ref()),
+            _ => unreachable!("value() on a branch"),
+        }
+    }
+
+    /// Child `i` of a branch.
+    pub fn child(&self, i: usize) -> Result<NodeRef> {
+        match self {
+            NodeAccess::Page(PageView::Branch(b)) => b.child(i).map(NodeRef::Page),
+            NodeAccess::Dirty(Node::Branch(e)) => Ok(e[i].1),
+            _ => unreachable!("child() on a leaf"),
+        }
+    }
+
+    /// First index whose key is not less than `key`, and whether it is equal.
+    pub fn search(&self, key: &[u8]) -> Result<(usize, bool)> {
+        crate::btree::node::search(self.len(), key, |i| self.key(i))
+    }
+
+    /// For a branch: the child to descend into for `key`.
+    pub fn child_index(&self, key: &[u8]) -> Result<usize> {
+        let (i, found) = self.search(key)?;
+        Ok(if found { i } else { i.saturating_sub(1) })
+    }
+}
+
+/// Pages plus, in a write transaction, the arena of dirty nodes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Source<'a> {
+    pub pages: Pages<'a>,
+    pub arena: &'a [Node],
+}
+
+impl<'a> Source<'a> {
+    pub fn node(&self, r: NodeRef) -> Result<NodeAccess<'a>> {
+        match r {
+            NodeRef::Page(id) => self.pages.node(id).map(NodeAccess::Page),
+            NodeRef::Dirty(i) => Ok(NodeAccess::Dirty(&self.arena[i])),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The error type shared by every layer.
+
+use std::io;
+
+/// A page number: the page's offset in the file divided by the page size.
+pub type PageId = u64;
+
+/// Everything that can go wrong in folio.
+///
+/// Bad bytes on disk are [`Error::Corrupted`], never a panic. Each variant says what happened and,
+/// where there is one, what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// Another process (or another `Db` in this one) holds the database file open.
+    #[error("database is locked by another process (only one process may open a folio file at a time)")]
+    Locked,
+
+    /// The file exists but holds zero bytes: it was never a folio database, or was truncated to
+    /// nothing. folio never leaves an empty file behind, so this one came from elsewhere.
+    #[error("the file is empty: it is not a folio database (remove it to create a new database)")]
+    EmptyFile,
+
+    /// Neither meta page carries folio's magic number.
+    #[error("not a folio database (no folio header in either meta page)")]
+    NotADatabase,
+
+    /// Both meta pages carry folio's magic number but neither passes its checksum.
+    #[error("both meta pages are damaged (page 0: {first}; page 1: {second}); the database cannot be opened")]
+    MetaDamaged {
+        /// Why the first meta page was rejected.
+        first: String,
+        /// Why the second meta page was rejected.
+        second: String,
+    },
+
+    /// The file is shorter than its meta page says it must be.
+    #[error("the file is truncated: it holds {actual} bytes but the database needs {expected}")]
+    Truncated {
+        /// Bytes the meta page requires.
+        expected: u64,
+        /// Bytes actually in the file.
+        actual: u64,
+    },
+
+    /// The file was written by a format version this build cannot read.
+    #[error("unsupported file format version {0} (this build reads version {supported})", supported = crate::limits::FORMAT_VERSION)]
+    UnsupportedVersion(u32),
+
+    /// A page's bytes fail validation: a bad checksum, an offset out of bounds, a wrong kind.
+    #[error("corrupted page {page}: {reason}")]
+    Corrupted {
+        /// The page whose bytes are bad.
+        page: PageId,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A key was empty or longer than the limit for this page size.
+    #[error("key length {len} is out of range: keys must be 1 to {max} bytes")]
+    KeyLength {
+        /// The key's length.
+        len: usize,
+        /// The longest key this database accepts.
+        max: usize,
+    },
+
+    /// A value was longer than [`crate::limits::VALUE_LEN_MAX`].
+    #[error("value length {len} is over the limit of {max} bytes")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The longest value folio accepts.
+        max: usize,
+    },
+
+    /// A tree name was empty or too long.
+    #[error("tree name length {len} is out of range: names must be 1 to {max} bytes")]
+    TreeNameLength {
+        /// The name's length.
+        len: usize,
+        /// The longest name this database accepts.
+        max: usize,
+    },
+
+    /// Growing the file would pass the maximum size set with [`crate::Builder::max_size`].
+    #[error("database full: the commit needs {needed} bytes but the maximum size is {max} bytes")]
+    DatabaseFull {
+        /// File size the commit would need.
+        needed: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+
+    /// A builder option was out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// An earlier commit failed after it began writing its meta page, so the state on disk is
+    /// unknown to this process. Reads of existing snapshots still work; reopen the database to write.
+    #[error("a previous commit failed while making itself durable; reopen the database to continue writing")]
+    Poisoned,
+}
+
+/// The result type of every fallible folio call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for building an [`Error::Corrupted`].
+pub(crate) fn corrupted(page: PageId, reason: impl Into<String>) -> Error {
+    Error::Corrupted {
+        page,
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,70 @@
+//! Every bound folio enforces, as a named constant, with the relations between them checked at
+//! compile time.
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Page size used when none is given.
+pub const PAGE_SIZE_DEFAULT: u32 = 4096;
+/// Smallest page size (small pages make deep trees; tests use them).
+pub const PAGE_SIZE_MIN: u32 = 512;
+/// Largest page size. In-page offsets are `u16`, so a page must be addressable by one.
+pub const PAGE_SIZE_MAX: u32 = 32 * 1024;
+
+/// Bytes of the header at the start of every page (and of every overflow run).
+pub const PAGE_HEADER_LEN: usize = 24;
+/// Bytes of a meta page covered by its checksum; the rest of the page is zero.
+pub const META_LEN: usize = 96;
+
+/// Bytes of a slot: the `u16` offset of an entry, kept in key order after the header.
+pub const SLOT_LEN: usize = 2;
+/// Bytes of a leaf entry before its key: flags `u8`, key length `u16`, value length `u32`.
+pub const LEAF_ENTRY_HEADER_LEN: usize = 7;
+/// Bytes that stand for a value kept in an overflow run: the run's first page id.
+pub const OVERFLOW_REF_LEN: usize = 8;
+/// Bytes of a branch entry before its key: child page id `u64`, key length `u16`.
+pub const BRANCH_ENTRY_HEADER_LEN: usize = 10;
+
+/// The longest value. Values over a leaf's inline limit live in an overflow run of contiguous pages.
+pub const VALUE_LEN_MAX: usize = 1 << 30;
+
+/// The deepest tree a reader will descend; deeper means a cycle in a corrupted file.
+pub const TREE_DEPTH_MAX: usize = 32;
+
+/// The file grows by doubling up to this many bytes, then by this many bytes at a time.
+pub const GROWTH_STEP_MAX: u64 = 1 << 30;
+/// The smallest file folio creates, in pages (two metas plus room for a first commit).
+pub const INITIAL_PAGES_MIN: u64 = 8;
+
+/// The usable bytes of a page after its header.
+pub const fn page_capacity(page_size: u32) -> usize {
+    page_size as usize - PAGE_HEADER_LEN
+}
+
+/// The largest leaf entry (slot, header, key, value) that is kept inline. Larger values go to an
+/// overflow run. Half a page, so that any two entries fit one page and splits always progress.
+pub const fn inline_entry_max(page_size: u32) -> usize {
+    page_capacity(page_size) / 2
+}
+
+/// The longest key for a page size: a quarter of a page less the largest entry overhead, so that a
+/// branch page always holds at least four separators.
+pub const fn key_len_max(page_size: u32) -> usize {
+    page_capacity(page_size) / 4 - SLOT_LEN - LEAF_ENTRY_HEADER_LEN - OVERFLOW_REF_LEN
+}
+
+/// A dirty node smaller than this many bytes is merged with a sibling at commit.
+pub const fn merge_threshold(page_size: u32) -> usize {
+    page_capacity(page_size) / 4
+}
+
+const _: () = assert!(PAGE_SIZE_MIN.is_power_of_two() && PAGE_SIZE_MAX.is_power_of_two());
+const _: () = assert!(PAGE_SIZE_MAX <= u16::MAX as u32 + 1);
+const _: () = assert!(META_LEN <= PAGE_SIZE_MIN as usize);
+const _: () = assert!(PAGE_HEADER_LEN < META_LEN);
+const _: () = assert!(key_len_max(PAGE_SIZE_MIN) >= 64);
+// A branch entry with the longest key fits a quarter page, like a leaf entry.
+const _: () = assert!(
+    SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len_max(PAGE_SIZE_MIN) <= page_capacity(PAGE_SIZE_MIN) / 4
+);
+const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);

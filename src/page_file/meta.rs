@@ -1,0 +1,172 @@
+//! The two meta pages: the root of everything. A commit writes the slot that does not hold the
+//! newest durable meta; open takes the valid slot with the higher transaction id.
+//!
+//! ```text
+//! offset size field (after the 24-byte page header, kind = meta, overflow = 0)
+//!     24    8 magic "FOLIO\0DB"
+//!     32    4 format version (u32 LE)
+//!     36    4 page size (u32 LE)
+//!     40    8 txid (u64 LE): the commit this meta describes
+//!     48    8 catalog root page (u64 LE), 0 when there are no trees
+//!     56    8 freelist page (u64 LE), 0 when nothing is free
+//!     64    8 page count (u64 LE): pages in use, the allocation frontier
+//!     72   24 reserved, zero
+//! ```
+//! The crc32 in the header covers bytes 0..96 (META_LEN); the rest of the page is zero.
+
+use crate::error::{Error, PageId, Result};
+use crate::limits::{FORMAT_VERSION, META_LEN, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
+use crate::page_file::page::{self, Header, PageKind, u32_at, u64_at};
+use crate::page_file::storage::Storage;
+
+/// The magic number in every meta page.
+pub(crate) const MAGIC: &[u8; 8] = b"FOLIO\0DB";
+
+const OFF_MAGIC: usize = 24;
+const OFF_VERSION: usize = 32;
+const OFF_PAGE_SIZE: usize = 36;
+const OFF_TXID: usize = 40;
+const OFF_CATALOG: usize = 48;
+const OFF_FREELIST: usize = 56;
+const OFF_PAGE_COUNT: usize = 64;
+const _: () = assert!(OFF_PAGE_COUNT + 8 <= META_LEN);
+
+/// The decoded contents of a meta page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub page_size: u32,
+    pub txid: u64,
+    /// Root page of the catalog tree, or 0 when there are no named trees.
+    pub catalog_root: PageId,
+    /// First page of the freelist run, or 0 when nothing is free.
+    pub freelist: PageId,
+    /// Pages in use: every page id is below this.
+    pub page_count: u64,
+}
+
+impl Meta {
+    /// Encodes this meta as the page `slot` (0 or 1).
+    pub fn encode(&self, slot: PageId) -> Vec<u8> {
+        let mut buf = vec![0u8; self.page_size as usize];
+        Header { id: slot, kind: PageKind::Meta, count: 0, overflow: 0 }.write(&mut buf);
+        buf[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(MAGIC);
+        buf[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf[OFF_PAGE_SIZE..OFF_PAGE_SIZE + 4].copy_from_slice(&self.page_size.to_le_bytes());
+        buf[OFF_TXID..OFF_TXID + 8].copy_from_slice(&self.txid.to_le_bytes());
+        buf[OFF_CATALOG..OFF_CATALOG + 8].copy_from_slice(&self.catalog_root.to_le_bytes());
+        buf[OFF_FREELIST..OFF_FREELIST + 8].copy_from_slice(&self.freelist.to_le_bytes());
+        buf[OFF_PAGE_COUNT..OFF_PAGE_COUNT + 8].copy_from_slice(&self.page_count.to_le_bytes());
+        page::seal(&mut buf[..META_LEN]);
+        buf
+    }
+}
+
+/// Why one meta slot could not be used.
+#[derive(Debug)]
+enum SlotError {
+    /// No magic: this is not a folio meta at all.
+    NoMagic,
+    /// Folio's magic, but the bytes are bad.
+    Damaged(String),
+    /// Folio's magic and a good checksum, but a newer format.
+    Version(u32),
+}
+
+fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
+    if buf.len() < META_LEN || &buf[OFF_MAGIC..OFF_MAGIC + 8] != MAGIC {
+        return Err(SlotError::NoMagic);
+    }
+    let meta = &buf[..META_LEN];
+    page::verify(meta, slot).map_err(|e| SlotError::Damaged(e.to_string()))?;
+    let header = Header::read(meta, slot).map_err(|e| SlotError::Damaged(e.to_string()))?;
+    if header.kind != PageKind::Meta {
+        return Err(SlotError::Damaged("not a meta page".into()));
+    }
+    let version = u32_at(meta, OFF_VERSION);
+    if version != FORMAT_VERSION {
+        return Err(SlotError::Version(version));
+    }
+    let page_size = u32_at(meta, OFF_PAGE_SIZE);
+    if !page_size.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&page_size) {
+        return Err(SlotError::Damaged(format!("page size {page_size} out of range")));
+    }
+    let m = Meta {
+        page_size,
+        txid: u64_at(meta, OFF_TXID),
+        catalog_root: u64_at(meta, OFF_CATALOG),
+        freelist: u64_at(meta, OFF_FREELIST),
+        page_count: u64_at(meta, OFF_PAGE_COUNT),
+    };
+    let in_range = |p: PageId| p == 0 || (2..m.page_count).contains(&p);
+    if m.page_count < 2 || !in_range(m.catalog_root) || !in_range(m.freelist) {
+        return Err(SlotError::Damaged("page number out of range".into()));
+    }
+    Ok(m)
+}
+
+fn read_slot(storage: &dyn Storage, offset: u64, file_len: u64) -> Result<Vec<u8>> {
+    let n = (META_LEN as u64).min(file_len.saturating_sub(offset)) as usize;
+    let mut buf = vec![0u8; n];
+    storage.read_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// Reads both meta slots and picks the valid one with the higher txid. Returns the meta and the
+/// slot it came from.
+pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
+    let file_len = storage.len()?;
+    if file_len == 0 {
+        return Err(Error::EmptyFile);
+    }
+    let first = decode(&read_slot(storage, 0, file_len)?, 0);
+    // Slot 1 sits one page in. Take the page size from slot 0, or, when slot 0 is bad, look for
+    // slot 1 at every possible page size.
+    let second = match &first {
+        Ok(m) => decode(&read_slot(storage, m.page_size as u64, file_len)?, 1),
+        Err(_) => {
+            let mut found = Err(SlotError::NoMagic);
+            let mut size = PAGE_SIZE_MIN;
+            while size <= PAGE_SIZE_MAX {
+                match decode(&read_slot(storage, size as u64, file_len)?, 1) {
+                    Ok(m) if m.page_size == size => {
+                        found = Ok(m);
+                        break;
+                    }
+                    Err(e @ (SlotError::Damaged(_) | SlotError::Version(_))) => found = Err(e),
+                    _ => {}
+                }
+                size *= 2;
+            }
+            found
+        }
+    };
+    match (first, second) {
+        (Ok(a), Ok(b)) if a.page_size != b.page_size => Err(Error::MetaDamaged {
+            first: format!("page size {}", a.page_size),
+            second: format!("page size {}", b.page_size),
+        }),
+        (Ok(a), Ok(b)) => Ok(if b.txid > a.txid { (b, 1) } else { (a, 0) }),
+        (Ok(a), Err(_)) => Ok((a, 0)),
+        (Err(_), Ok(b)) => Ok((b, 1)),
+        (Err(SlotError::Version(v)), _) | (_, Err(SlotError::Version(v))) => {
+            Err(Error::UnsupportedVersion(v))
+        }
+        (Err(SlotError::NoMagic), Err(SlotError::NoMagic)) => {
+            if file_len < META_LEN as u64 {
+                Err(Error::Truncated { expected: 2 * PAGE_SIZE_MIN as u64, actual: file_len })
+            } else {
+                Err(Error::NotADatabase)
+            }
+        }
+        (a, b) => Err(Error::MetaDamaged { first: describe(a), second: describe(b) }),
+    }
+}
+
+fn describe(r: Result<Meta, SlotError>) -> String {
+    match r {
+        Ok(_) => "valid".into(),
+        Err(SlotError::NoMagic) => "no folio header".into(),
+        Err(SlotError::Damaged(why)) => why,
+        Err(SlotError::Version(v)) => format!("version {v}"),
+    }
+}

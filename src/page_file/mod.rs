@@ -1,0 +1,12 @@
+//! The page file: the OS file and nothing above it. Storage, page header and checksum, the two
+//! meta slots, and the freelist.
+
+pub(crate) mod freelist;
+pub(crate) mod meta;
+pub(crate) mod page;
+pub(crate) mod sim;
+pub(crate) mod storage;
+
+pub use page::PageKind;
+pub use sim::{Call, Fault, SimStorage};
+pub use storage::{FileStorage, Storage};

@@ -1,0 +1,335 @@
+//! The database handle: opening and creating files, snapshots, and the reader registry.
+//!
+//! Invariants:
+//! 1. `Shared::current` is the newest snapshot a new reader may see. A reader takes it and registers
+//!    its txid under the same lock, so the writer never frees a page a registering reader can see.
+//! 2. Each snapshot holds an `Arc` of the mapping it began with. When the file grows the writer maps
+//!    it again; older mappings die with their last reader. The writer never waits for readers.
+//! 3. One write transaction at a time holds `Inner::writer`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::Mutex;
+
+use crate::btree::source::Pages;
+use crate::error::{Error, Result};
+use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
+use crate::page_file::freelist::FreeList;
+use crate::page_file::meta::{self, Meta};
+use crate::page_file::storage::{sync_parent_dir, FileStorage, Storage};
+use crate::txn::read::ReadTxn;
+use crate::txn::sync::{Durability, SyncState};
+use crate::txn::write::{WriteTxn, Writer};
+
+/// One committed state of the database: its meta and a mapping that covers it.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub meta: Meta,
+    pub map: Arc<Mmap>,
+}
+
+impl Snapshot {
+    pub fn pages(&self, verify_checksums: bool) -> Pages<'_> {
+        Pages {
+            data: &self.map[..],
+            page_size: self.meta.page_size,
+            page_count: self.meta.page_count,
+            verify_checksums,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub current: Arc<Snapshot>,
+    /// Open readers by snapshot txid.
+    pub readers: BTreeMap<u64, usize>,
+}
+
+/// Options fixed when a database is opened.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub durability: Durability,
+    pub max_size: Option<u64>,
+    pub verify_checksums: bool,
+    pub strict: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub storage: Box<dyn Storage>,
+    pub path: Option<PathBuf>,
+    pub options: Options,
+    pub page_size: u32,
+    pub shared: Mutex<Shared>,
+    pub writer: Mutex<Writer>,
+    pub sync: SyncState,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.sync.unsynced() {
+            // Best effort: a failure here leaves the last durable commit, as a crash would.
+            let _ = self.sync.wait_synced(&*self.storage, u64::MAX.min(self.writer.get_mut().latest.meta.txid));
+        }
+    }
+}
+
+/// An open folio database. Cheap to clone; every clone is the same database.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("example.folio");
+/// let db = folio::Db::open(&path)?;
+/// let mut tx = db.begin_write()?;
+/// tx.open_tree(b"users")?.put(b"alice", b"1")?;
+/// tx.commit()?;
+///
+/// let tx = db.begin_read()?;
+/// let users = tx.tree(b"users")?.expect("the tree exists");
+/// assert_eq!(users.get(b"alice")?, Some(&b"1"[..]));
+/// # Ok::<(), folio::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Options for opening or creating a database; see [`Db::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    page_size: u32,
+    initial_size: u64,
+    options: Options,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            page_size: PAGE_SIZE_DEFAULT,
+            initial_size: 0,
+            options: Options { durability: Durability::Immediate, max_size: None, verify_checksums: false, strict: false },
+        }
+    }
+}
+
+impl Builder {
+    /// The page size for a new database: a power of two from 512 to 32768. An existing database
+    /// keeps the page size it was created with.
+    pub fn page_size(mut self, bytes: u32) -> Self {
+        self.page_size = bytes;
+        self
+    }
+
+    /// The default durability of commits (each transaction may override it).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.options.durability = durability;
+        self
+    }
+
+    /// The size a new file starts at, in bytes (rounded up to whole pages).
+    pub fn initial_size(mut self, bytes: u64) -> Self {
+        self.initial_size = bytes;
+        self
+    }
+
+    /// The largest the file may grow; a commit that needs more fails with [`Error::DatabaseFull`]
+    /// and changes nothing.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.options.max_size = Some(bytes);
+        self
+    }
+
+    /// Verify every page's checksum when a reader first touches it (off by default: `check` and
+    /// defrag always verify, and meta pages are always verified on open).
+    pub fn verify_checksums(mut self, on: bool) -> Self {
+        self.options.verify_checksums = on;
+        self
+    }
+
+    /// Run the full checker after every commit and fail the commit's caller if it finds a problem.
+    /// Slow; for tests and debugging.
+    pub fn strict(mut self, on: bool) -> Self {
+        self.options.strict = on;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.page_size.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&self.page_size) {
+            return Err(Error::InvalidOption(format!(
+                "page size {} must be a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}",
+                self.page_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens the database at `path`, creating it if no file is there.
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Db> {
+        self.validate()?;
+        let path = path.as_ref();
+        let storage = match FileStorage::open(path) {
+            Ok(s) => s,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => self.create_file(path)?,
+            Err(e) => return Err(e),
+        };
+        Db::from_storage(Box::new(storage), Some(path.to_path_buf()), self.options.clone())
+    }
+
+    /// Creates the file under a temporary name and links it into place only when it is whole, so a
+    /// crash during creation never leaves a half-made database at `path`.
+    fn create_file(&self, path: &Path) -> Result<FileStorage> {
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".creating");
+        let tmp = path.with_file_name(tmp_name);
+        let _ = std::fs::remove_file(&tmp);
+        let storage = FileStorage::create_new(&tmp)?;
+        let made = (|| -> Result<()> {
+            format(&storage, self.page_size, self.initial_size)?;
+            storage.sync()?;
+            std::fs::hard_link(&tmp, path)?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        made?;
+        sync_parent_dir(path)?;
+        Ok(storage)
+    }
+
+    /// Formats an empty storage as a new database and opens it.
+    pub fn create_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
+        self.validate()?;
+        if !storage.is_empty()? {
+            return Err(Error::InvalidOption("create_with needs an empty storage".into()));
+        }
+        format(&*storage, self.page_size, self.initial_size)?;
+        storage.sync()?;
+        Db::from_storage(storage, None, self.options.clone())
+    }
+
+    /// Opens an existing database held by `storage`.
+    pub fn open_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
+        Db::from_storage(storage, None, self.options.clone())
+    }
+}
+
+/// Writes the two meta pages of an empty database.
+fn format(storage: &dyn Storage, page_size: u32, initial_size: u64) -> Result<()> {
+    let pages = initial_size.div_ceil(page_size as u64).max(INITIAL_PAGES_MIN);
+    storage.set_len(pages * page_size as u64)?;
+    let meta = Meta { page_size, txid: 0, catalog_root: 0, freelist: 0, page_count: 2 };
+    for slot in 0..2 {
+        storage.write_at(&meta.encode(slot), slot * page_size as u64)?;
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Opens the database at `path` with default options, creating it if no file is there.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Builder::default().open(path)
+    }
+
+    /// Options for opening or creating a database.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn from_storage(storage: Box<dyn Storage>, path: Option<PathBuf>, options: Options) -> Result<Db> {
+        let (meta, slot) = meta::read_newest(&*storage)?;
+        let file_len = storage.len()?;
+        let needed = meta.page_count * meta.page_size as u64;
+        if file_len < needed {
+            return Err(Error::Truncated { expected: needed, actual: file_len });
+        }
+        let map = Arc::new(storage.map()?);
+        let snapshot = Arc::new(Snapshot { meta, map });
+        let (freelist, freelist_run) = if meta.freelist == 0 {
+            (FreeList::default(), None)
+        } else {
+            let pages = snapshot.pages(true);
+            let first = pages.run(meta.freelist, 1)?;
+            let header = crate::page_file::page::Header::read(first, meta.freelist)?;
+            let len = header.overflow as u64 + 1;
+            let run = pages.run(meta.freelist, len)?;
+            (FreeList::decode(run, meta.freelist, meta.page_count)?, Some((meta.freelist, len)))
+        };
+        let writer = Writer { freelist, freelist_run, latest: snapshot.clone(), file_len };
+        let db = Db {
+            inner: Arc::new(Inner {
+                storage,
+                path,
+                options,
+                page_size: meta.page_size,
+                shared: Mutex::new(Shared { current: snapshot, readers: BTreeMap::new() }),
+                writer: Mutex::new(writer),
+                sync: SyncState::new(meta, slot),
+            }),
+        };
+        Ok(db)
+    }
+
+    /// Begins a read transaction: a snapshot of the last commit, unaffected by later ones. Never
+    /// waits for the writer.
+    pub fn begin_read(&self) -> Result<ReadTxn<'_>> {
+        let snapshot = {
+            let mut shared = self.inner.shared.lock();
+            let s = shared.current.clone();
+            *shared.readers.entry(s.meta.txid).or_default() += 1;
+            s
+        };
+        Ok(ReadTxn::new(&self.inner, snapshot))
+    }
+
+    /// Begins the write transaction, waiting while another is open.
+    pub fn begin_write(&self) -> Result<WriteTxn<'_>> {
+        self.inner.sync.check_poisoned()?;
+        let writer = self.inner.writer.lock();
+        WriteTxn::new(&self.inner, writer)
+    }
+
+    /// Makes every commit so far durable (useful after commits with [`Durability::None`]).
+    pub fn sync(&self) -> Result<()> {
+        let txid = self.inner.writer.lock().latest.meta.txid;
+        self.inner.sync.wait_synced(&*self.inner.storage, txid)
+    }
+
+    /// The page size of this database.
+    pub fn page_size(&self) -> u32 {
+        self.inner.page_size
+    }
+
+    /// The longest key this database accepts.
+    pub fn key_len_max(&self) -> usize {
+        crate::limits::key_len_max(self.inner.page_size)
+    }
+
+    /// The path the database was opened at, if it was opened from a path.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+}
+
+impl Inner {
+    /// The oldest snapshot txid any reader holds.
+    pub fn oldest_reader(&self) -> Option<u64> {
+        self.shared.lock().readers.keys().next().copied()
+    }
+
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.shared.lock().current = snapshot;
+    }
+
+    pub fn unregister_reader(&self, txid: u64) {
+        let mut shared = self.shared.lock();
+        if let Some(n) = shared.readers.get_mut(&txid) {
+            *n -= 1;
+            if *n == 0 {
+                shared.readers.remove(&txid);
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Transactions: many concurrent readers, one writer, and the commit that joins them.
+
+pub(crate) mod catalog;
+pub(crate) mod db;
+pub(crate) mod read;
+pub(crate) mod sync;
+pub(crate) mod write;
+
+pub use db::{Builder, Db};
+pub use read::ReadTxn;
+pub use sync::Durability;
+pub use write::WriteTxn;

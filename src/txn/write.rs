@@ -1,0 +1,348 @@
+//! The write transaction and its commit.
+//!
+//! Commit is a recipe, one step each (see [`WriteTxn::commit`]):
+//! spill → freelist → grow → write pages in order → sync → meta → sync → publish.
+//! Until the meta is written nothing a reader or a reopen can see has changed, so any failure up to
+//! there rolls back cleanly: the in-memory freelist is restored and the pages written are garbage in
+//! free space. A failure while making the meta durable poisons the database (see `sync.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::MutexGuard;
+
+use crate::btree::source::{NodeRef, Pages, Source};
+use crate::btree::tree::{check_key_name, Tree, TreeMut};
+use crate::btree::tree_mut::{self, Allocate, Dirty, PageWrites, TreeRoot};
+use crate::error::{Error, PageId, Result};
+use crate::limits::{GROWTH_STEP_MAX, INITIAL_PAGES_MIN};
+use crate::page_file::freelist::FreeList;
+use crate::page_file::meta::Meta;
+use crate::txn::catalog::{self, Descriptor};
+use crate::txn::db::{Inner, Snapshot};
+use crate::txn::sync::Durability;
+
+/// State owned by whoever holds the write lock.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub freelist: FreeList,
+    /// The current freelist run (first page, pages), if any.
+    pub freelist_run: Option<(PageId, u64)>,
+    /// The newest commit, as the next writer starts from it.
+    pub latest: Arc<Snapshot>,
+    /// The file's length as this process last set or saw it.
+    pub file_len: u64,
+}
+
+#[derive(Debug)]
+struct OpenTree {
+    root: TreeRoot,
+    /// As committed before this transaction; `None` for a tree this transaction created.
+    original: Option<TreeRoot>,
+}
+
+/// The one write transaction. Changes are visible to it at once and to others after
+/// [`WriteTxn::commit`]; dropping it without committing rolls everything back.
+#[derive(Debug)]
+pub struct WriteTxn<'db> {
+    db: &'db Inner,
+    writer: MutexGuard<'db, Writer>,
+    base: Arc<Snapshot>,
+    dirty: Dirty,
+    catalog: TreeRoot,
+    trees: BTreeMap<Vec<u8>, OpenTree>,
+    deleted: bool,
+    durability: Durability,
+}
+
+/// Allocates from the freelist first, then from the end of the used pages.
+struct Allocator<'a> {
+    freelist: &'a mut FreeList,
+    page_count: u64,
+    page_count_max: u64,
+    page_size: u32,
+}
+
+impl Allocate for Allocator<'_> {
+    fn allocate(&mut self, n: u64) -> Result<PageId> {
+        if let Some(p) = self.freelist.allocate(n) {
+            return Ok(p);
+        }
+        let start = self.page_count;
+        if start + n > self.page_count_max {
+            return Err(Error::DatabaseFull {
+                needed: (start + n) * self.page_size as u64,
+                max: self.page_count_max * self.page_size as u64,
+            });
+        }
+        self.page_count += n;
+        Ok(start)
+    }
+}
+
+impl<'db> WriteTxn<'db> {
+    pub(crate) fn new(db: &'db Inner, mut writer: MutexGuard<'db, Writer>) -> Result<WriteTxn<'db>> {
+        // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
+        // crash can fall back to a meta older than T.
+        let bound = db.oldest_reader().unwrap_or(u64::MAX).min(db.sync.safe());
+        writer.freelist.release(bound);
+        let base = writer.latest.clone();
+        let catalog_root = (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root));
+        Ok(WriteTxn {
+            db,
+            writer,
+            base,
+            dirty: Dirty::default(),
+            catalog: TreeRoot { root: catalog_root, len: 0 },
+            trees: BTreeMap::new(),
+            deleted: false,
+            durability: db.options.durability,
+        })
+    }
+
+    fn pages(&self) -> Pages<'_> {
+        self.base.pages(self.db.options.verify_checksums)
+    }
+
+    /// Sets how this transaction's commit reaches the disk.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// The id this transaction's commit will have.
+    pub fn txid(&self) -> u64 {
+        self.base.meta.txid + 1
+    }
+
+    fn lookup(&self, name: &[u8]) -> Result<Option<TreeRoot>> {
+        let src = Source { pages: self.pages(), arena: &self.dirty.arena };
+        let catalog = Tree::new(src, self.catalog.root, 0);
+        match catalog.get(name)? {
+            Some(raw) => Ok(Some(Descriptor::decode(raw, self.base.meta.catalog_root)?.tree_root())),
+            None => Ok(None),
+        }
+    }
+
+    fn load(&mut self, name: &[u8], create: bool) -> Result<bool> {
+        check_key_name(name, self.base.meta.page_size)?;
+        if self.trees.contains_key(name) {
+            return Ok(true);
+        }
+        let entry = match self.lookup(name)? {
+            Some(root) => OpenTree { root, original: Some(root) },
+            None if create => OpenTree { root: TreeRoot::default(), original: None },
+            None => return Ok(false),
+        };
+        self.trees.insert(name.to_vec(), entry);
+        Ok(true)
+    }
+
+    /// Opens the tree named `name` for writing, creating it if it does not exist.
+    pub fn open_tree(&mut self, name: &[u8]) -> Result<TreeMut<'_>> {
+        self.load(name, true)?;
+        let pages = self.base.pages(self.db.options.verify_checksums);
+        let open = self.trees.get_mut(name).expect("loaded");
+        Ok(TreeMut { dirty: &mut self.dirty, pages, root: &mut open.root })
+    }
+
+    /// The tree named `name` for writing, or `None` if it does not exist.
+    pub fn tree(&mut self, name: &[u8]) -> Result<Option<TreeMut<'_>>> {
+        if !self.load(name, false)? {
+            return Ok(None);
+        }
+        self.open_tree(name).map(Some)
+    }
+
+    /// Deletes the tree named `name` and frees its pages. Returns whether it existed.
+    pub fn delete_tree(&mut self, name: &[u8]) -> Result<bool> {
+        if !self.load(name, false)? {
+            return Ok(false);
+        }
+        let open = self.trees.remove(name).expect("loaded");
+        let pages = self.base.pages(self.db.options.verify_checksums);
+        if let Some(root) = open.root.root {
+            tree_mut::free_all(&mut self.dirty, pages, root)?;
+        }
+        if open.original.is_some() {
+            tree_mut::remove(&mut self.dirty, pages, &mut self.catalog, name)?;
+            self.deleted = true;
+        }
+        Ok(true)
+    }
+
+    /// The names of every tree, in order, as this transaction sees them.
+    pub fn tree_names(&self) -> Result<Vec<Vec<u8>>> {
+        let src = Source { pages: self.pages(), arena: &self.dirty.arena };
+        let mut names: Vec<Vec<u8>> = catalog::names(Tree::new(src, self.catalog.root, 0))?;
+        names.extend(self.trees.iter().filter(|(_, t)| t.original.is_none()).map(|(n, _)| n.clone()));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Discards every change. (Dropping the transaction does the same.)
+    pub fn abort(self) {}
+
+    /// Makes every change durable (as the transaction's [`Durability`] says) and visible to new
+    /// readers. On error nothing has changed, unless the error is [`Error::Poisoned`] or an I/O
+    /// error while writing the meta, after which the database must be reopened.
+    pub fn commit(mut self) -> Result<()> {
+        self.db.sync.check_poisoned()?;
+        let saved = (self.writer.freelist.clone(), self.writer.freelist_run);
+        let meta = match self.write_pages() {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                (self.writer.freelist, self.writer.freelist_run) = saved;
+                return Err(e);
+            }
+        };
+        let db = self.db;
+        // Map the grown file before the meta is written: a failure here still rolls back.
+        let map = if self.writer.file_len as usize > self.base.map.len() {
+            match db.storage.map() {
+                Ok(m) => Arc::new(m),
+                Err(e) => {
+                    (self.writer.freelist, self.writer.freelist_run) = saved;
+                    return Err(e);
+                }
+            }
+        } else {
+            self.base.map.clone()
+        };
+        let snapshot = Arc::new(Snapshot { meta, map });
+        db.sync.set_committed(meta);
+        let txid = meta.txid;
+        match self.durability {
+            Durability::Immediate => {
+                // Readers see the commit only once it is durable.
+                db.sync.wait_synced(&*db.storage, txid)?;
+                self.publish(snapshot);
+            }
+            Durability::None => {
+                db.sync.write_meta_unsynced(&*db.storage)?;
+                self.publish(snapshot);
+            }
+            Durability::Group => {
+                self.publish(snapshot);
+                drop(self.writer);
+                db.sync.wait_synced(&*db.storage, txid)?;
+            }
+        }
+        if db.options.strict {
+            let report = crate::check::check_db(db)?;
+            if !report.is_clean() {
+                return Err(Error::Corrupted { page: 0, reason: format!("strict check after commit {txid}: {report}") });
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, snapshot: Arc<Snapshot>) {
+        self.writer.latest = snapshot.clone();
+        self.db.publish(snapshot);
+    }
+
+    /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write, or
+    /// `None` when the transaction changed nothing.
+    fn write_pages(&mut self) -> Result<Option<Meta>> {
+        let changed = self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
+        if !changed {
+            return Ok(None);
+        }
+        let page_size = self.base.meta.page_size;
+        let txid = self.base.meta.txid + 1;
+        let pages = self.base.pages(self.db.options.verify_checksums);
+        let page_count_max = match self.db.options.max_size {
+            Some(max) => max / page_size as u64,
+            None => u64::MAX / page_size as u64,
+        };
+        let mut out: PageWrites = Vec::new();
+        let writer = &mut *self.writer;
+        let mut alloc = Allocator {
+            freelist: &mut writer.freelist,
+            page_count: self.base.meta.page_count,
+            page_count_max,
+            page_size,
+        };
+
+        // 1. Spill: write each changed tree's dirty nodes to new pages, then record its root in the
+        //    catalog, then spill the catalog.
+        for (name, open) in self.trees.iter_mut() {
+            if open.original == Some(open.root) {
+                continue;
+            }
+            tree_mut::commit_tree(&mut self.dirty, pages, &mut open.root, &mut alloc, &mut out)?;
+            let descriptor = Descriptor::of(&open.root).encode();
+            tree_mut::insert(&mut self.dirty, pages, &mut self.catalog, name, &descriptor)?;
+        }
+        tree_mut::commit_tree(&mut self.dirty, pages, &mut self.catalog, &mut alloc, &mut out)?;
+        let catalog_root = match self.catalog.root {
+            None => 0,
+            Some(NodeRef::Page(p)) => p,
+            Some(NodeRef::Dirty(_)) => unreachable!("catalog spilled"),
+        };
+
+        // 2. Freelist: pages this commit stopped using wait under its txid; then the whole list
+        //    (free and pending alike) goes to a new run. Taking the run from the list can only
+        //    shorten it, so the size computed before the allocation suffices.
+        let mut freed = std::mem::take(&mut self.dirty.freed);
+        freed.extend(writer.freelist_run);
+        alloc.freelist.add_pending(txid, freed);
+        let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len(), page_size);
+        let freelist_page = alloc.allocate(run_pages)?;
+        let runs = alloc.freelist.persisted_runs();
+        out.push((freelist_page, FreeList::encode(&runs, freelist_page, run_pages, page_size)));
+        let meta = Meta { page_size, txid, catalog_root, freelist: freelist_page, page_count: alloc.page_count };
+
+        // 3. Grow the file if the pages in use outrun it.
+        let needed = meta.page_count * page_size as u64;
+        if needed > writer.file_len {
+            let len = grow_target(writer.file_len, needed, page_size, self.db.options.max_size);
+            self.db.storage.set_len(len)?;
+            writer.file_len = len;
+        }
+
+        // 4. Write the dirty pages in page order, adjacent pages in one write.
+        out.sort_unstable_by_key(|(id, _)| *id);
+        write_coalesced(&*self.db.storage, &out, page_size)?;
+        writer.freelist_run = Some((freelist_page, run_pages));
+        Ok(Some(meta))
+    }
+}
+
+/// The file length to grow to: double up to [`GROWTH_STEP_MAX`], then steps of it; never past the
+/// maximum size, never short of `needed`.
+fn grow_target(current: u64, needed: u64, page_size: u32, max: Option<u64>) -> u64 {
+    let mut len = current.max(INITIAL_PAGES_MIN * page_size as u64);
+    while len < needed {
+        len = if len < GROWTH_STEP_MAX { len * 2 } else { len + GROWTH_STEP_MAX };
+    }
+    let len = match max {
+        Some(max) => len.min(max / page_size as u64 * page_size as u64),
+        None => len,
+    };
+    len.max(needed)
+}
+
+/// Writes sorted page runs, joining adjacent runs into writes of up to 8 MiB.
+fn write_coalesced(storage: &dyn crate::page_file::Storage, runs: &[(PageId, Vec<u8>)], page_size: u32) -> Result<()> {
+    const WRITE_MAX: usize = 8 << 20;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut start: PageId = 0;
+    for (id, bytes) in runs {
+        let next = start + (buf.len() / page_size as usize) as u64;
+        if !buf.is_empty() && (*id != next || buf.len() + bytes.len() > WRITE_MAX) {
+            storage.write_at(&buf, start * page_size as u64)?;
+            buf.clear();
+        }
+        if buf.is_empty() {
+            start = *id;
+        }
+        buf.extend_from_slice(bytes);
+    }
+    if !buf.is_empty() {
+        storage.write_at(&buf, start * page_size as u64)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Basic scenarios: many keys across splits and merges, reopen, large values, limits.
+
+use std::collections::BTreeMap;
+
+use folio::{Db, Error};
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{:08}", i.wrapping_mul(2654435761) % 1_000_003).into_bytes()
+}
+
+#[test]
+fn thousands_of_keys_survive_splits_merges_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut model = BTreeMap::new();
+    {
+        let db = Db::builder().page_size(512).open(&path).unwrap();
+        for round in 0..10u64 {
+            let mut tx = db.begin_write().unwrap();
+            let mut t = tx.open_tree(b"t").unwrap();
+            for i in round * 1000..(round + 1) * 1000 {
+                let v = format!("value-{i}").repeat((i % 7) as usize + 1).into_bytes();
+                t.put(&key(i), &v).unwrap();
+                model.insert(key(i), v);
+            }
+            for i in (0..round * 1000).step_by(3) {
+                if t.delete(&key(i)).unwrap() {
+                    model.remove(&key(i));
+                }
+            }
+            tx.commit().unwrap();
+            let report = db.check().unwrap();
+            assert!(report.is_clean(), "{report}");
+        }
+        let tx = db.begin_read().unwrap();
+        let t = tx.tree(b"t").unwrap().unwrap();
+        assert_eq!(t.len(), model.len() as u64);
+        let got: Vec<(Vec<u8>, Vec<u8>)> = t.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+        assert_eq!(got, want);
+        let back: Vec<Vec<u8>> = t.iter().rev().map(|e| e.map(|(k, _)| k.to_vec())).collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, model.keys().rev().cloned().collect::<Vec<_>>());
+    }
+    let db = Db::open(&path).unwrap();
+    assert!(db.check().unwrap().is_clean());
+    let tx = db.begin_read().unwrap();
+    let t = tx.tree(b"t").unwrap().unwrap();
+    for (k, v) in &model {
+        assert_eq!(t.get(k).unwrap(), Some(v.as_slice()));
+    }
+}
+
+#[test]
+fn large_values_go_to_overflow_runs_and_come_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder().page_size(1024).open(dir.path().join("db")).unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree(b"t").unwrap().put(b"big", &big).unwrap();
+    tx.open_tree(b"t").unwrap().put(b"eight", b"12345678").unwrap();
+    tx.commit().unwrap();
+    assert!(db.check().unwrap().is_clean());
+    let tx = db.begin_read().unwrap();
+    let t = tx.tree(b"t").unwrap().unwrap();
+    assert_eq!(t.get(b"big").unwrap(), Some(big.as_slice()));
+    assert_eq!(t.get(b"eight").unwrap(), Some(&b"12345678"[..]));
+    drop(tx);
+    let mut tx = db.begin_write().unwrap();
+    tx.open_tree(b"t").unwrap().delete(b"big").unwrap();
+    tx.commit().unwrap();
+    let report = db.check().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn empty_and_oversized_keys_and_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    let mut t = tx.open_tree(b"t").unwrap();
+    assert!(matches!(t.put(b"", b"v"), Err(Error::KeyLength { len: 0, .. })));
+    let long = vec![b'k'; db.key_len_max() + 1];
+    assert!(matches!(t.put(&long, b"v"), Err(Error::KeyLength { .. })));
+    t.put(&long[1..], b"v").unwrap();
+    assert!(matches!(tx.open_tree(b""), Err(Error::TreeNameLength { .. })));
+}
