@@ -54,9 +54,18 @@ impl CheckReport {
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_clean() {
-            return write!(f, "ok: commit {}, {} pages checked", self.txid, self.pages_checked);
+            return write!(
+                f,
+                "ok: commit {}, {} pages checked",
+                self.txid, self.pages_checked
+            );
         }
-        write!(f, "{} problem(s) at commit {}:", self.problems.len(), self.txid)?;
+        write!(
+            f,
+            "{} problem(s) at commit {}:",
+            self.problems.len(),
+            self.txid
+        )?;
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }
@@ -80,20 +89,30 @@ const PROBLEMS_MAX: usize = 1000;
 impl<'a> Walker<'a> {
     fn problem(&mut self, page: Option<PageId>, message: impl Into<String>) {
         if self.problems.len() < PROBLEMS_MAX {
-            self.problems.push(Problem { page, message: message.into() });
+            self.problems.push(Problem {
+                page,
+                message: message.into(),
+            });
         }
     }
 
     /// Marks a run as used by `kind`; reports pages already used or out of range.
     fn mark(&mut self, id: PageId, len: u64, kind: u8) -> bool {
         if id < 2 || id.saturating_add(len) > self.pages.page_count {
-            self.problem(Some(id), format!("run of {len} pages lies outside the database"));
+            self.problem(
+                Some(id),
+                format!("run of {len} pages lies outside the database"),
+            );
             return false;
         }
         for p in id..id + len {
             let prev = self.seen[p as usize];
             if prev != 0 {
-                let what = if prev == FREE || kind == FREE { "both in use and free" } else { "reachable twice" };
+                let what = if prev == FREE || kind == FREE {
+                    "both in use and free"
+                } else {
+                    "reachable twice"
+                };
                 self.problem(Some(p), format!("page is {what}"));
                 return false;
             }
@@ -103,10 +122,19 @@ impl<'a> Walker<'a> {
     }
 
     fn verify(&mut self, id: PageId, len: u64) -> bool {
-        match self.pages.run(id, len).and_then(|run| page::verify(run, id)) {
+        match self
+            .pages
+            .run(id, len)
+            .and_then(|run| page::verify(run, id))
+        {
             Ok(()) => true,
             Err(e) => {
-                self.problem(Some(id), e.to_string().trim_start_matches(&format!("corrupted page {id}: ")).to_string());
+                self.problem(
+                    Some(id),
+                    e.to_string()
+                        .trim_start_matches(&format!("corrupted page {id}: "))
+                        .to_string(),
+                );
                 false
             }
         }
@@ -169,7 +197,10 @@ impl<'a> Walker<'a> {
                         self.problem(Some(id), format!("leaf keys out of order at entry {i}"));
                     }
                     if !in_bounds(key) {
-                        self.problem(Some(id), format!("leaf key at entry {i} lies outside its parent's range"));
+                        self.problem(
+                            Some(id),
+                            format!("leaf key at entry {i} lies outside its parent's range"),
+                        );
                     }
                     prev = Some(key);
                     used += crate::btree::node::leaf_entry_len(key.len(), 0);
@@ -177,7 +208,8 @@ impl<'a> Walker<'a> {
                         ValueRef::Inline(v) => used += v.len(),
                         ValueRef::Overflow { page, len } => {
                             used += crate::limits::OVERFLOW_REF_LEN;
-                            let run = crate::btree::node::overflow_pages(len as usize, pages.page_size);
+                            let run =
+                                crate::btree::node::overflow_pages(len as usize, pages.page_size);
                             stats.overflow_pages += run;
                             if let Err(e) = pages.overflow(page, len) {
                                 self.problem(Some(page), e.to_string());
@@ -204,15 +236,20 @@ impl<'a> Walker<'a> {
                     }
                 }
                 stats.used_bytes += (PAGE_HEADER_LEN
-                    + keys.iter().map(|(k, _)| crate::btree::node::branch_entry_len(k.len())).sum::<usize>())
-                    as u64;
+                    + keys
+                        .iter()
+                        .map(|(k, _)| crate::btree::node::branch_entry_len(k.len()))
+                        .sum::<usize>()) as u64;
                 for i in 0..keys.len() {
                     let (key, child) = keys[i];
                     if i > 0 && keys[i - 1].0 >= key {
                         self.problem(Some(id), format!("branch keys out of order at entry {i}"));
                     }
                     if i > 0 && !in_bounds(key) {
-                        self.problem(Some(id), format!("branch key at entry {i} lies outside its parent's range"));
+                        self.problem(
+                            Some(id),
+                            format!("branch key at entry {i} lies outside its parent's range"),
+                        );
                     }
                     let child_lo = if i == 0 { lo } else { Some(key) };
                     let child_hi = keys.get(i + 1).map(|(k, _)| *k).or(hi);
@@ -236,7 +273,10 @@ impl<'a> Walker<'a> {
             return;
         }
         self.stats.freelist_pages += len;
-        match pages.run(id, len).and_then(|run| FreeList::decode(run, id, pages.page_count)) {
+        match pages
+            .run(id, len)
+            .and_then(|run| FreeList::decode(run, id, pages.page_count))
+        {
             Ok(list) => {
                 for (start, n) in list.extents() {
                     self.stats.free_pages += n;
@@ -266,8 +306,21 @@ pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> (CheckReport, Stats) {
         },
     };
     if meta.catalog_root != 0 {
-        let mut catalog = TreeStats { name: Vec::new(), ..TreeStats::default() };
-        w.tree(meta.catalog_root, &mut catalog);
+        let mut catalog = TreeStats {
+            name: Vec::new(),
+            len: meta.catalog_len,
+            ..TreeStats::default()
+        };
+        let counted = w.tree(meta.catalog_root, &mut catalog);
+        if counted != meta.catalog_len {
+            w.problem(
+                Some(meta.catalog_root),
+                format!(
+                    "catalog holds {counted} trees but the meta records {}",
+                    meta.catalog_len
+                ),
+            );
+        }
         w.stats.catalog = catalog;
         let tree = crate::btree::tree::Tree::new(
             crate::btree::source::Source { pages, arena: &[] },
@@ -285,11 +338,25 @@ pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> (CheckReport, Stats) {
             }
         }
         for (name, d) in named {
-            let mut ts = TreeStats { name: name.clone(), len: d.len, ..TreeStats::default() };
-            let counted = if d.root == 0 { 0 } else { w.tree(d.root, &mut ts) };
+            let mut ts = TreeStats {
+                name: name.clone(),
+                len: d.len,
+                ..TreeStats::default()
+            };
+            let counted = if d.root == 0 {
+                0
+            } else {
+                w.tree(d.root, &mut ts)
+            };
             if counted != d.len {
                 let shown = String::from_utf8_lossy(&name).into_owned();
-                w.problem(Some(d.root), format!("tree {shown:?} holds {counted} entries but records {}", d.len));
+                w.problem(
+                    Some(d.root),
+                    format!(
+                        "tree {shown:?} holds {counted} entries but records {}",
+                        d.len
+                    ),
+                );
             }
             w.stats.trees.push(ts);
         }
@@ -306,16 +373,32 @@ pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> (CheckReport, Stats) {
         }
     }
     if let Some(first) = first_unaccounted {
-        w.problem(Some(first), format!("{unaccounted} page(s) neither reachable nor free, the first is this one"));
+        w.problem(
+            Some(first),
+            format!("{unaccounted} page(s) neither reachable nor free, the first is this one"),
+        );
     }
     if file_len < meta.page_count * meta.page_size as u64 {
-        w.problem(None, format!("file of {file_len} bytes is shorter than its {} pages", meta.page_count));
+        w.problem(
+            None,
+            format!(
+                "file of {file_len} bytes is shorter than its {} pages",
+                meta.page_count
+            ),
+        );
     }
     if w.problems.len() >= PROBLEMS_MAX {
-        w.problems.push(Problem { page: None, message: "more problems were found and not listed".into() });
+        w.problems.push(Problem {
+            page: None,
+            message: "more problems were found and not listed".into(),
+        });
     }
     w.stats.finish();
-    let report = CheckReport { txid: meta.txid, pages_checked: w.seen.iter().filter(|&&s| s != 0).count() as u64 + 2, problems: w.problems };
+    let report = CheckReport {
+        txid: meta.txid,
+        pages_checked: w.seen.iter().filter(|&&s| s != 0).count() as u64 + 2,
+        problems: w.problems,
+    };
     (report, w.stats)
 }
 

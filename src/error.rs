@@ -17,7 +17,9 @@ pub enum Error {
     Io(#[from] io::Error),
 
     /// Another process (or another `Db` in this one) holds the database file open.
-    #[error("database is locked by another process (only one process may open a folio file at a time)")]
+    #[error(
+        "database is locked by another process (only one process may open a folio file at a time)"
+    )]
     Locked,
 
     /// The file exists but holds zero bytes: it was never a folio database, or was truncated to
@@ -30,7 +32,9 @@ pub enum Error {
     NotADatabase,
 
     /// Both meta pages carry folio's magic number but neither passes its checksum.
-    #[error("both meta pages are damaged (page 0: {first}; page 1: {second}); the database cannot be opened")]
+    #[error(
+        "both meta pages are damaged (page 0: {first}; page 1: {second}); the database cannot be opened"
+    )]
     MetaDamaged {
         /// Why the first meta page was rejected.
         first: String,
@@ -102,7 +106,9 @@ pub enum Error {
 
     /// An earlier commit failed after it began writing its meta page, so the state on disk is
     /// unknown to this process. Reads of existing snapshots still work; reopen the database to write.
-    #[error("a previous commit failed while making itself durable; reopen the database to continue writing")]
+    #[error(
+        "a previous commit failed while making itself durable; reopen the database to continue writing"
+    )]
     Poisoned,
 }
 

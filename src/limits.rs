@@ -65,6 +65,7 @@ const _: () = assert!(PAGE_HEADER_LEN < META_LEN);
 const _: () = assert!(key_len_max(PAGE_SIZE_MIN) >= 64);
 // A branch entry with the longest key fits a quarter page, like a leaf entry.
 const _: () = assert!(
-    SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len_max(PAGE_SIZE_MIN) <= page_capacity(PAGE_SIZE_MIN) / 4
+    SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len_max(PAGE_SIZE_MIN)
+        <= page_capacity(PAGE_SIZE_MIN) / 4
 );
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);

@@ -23,7 +23,11 @@ impl TreeStats {
     /// Fill of the tree's branch and leaf pages, from 0 to 1.
     pub fn fill(&self, page_size: u32) -> f64 {
         let pages = self.branch_pages + self.leaf_pages;
-        if pages == 0 { 0.0 } else { self.used_bytes as f64 / (pages * page_size as u64) as f64 }
+        if pages == 0 {
+            0.0
+        } else {
+            self.used_bytes as f64 / (pages * page_size as u64) as f64
+        }
     }
 }
 
@@ -72,7 +76,11 @@ impl Stats {
 
     /// Pages that hold live data: metas, tree pages, overflow runs and the freelist.
     pub fn live_pages(&self) -> u64 {
-        self.meta_pages + self.branch_pages + self.leaf_pages + self.overflow_pages + self.freelist_pages
+        self.meta_pages
+            + self.branch_pages
+            + self.leaf_pages
+            + self.overflow_pages
+            + self.freelist_pages
     }
 
     /// Bytes of live pages.

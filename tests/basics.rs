@@ -19,7 +19,9 @@ fn thousands_of_keys_survive_splits_merges_and_reopen() {
             let mut tx = db.begin_write().unwrap();
             let mut t = tx.open_tree(b"t").unwrap();
             for i in round * 1000..(round + 1) * 1000 {
-                let v = format!("value-{i}").repeat((i % 7) as usize + 1).into_bytes();
+                let v = format!("value-{i}")
+                    .repeat((i % 7) as usize + 1)
+                    .into_bytes();
                 t.put(&key(i), &v).unwrap();
                 model.insert(key(i), v);
             }
@@ -35,10 +37,19 @@ fn thousands_of_keys_survive_splits_merges_and_reopen() {
         let tx = db.begin_read().unwrap();
         let t = tx.tree(b"t").unwrap().unwrap();
         assert_eq!(t.len(), model.len() as u64);
-        let got: Vec<(Vec<u8>, Vec<u8>)> = t.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap();
+        let got: Vec<(Vec<u8>, Vec<u8>)> = t
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
         let want: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
         assert_eq!(got, want);
-        let back: Vec<Vec<u8>> = t.iter().rev().map(|e| e.map(|(k, _)| k.to_vec())).collect::<Result<_, _>>().unwrap();
+        let back: Vec<Vec<u8>> = t
+            .iter()
+            .rev()
+            .map(|e| e.map(|(k, _)| k.to_vec()))
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(back, model.keys().rev().cloned().collect::<Vec<_>>());
     }
     let db = Db::open(&path).unwrap();
@@ -53,11 +64,17 @@ fn thousands_of_keys_survive_splits_merges_and_reopen() {
 #[test]
 fn large_values_go_to_overflow_runs_and_come_back_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder().page_size(1024).open(dir.path().join("db")).unwrap();
+    let db = Db::builder()
+        .page_size(1024)
+        .open(dir.path().join("db"))
+        .unwrap();
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let mut tx = db.begin_write().unwrap();
     tx.open_tree(b"t").unwrap().put(b"big", &big).unwrap();
-    tx.open_tree(b"t").unwrap().put(b"eight", b"12345678").unwrap();
+    tx.open_tree(b"t")
+        .unwrap()
+        .put(b"eight", b"12345678")
+        .unwrap();
     tx.commit().unwrap();
     assert!(db.check().unwrap().is_clean());
     let tx = db.begin_read().unwrap();
@@ -78,9 +95,52 @@ fn empty_and_oversized_keys_and_values_are_refused() {
     let db = Db::open(dir.path().join("db")).unwrap();
     let mut tx = db.begin_write().unwrap();
     let mut t = tx.open_tree(b"t").unwrap();
-    assert!(matches!(t.put(b"", b"v"), Err(Error::KeyLength { len: 0, .. })));
+    assert!(matches!(
+        t.put(b"", b"v"),
+        Err(Error::KeyLength { len: 0, .. })
+    ));
     let long = vec![b'k'; db.key_len_max() + 1];
     assert!(matches!(t.put(&long, b"v"), Err(Error::KeyLength { .. })));
     t.put(&long[1..], b"v").unwrap();
-    assert!(matches!(tx.open_tree(b""), Err(Error::TreeNameLength { .. })));
+    assert!(matches!(
+        tx.open_tree(b""),
+        Err(Error::TreeNameLength { .. })
+    ));
+}
+
+#[test]
+fn deleting_committed_trees_frees_their_pages_and_empties_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder()
+        .page_size(512)
+        .open(dir.path().join("db"))
+        .unwrap();
+    let mut tx = db.begin_write().unwrap();
+    for name in [&b"a"[..], b"b"] {
+        let mut t = tx.open_tree(name).unwrap();
+        for i in 0..500u64 {
+            t.put(&key(i), &[1u8; 40]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let mut tx = db.begin_write().unwrap();
+    assert!(tx.delete_tree(b"a").unwrap());
+    assert!(!tx.delete_tree(b"missing").unwrap());
+    tx.commit().unwrap();
+    assert!(db.check().unwrap().is_clean());
+    assert_eq!(
+        db.begin_read().unwrap().tree_names().unwrap(),
+        vec![b"b".to_vec()]
+    );
+    let mut tx = db.begin_write().unwrap();
+    assert!(tx.delete_tree(b"b").unwrap());
+    tx.commit().unwrap();
+    let report = db.check().unwrap();
+    assert!(report.is_clean(), "{report}");
+    let stats = db.stats().unwrap();
+    assert_eq!(
+        (stats.leaf_pages, stats.branch_pages, stats.trees.len()),
+        (0, 0, 0)
+    );
+    assert!(db.begin_read().unwrap().tree_names().unwrap().is_empty());
 }

@@ -4,7 +4,7 @@
 use std::ops::{Bound, RangeBounds};
 
 use crate::btree::source::{NodeAccess, NodeRef, Source};
-use crate::error::{corrupted, Result};
+use crate::error::{Result, corrupted};
 use crate::limits::TREE_DEPTH_MAX;
 
 /// A position in a tree. Valid when the top of the stack is a leaf and its index is in range.
@@ -17,7 +17,11 @@ pub(crate) struct RawCursor<'a> {
 
 impl<'a> RawCursor<'a> {
     pub fn new(src: Source<'a>, root: Option<NodeRef>) -> RawCursor<'a> {
-        RawCursor { src, root, stack: Vec::with_capacity(8) }
+        RawCursor {
+            src,
+            root,
+            stack: Vec::with_capacity(8),
+        }
     }
 
     /// The entry under the cursor, with its value resolved, or `None` when unpositioned.
@@ -48,7 +52,11 @@ impl<'a> RawCursor<'a> {
             return Err(corrupted(page, "tree is deeper than the limit (a cycle?)"));
         }
         let node = self.src.node(r)?;
-        let i = if at_end { node.len().saturating_sub(1) } else { 0 };
+        let i = if at_end {
+            node.len().saturating_sub(1)
+        } else {
+            0
+        };
         self.stack.push((node, i));
         Ok(node)
     }
@@ -76,7 +84,9 @@ impl<'a> RawCursor<'a> {
 
     fn edge(&mut self, last: bool) -> Result<bool> {
         self.stack.clear();
-        let Some(root) = self.root else { return Ok(false) };
+        let Some(root) = self.root else {
+            return Ok(false);
+        };
         self.push(root, last)?;
         self.descend_edge(last)?;
         self.settle(!last)
@@ -86,7 +96,9 @@ impl<'a> RawCursor<'a> {
     /// Returns whether that key is equal.
     fn descend_to(&mut self, key: &[u8]) -> Result<bool> {
         self.stack.clear();
-        let Some(root) = self.root else { return Ok(false) };
+        let Some(root) = self.root else {
+            return Ok(false);
+        };
         let mut node = self.push(root, false)?;
         loop {
             if node.is_leaf() {
@@ -146,7 +158,9 @@ impl<'a> RawCursor<'a> {
         loop {
             self.stack.pop();
             loop {
-                let Some((node, i)) = self.stack.last_mut() else { return Ok(false) };
+                let Some((node, i)) = self.stack.last_mut() else {
+                    return Ok(false);
+                };
                 if *i + 1 < node.len() {
                     *i += 1;
                     break;
@@ -175,7 +189,9 @@ impl<'a> RawCursor<'a> {
         loop {
             self.stack.pop();
             loop {
-                let Some((_, i)) = self.stack.last_mut() else { return Ok(false) };
+                let Some((_, i)) = self.stack.last_mut() else {
+                    return Ok(false);
+                };
                 if *i > 0 {
                     *i -= 1;
                     break;
@@ -266,7 +282,10 @@ impl<'a> Range<'a> {
             self.done = true;
         } else {
             let moved = if forward { this.next()? } else { this.prev()? };
-            debug_assert!(moved, "cursor ran off the tree before meeting the other end");
+            debug_assert!(
+                moved,
+                "cursor ran off the tree before meeting the other end"
+            );
         }
         Ok(Some(entry))
     }
@@ -295,7 +314,11 @@ impl DoubleEndedIterator for Range<'_> {
 }
 
 /// Looks a key up, returning its value.
-pub(crate) fn get<'a>(src: Source<'a>, root: Option<NodeRef>, key: &[u8]) -> Result<Option<&'a [u8]>> {
+pub(crate) fn get<'a>(
+    src: Source<'a>,
+    root: Option<NodeRef>,
+    key: &[u8],
+) -> Result<Option<&'a [u8]>> {
     let mut c = RawCursor::new(src, root);
     if !c.descend_to(key)? {
         return Ok(None);

@@ -11,11 +11,11 @@
 
 use std::cmp::Ordering;
 
-use crate::error::{corrupted, PageId, Result};
+use crate::error::{PageId, Result, corrupted};
 use crate::limits::{
     BRANCH_ENTRY_HEADER_LEN, LEAF_ENTRY_HEADER_LEN, OVERFLOW_REF_LEN, PAGE_HEADER_LEN, SLOT_LEN,
 };
-use crate::page_file::page::{self, u16_at, u32_at, u64_at, Header, PageKind};
+use crate::page_file::page::{self, Header, PageKind, u16_at, u32_at, u64_at};
 
 const FLAG_OVERFLOW: u8 = 1;
 
@@ -64,7 +64,10 @@ impl<'a> PageView<'a> {
             PageKind::Leaf => Ok(PageView::Leaf(LeafView { page, id, count })),
             PageKind::Branch if count == 0 => Err(corrupted(id, "empty branch page")),
             PageKind::Branch => Ok(PageView::Branch(BranchView { page, id, count })),
-            other => Err(corrupted(id, format!("expected a tree page, found {}", other.name()))),
+            other => Err(corrupted(
+                id,
+                format!("expected a tree page, found {}", other.name()),
+            )),
         }
     }
 }
@@ -78,7 +81,8 @@ fn slot(page: &[u8], id: PageId, count: usize, i: usize, min_len: usize) -> Resu
 }
 
 fn bytes<'a>(page: &'a [u8], id: PageId, off: usize, len: usize) -> Result<&'a [u8]> {
-    page.get(off..off + len).ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
+    page.get(off..off + len)
+        .ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
 }
 
 impl<'a> LeafView<'a> {
@@ -99,12 +103,23 @@ impl<'a> LeafView<'a> {
         let vlen = u32_at(self.page, off + 3);
         let at = off + LEAF_ENTRY_HEADER_LEN + klen;
         match flags {
-            0 => Ok(ValueRef::Inline(bytes(self.page, self.id, at, vlen as usize)?)),
+            0 => Ok(ValueRef::Inline(bytes(
+                self.page,
+                self.id,
+                at,
+                vlen as usize,
+            )?)),
             FLAG_OVERFLOW => {
                 let p = bytes(self.page, self.id, at, OVERFLOW_REF_LEN)?;
-                Ok(ValueRef::Overflow { page: u64_at(p, 0), len: vlen })
+                Ok(ValueRef::Overflow {
+                    page: u64_at(p, 0),
+                    len: vlen,
+                })
             }
-            f => Err(corrupted(self.id, format!("leaf entry {i} has unknown flags {f:#x}"))),
+            f => Err(corrupted(
+                self.id,
+                format!("leaf entry {i} has unknown flags {f:#x}"),
+            )),
         }
     }
 }
@@ -162,7 +177,13 @@ pub(crate) fn encode_leaf<'e>(
 ) -> Vec<u8> {
     let mut buf = vec![0u8; page_size as usize];
     let count = entries.len();
-    Header { id, kind: PageKind::Leaf, count: count as u16, overflow: 0 }.write(&mut buf);
+    Header {
+        id,
+        kind: PageKind::Leaf,
+        count: count as u16,
+        overflow: 0,
+    }
+    .write(&mut buf);
     let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
     for (i, (key, value)) in entries.enumerate() {
         let s = PAGE_HEADER_LEN + i * SLOT_LEN;
@@ -201,7 +222,13 @@ pub(crate) fn encode_branch<'e>(
 ) -> Vec<u8> {
     let mut buf = vec![0u8; page_size as usize];
     let count = entries.len();
-    Header { id, kind: PageKind::Branch, count: count as u16, overflow: 0 }.write(&mut buf);
+    Header {
+        id,
+        kind: PageKind::Branch,
+        count: count as u16,
+        overflow: 0,
+    }
+    .write(&mut buf);
     let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
     for (i, (key, child)) in entries.enumerate() {
         let s = PAGE_HEADER_LEN + i * SLOT_LEN;
@@ -226,7 +253,13 @@ pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
 pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
     let pages = overflow_pages(value.len(), page_size);
     let mut buf = vec![0u8; (pages * page_size as u64) as usize];
-    Header { id, kind: PageKind::Overflow, count: 0, overflow: (pages - 1) as u32 }.write(&mut buf);
+    Header {
+        id,
+        kind: PageKind::Overflow,
+        count: 0,
+        overflow: (pages - 1) as u32,
+    }
+    .write(&mut buf);
     buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
     page::seal(&mut buf);
     buf

@@ -4,7 +4,7 @@
 //! writes and a read transaction borrows straight from the mapping.
 
 use crate::btree::node::{PageView, ValueRef};
-use crate::error::{corrupted, PageId, Result};
+use crate::error::{PageId, Result, corrupted};
 use crate::limits::PAGE_HEADER_LEN;
 use crate::page_file::page::{self, Header, PageKind};
 
@@ -21,7 +21,13 @@ impl<'a> Pages<'a> {
     /// The bytes of a run of `len` pages starting at `id`, bounds-checked.
     pub fn run(&self, id: PageId, len: u64) -> Result<&'a [u8]> {
         if id < 2 || len == 0 || id.checked_add(len).is_none_or(|end| end > self.page_count) {
-            return Err(corrupted(id, format!("page run {id}+{len} is outside the database ({} pages)", self.page_count)));
+            return Err(corrupted(
+                id,
+                format!(
+                    "page run {id}+{len} is outside the database ({} pages)",
+                    self.page_count
+                ),
+            ));
         }
         let start = id as usize * self.page_size as usize;
         let end = start + len as usize * self.page_size as usize;
@@ -44,11 +50,20 @@ impl<'a> Pages<'a> {
         let first = self.run(id, 1)?;
         let h = Header::read(first, id)?;
         if h.kind != PageKind::Overflow {
-            return Err(corrupted(id, format!("expected an overflow page, found {}", h.kind.name())));
+            return Err(corrupted(
+                id,
+                format!("expected an overflow page, found {}", h.kind.name()),
+            ));
         }
         let pages = crate::btree::node::overflow_pages(len as usize, self.page_size);
         if h.overflow as u64 + 1 != pages {
-            return Err(corrupted(id, format!("overflow run of {} pages cannot hold {len} bytes", h.overflow as u64 + 1)));
+            return Err(corrupted(
+                id,
+                format!(
+                    "overflow run of {} pages cannot hold {len} bytes",
+                    h.overflow as u64 + 1
+                ),
+            ));
         }
         let run = self.run(id, pages)?;
         if self.verify_checksums {
@@ -86,7 +101,10 @@ impl Value {
     pub fn as_ref(&self) -> ValueRef<'_> {
         match self {
             Value::Bytes(b) => ValueRef::Inline(b),
-            Value::Overflow { page, len } => ValueRef::Overflow { page: *page, len: *len },
+            Value::Overflow { page, len } => ValueRef::Overflow {
+                page: *page,
+                len: *len,
+            },
         }
     }
 }
@@ -107,7 +125,10 @@ pub(crate) enum NodeAccess<'a> {
 
 impl<'a> NodeAccess<'a> {
     pub fn is_leaf(&self) -> bool {
-        matches!(self, NodeAccess::Page(PageView::Leaf(_)) | NodeAccess::Dirty(Node::Leaf(_)))
+        matches!(
+            self,
+            NodeAccess::Page(PageView::Leaf(_)) | NodeAccess::Dirty(Node::Leaf(_))
+        )
     }
 
     pub fn len(&self) -> usize {

@@ -7,7 +7,7 @@ use crate::btree::cursor::{self, Range, RawCursor};
 use crate::btree::source::{NodeRef, Source};
 use crate::btree::tree_mut::{self, Dirty, TreeRoot};
 use crate::error::{Error, Result};
-use crate::limits::{key_len_max, VALUE_LEN_MAX};
+use crate::limits::{VALUE_LEN_MAX, key_len_max};
 
 /// A read-only view of one named tree in a snapshot. Keys and values borrow from the snapshot.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +70,9 @@ impl<'a> Tree<'a> {
 
     /// A cursor over this tree, not yet positioned.
     pub fn cursor(&self) -> Cursor<'a> {
-        Cursor { raw: RawCursor::new(self.src, self.root) }
+        Cursor {
+            raw: RawCursor::new(self.src, self.root),
+        }
     }
 }
 
@@ -128,7 +130,10 @@ pub struct TreeMut<'t> {
 impl TreeMut<'_> {
     /// A read view of this tree as the transaction has it now.
     pub fn as_tree(&self) -> Tree<'_> {
-        let src = Source { pages: self.pages, arena: &self.dirty.arena };
+        let src = Source {
+            pages: self.pages,
+            arena: &self.dirty.arena,
+        };
         Tree::new(src, self.root.root, self.root.len)
     }
 
@@ -136,7 +141,10 @@ impl TreeMut<'_> {
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key, self.pages.page_size)?;
         if value.len() > VALUE_LEN_MAX {
-            return Err(Error::ValueTooLarge { len: value.len(), max: VALUE_LEN_MAX });
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: VALUE_LEN_MAX,
+            });
         }
         tree_mut::insert(self.dirty, self.pages, self.root, key, value)
     }
@@ -158,7 +166,10 @@ impl TreeMut<'_> {
         K: AsRef<[u8]> + ?Sized,
         R: RangeBounds<K>,
     {
-        let src = Source { pages: self.pages, arena: &self.dirty.arena };
+        let src = Source {
+            pages: self.pages,
+            arena: &self.dirty.arena,
+        };
         Ok(Range::new(src, self.root.root, range))
     }
 
@@ -182,7 +193,10 @@ impl TreeMut<'_> {
 pub(crate) fn check_key(key: &[u8], page_size: u32) -> Result<()> {
     let max = key_len_max(page_size);
     if key.is_empty() || key.len() > max {
-        return Err(Error::KeyLength { len: key.len(), max });
+        return Err(Error::KeyLength {
+            len: key.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -191,7 +205,10 @@ pub(crate) fn check_key(key: &[u8], page_size: u32) -> Result<()> {
 pub(crate) fn check_key_name(name: &[u8], page_size: u32) -> Result<()> {
     let max = key_len_max(page_size);
     if name.is_empty() || name.len() > max {
-        return Err(Error::TreeNameLength { len: name.len(), max });
+        return Err(Error::TreeNameLength {
+            len: name.len(),
+            max,
+        });
     }
     Ok(())
 }

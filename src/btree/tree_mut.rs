@@ -10,11 +10,11 @@
 //! 4. A branch's key `i` is never greater than any key under child `i`, and every key under child
 //!    `i` is less than key `i + 1`. Spill sets each new separator to its page's actual first key.
 
+use crate::btree::cursor::RawCursor;
 use crate::btree::node::{self, PageView, ValueRef};
 use crate::btree::source::{Node, NodeRef, Pages, Source, Value};
-use crate::btree::cursor::RawCursor;
 use crate::error::{PageId, Result};
-use crate::limits::{inline_entry_max, merge_threshold, page_capacity, OVERFLOW_REF_LEN};
+use crate::limits::{OVERFLOW_REF_LEN, inline_entry_max, merge_threshold, page_capacity};
 
 /// The dirty state of one write transaction, shared by all its trees.
 #[derive(Debug, Default)]
@@ -103,12 +103,19 @@ fn touch_path(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u8]) -> 
 
 fn free_value(d: &mut Dirty, page_size: u32, v: &Value) {
     if let Value::Overflow { page, len } = v {
-        d.freed.push((*page, node::overflow_pages(*len as usize, page_size)));
+        d.freed
+            .push((*page, node::overflow_pages(*len as usize, page_size)));
     }
 }
 
 /// Stores `value` under `key` (both already validated).
-pub(crate) fn insert(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u8], value: &[u8]) -> Result<()> {
+pub(crate) fn insert(
+    d: &mut Dirty,
+    pages: Pages<'_>,
+    t: &mut TreeRoot,
+    key: &[u8],
+    value: &[u8],
+) -> Result<()> {
     let entry = Value::Bytes(value.to_vec());
     if t.root.is_none() {
         d.arena.push(Node::Leaf(vec![(key.to_vec(), entry)]));
@@ -117,7 +124,9 @@ pub(crate) fn insert(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u
         return Ok(());
     }
     let leaf = touch_path(d, pages, t, key)?;
-    let Node::Leaf(entries) = &mut d.arena[leaf] else { unreachable!("path ends at a leaf") };
+    let Node::Leaf(entries) = &mut d.arena[leaf] else {
+        unreachable!("path ends at a leaf")
+    };
     match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
         Ok(i) => {
             let old = std::mem::replace(&mut entries[i].1, entry);
@@ -132,13 +141,25 @@ pub(crate) fn insert(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u
 }
 
 /// Removes `key`; returns whether it was present. Copies nothing when it is absent.
-pub(crate) fn remove(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u8]) -> Result<bool> {
-    let src = Source { pages, arena: &d.arena };
+pub(crate) fn remove(
+    d: &mut Dirty,
+    pages: Pages<'_>,
+    t: &mut TreeRoot,
+    key: &[u8],
+) -> Result<bool> {
+    let src = Source {
+        pages,
+        arena: &d.arena,
+    };
     let mut c = RawCursor::new(src, t.root);
     if c.seek(key)? && c.key()? == Some(key) {
         let leaf = touch_path(d, pages, t, key)?;
-        let Node::Leaf(entries) = &mut d.arena[leaf] else { unreachable!("path ends at a leaf") };
-        let i = entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)).expect("key was found");
+        let Node::Leaf(entries) = &mut d.arena[leaf] else {
+            unreachable!("path ends at a leaf")
+        };
+        let i = entries
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .expect("key was found");
         let (_, old) = entries.remove(i);
         free_value(d, pages.page_size, &old);
         t.len -= 1;
@@ -157,7 +178,10 @@ pub(crate) fn free_all(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<()
                     PageView::Leaf(l) => {
                         for i in 0..l.len() {
                             if let ValueRef::Overflow { page, len } = l.value(i)? {
-                                d.freed.push((page, node::overflow_pages(len as usize, pages.page_size)));
+                                d.freed.push((
+                                    page,
+                                    node::overflow_pages(len as usize, pages.page_size),
+                                ));
                             }
                         }
                     }
@@ -193,7 +217,10 @@ fn entry_sizes(entries: &[(Vec<u8>, Value)], page_size: u32) -> Vec<usize> {
         Value::Bytes(b) if fits_inline(k, b, page_size) => b.len(),
         _ => OVERFLOW_REF_LEN,
     };
-    entries.iter().map(|(k, v)| node::leaf_entry_len(k.len(), stored(k, v))).collect()
+    entries
+        .iter()
+        .map(|(k, v)| node::leaf_entry_len(k.len(), stored(k, v)))
+        .collect()
 }
 
 fn node_size(n: &Node, page_size: u32) -> usize {
@@ -218,7 +245,9 @@ pub(crate) fn commit_tree(
     alloc: &mut dyn Allocate,
     out: &mut PageWrites,
 ) -> Result<()> {
-    let Some(NodeRef::Dirty(mut root)) = t.root else { return Ok(()) };
+    let Some(NodeRef::Dirty(mut root)) = t.root else {
+        return Ok(());
+    };
     if matches!(d.arena[root], Node::Branch(_)) {
         rebalance(d, pages, root)?;
     }
@@ -242,7 +271,10 @@ pub(crate) fn commit_tree(
     }
     let mut pieces = spill(d, pages, root, alloc, out)?;
     while pieces.len() > 1 {
-        let entries = pieces.into_iter().map(|(k, p)| (k, NodeRef::Page(p))).collect();
+        let entries = pieces
+            .into_iter()
+            .map(|(k, p)| (k, NodeRef::Page(p)))
+            .collect();
         d.arena.push(Node::Branch(entries));
         pieces = spill(d, pages, d.arena.len() - 1, alloc, out)?;
     }
@@ -253,7 +285,8 @@ pub(crate) fn commit_tree(
 /// Removes empty children of branch `id` and merges small dirty children with a sibling, from the
 /// leaves up.
 fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
-    let Node::Branch(mut entries) = std::mem::replace(&mut d.arena[id], Node::Leaf(Vec::new())) else {
+    let Node::Branch(mut entries) = std::mem::replace(&mut d.arena[id], Node::Leaf(Vec::new()))
+    else {
         unreachable!("rebalance a branch")
     };
     for (_, child) in &entries {
@@ -279,7 +312,11 @@ fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
             i += 1;
             continue;
         }
-        let (l, r) = if i + 1 < entries.len() { (i, i + 1) } else { (i - 1, i) };
+        let (l, r) = if i + 1 < entries.len() {
+            (i, i + 1)
+        } else {
+            (i - 1, i)
+        };
         let left = touch(d, pages, entries[l].1)?;
         let right = touch(d, pages, entries[r].1)?;
         entries[l].1 = NodeRef::Dirty(left);
@@ -344,7 +381,10 @@ fn spill(
                         let n = node::overflow_pages(b.len(), page_size);
                         let p = alloc.allocate(n)?;
                         out.push((p, node::encode_overflow(p, page_size, b)));
-                        *v = Value::Overflow { page: p, len: b.len() as u32 };
+                        *v = Value::Overflow {
+                            page: p,
+                            len: b.len() as u32,
+                        };
                     }
                 }
             }
@@ -352,7 +392,14 @@ fn spill(
             for piece in split_points(&sizes, cap) {
                 let p = alloc.allocate(1)?;
                 let slice = &entries[piece];
-                out.push((p, node::encode_leaf(p, page_size, slice.iter().map(|(k, v)| (k.as_slice(), v.as_ref())))));
+                out.push((
+                    p,
+                    node::encode_leaf(
+                        p,
+                        page_size,
+                        slice.iter().map(|(k, v)| (k.as_slice(), v.as_ref())),
+                    ),
+                ));
                 result.push((slice[0].0.clone(), p));
             }
         }
@@ -364,11 +411,21 @@ fn spill(
                     NodeRef::Dirty(c) => flat.extend(spill(d, pages, c, alloc, out)?),
                 }
             }
-            let sizes: Vec<usize> = flat.iter().map(|(k, _)| node::branch_entry_len(k.len())).collect();
+            let sizes: Vec<usize> = flat
+                .iter()
+                .map(|(k, _)| node::branch_entry_len(k.len()))
+                .collect();
             for piece in split_points(&sizes, cap) {
                 let p = alloc.allocate(1)?;
                 let slice = &flat[piece];
-                out.push((p, node::encode_branch(p, page_size, slice.iter().map(|(k, c)| (k.as_slice(), *c)))));
+                out.push((
+                    p,
+                    node::encode_branch(
+                        p,
+                        page_size,
+                        slice.iter().map(|(k, c)| (k.as_slice(), *c)),
+                    ),
+                ));
                 result.push((slice[0].0.clone(), p));
             }
         }
@@ -385,7 +442,7 @@ mod tests {
         assert_eq!(split_points(&[10; 10], 100), vec![0..10]);
         assert_eq!(split_points(&[10; 11], 100), vec![0..6, 6..11]);
         let bulk = split_points(&[10; 1000], 100);
-        assert_eq!(bulk.len(), 10);
+        assert_eq!(bulk.len(), 100);
         assert!(bulk.iter().all(|r| r.len() == 10));
     }
 }

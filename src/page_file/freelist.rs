@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::error::{corrupted, PageId, Result};
+use crate::error::{PageId, Result, corrupted};
 use crate::limits::PAGE_HEADER_LEN;
 use crate::page_file::page::{self, Header, PageKind, u64_at};
 
@@ -90,7 +90,10 @@ impl FreeList {
 
     /// Every free and pending run merged, sorted: the list as it is written to disk.
     pub fn persisted_runs(&self) -> Vec<(PageId, u64)> {
-        let mut all = FreeList { extents: self.extents.clone(), ..Default::default() };
+        let mut all = FreeList {
+            extents: self.extents.clone(),
+            ..Default::default()
+        };
         all.by_len = self.by_len.clone();
         for &(start, len) in self.pending.values().flatten() {
             all.free_now(start, len);
@@ -108,8 +111,13 @@ impl FreeList {
     pub fn encode(runs: &[(PageId, u64)], id: PageId, pages: u64, page_size: u32) -> Vec<u8> {
         debug_assert!(FreeList::run_pages(runs.len(), page_size) <= pages);
         let mut buf = vec![0u8; (pages * page_size as u64) as usize];
-        Header { id, kind: PageKind::Freelist, count: 0, overflow: (pages - 1) as u32 }
-            .write(&mut buf);
+        Header {
+            id,
+            kind: PageKind::Freelist,
+            count: 0,
+            overflow: (pages - 1) as u32,
+        }
+        .write(&mut buf);
         let mut off = PAGE_HEADER_LEN;
         buf[off..off + 8].copy_from_slice(&(runs.len() as u64).to_le_bytes());
         off += 8;
@@ -128,12 +136,18 @@ impl FreeList {
         page::verify(run, id)?;
         let header = Header::read(run, id)?;
         if header.kind != PageKind::Freelist {
-            return Err(corrupted(id, format!("expected a freelist page, found {}", header.kind.name())));
+            return Err(corrupted(
+                id,
+                format!("expected a freelist page, found {}", header.kind.name()),
+            ));
         }
         let n = u64_at(run, PAGE_HEADER_LEN);
         let body = &run[PAGE_HEADER_LEN + 8..];
         if n > (body.len() / 16) as u64 {
-            return Err(corrupted(id, format!("freelist claims {n} extents, more than its run holds")));
+            return Err(corrupted(
+                id,
+                format!("freelist claims {n} extents, more than its run holds"),
+            ));
         }
         let mut list = FreeList::default();
         let mut prev_end = 2;
@@ -142,7 +156,10 @@ impl FreeList {
             let len = u64_at(body, i * 16 + 8);
             let end = start.checked_add(len).unwrap_or(u64::MAX);
             if len == 0 || start < prev_end || end > page_count {
-                return Err(corrupted(id, format!("freelist extent {start}+{len} is out of order or range")));
+                return Err(corrupted(
+                    id,
+                    format!("freelist extent {start}+{len} is out of order or range"),
+                ));
             }
             list.insert_extent(start, len);
             prev_end = end;

@@ -10,7 +10,8 @@
 //!     48    8 catalog root page (u64 LE), 0 when there are no trees
 //!     56    8 freelist page (u64 LE), 0 when nothing is free
 //!     64    8 page count (u64 LE): pages in use, the allocation frontier
-//!     72   24 reserved, zero
+//!     72    8 catalog entry count (u64 LE): the number of named trees
+//!     80   16 reserved, zero
 //! ```
 //! The crc32 in the header covers bytes 0..96 (META_LEN); the rest of the page is zero.
 
@@ -29,7 +30,8 @@ const OFF_TXID: usize = 40;
 const OFF_CATALOG: usize = 48;
 const OFF_FREELIST: usize = 56;
 const OFF_PAGE_COUNT: usize = 64;
-const _: () = assert!(OFF_PAGE_COUNT + 8 <= META_LEN);
+const OFF_CATALOG_LEN: usize = 72;
+const _: () = assert!(OFF_CATALOG_LEN + 8 <= META_LEN);
 
 /// The decoded contents of a meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub(crate) struct Meta {
     pub txid: u64,
     /// Root page of the catalog tree, or 0 when there are no named trees.
     pub catalog_root: PageId,
+    /// Entries in the catalog: the number of named trees.
+    pub catalog_len: u64,
     /// First page of the freelist run, or 0 when nothing is free.
     pub freelist: PageId,
     /// Pages in use: every page id is below this.
@@ -48,7 +52,13 @@ impl Meta {
     /// Encodes this meta as the page `slot` (0 or 1).
     pub fn encode(&self, slot: PageId) -> Vec<u8> {
         let mut buf = vec![0u8; self.page_size as usize];
-        Header { id: slot, kind: PageKind::Meta, count: 0, overflow: 0 }.write(&mut buf);
+        Header {
+            id: slot,
+            kind: PageKind::Meta,
+            count: 0,
+            overflow: 0,
+        }
+        .write(&mut buf);
         buf[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(MAGIC);
         buf[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         buf[OFF_PAGE_SIZE..OFF_PAGE_SIZE + 4].copy_from_slice(&self.page_size.to_le_bytes());
@@ -56,6 +66,7 @@ impl Meta {
         buf[OFF_CATALOG..OFF_CATALOG + 8].copy_from_slice(&self.catalog_root.to_le_bytes());
         buf[OFF_FREELIST..OFF_FREELIST + 8].copy_from_slice(&self.freelist.to_le_bytes());
         buf[OFF_PAGE_COUNT..OFF_PAGE_COUNT + 8].copy_from_slice(&self.page_count.to_le_bytes());
+        buf[OFF_CATALOG_LEN..OFF_CATALOG_LEN + 8].copy_from_slice(&self.catalog_len.to_le_bytes());
         page::seal(&mut buf[..META_LEN]);
         buf
     }
@@ -88,7 +99,9 @@ fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
     }
     let page_size = u32_at(meta, OFF_PAGE_SIZE);
     if !page_size.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&page_size) {
-        return Err(SlotError::Damaged(format!("page size {page_size} out of range")));
+        return Err(SlotError::Damaged(format!(
+            "page size {page_size} out of range"
+        )));
     }
     let m = Meta {
         page_size,
@@ -96,6 +109,7 @@ fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
         catalog_root: u64_at(meta, OFF_CATALOG),
         freelist: u64_at(meta, OFF_FREELIST),
         page_count: u64_at(meta, OFF_PAGE_COUNT),
+        catalog_len: u64_at(meta, OFF_CATALOG_LEN),
     };
     let in_range = |p: PageId| p == 0 || (2..m.page_count).contains(&p);
     if m.page_count < 2 || !in_range(m.catalog_root) || !in_range(m.freelist) {
@@ -153,12 +167,18 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
         }
         (Err(SlotError::NoMagic), Err(SlotError::NoMagic)) => {
             if file_len < META_LEN as u64 {
-                Err(Error::Truncated { expected: 2 * PAGE_SIZE_MIN as u64, actual: file_len })
+                Err(Error::Truncated {
+                    expected: 2 * PAGE_SIZE_MIN as u64,
+                    actual: file_len,
+                })
             } else {
                 Err(Error::NotADatabase)
             }
         }
-        (a, b) => Err(Error::MetaDamaged { first: describe(a), second: describe(b) }),
+        (a, b) => Err(Error::MetaDamaged {
+            first: describe(a),
+            second: describe(b),
+        }),
     }
 }
 

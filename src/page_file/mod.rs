@@ -10,3 +10,6 @@ pub(crate) mod storage;
 pub use page::PageKind;
 pub use sim::{Call, Fault, SimStorage};
 pub use storage::{FileStorage, Storage};
+
+#[cfg(test)]
+mod format_doc_test;

@@ -12,7 +12,7 @@
 //!     20    4 reserved, zero
 //! ```
 
-use crate::error::{corrupted, PageId, Result};
+use crate::error::{PageId, Result, corrupted};
 use crate::limits::PAGE_HEADER_LEN;
 
 pub(crate) const OFF_ID: usize = 0;

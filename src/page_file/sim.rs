@@ -13,7 +13,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use parking_lot::Mutex;
 
-use super::storage::{injected, map_file, Storage};
+use super::storage::{Storage, injected, map_file};
 use crate::error::{Error, Result};
 
 /// The kind of a storage call, as counted by [`SimStorage`].
@@ -189,7 +189,9 @@ impl Storage for SimStorage {
 
     fn map(&self) -> Result<Mmap> {
         if self.inner.state.lock().crashed {
-            return Err(Error::Io(std::io::Error::other("the simulated machine has crashed")));
+            return Err(Error::Io(std::io::Error::other(
+                "the simulated machine has crashed",
+            )));
         }
         map_file(&self.inner.file)
     }

@@ -50,14 +50,24 @@ impl FileStorage {
     pub fn open(path: &Path) -> Result<FileStorage> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         lock(&file)?;
-        Ok(FileStorage { file, path: path.to_path_buf() })
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Creates a new file (failing if one exists) and takes its exclusive lock.
     pub fn create_new(path: &Path) -> Result<FileStorage> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         lock(&file)?;
-        Ok(FileStorage { file, path: path.to_path_buf() })
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The path this storage was opened at.

@@ -7,7 +7,7 @@
 use crate::btree::source::NodeRef;
 use crate::btree::tree::Tree;
 use crate::btree::tree_mut::TreeRoot;
-use crate::error::{corrupted, PageId, Result};
+use crate::error::{PageId, Result, corrupted};
 
 /// Where a named tree lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,10 @@ pub(crate) const DESCRIPTOR_LEN: usize = 16;
 impl Descriptor {
     pub fn decode(raw: &[u8], catalog_page: PageId) -> Result<Descriptor> {
         if raw.len() != DESCRIPTOR_LEN {
-            return Err(corrupted(catalog_page, format!("tree descriptor of {} bytes", raw.len())));
+            return Err(corrupted(
+                catalog_page,
+                format!("tree descriptor of {} bytes", raw.len()),
+            ));
         }
         Ok(Descriptor {
             root: u64::from_le_bytes(raw[..8].try_into().expect("8 bytes")),
@@ -41,7 +44,10 @@ impl Descriptor {
     }
 
     pub fn tree_root(&self) -> TreeRoot {
-        TreeRoot { root: self.root(), len: self.len }
+        TreeRoot {
+            root: self.root(),
+            len: self.len,
+        }
     }
 
     /// The descriptor of a committed tree (its root must be a page or absent).

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
-use crate::page_file::storage::{sync_parent_dir, FileStorage, Storage};
+use crate::page_file::storage::{FileStorage, Storage, sync_parent_dir};
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
 use crate::txn::write::{WriteTxn, Writer};
@@ -73,7 +73,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if self.sync.unsynced() {
             // Best effort: a failure here leaves the last durable commit, as a crash would.
-            let _ = self.sync.wait_synced(&*self.storage, u64::MAX.min(self.writer.get_mut().latest.meta.txid));
+            let _ = self.sync.wait_synced(
+                &*self.storage,
+                u64::MAX.min(self.writer.get_mut().latest.meta.txid),
+            );
         }
     }
 }
@@ -111,7 +114,12 @@ impl Default for Builder {
         Builder {
             page_size: PAGE_SIZE_DEFAULT,
             initial_size: 0,
-            options: Options { durability: Durability::Immediate, max_size: None, verify_checksums: false, strict: false },
+            options: Options {
+                durability: Durability::Immediate,
+                max_size: None,
+                verify_checksums: false,
+                strict: false,
+            },
         }
     }
 }
@@ -158,7 +166,9 @@ impl Builder {
     }
 
     fn validate(&self) -> Result<()> {
-        if !self.page_size.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&self.page_size) {
+        if !self.page_size.is_power_of_two()
+            || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&self.page_size)
+        {
             return Err(Error::InvalidOption(format!(
                 "page size {} must be a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}",
                 self.page_size
@@ -173,10 +183,16 @@ impl Builder {
         let path = path.as_ref();
         let storage = match FileStorage::open(path) {
             Ok(s) => s,
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => self.create_file(path)?,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.create_file(path)?
+            }
             Err(e) => return Err(e),
         };
-        Db::from_storage(Box::new(storage), Some(path.to_path_buf()), self.options.clone())
+        Db::from_storage(
+            Box::new(storage),
+            Some(path.to_path_buf()),
+            self.options.clone(),
+        )
     }
 
     /// Creates the file under a temporary name and links it into place only when it is whole, so a
@@ -203,7 +219,9 @@ impl Builder {
     pub fn create_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
         self.validate()?;
         if !storage.is_empty()? {
-            return Err(Error::InvalidOption("create_with needs an empty storage".into()));
+            return Err(Error::InvalidOption(
+                "create_with needs an empty storage".into(),
+            ));
         }
         format(&*storage, self.page_size, self.initial_size)?;
         storage.sync()?;
@@ -218,9 +236,18 @@ impl Builder {
 
 /// Writes the two meta pages of an empty database.
 fn format(storage: &dyn Storage, page_size: u32, initial_size: u64) -> Result<()> {
-    let pages = initial_size.div_ceil(page_size as u64).max(INITIAL_PAGES_MIN);
+    let pages = initial_size
+        .div_ceil(page_size as u64)
+        .max(INITIAL_PAGES_MIN);
     storage.set_len(pages * page_size as u64)?;
-    let meta = Meta { page_size, txid: 0, catalog_root: 0, freelist: 0, page_count: 2 };
+    let meta = Meta {
+        page_size,
+        txid: 0,
+        catalog_root: 0,
+        catalog_len: 0,
+        freelist: 0,
+        page_count: 2,
+    };
     for slot in 0..2 {
         storage.write_at(&meta.encode(slot), slot * page_size as u64)?;
     }
@@ -238,12 +265,19 @@ impl Db {
         Builder::default()
     }
 
-    fn from_storage(storage: Box<dyn Storage>, path: Option<PathBuf>, options: Options) -> Result<Db> {
+    fn from_storage(
+        storage: Box<dyn Storage>,
+        path: Option<PathBuf>,
+        options: Options,
+    ) -> Result<Db> {
         let (meta, slot) = meta::read_newest(&*storage)?;
         let file_len = storage.len()?;
         let needed = meta.page_count * meta.page_size as u64;
         if file_len < needed {
-            return Err(Error::Truncated { expected: needed, actual: file_len });
+            return Err(Error::Truncated {
+                expected: needed,
+                actual: file_len,
+            });
         }
         let map = Arc::new(storage.map()?);
         let snapshot = Arc::new(Snapshot { meta, map });
@@ -255,16 +289,27 @@ impl Db {
             let header = crate::page_file::page::Header::read(first, meta.freelist)?;
             let len = header.overflow as u64 + 1;
             let run = pages.run(meta.freelist, len)?;
-            (FreeList::decode(run, meta.freelist, meta.page_count)?, Some((meta.freelist, len)))
+            (
+                FreeList::decode(run, meta.freelist, meta.page_count)?,
+                Some((meta.freelist, len)),
+            )
         };
-        let writer = Writer { freelist, freelist_run, latest: snapshot.clone(), file_len };
+        let writer = Writer {
+            freelist,
+            freelist_run,
+            latest: snapshot.clone(),
+            file_len,
+        };
         let db = Db {
             inner: Arc::new(Inner {
                 storage,
                 path,
                 options,
                 page_size: meta.page_size,
-                shared: Mutex::new(Shared { current: snapshot, readers: BTreeMap::new() }),
+                shared: Mutex::new(Shared {
+                    current: snapshot,
+                    readers: BTreeMap::new(),
+                }),
                 writer: Mutex::new(writer),
                 sync: SyncState::new(meta, slot),
             }),

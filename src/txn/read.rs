@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::btree::source::{NodeRef, Source};
-use crate::btree::tree::{check_key_name, Tree};
+use crate::btree::tree::{Tree, check_key_name};
 use crate::error::Result;
 use crate::txn::catalog::{self, Descriptor};
 use crate::txn::db::{Inner, Snapshot};
@@ -21,7 +21,10 @@ impl<'db> ReadTxn<'db> {
     }
 
     pub(crate) fn source(&self) -> Source<'_> {
-        Source { pages: self.snapshot.pages(self.db.options.verify_checksums), arena: &[] }
+        Source {
+            pages: self.snapshot.pages(self.db.options.verify_checksums),
+            arena: &[],
+        }
     }
 
     pub(crate) fn snapshot(&self) -> &Snapshot {
@@ -34,14 +37,17 @@ impl<'db> ReadTxn<'db> {
     }
 
     fn catalog(&self) -> Tree<'_> {
-        let root = (self.snapshot.meta.catalog_root != 0).then_some(NodeRef::Page(self.snapshot.meta.catalog_root));
+        let root = (self.snapshot.meta.catalog_root != 0)
+            .then_some(NodeRef::Page(self.snapshot.meta.catalog_root));
         Tree::new(self.source(), root, 0)
     }
 
     /// The tree named `name`, or `None` if there is none.
     pub fn tree(&self, name: &[u8]) -> Result<Option<Tree<'_>>> {
         check_key_name(name, self.snapshot.meta.page_size)?;
-        let Some(raw) = self.catalog().get(name)? else { return Ok(None) };
+        let Some(raw) = self.catalog().get(name)? else {
+            return Ok(None);
+        };
         let d = Descriptor::decode(raw, self.snapshot.meta.catalog_root)?;
         Ok(Some(Tree::new(self.source(), d.root(), d.len)))
     }

@@ -68,7 +68,11 @@ impl SyncState {
     }
 
     pub fn check_poisoned(&self) -> Result<()> {
-        if self.state.lock().poisoned { Err(Error::Poisoned) } else { Ok(()) }
+        if self.state.lock().poisoned {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
     }
 
     /// The newest commit whose freed pages may be reused.

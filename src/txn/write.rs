@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::MutexGuard;
 
 use crate::btree::source::{NodeRef, Pages, Source};
-use crate::btree::tree::{check_key_name, Tree, TreeMut};
+use crate::btree::tree::{Tree, TreeMut, check_key_name};
 use crate::btree::tree_mut::{self, Allocate, Dirty, PageWrites, TreeRoot};
 use crate::error::{Error, PageId, Result};
 use crate::limits::{GROWTH_STEP_MAX, INITIAL_PAGES_MIN};
@@ -81,19 +81,25 @@ impl Allocate for Allocator<'_> {
 }
 
 impl<'db> WriteTxn<'db> {
-    pub(crate) fn new(db: &'db Inner, mut writer: MutexGuard<'db, Writer>) -> Result<WriteTxn<'db>> {
+    pub(crate) fn new(
+        db: &'db Inner,
+        mut writer: MutexGuard<'db, Writer>,
+    ) -> Result<WriteTxn<'db>> {
         // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
         // crash can fall back to a meta older than T.
         let bound = db.oldest_reader().unwrap_or(u64::MAX).min(db.sync.safe());
         writer.freelist.release(bound);
         let base = writer.latest.clone();
-        let catalog_root = (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root));
+        let catalog = TreeRoot {
+            root: (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root)),
+            len: base.meta.catalog_len,
+        };
         Ok(WriteTxn {
             db,
             writer,
             base,
             dirty: Dirty::default(),
-            catalog: TreeRoot { root: catalog_root, len: 0 },
+            catalog,
             trees: BTreeMap::new(),
             deleted: false,
             durability: db.options.durability,
@@ -115,10 +121,15 @@ impl<'db> WriteTxn<'db> {
     }
 
     fn lookup(&self, name: &[u8]) -> Result<Option<TreeRoot>> {
-        let src = Source { pages: self.pages(), arena: &self.dirty.arena };
+        let src = Source {
+            pages: self.pages(),
+            arena: &self.dirty.arena,
+        };
         let catalog = Tree::new(src, self.catalog.root, 0);
         match catalog.get(name)? {
-            Some(raw) => Ok(Some(Descriptor::decode(raw, self.base.meta.catalog_root)?.tree_root())),
+            Some(raw) => Ok(Some(
+                Descriptor::decode(raw, self.base.meta.catalog_root)?.tree_root(),
+            )),
             None => Ok(None),
         }
     }
@@ -129,8 +140,14 @@ impl<'db> WriteTxn<'db> {
             return Ok(true);
         }
         let entry = match self.lookup(name)? {
-            Some(root) => OpenTree { root, original: Some(root) },
-            None if create => OpenTree { root: TreeRoot::default(), original: None },
+            Some(root) => OpenTree {
+                root,
+                original: Some(root),
+            },
+            None if create => OpenTree {
+                root: TreeRoot::default(),
+                original: None,
+            },
             None => return Ok(false),
         };
         self.trees.insert(name.to_vec(), entry);
@@ -142,7 +159,11 @@ impl<'db> WriteTxn<'db> {
         self.load(name, true)?;
         let pages = self.base.pages(self.db.options.verify_checksums);
         let open = self.trees.get_mut(name).expect("loaded");
-        Ok(TreeMut { dirty: &mut self.dirty, pages, root: &mut open.root })
+        Ok(TreeMut {
+            dirty: &mut self.dirty,
+            pages,
+            root: &mut open.root,
+        })
     }
 
     /// The tree named `name` for writing, or `None` if it does not exist.
@@ -172,9 +193,17 @@ impl<'db> WriteTxn<'db> {
 
     /// The names of every tree, in order, as this transaction sees them.
     pub fn tree_names(&self) -> Result<Vec<Vec<u8>>> {
-        let src = Source { pages: self.pages(), arena: &self.dirty.arena };
+        let src = Source {
+            pages: self.pages(),
+            arena: &self.dirty.arena,
+        };
         let mut names: Vec<Vec<u8>> = catalog::names(Tree::new(src, self.catalog.root, 0))?;
-        names.extend(self.trees.iter().filter(|(_, t)| t.original.is_none()).map(|(n, _)| n.clone()));
+        names.extend(
+            self.trees
+                .iter()
+                .filter(|(_, t)| t.original.is_none())
+                .map(|(n, _)| n.clone()),
+        );
         names.sort();
         names.dedup();
         Ok(names)
@@ -232,7 +261,10 @@ impl<'db> WriteTxn<'db> {
         if db.options.strict {
             let report = crate::check::check_db(db)?;
             if !report.is_clean() {
-                return Err(Error::Corrupted { page: 0, reason: format!("strict check after commit {txid}: {report}") });
+                return Err(Error::Corrupted {
+                    page: 0,
+                    reason: format!("strict check after commit {txid}: {report}"),
+                });
             }
         }
         Ok(())
@@ -276,7 +308,13 @@ impl<'db> WriteTxn<'db> {
             let descriptor = Descriptor::of(&open.root).encode();
             tree_mut::insert(&mut self.dirty, pages, &mut self.catalog, name, &descriptor)?;
         }
-        tree_mut::commit_tree(&mut self.dirty, pages, &mut self.catalog, &mut alloc, &mut out)?;
+        tree_mut::commit_tree(
+            &mut self.dirty,
+            pages,
+            &mut self.catalog,
+            &mut alloc,
+            &mut out,
+        )?;
         let catalog_root = match self.catalog.root {
             None => 0,
             Some(NodeRef::Page(p)) => p,
@@ -292,8 +330,18 @@ impl<'db> WriteTxn<'db> {
         let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len(), page_size);
         let freelist_page = alloc.allocate(run_pages)?;
         let runs = alloc.freelist.persisted_runs();
-        out.push((freelist_page, FreeList::encode(&runs, freelist_page, run_pages, page_size)));
-        let meta = Meta { page_size, txid, catalog_root, freelist: freelist_page, page_count: alloc.page_count };
+        out.push((
+            freelist_page,
+            FreeList::encode(&runs, freelist_page, run_pages, page_size),
+        ));
+        let meta = Meta {
+            page_size,
+            txid,
+            catalog_root,
+            catalog_len: self.catalog.len,
+            freelist: freelist_page,
+            page_count: alloc.page_count,
+        };
 
         // 3. Grow the file if the pages in use outrun it.
         let needed = meta.page_count * page_size as u64;
@@ -316,7 +364,11 @@ impl<'db> WriteTxn<'db> {
 fn grow_target(current: u64, needed: u64, page_size: u32, max: Option<u64>) -> u64 {
     let mut len = current.max(INITIAL_PAGES_MIN * page_size as u64);
     while len < needed {
-        len = if len < GROWTH_STEP_MAX { len * 2 } else { len + GROWTH_STEP_MAX };
+        len = if len < GROWTH_STEP_MAX {
+            len * 2
+        } else {
+            len + GROWTH_STEP_MAX
+        };
     }
     let len = match max {
         Some(max) => len.min(max / page_size as u64 * page_size as u64),
@@ -326,7 +378,11 @@ fn grow_target(current: u64, needed: u64, page_size: u32, max: Option<u64>) -> u
 }
 
 /// Writes sorted page runs, joining adjacent runs into writes of up to 8 MiB.
-fn write_coalesced(storage: &dyn crate::page_file::Storage, runs: &[(PageId, Vec<u8>)], page_size: u32) -> Result<()> {
+fn write_coalesced(
+    storage: &dyn crate::page_file::Storage,
+    runs: &[(PageId, Vec<u8>)],
+    page_size: u32,
+) -> Result<()> {
     const WRITE_MAX: usize = 8 << 20;
     let mut buf: Vec<u8> = Vec::new();
     let mut start: PageId = 0;
