@@ -80,7 +80,7 @@ fn slot(page: &[u8], id: PageId, count: usize, i: usize, min_len: usize) -> Resu
     Ok(off)
 }
 
-fn bytes<'a>(page: &'a [u8], id: PageId, off: usize, len: usize) -> Result<&'a [u8]> {
+fn bytes(page: &[u8], id: PageId, off: usize, len: usize) -> Result<&[u8]> {
     page.get(off..off + len)
         .ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
 }

@@ -290,10 +290,10 @@ fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
         unreachable!("rebalance a branch")
     };
     for (_, child) in &entries {
-        if let NodeRef::Dirty(c) = *child {
-            if matches!(d.arena[c], Node::Branch(_)) {
-                rebalance(d, pages, c)?;
-            }
+        if let NodeRef::Dirty(c) = *child
+            && matches!(d.arena[c], Node::Branch(_))
+        {
+            rebalance(d, pages, c)?;
         }
     }
     let threshold = merge_threshold(pages.page_size);
@@ -344,7 +344,7 @@ fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
 fn split_points(sizes: &[usize], cap: usize) -> Vec<std::ops::Range<usize>> {
     let total: usize = sizes.iter().sum();
     if total <= cap {
-        return vec![0..sizes.len()];
+        return std::iter::once(0..sizes.len()).collect();
     }
     let target = total.div_ceil(total.div_ceil(cap));
     let mut out = Vec::new();
@@ -376,16 +376,16 @@ fn spill(
     match node {
         Node::Leaf(mut entries) => {
             for (k, v) in entries.iter_mut() {
-                if let Value::Bytes(b) = v {
-                    if !fits_inline(k, b, page_size) {
-                        let n = node::overflow_pages(b.len(), page_size);
-                        let p = alloc.allocate(n)?;
-                        out.push((p, node::encode_overflow(p, page_size, b)));
-                        *v = Value::Overflow {
-                            page: p,
-                            len: b.len() as u32,
-                        };
-                    }
+                if let Value::Bytes(b) = v
+                    && !fits_inline(k, b, page_size)
+                {
+                    let n = node::overflow_pages(b.len(), page_size);
+                    let p = alloc.allocate(n)?;
+                    out.push((p, node::encode_overflow(p, page_size, b)));
+                    *v = Value::Overflow {
+                        page: p,
+                        len: b.len() as u32,
+                    };
                 }
             }
             let sizes = entry_sizes(&entries, page_size);

@@ -154,7 +154,7 @@ impl FreeList {
         for i in 0..n as usize {
             let start = u64_at(body, i * 16);
             let len = u64_at(body, i * 16 + 8);
-            let end = start.checked_add(len).unwrap_or(u64::MAX);
+            let end = start.saturating_add(len);
             if len == 0 || start < prev_end || end > page_count {
                 return Err(corrupted(
                     id,

@@ -73,10 +73,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if self.sync.unsynced() {
             // Best effort: a failure here leaves the last durable commit, as a crash would.
-            let _ = self.sync.wait_synced(
-                &*self.storage,
-                u64::MAX.min(self.writer.get_mut().latest.meta.txid),
-            );
+            let _ = self
+                .sync
+                .wait_synced(&*self.storage, self.writer.get_mut().latest.meta.txid);
         }
     }
 }
