@@ -2,7 +2,9 @@
 //!
 //! `cargo bench --bench btree`. Bulk insert loads 1,000,000 random 16-byte keys with 100-byte
 //! values, 10,000 per transaction, with durable (immediate) commits; the reads run against that
-//! store. Quote medians and ratios from one run; the machine is shared and noisy.
+//! store. `durable_commits` compares one-put commits from one thread (immediate durability) with
+//! eight threads sharing syncs (group commit). Quote medians and ratios from one run; the machine
+//! is shared and noisy.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -91,5 +93,41 @@ fn reads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bulk_insert, reads);
+/// Small durable commits (one 100-byte put each): one thread with immediate durability, and eight
+/// threads with group commit sharing syncs.
+fn durable_commits(c: &mut Criterion) {
+    const PER_THREAD: u64 = 50;
+    let mut g = c.benchmark_group("durable_commits");
+    g.sample_size(10);
+    for (label, threads, durability) in [
+        ("immediate_1_thread", 1u64, Durability::Immediate),
+        ("group_8_threads", 8, Durability::Group),
+    ] {
+        g.throughput(Throughput::Elements(threads * PER_THREAD));
+        g.bench_function(label, |b| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::builder().durability(durability).open(dir.path().join("commits.folio")).unwrap();
+            let mut round = 0u64;
+            b.iter(|| {
+                round += 1;
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let db = &db;
+                        s.spawn(move || {
+                            for i in 0..PER_THREAD {
+                                let mut tx = db.begin_write().unwrap();
+                                let k = key(round * 1_000_000 + t * PER_THREAD + i);
+                                tx.open_tree(b"bench").unwrap().put(&k, &[1u8; VALUE_LEN]).unwrap();
+                                tx.commit().unwrap();
+                            }
+                        });
+                    }
+                });
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bulk_insert, reads, durable_commits);
 criterion_main!(benches);

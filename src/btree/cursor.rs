@@ -213,7 +213,7 @@ impl<'a> RawCursor<'a> {
 pub struct Range<'a> {
     front: RawCursor<'a>,
     back: RawCursor<'a>,
-    /// The key of the entry the back cursor sits on (the front must not pass it).
+    /// Set once the two cursors have met (or an error ended the iteration).
     done: bool,
     started: bool,
     start: Bound<Vec<u8>>,
@@ -313,15 +313,20 @@ impl DoubleEndedIterator for Range<'_> {
     }
 }
 
-/// Looks a key up, returning its value.
-pub(crate) fn get<'a>(
-    src: Source<'a>,
-    root: Option<NodeRef>,
-    key: &[u8],
-) -> Result<Option<&'a [u8]>> {
-    let mut c = RawCursor::new(src, root);
-    if !c.descend_to(key)? {
-        return Ok(None);
+/// Looks a key up, returning its value. Descends without a cursor, so a lookup allocates nothing.
+pub(crate) fn get<'a>(src: Source<'a>, root: Option<NodeRef>, key: &[u8]) -> Result<Option<&'a [u8]>> {
+    let Some(mut r) = root else { return Ok(None) };
+    for _ in 0..TREE_DEPTH_MAX {
+        let node = src.node(r)?;
+        if node.is_leaf() {
+            let (i, found) = node.search(key)?;
+            return if found { src.pages.value(node.value(i)?).map(Some) } else { Ok(None) };
+        }
+        r = node.child(node.child_index(key)?)?;
     }
-    Ok(c.current()?.map(|(_, v)| v))
+    let page = match r {
+        NodeRef::Page(p) => p,
+        NodeRef::Dirty(_) => 0,
+    };
+    Err(corrupted(page, "tree is deeper than the limit (a cycle?)"))
 }

@@ -278,6 +278,10 @@ impl Db {
                 actual: file_len,
             });
         }
+        // The newest meta may have been written and never synced (a process crash, or a failed
+        // last sync, before this open). `SyncState` takes it as durable and lets the next commit
+        // reuse the pages it freed, which the older meta still needs: make it durable first.
+        storage.sync()?;
         let map = Arc::new(storage.map()?);
         let snapshot = Arc::new(Snapshot { meta, map });
         let (freelist, freelist_run) = if meta.freelist == 0 {
