@@ -83,13 +83,23 @@ enum SlotError {
     Version(u32),
 }
 
+impl SlotError {
+    /// A slot rejected for a corruption: its reason alone (the slot is named where it is shown).
+    fn damaged(e: Error) -> SlotError {
+        match e {
+            Error::Corrupted { reason, .. } => SlotError::Damaged(reason),
+            e => SlotError::Damaged(e.to_string()),
+        }
+    }
+}
+
 fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
     if buf.len() < META_LEN || &buf[OFF_MAGIC..OFF_MAGIC + 8] != MAGIC {
         return Err(SlotError::NoMagic);
     }
     let meta = &buf[..META_LEN];
-    page::verify(meta, slot).map_err(|e| SlotError::Damaged(e.to_string()))?;
-    let header = Header::read(meta, slot).map_err(|e| SlotError::Damaged(e.to_string()))?;
+    page::verify(meta, slot).map_err(SlotError::damaged)?;
+    let header = Header::read(meta, slot).map_err(SlotError::damaged)?;
     if header.kind != PageKind::Meta {
         return Err(SlotError::Damaged("not a meta page".into()));
     }
@@ -132,7 +142,8 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
     if file_len == 0 {
         return Err(Error::EmptyFile);
     }
-    let first = decode(&read_slot(storage, 0, file_len)?, 0);
+    let slot0 = read_slot(storage, 0, file_len)?;
+    let first = decode(&slot0, 0);
     // Slot 1 sits one page in. Take the page size from slot 0, or, when slot 0 is bad, look for
     // slot 1 at every possible page size.
     let second = match &first {
@@ -155,6 +166,11 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
         }
     };
     match (first, second) {
+        // A good checksum with another version means a newer build wrote this file: falling back
+        // to the other slot would roll its commits back, and the next commit would overwrite it.
+        (Err(SlotError::Version(v)), _) | (_, Err(SlotError::Version(v))) => {
+            Err(Error::UnsupportedVersion(v))
+        }
         (Ok(a), Ok(b)) if a.page_size != b.page_size => Err(Error::MetaDamaged {
             first: format!("page size {}", a.page_size),
             second: format!("page size {}", b.page_size),
@@ -162,11 +178,8 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
         (Ok(a), Ok(b)) => Ok(if b.txid > a.txid { (b, 1) } else { (a, 0) }),
         (Ok(a), Err(_)) => Ok((a, 0)),
         (Err(_), Ok(b)) => Ok((b, 1)),
-        (Err(SlotError::Version(v)), _) | (_, Err(SlotError::Version(v))) => {
-            Err(Error::UnsupportedVersion(v))
-        }
         (Err(SlotError::NoMagic), Err(SlotError::NoMagic)) => {
-            if file_len < META_LEN as u64 {
+            if file_len < META_LEN as u64 && could_be_meta_start(&slot0) {
                 Err(Error::Truncated {
                     expected: 2 * PAGE_SIZE_MIN as u64,
                     actual: file_len,
@@ -180,6 +193,20 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
             second: describe(b),
         }),
     }
+}
+
+/// Whether the bytes of a file too short to hold a meta agree with the start of meta page 0 (its
+/// header and magic), so that the file may be a folio database cut short rather than another file.
+fn could_be_meta_start(prefix: &[u8]) -> bool {
+    let mut start = [0u8; OFF_MAGIC + 8];
+    start[page::OFF_KIND] = PageKind::Meta as u8;
+    start[OFF_MAGIC..].copy_from_slice(MAGIC);
+    let crc = page::OFF_CRC..page::OFF_CRC + 4;
+    prefix
+        .iter()
+        .zip(start)
+        .enumerate()
+        .all(|(i, (&b, s))| crc.contains(&i) || b == s)
 }
 
 fn describe(r: Result<Meta, SlotError>) -> String {
