@@ -3,8 +3,9 @@
 
 use std::ops::{Bound, RangeBounds};
 
+use crate::btree::node::PageView;
 use crate::btree::source::{NodeAccess, NodeRef, Source};
-use crate::error::{Result, corrupted};
+use crate::error::{PageId, Result, corrupted};
 use crate::limits::TREE_DEPTH_MAX;
 
 /// A position in a tree. Valid when the top of the stack is a leaf and its index is in range.
@@ -32,6 +33,15 @@ impl<'a> RawCursor<'a> {
                 Ok(Some((node.key(*i)?, value)))
             }
             _ => Ok(None),
+        }
+    }
+
+    /// The page under the cursor, for error reports (0 for a dirty node or no position).
+    pub fn page(&self) -> PageId {
+        match self.stack.last() {
+            Some((NodeAccess::Page(PageView::Leaf(l)), _)) => l.id(),
+            Some((NodeAccess::Page(PageView::Branch(b)), _)) => b.id(),
+            _ => 0,
         }
     }
 
@@ -277,15 +287,30 @@ impl<'a> Range<'a> {
         } else {
             (&mut self.back, &self.front)
         };
-        let entry = this.current()?.expect("positioned cursor");
-        if Some(entry.0) == other.key()? {
+        // The two cursors start in order and stop when they meet, so one can only run off the tree
+        // or pass the other when keys are out of order: bytes on disk are bad.
+        let lost = |page| corrupted(page, "range cursors passed each other: keys out of order");
+        let Some(entry) = this.current()? else {
+            return Err(lost(this.page()));
+        };
+        let Some(other_key) = other.key()? else {
+            return Err(lost(this.page()));
+        };
+        let passed = if forward {
+            entry.0 > other_key
+        } else {
+            entry.0 < other_key
+        };
+        if passed {
+            return Err(lost(this.page()));
+        }
+        if entry.0 == other_key {
             self.done = true;
         } else {
             let moved = if forward { this.next()? } else { this.prev()? };
-            debug_assert!(
-                moved,
-                "cursor ran off the tree before meeting the other end"
-            );
+            if !moved {
+                return Err(lost(this.page()));
+            }
         }
         Ok(Some(entry))
     }
@@ -314,13 +339,21 @@ impl DoubleEndedIterator for Range<'_> {
 }
 
 /// Looks a key up, returning its value. Descends without a cursor, so a lookup allocates nothing.
-pub(crate) fn get<'a>(src: Source<'a>, root: Option<NodeRef>, key: &[u8]) -> Result<Option<&'a [u8]>> {
+pub(crate) fn get<'a>(
+    src: Source<'a>,
+    root: Option<NodeRef>,
+    key: &[u8],
+) -> Result<Option<&'a [u8]>> {
     let Some(mut r) = root else { return Ok(None) };
     for _ in 0..TREE_DEPTH_MAX {
         let node = src.node(r)?;
         if node.is_leaf() {
             let (i, found) = node.search(key)?;
-            return if found { src.pages.value(node.value(i)?).map(Some) } else { Ok(None) };
+            return if found {
+                src.pages.value(node.value(i)?).map(Some)
+            } else {
+                Ok(None)
+            };
         }
         r = node.child(node.child_index(key)?)?;
     }

@@ -90,6 +90,10 @@ impl<'a> LeafView<'a> {
         self.count
     }
 
+    pub fn id(&self) -> PageId {
+        self.id
+    }
+
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
         let off = slot(self.page, self.id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
         let klen = u16_at(self.page, off + 1) as usize;
@@ -127,6 +131,10 @@ impl<'a> LeafView<'a> {
 impl<'a> BranchView<'a> {
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    pub fn id(&self) -> PageId {
+        self.id
     }
 
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {

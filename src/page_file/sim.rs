@@ -3,8 +3,9 @@
 //! power loss would leave.
 //!
 //! The crash model: every write and length change since the last `sync` is lost, except, when asked
-//! for, a torn prefix of the most recent write. Calls are numbered from 1 in the order they are made;
-//! a test arms a fault on call N and runs the workload once per N.
+//! for, a torn prefix of the most recent unsynced write that went ahead (the call that crashes does
+//! nothing; crashing at call N + 1 tears the write made at call N). Calls are numbered from 1 in
+//! the order they are made; a test arms a fault on call N and runs the workload once per N.
 
 use std::fs::File;
 use std::path::Path;
@@ -32,8 +33,8 @@ pub enum Call {
 pub enum Fault {
     /// The call returns an error and changes nothing; later calls work.
     Fail,
-    /// The machine loses power at the call: it does nothing (a write may leave a torn prefix, see
-    /// [`SimStorage::crash_image`]), and this and every later call fails.
+    /// The machine loses power at the call: it does nothing, and this and every later call fails.
+    /// [`SimStorage::crash_image`] gives what the disk holds then.
     Crash,
 }
 

@@ -339,9 +339,11 @@ impl Db {
         WriteTxn::new(&self.inner, writer)
     }
 
-    /// Makes every commit so far durable (useful after commits with [`Durability::None`]).
+    /// Makes every commit so far durable (useful after commits with [`Durability::None`]). A later
+    /// commit with `Durability::None` gives up the guarantee again: its meta may reach the disk
+    /// before its pages do.
     pub fn sync(&self) -> Result<()> {
-        let txid = self.inner.writer.lock().latest.meta.txid;
+        let txid = self.inner.sync.committed_txid();
         self.inner.sync.wait_synced(&*self.inner.storage, txid)
     }
 

@@ -87,6 +87,11 @@ impl SyncState {
         s.committed = meta;
     }
 
+    /// The newest commit whose pages are written.
+    pub fn committed_txid(&self) -> u64 {
+        self.state.lock().committed.txid
+    }
+
     /// Whether a commit is newer than the last synced meta.
     pub fn unsynced(&self) -> bool {
         let s = self.state.lock();

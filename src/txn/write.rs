@@ -322,12 +322,13 @@ impl<'db> WriteTxn<'db> {
         };
 
         // 2. Freelist: pages this commit stopped using wait under its txid; then the whole list
-        //    (free and pending alike) goes to a new run. Taking the run from the list can only
-        //    shorten it, so the size computed before the allocation suffices.
+        //    (free and pending alike) goes to a new run. Taking the run from the list can add one
+        //    run to it: a free extent merged with pending pages beside it is written as one run,
+        //    and taking its front leaves a gap in that run. So the run is sized for one more.
         let mut freed = std::mem::take(&mut self.dirty.freed);
         freed.extend(writer.freelist_run);
         alloc.freelist.add_pending(txid, freed);
-        let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len(), page_size);
+        let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
         let freelist_page = alloc.allocate(run_pages)?;
         let runs = alloc.freelist.persisted_runs();
         out.push((
