@@ -29,8 +29,10 @@ pub enum Durability {
     /// concurrent writers pay for one round between them. Survives power loss. New readers may see
     /// a commit a moment before it is durable.
     Group,
-    /// Never sync (the meta is written, not synced). Survives a process crash, not a power loss;
-    /// for bulk loads that can be redone. [`crate::Db::sync`] makes everything durable.
+    /// Never sync (the meta is written, not synced). Survives a process crash, not a power loss:
+    /// after a power loss the file may be damaged, not merely older, because later commits reuse
+    /// pages before anything is synced (as with LMDB's no-sync mode). For bulk loads that can be
+    /// redone; [`crate::Db::sync`] makes everything so far durable.
     None,
 }
 
