@@ -106,7 +106,10 @@ fn durable_commits(c: &mut Criterion) {
         g.throughput(Throughput::Elements(threads * PER_THREAD));
         g.bench_function(label, |b| {
             let dir = tempfile::tempdir().unwrap();
-            let db = Db::builder().durability(durability).open(dir.path().join("commits.folio")).unwrap();
+            let db = Db::builder()
+                .durability(durability)
+                .open(dir.path().join("commits.folio"))
+                .unwrap();
             let mut round = 0u64;
             b.iter(|| {
                 round += 1;
@@ -117,7 +120,10 @@ fn durable_commits(c: &mut Criterion) {
                             for i in 0..PER_THREAD {
                                 let mut tx = db.begin_write().unwrap();
                                 let k = key(round * 1_000_000 + t * PER_THREAD + i);
-                                tx.open_tree(b"bench").unwrap().put(&k, &[1u8; VALUE_LEN]).unwrap();
+                                tx.open_tree(b"bench")
+                                    .unwrap()
+                                    .put(&k, &[1u8; VALUE_LEN])
+                                    .unwrap();
                                 tx.commit().unwrap();
                             }
                         });
