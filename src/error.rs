@@ -104,6 +104,26 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A read or compaction asked for a revision the store has compacted away.
+    #[error(
+        "revision {requested} has been compacted (the oldest readable revision is {compacted})"
+    )]
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's compacted revision.
+        compacted: i64,
+    },
+
+    /// A read or compaction asked for a revision the store has not reached yet.
+    #[error("revision {requested} is in the future (the current revision is {current})")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's current revision.
+        current: i64,
+    },
+
     /// An earlier commit failed after it began writing its meta page, so the state on disk is
     /// unknown to this process. Reads of existing snapshots still work; reopen the database to write.
     #[error(

@@ -38,6 +38,7 @@ mod btree;
 mod check;
 mod error;
 pub mod limits;
+mod mvcc;
 mod page_file;
 mod stats;
 mod txn;
@@ -45,6 +46,11 @@ mod txn;
 pub use btree::{Cursor, Range, Tree, TreeMut};
 pub use check::{CheckReport, Problem};
 pub use error::{Error, PageId, Result};
+pub use mvcc::{
+    Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
+    OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
+    StoreOptions, TxnBuilder, TxnResponse,
+};
 pub use page_file::{Call, Fault, FileStorage, PageKind, SimStorage, Storage};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};

@@ -69,3 +69,6 @@ const _: () = assert!(
         <= page_capacity(PAGE_SIZE_MIN) / 4
 );
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
+
+/// Revisions an MVCC compaction deletes per write transaction, by default.
+pub const COMPACTION_BATCH_DEFAULT: usize = 1000;

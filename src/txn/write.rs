@@ -22,6 +22,24 @@ use crate::txn::catalog::{self, Descriptor};
 use crate::txn::db::{Inner, Snapshot};
 use crate::txn::sync::Durability;
 
+/// A commit that is visible and may still be waiting for its sync (see
+/// [`WriteTxn::commit_visible`]).
+#[must_use = "a group commit is not durable until `wait` returns"]
+pub(crate) struct Visible<'db> {
+    db: &'db Inner,
+    unsynced: Option<u64>,
+}
+
+impl Visible<'_> {
+    /// Waits until the commit is durable.
+    pub fn wait(self) -> Result<()> {
+        match self.unsynced {
+            Some(txid) => self.db.sync.wait_synced(&*self.db.storage, txid),
+            None => Ok(()),
+        }
+    }
+}
+
 /// State owned by whoever holds the write lock.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -215,18 +233,25 @@ impl<'db> WriteTxn<'db> {
     /// Makes every change durable (as the transaction's [`Durability`] says) and visible to new
     /// readers. On error nothing has changed, unless the error is [`Error::Poisoned`] or an I/O
     /// error while writing the meta, after which the database must be reopened.
-    pub fn commit(mut self) -> Result<()> {
-        self.db.sync.check_poisoned()?;
+    pub fn commit(self) -> Result<()> {
+        self.commit_visible()?.wait()
+    }
+
+    /// Commits and returns once the commit is visible to new readers and the write lock is free.
+    /// With [`Durability::Group`] the commit is not durable until [`Visible::wait`] returns, so a
+    /// caller can release its own locks first and let the next writer share the sync.
+    pub(crate) fn commit_visible(mut self) -> Result<Visible<'db>> {
+        let db = self.db;
+        db.sync.check_poisoned()?;
         let saved = (self.writer.freelist.clone(), self.writer.freelist_run);
         let meta = match self.write_pages() {
             Ok(Some(meta)) => meta,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(Visible { db, unsynced: None }),
             Err(e) => {
                 (self.writer.freelist, self.writer.freelist_run) = saved;
                 return Err(e);
             }
         };
-        let db = self.db;
         // Map the grown file before the meta is written: a failure here still rolls back.
         let map = if self.writer.file_len as usize > self.base.map.len() {
             match db.storage.map() {
@@ -242,22 +267,23 @@ impl<'db> WriteTxn<'db> {
         let snapshot = Arc::new(Snapshot { meta, map });
         db.sync.set_committed(meta);
         let txid = meta.txid;
-        match self.durability {
+        let unsynced = match self.durability {
             Durability::Immediate => {
                 // Readers see the commit only once it is durable.
                 db.sync.wait_synced(&*db.storage, txid)?;
                 self.publish(snapshot);
+                None
             }
             Durability::None => {
                 db.sync.write_meta_unsynced(&*db.storage)?;
                 self.publish(snapshot);
+                None
             }
             Durability::Group => {
                 self.publish(snapshot);
-                drop(self.writer);
-                db.sync.wait_synced(&*db.storage, txid)?;
+                Some(txid)
             }
-        }
+        };
         if db.options.strict {
             let report = crate::check::check_db(db)?;
             if !report.is_clean() {
@@ -267,7 +293,7 @@ impl<'db> WriteTxn<'db> {
                 });
             }
         }
-        Ok(())
+        Ok(Visible { db, unsynced })
     }
 
     fn publish(&mut self, snapshot: Arc<Snapshot>) {

@@ -1,0 +1,16 @@
+//! The MVCC store: etcd's revisioned key-value model on top of the B+tree.
+
+pub(crate) mod compaction;
+pub(crate) mod key_index;
+pub(crate) mod revision;
+pub(crate) mod store;
+pub(crate) mod types;
+pub(crate) mod write;
+
+pub use revision::{KeyValue, Revision};
+pub use store::Store;
+pub use types::{
+    Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, Op, OpResponse,
+    PutOptions, PutResponse, RangeOptions, RangeResponse, StoreOptions, TxnResponse,
+};
+pub use write::TxnBuilder;

@@ -1,0 +1,276 @@
+//! The store: etcd's revisioned key-value model over a [`Db`].
+//!
+//! Invariants:
+//! 1. `State::current` is the newest revision whose records are committed and visible in the
+//!    database. A reader reads `current`, the index and a database snapshot under one read lock, so
+//!    the snapshot holds every record the index sends it to.
+//! 2. Writers are serialized by `Inner::writer`. A writer puts its revisions into the index as it
+//!    goes (they lie above `current`, so readers ignore them), commits, then raises `current`.
+//!    If anything fails, it unwinds the index to `current`.
+//! 3. Compaction at C raises `compacted` to C before it deletes anything; every record a read at
+//!    C or later needs is kept.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::btree::tree::Tree;
+use crate::error::{Error, Result};
+use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::revision::{KeyValue, Revision, malformed};
+use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
+use crate::txn::{Db, Durability};
+
+/// The tree of records, keyed by revision.
+pub(crate) const KEY_TREE: &[u8] = b"mvcc.key";
+/// The tree of the store's own bookkeeping (compaction progress).
+pub(crate) const META_TREE: &[u8] = b"mvcc.meta";
+/// The revision of the last compaction scheduled (written first).
+pub(crate) const SCHEDULED: &[u8] = b"compact.scheduled";
+/// The revision of the last compaction finished (written last).
+pub(crate) const FINISHED: &[u8] = b"compact.finished";
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub index: BTreeMap<Vec<u8>, KeyIndex>,
+    pub current: i64,
+    pub compacted: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub db: Db,
+    pub state: RwLock<State>,
+    /// Held by whoever writes: a put, a delete, a transaction, or one compaction batch.
+    pub writer: Mutex<()>,
+    /// Held for a whole compaction, so two never interleave.
+    pub compaction: Mutex<()>,
+    pub options: StoreOptions,
+}
+
+/// A revisioned key-value store with etcd's semantics: every write gets a new revision, reads can
+/// be made at any revision not yet compacted, and transactions compare and then write atomically.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use folio::{KeyRange, RangeOptions, Store};
+/// let store = Store::open(dir.path().join("kv.folio"))?;
+/// let r1 = store.put(b"/registry/pods/a", b"v1")?;
+/// let r2 = store.put(b"/registry/pods/a", b"v2")?;
+/// let old = store.range(b"/registry/pods/a", RangeOptions::at(r1))?;
+/// assert_eq!(old.kvs[0].value, b"v1");
+/// let now = store.range(KeyRange::prefix(b"/registry/"), RangeOptions::current())?;
+/// assert_eq!((now.kvs[0].version, now.revision), (2, r2));
+/// store.compact(r2)?;
+/// assert!(store.range(b"/registry/pods/a", RangeOptions::at(r1)).is_err());
+/// # Ok::<(), folio::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn meta_rev(tree: &Tree<'_>, key: &[u8]) -> Result<i64> {
+    match tree.get(key)? {
+        None => Ok(0),
+        Some(b) => {
+            Ok(i64::from_le_bytes(b.try_into().map_err(|_| {
+                malformed(format!("meta value of {} bytes", b.len()))
+            })?))
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) a store at `path`, with group commit so concurrent writers share syncs.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::with_db(Db::builder().durability(Durability::Group).open(path)?)
+    }
+
+    /// Opens a store in `db` (creating its trees if needed).
+    pub fn with_db(db: Db) -> Result<Store> {
+        Store::with_db_options(db, StoreOptions::default())
+    }
+
+    /// Opens a store in `db` with `options`. Rebuilds the key index from the `key` tree and
+    /// finishes a compaction that a crash interrupted.
+    pub fn with_db_options(db: Db, options: StoreOptions) -> Result<Store> {
+        if db.begin_read()?.tree(KEY_TREE)?.is_none() {
+            let mut tx = db.begin_write()?;
+            tx.open_tree(KEY_TREE)?;
+            tx.open_tree(META_TREE)?;
+            tx.commit()?;
+        }
+        let (state, scheduled) = {
+            let tx = db.begin_read()?;
+            let missing = || malformed("the store's trees are missing".into());
+            let keys = tx.tree(KEY_TREE)?.ok_or_else(missing)?;
+            let meta = tx.tree(META_TREE)?.ok_or_else(missing)?;
+            let mut state = State::default();
+            for entry in keys.iter() {
+                let (k, v) = entry?;
+                let (rev, tombstone) = Revision::decode(k)?;
+                let kv = KeyValue::decode(v, true)?;
+                let created = Revision {
+                    main: kv.create_revision,
+                    sub: 0,
+                };
+                state
+                    .index
+                    .entry(kv.key)
+                    .or_default()
+                    .restore(rev, tombstone, created, kv.version);
+                state.current = state.current.max(rev.main);
+            }
+            let scheduled = meta_rev(&meta, SCHEDULED)?;
+            state.compacted = meta_rev(&meta, FINISHED)?;
+            // Compaction may have removed the newest revisions (tombstones at or below it).
+            state.current = state.current.max(scheduled);
+            (state, scheduled)
+        };
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                state: RwLock::new(state),
+                writer: Mutex::new(()),
+                compaction: Mutex::new(()),
+                options,
+            }),
+        };
+        if scheduled > store.compacted_revision() {
+            store.finish_compaction(scheduled)?;
+        }
+        Ok(store)
+    }
+
+    /// The database under this store.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The revision of the newest write.
+    pub fn current_revision(&self) -> i64 {
+        self.inner.state.read().current
+    }
+
+    /// The revision of the last compaction (0 before any). Reads below it fail.
+    pub fn compacted_revision(&self) -> i64 {
+        self.inner.state.read().compacted
+    }
+
+    /// Reads the keys in `range` at the revision `options` name (the current one by default).
+    pub fn range(
+        &self,
+        range: impl Into<KeyRange>,
+        options: RangeOptions,
+    ) -> Result<RangeResponse> {
+        let range = range.into();
+        let state = self.inner.state.read();
+        let at = read_revision(options.revision, state.current, state.compacted)?;
+        let (revs, count) = plan_range(&state.index, &range, at, &options);
+        // Taken under the lock, the snapshot holds every revision up to `current`.
+        let tx = self.inner.db.begin_read()?;
+        let current = state.current;
+        drop(state);
+        let kvs = if options.count_only {
+            Vec::new()
+        } else {
+            let tree = tx
+                .tree(KEY_TREE)?
+                .ok_or_else(|| malformed("the key tree is missing".into()))?;
+            load(&tree, &revs, options.keys_only)?
+        };
+        Ok(RangeResponse {
+            more: options.limit > 0 && count > options.limit as u64,
+            kvs,
+            count,
+            revision: current,
+        })
+    }
+
+    /// A crc32 over every stored revision at or below `rev` (0 for the current revision), so two
+    /// replicas with the same history and compactions can check they hold the same data.
+    pub fn hash_by_rev(&self, rev: i64) -> Result<HashResponse> {
+        let state = self.inner.state.read();
+        let at = read_revision(rev, state.current, state.compacted)?;
+        let tx = self.inner.db.begin_read()?;
+        let (current, compacted) = (state.current, state.compacted);
+        drop(state);
+        let tree = tx
+            .tree(KEY_TREE)?
+            .ok_or_else(|| malformed("the key tree is missing".into()))?;
+        let end = Revision {
+            main: at + 1,
+            sub: 0,
+        }
+        .encode(false);
+        let mut h = crc32fast::Hasher::new();
+        for entry in tree.range(..end.as_slice())? {
+            let (k, v) = entry?;
+            h.update(k);
+            h.update(v);
+        }
+        Ok(HashResponse {
+            hash: h.finalize(),
+            revision: current,
+            compact_revision: compacted,
+        })
+    }
+}
+
+/// The revision a read is made at: `requested`, or `current` for 0, checked against the bounds.
+pub(crate) fn read_revision(requested: i64, current: i64, compacted: i64) -> Result<i64> {
+    let at = if requested <= 0 { current } else { requested };
+    if at > current {
+        return Err(Error::FutureRevision {
+            requested: at,
+            current,
+        });
+    }
+    if at < compacted {
+        return Err(Error::Compacted {
+            requested: at,
+            compacted,
+        });
+    }
+    Ok(at)
+}
+
+/// The revisions a range read returns (up to the limit) and how many keys it holds at `at`.
+pub(crate) fn plan_range(
+    index: &BTreeMap<Vec<u8>, KeyIndex>,
+    range: &KeyRange,
+    at: i64,
+    options: &RangeOptions,
+) -> (Vec<Revision>, u64) {
+    let Some(bounds) = range.as_bounds() else {
+        return (Vec::new(), 0);
+    };
+    let mut revs = Vec::new();
+    let mut count = 0;
+    for (_, ki) in index.range::<[u8], _>(bounds) {
+        if let Some(v) = ki.get(at) {
+            count += 1;
+            if !options.count_only && (options.limit == 0 || revs.len() < options.limit) {
+                revs.push(v.modified);
+            }
+        }
+    }
+    (revs, count)
+}
+
+/// Reads the records of `revs` from the key tree.
+pub(crate) fn load(tree: &Tree<'_>, revs: &[Revision], keys_only: bool) -> Result<Vec<KeyValue>> {
+    revs.iter()
+        .map(|rev| {
+            let raw = tree.get(&rev.encode(false))?.ok_or_else(|| {
+                malformed(format!(
+                    "the index names revision {rev:?}, which is not stored"
+                ))
+            })?;
+            KeyValue::decode(raw, keys_only)
+        })
+        .collect()
+}

@@ -1,0 +1,356 @@
+//! Writes: put, delete range and transactions. Each is one write transaction of the database and
+//! one main revision of the store; each change in it takes the next sub revision.
+
+use crate::error::Result;
+use crate::mvcc::key_index::{KeyIndex, Visible};
+use crate::mvcc::revision::{KeyValue, Revision, malformed};
+use crate::mvcc::store::{Inner, KEY_TREE, Store, load, plan_range, read_revision};
+use crate::mvcc::types::{
+    Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
+    RangeOptions, RangeResponse, Relation, Target, TxnResponse,
+};
+use crate::txn::WriteTxn;
+
+/// One store write in progress.
+struct Writer<'s> {
+    inner: &'s Inner,
+    tx: WriteTxn<'s>,
+    /// The current revision when the write began.
+    base: i64,
+    /// Changes made so far (the next sub revision).
+    sub: i64,
+    /// Keys whose index entries this write changed, to unwind on failure.
+    touched: Vec<Vec<u8>>,
+}
+
+impl<'s> Writer<'s> {
+    fn main(&self) -> i64 {
+        self.base + 1
+    }
+
+    /// The revision reads inside this write see: its own, once it has written.
+    fn read_revision(&self) -> i64 {
+        if self.sub > 0 { self.main() } else { self.base }
+    }
+
+    fn next_revision(&mut self) -> Revision {
+        let rev = Revision {
+            main: self.main(),
+            sub: self.sub,
+        };
+        self.sub += 1;
+        rev
+    }
+
+    fn visible(&self, key: &[u8]) -> Option<Visible> {
+        self.inner
+            .state
+            .read()
+            .index
+            .get(key)?
+            .get(self.read_revision())
+    }
+
+    /// Reads records through this write's own transaction (so it sees its own writes).
+    fn load(&mut self, revs: &[Revision], keys_only: bool) -> Result<Vec<KeyValue>> {
+        let keys = self.tx.open_tree(KEY_TREE)?;
+        load(&keys.as_tree(), revs, keys_only)
+    }
+
+    fn record(&mut self, rev: Revision) -> Result<KeyValue> {
+        let kvs = self.load(&[rev], false)?;
+        kvs.into_iter()
+            .next()
+            .ok_or_else(|| malformed("empty load".into()))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], options: &PutOptions) -> Result<PutResponse> {
+        crate::btree::tree::check_key(key, self.inner.db.page_size())?;
+        let prev_kv = match (options.prev_kv, self.visible(key)) {
+            (true, Some(v)) => Some(self.record(v.modified)?),
+            _ => None,
+        };
+        let rev = self.next_revision();
+        self.touched.push(key.to_vec());
+        let v = self
+            .inner
+            .state
+            .write()
+            .index
+            .entry(key.to_vec())
+            .or_default()
+            .put(rev);
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision: v.created.main,
+            mod_revision: rev.main,
+            version: v.version,
+            value: value.to_vec(),
+            lease: options.lease,
+        };
+        self.tx
+            .open_tree(KEY_TREE)?
+            .put(&rev.encode(false), &kv.encode())?;
+        Ok(PutResponse {
+            revision: rev.main,
+            prev_kv,
+        })
+    }
+
+    fn delete_range(&mut self, range: &KeyRange, prev_kv: bool) -> Result<DeleteResponse> {
+        let at = self.read_revision();
+        let doomed: Vec<(Vec<u8>, Revision)> = match range.as_bounds() {
+            None => Vec::new(),
+            Some(bounds) => self
+                .inner
+                .state
+                .read()
+                .index
+                .range::<[u8], _>(bounds)
+                .filter_map(|(k, ki)| ki.get(at).map(|v| (k.clone(), v.modified)))
+                .collect(),
+        };
+        let mut response = DeleteResponse {
+            deleted: doomed.len() as u64,
+            ..DeleteResponse::default()
+        };
+        for (key, modified) in doomed {
+            if prev_kv {
+                let kv = self.record(modified)?;
+                response.prev_kvs.push(kv);
+            }
+            let rev = self.next_revision();
+            self.touched.push(key.clone());
+            self.inner
+                .state
+                .write()
+                .index
+                .get_mut(&key)
+                .expect("a visible key is indexed")
+                .tombstone(rev);
+            let tombstone = KeyValue {
+                key,
+                ..KeyValue::default()
+            };
+            self.tx
+                .open_tree(KEY_TREE)?
+                .put(&rev.encode(true), &tombstone.encode())?;
+        }
+        Ok(response)
+    }
+
+    fn range(&mut self, range: &KeyRange, options: &RangeOptions) -> Result<RangeResponse> {
+        let (revs, count) = {
+            let state = self.inner.state.read();
+            let at = read_revision(options.revision, self.read_revision(), state.compacted)?;
+            plan_range(&state.index, range, at, options)
+        };
+        let kvs = if options.count_only {
+            Vec::new()
+        } else {
+            self.load(&revs, options.keys_only)?
+        };
+        Ok(RangeResponse {
+            more: options.limit > 0 && count > options.limit as u64,
+            kvs,
+            count,
+            revision: 0,
+        })
+    }
+
+    fn holds(&mut self, c: &Compare) -> Result<bool> {
+        let visible = self.visible(&c.key);
+        let ordering = match (c.target, &c.against, visible) {
+            // A value compare on a missing key fails, whatever the relation (as etcd).
+            (Target::Value, _, None) => return Ok(false),
+            (Target::Value, CompareValue::Bytes(want), Some(v)) => {
+                self.record(v.modified)?.value.as_slice().cmp(want)
+            }
+            (Target::Version, CompareValue::Number(n), v) => v.map_or(0, |v| v.version).cmp(n),
+            (Target::CreateRevision, CompareValue::Number(n), v) => {
+                v.map_or(0, |v| v.created.main).cmp(n)
+            }
+            (Target::ModRevision, CompareValue::Number(n), v) => {
+                v.map_or(0, |v| v.modified.main).cmp(n)
+            }
+            // A number against a value or bytes against a number never holds.
+            _ => return Ok(false),
+        };
+        Ok(match c.relation {
+            Relation::Equal => ordering.is_eq(),
+            Relation::NotEqual => ordering.is_ne(),
+            Relation::Less => ordering.is_lt(),
+            Relation::Greater => ordering.is_gt(),
+        })
+    }
+}
+
+impl Store {
+    /// Runs `f` as one write: one database transaction, at most one new main revision.
+    fn write<R>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<R>) -> Result<(R, i64)> {
+        let inner = &*self.inner;
+        let guard = inner.writer.lock();
+        let tx = inner.db.begin_write()?;
+        let base = inner.state.read().current;
+        let mut w = Writer {
+            inner,
+            tx,
+            base,
+            sub: 0,
+            touched: Vec::new(),
+        };
+        let result = f(&mut w);
+        let Writer {
+            tx, sub, touched, ..
+        } = w;
+        match result {
+            Err(e) => {
+                drop(tx);
+                unwind_index(inner, base, &touched);
+                Err(e)
+            }
+            Ok(r) if sub == 0 => Ok((r, base)),
+            Ok(r) => match tx.commit_visible() {
+                Err(e) => {
+                    unwind_index(inner, base, &touched);
+                    Err(e)
+                }
+                Ok(visible) => {
+                    inner.state.write().current = base + 1;
+                    drop(guard);
+                    visible.wait()?;
+                    Ok((r, base + 1))
+                }
+            },
+        }
+    }
+
+    /// Stores `value` under `key`; returns the new revision.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<i64> {
+        Ok(self.put_with(key, value, PutOptions::default())?.revision)
+    }
+
+    /// Stores `value` under `key` with options (a lease, the previous value).
+    pub fn put_with(&self, key: &[u8], value: &[u8], options: PutOptions) -> Result<PutResponse> {
+        Ok(self.write(|w| w.put(key, value, &options))?.0)
+    }
+
+    /// Deletes every key in `range`. Deleting nothing does not advance the revision.
+    pub fn delete_range(&self, range: impl Into<KeyRange>) -> Result<DeleteResponse> {
+        self.delete_range_with(range, false)
+    }
+
+    /// Deletes every key in `range`, returning their last values when `prev_kv`.
+    pub fn delete_range_with(
+        &self,
+        range: impl Into<KeyRange>,
+        prev_kv: bool,
+    ) -> Result<DeleteResponse> {
+        let range = range.into();
+        let (mut response, revision) = self.write(|w| w.delete_range(&range, prev_kv))?;
+        response.revision = revision;
+        Ok(response)
+    }
+
+    /// A transaction: compares, then one list of operations if all hold, else another.
+    pub fn txn(&self) -> TxnBuilder<'_> {
+        TxnBuilder {
+            store: self,
+            compares: Vec::new(),
+            then: Vec::new(),
+            otherwise: Vec::new(),
+        }
+    }
+}
+
+/// Takes a failed write's revisions (those above `base`) back out of the index.
+fn unwind_index(inner: &Inner, base: i64, touched: &[Vec<u8>]) {
+    let mut state = inner.state.write();
+    for key in touched {
+        let gone = state
+            .index
+            .get_mut(key)
+            .is_some_and(|ki: &mut KeyIndex| ki.unwind(base));
+        if gone {
+            state.index.remove(key);
+        }
+    }
+}
+
+/// A transaction being built: `store.txn().when(..).then(..).otherwise(..).commit()`.
+#[derive(Debug)]
+#[must_use = "a transaction does nothing until `commit`"]
+pub struct TxnBuilder<'s> {
+    store: &'s Store,
+    compares: Vec<Compare>,
+    then: Vec<Op>,
+    otherwise: Vec<Op>,
+}
+
+impl TxnBuilder<'_> {
+    /// Adds conditions; the `then` branch runs only if every one holds.
+    pub fn when(mut self, compares: impl IntoIterator<Item = Compare>) -> Self {
+        self.compares.extend(compares);
+        self
+    }
+
+    /// Adds operations to run when every condition holds.
+    pub fn then(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
+        self.then.extend(ops);
+        self
+    }
+
+    /// Adds operations to run when a condition fails.
+    pub fn otherwise(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
+        self.otherwise.extend(ops);
+        self
+    }
+
+    /// Runs the transaction atomically. All its writes share one new main revision; a
+    /// transaction that writes nothing leaves the revision as it was.
+    pub fn commit(self) -> Result<TxnResponse> {
+        let TxnBuilder {
+            store,
+            compares,
+            then,
+            otherwise,
+        } = self;
+        let ((succeeded, mut responses), revision) = store.write(|w| {
+            let mut succeeded = true;
+            for c in &compares {
+                if !w.holds(c)? {
+                    succeeded = false;
+                    break;
+                }
+            }
+            let ops = if succeeded { &then } else { &otherwise };
+            let mut responses = Vec::with_capacity(ops.len());
+            for op in ops {
+                responses.push(match op {
+                    Op::Put {
+                        key,
+                        value,
+                        options,
+                    } => OpResponse::Put(w.put(key, value, options)?),
+                    Op::DeleteRange { range, prev_kv } => {
+                        OpResponse::DeleteRange(w.delete_range(range, *prev_kv)?)
+                    }
+                    Op::Range { range, options } => OpResponse::Range(w.range(range, options)?),
+                });
+            }
+            Ok((succeeded, responses))
+        })?;
+        for r in &mut responses {
+            match r {
+                OpResponse::Put(p) => p.revision = revision,
+                OpResponse::DeleteRange(d) => d.revision = revision,
+                OpResponse::Range(g) => g.revision = revision,
+            }
+        }
+        Ok(TxnResponse {
+            succeeded,
+            revision,
+            responses,
+        })
+    }
+}

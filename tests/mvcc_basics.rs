@@ -1,0 +1,184 @@
+//! The MVCC store's basic paths: revisions, versions and generations, transactions, compaction,
+//! reopen.
+
+use folio::{Compare, Error, KeyRange, Op, OpResponse, PutOptions, RangeOptions, Store};
+
+#[test]
+fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.folio");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.current_revision(), 0);
+    let r1 = store.put(b"a", b"1").unwrap();
+    let r2 = store.put(b"a", b"2").unwrap();
+    let r3 = store.put(b"b", b"x").unwrap();
+    assert_eq!((r1, r2, r3), (1, 2, 3));
+    let now = store
+        .range(KeyRange::all(), RangeOptions::current())
+        .unwrap();
+    assert_eq!(now.count, 2);
+    assert_eq!(
+        (
+            now.kvs[0].create_revision,
+            now.kvs[0].mod_revision,
+            now.kvs[0].version
+        ),
+        (1, 2, 2)
+    );
+    let del = store.delete_range(b"a").unwrap();
+    assert_eq!((del.deleted, del.revision), (1, 4));
+    let nothing = store.delete_range(b"zzz").unwrap();
+    assert_eq!((nothing.deleted, nothing.revision), (0, 4));
+    let r5 = store.put(b"a", b"3").unwrap();
+    let again = store.range(b"a", RangeOptions::current()).unwrap();
+    assert_eq!(
+        (again.kvs[0].create_revision, again.kvs[0].version),
+        (r5, 1)
+    );
+    assert_eq!(store.range(b"a", RangeOptions::at(4)).unwrap().count, 0);
+    assert_eq!(
+        store.range(b"a", RangeOptions::at(1)).unwrap().kvs[0].value,
+        b"1"
+    );
+    assert!(matches!(
+        store.range(b"a", RangeOptions::at(9)),
+        Err(Error::FutureRevision {
+            requested: 9,
+            current: 5
+        })
+    ));
+    let limited = store
+        .range(KeyRange::all(), RangeOptions::current().limit(1))
+        .unwrap();
+    assert_eq!(
+        (limited.kvs.len(), limited.count, limited.more),
+        (1, 2, true)
+    );
+    let keys = store
+        .range(KeyRange::all(), RangeOptions::current().keys_only())
+        .unwrap();
+    assert!(keys.kvs.iter().all(|kv| kv.value.is_empty()));
+    let hash_before = store.hash_by_rev(0).unwrap().hash;
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.current_revision(), 5);
+    assert_eq!(store.hash_by_rev(0).unwrap().hash, hash_before);
+    let a = store.range(b"a", RangeOptions::current()).unwrap();
+    assert_eq!(
+        (
+            a.kvs[0].create_revision,
+            a.kvs[0].version,
+            a.kvs[0].value.as_slice()
+        ),
+        (5, 1, &b"3"[..])
+    );
+    store.compact(4).unwrap();
+    assert!(matches!(
+        store.range(b"a", RangeOptions::at(3)),
+        Err(Error::Compacted {
+            requested: 3,
+            compacted: 4
+        })
+    ));
+    assert_eq!(
+        store
+            .range(KeyRange::all(), RangeOptions::at(4))
+            .unwrap()
+            .count,
+        1
+    );
+    assert!(store.db().check().unwrap().is_clean());
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        (store.compacted_revision(), store.current_revision()),
+        (4, 5)
+    );
+    assert_eq!(
+        store
+            .range(KeyRange::all(), RangeOptions::at(4))
+            .unwrap()
+            .kvs[0]
+            .key,
+        b"b"
+    );
+}
+
+#[test]
+fn a_transaction_writes_at_one_revision_and_reads_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("kv.folio")).unwrap();
+    let r1 = store.put(b"k", b"v").unwrap();
+    let t = store
+        .txn()
+        .when([
+            Compare::mod_revision(b"k").eq(r1),
+            Compare::value(b"k").eq(b"v"),
+        ])
+        .then([
+            Op::put(b"k", b"w"),
+            Op::put(b"other", b"o"),
+            Op::range(KeyRange::all(), RangeOptions::current()),
+        ])
+        .otherwise([Op::delete_range(b"k")])
+        .commit()
+        .unwrap();
+    assert!(t.succeeded);
+    assert_eq!(t.revision, 2);
+    let OpResponse::Range(seen) = &t.responses[2] else {
+        panic!("a range response")
+    };
+    assert_eq!(seen.count, 2);
+    assert_eq!(seen.kvs[0].value, b"w");
+    let failed = store
+        .txn()
+        .when([Compare::value(b"missing").eq(b"x")])
+        .then([Op::put(b"k", b"no")])
+        .commit()
+        .unwrap();
+    assert!(!failed.succeeded);
+    assert_eq!(
+        failed.revision, 2,
+        "a transaction that writes nothing keeps the revision"
+    );
+    let prev = store
+        .put_with(
+            b"k",
+            b"z",
+            PutOptions {
+                prev_kv: true,
+                lease: 7,
+            },
+        )
+        .unwrap();
+    assert_eq!(prev.prev_kv.unwrap().value, b"w");
+    assert_eq!(
+        store.range(b"k", RangeOptions::current()).unwrap().kvs[0].lease,
+        7
+    );
+}
+
+#[test]
+fn a_failed_put_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("kv.folio")).unwrap();
+    store.put(b"k", b"v").unwrap();
+    let too_long = vec![b'k'; 5000];
+    let err = store
+        .txn()
+        .then([Op::put(b"k", b"w"), Op::put(&too_long, b"x")])
+        .commit();
+    assert!(matches!(err, Err(Error::KeyLength { .. })));
+    assert_eq!(store.current_revision(), 1);
+    let k = store.range(b"k", RangeOptions::current()).unwrap();
+    assert_eq!(
+        (k.kvs[0].version, k.kvs[0].value.as_slice()),
+        (1, &b"v"[..])
+    );
+    assert_eq!(store.put(b"k", b"w").unwrap(), 2);
+    assert_eq!(
+        store.range(b"k", RangeOptions::current()).unwrap().kvs[0].version,
+        2
+    );
+}
