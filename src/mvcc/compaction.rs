@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::mvcc::revision::Revision;
 use crate::mvcc::store::{FINISHED, KEY_TREE, META_TREE, SCHEDULED, Store};
 
+/// Keys of the index compacted under one hold of the state lock.
+const INDEX_CHUNK: usize = 10_000;
+
 impl Store {
     /// Compacts the store at `rev`: afterwards reads at any revision from `rev` on return what they
     /// did before, reads below `rev` fail with [`Error::Compacted`], and the revisions only those
@@ -57,15 +60,40 @@ impl Store {
     }
 
     fn run_compaction(&self, rev: i64) -> Result<()> {
-        // 2. Compact the index.
-        let keep = {
-            let _writer = self.inner.writer.lock();
+        // 2. Compact the index. Reads below `rev` fail from here on. Keys are compacted a chunk
+        //    at a time, each key atomically: compacting a key touches only revisions at or below
+        //    `rev`, so it commutes with the puts that writers make between chunks.
+        self.inner.state.write().compacted = rev;
+        let mut keep = HashSet::new();
+        let mut index_after: Option<Vec<u8>> = None;
+        loop {
             let mut state = self.inner.state.write();
-            let mut keep = HashSet::new();
-            state.index.retain(|_, ki| !ki.compact(rev, &mut keep));
-            state.compacted = rev;
-            keep
-        };
+            let start = match &index_after {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let mut gone = Vec::new();
+            let mut seen = 0;
+            let mut last = None;
+            for (k, ki) in state
+                .index
+                .range_mut::<[u8], _>((start, Bound::Unbounded))
+                .take(INDEX_CHUNK)
+            {
+                if ki.compact(rev, &mut keep) {
+                    gone.push(k.clone());
+                }
+                seen += 1;
+                last = Some(k.clone());
+            }
+            for k in &gone {
+                state.index.remove(k);
+            }
+            if seen < INDEX_CHUNK {
+                break;
+            }
+            index_after = last;
+        }
         // 3. Delete in batches; 4. the last batch records the finished revision.
         let end = Revision {
             main: rev + 1,
@@ -90,7 +118,10 @@ impl Store {
             if done {
                 tx.open_tree(META_TREE)?.put(FINISHED, &rev.to_le_bytes())?;
             }
-            tx.commit()?;
+            // Let the next writer in before waiting for the sync (group commit shares it).
+            let visible = tx.commit_visible()?;
+            drop(_writer);
+            visible.wait()?;
             if done {
                 return Ok(());
             }

@@ -1,0 +1,182 @@
+//! Measures the MVCC store: puts per second from 1 and 8 threads, range reads at the current and
+//! at an old revision, compaction throughput with the longest put latency seen while it runs, and
+//! the time to open (rebuild the index of) a large store.
+//!
+//! `cargo run --release --example mvcc_bench -- [--keys N] [--revisions R] [--value-bytes B] [--dir D]`
+//!
+//! Defaults: 250,000 keys × 5 revisions of 100-byte values; compacting at the last revision keeps
+//! the newest revision of each key and removes the other 1,000,000. `--keys 1000000` gives the 1M × 5 open time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use folio::{KeyRange, Op, RangeOptions, Store};
+
+struct Args {
+    keys: u64,
+    revisions: u64,
+    value_bytes: usize,
+    dir: Option<std::path::PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        keys: 250_000,
+        revisions: 5,
+        value_bytes: 100,
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--keys" => a.keys = value().parse().expect("--keys N"),
+            "--revisions" => a.revisions = value().parse().expect("--revisions R"),
+            "--value-bytes" => a.value_bytes = value().parse().expect("--value-bytes B"),
+            "--dir" => a.dir = Some(value().into()),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("/registry/pods/ns-{:03}/pod-{:08}", i % 100, i).into_bytes()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Puts per second with `threads` threads, each put its own durable commit.
+fn puts_per_second(dir: &std::path::Path, threads: u64, per_thread: u64, value: &[u8]) -> f64 {
+    let store = Store::open(dir.join(format!("puts-{threads}.folio"))).unwrap();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    store.put(&key(t * per_thread + i), value).unwrap();
+                }
+            });
+        }
+    });
+    (threads * per_thread) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let value = vec![b'v'; a.value_bytes];
+    println!(
+        "folio MVCC benchmark: {} keys x {} revisions, {}-byte values, in {}",
+        a.keys,
+        a.revisions,
+        a.value_bytes,
+        dir.display()
+    );
+
+    let one = puts_per_second(&dir, 1, 2000, &value);
+    let eight = puts_per_second(&dir, 8, 500, &value);
+    println!("puts/s, durable, 1 thread:   {one:>10.0}");
+    println!(
+        "puts/s, durable, 8 threads:  {eight:>10.0}  ({:.1}x, group commit)",
+        eight / one
+    );
+
+    // Load: each round rewrites every key, 1,000 puts per transaction (one revision each).
+    let path = dir.join("store.folio");
+    let store = Store::open(&path).unwrap();
+    let start = Instant::now();
+    let mut round_end = Vec::new();
+    for _round in 0..a.revisions {
+        for chunk in (0..a.keys).collect::<Vec<_>>().chunks(1000) {
+            let ops: Vec<Op> = chunk.iter().map(|&i| Op::put(&key(i), &value)).collect();
+            store.txn().then(ops).commit().unwrap();
+        }
+        round_end.push(store.current_revision());
+    }
+    let revisions = a.keys * a.revisions;
+    let load = start.elapsed();
+    println!(
+        "load {revisions} revisions: {:.1} s ({:.0} revisions/s); file {} MiB",
+        load.as_secs_f64(),
+        revisions as f64 / load.as_secs_f64(),
+        std::fs::metadata(&path).unwrap().len() >> 20
+    );
+
+    // Range reads of 500 keys under one namespace prefix, now and at the end of the first round.
+    for (label, rev) in [("current", 0), ("old (round 1)", round_end[0])] {
+        let mut times = Vec::new();
+        for i in 0..200u64 {
+            let prefix = format!("/registry/pods/ns-{:03}/", i % 100);
+            let t = Instant::now();
+            let r = store
+                .range(
+                    KeyRange::prefix(prefix.as_bytes()),
+                    RangeOptions::at(rev).limit(500),
+                )
+                .unwrap();
+            times.push(t.elapsed());
+            assert_eq!(r.kvs.len() as u64, (a.keys / 100).min(500));
+        }
+        println!(
+            "range 500 keys at {label:<14} median {:>8.1} µs",
+            median(times).as_secs_f64() * 1e6
+        );
+    }
+
+    // Open time: rebuild the key index from the key tree.
+    drop(store);
+    let t = Instant::now();
+    let store = Store::open(&path).unwrap();
+    println!(
+        "open ({} keys x {} revisions): {:.2} s",
+        a.keys,
+        a.revisions,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Compaction of everything but the newest revision of each key, while a writer keeps putting.
+    let at = *round_end.last().expect("at least one round");
+    let stored = |store: &Store| {
+        let stats = store.db().stats().unwrap();
+        stats
+            .trees
+            .iter()
+            .find(|t| t.name == b"mvcc.key")
+            .map_or(0, |t| t.len)
+    };
+    let before = stored(&store);
+    let done = AtomicBool::new(false);
+    let (compact_time, worst, puts) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let (mut worst, mut n) = (Duration::ZERO, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                store.put(&key(a.keys + n % 1000), &value).unwrap();
+                worst = worst.max(t.elapsed());
+                n += 1;
+            }
+            (worst, n)
+        });
+        let t = Instant::now();
+        store.compact(at).unwrap();
+        let elapsed = t.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let (worst, n) = writer.join().unwrap();
+        (elapsed, worst, n)
+    });
+    let removed = before + puts - stored(&store);
+    println!(
+        "compact {removed} revisions: {:.1} s ({:.0} revisions/s); {puts} puts ran meanwhile, the longest took {:.1} ms",
+        compact_time.as_secs_f64(),
+        removed as f64 / compact_time.as_secs_f64(),
+        worst.as_secs_f64() * 1e3
+    );
+    let report = store.db().check().unwrap();
+    println!("check: {report}");
+}
