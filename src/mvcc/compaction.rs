@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::mvcc::revision::Revision;
 use crate::mvcc::store::{FINISHED, KEY_TREE, META_TREE, SCHEDULED, Store};
 
+/// A batch scans at most this many revisions per revision it may delete.
+const SCAN_PER_DELETE: usize = 8;
+
 /// Keys of the index compacted under one hold of the state lock.
 const INDEX_CHUNK: usize = 10_000;
 
@@ -63,8 +66,12 @@ impl Store {
         // 2. Compact the index. Reads below `rev` fail from here on. Keys are compacted a chunk
         //    at a time, each key atomically: compacting a key touches only revisions at or below
         //    `rev`, so it commutes with the puts that writers make between chunks.
-        self.inner.state.write().compacted = rev;
-        let mut keep = HashSet::new();
+        // Sized up front: growing a set of a million revisions rehashes it inside a lock hold.
+        let mut keep = {
+            let mut state = self.inner.state.write();
+            state.compacted = rev;
+            HashSet::with_capacity(state.index.len())
+        };
         let mut index_after: Option<Vec<u8>> = None;
         loop {
             let mut state = self.inner.state.write();
@@ -139,7 +146,7 @@ struct Batch {
 }
 
 /// The next batch: up to `batch` revision keys after `after` and before `end` that `keep` does not
-/// hold.
+/// hold, looking at no more than `batch × SCAN_PER_DELETE` revisions.
 fn plan_batch(
     keys: &crate::btree::tree::Tree<'_>,
     after: Option<&[u8]>,
@@ -153,19 +160,24 @@ fn plan_batch(
     };
     let mut doomed = Vec::new();
     let mut last = None;
-    for entry in keys.range::<[u8], _>((start, Bound::Excluded(end)))? {
+    // Kept revisions are scanned too, and a long run of them must not hold writers up either.
+    let scan_max = batch.max(1) * SCAN_PER_DELETE;
+    for (scanned, entry) in keys
+        .range::<[u8], _>((start, Bound::Excluded(end)))?
+        .enumerate()
+    {
         let (k, _) = entry?;
         let (rev, _) = Revision::decode(k)?;
         last = Some(k.to_vec());
         if !keep.contains(&rev) {
             doomed.push(k.to_vec());
-            if doomed.len() >= batch.max(1) {
-                return Ok(Batch {
-                    doomed,
-                    last,
-                    done: false,
-                });
-            }
+        }
+        if doomed.len() >= batch.max(1) || scanned + 1 >= scan_max {
+            return Ok(Batch {
+                doomed,
+                last,
+                done: false,
+            });
         }
     }
     Ok(Batch {
