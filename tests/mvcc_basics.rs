@@ -1,5 +1,5 @@
 //! The MVCC store's basic paths: revisions, versions and generations, transactions, compaction,
-//! reopen.
+//! reopen. Revisions are numbered as in etcd: a new store is at revision 1.
 
 use folio::{Compare, Error, KeyRange, Op, OpResponse, PutOptions, RangeOptions, Store};
 
@@ -8,43 +8,42 @@ fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.folio");
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.current_revision(), 0);
-    let r1 = store.put(b"a", b"1").unwrap();
-    let r2 = store.put(b"a", b"2").unwrap();
-    let r3 = store.put(b"b", b"x").unwrap();
-    assert_eq!((r1, r2, r3), (1, 2, 3));
+    assert_eq!(store.current_revision(), 1, "a new store is at revision 1");
+    let r2 = store.put(b"a", b"1").unwrap();
+    let r3 = store.put(b"a", b"2").unwrap();
+    let r4 = store.put(b"b", b"x").unwrap();
+    assert_eq!((r2, r3, r4), (2, 3, 4));
     let now = store
         .range(KeyRange::all(), RangeOptions::current())
         .unwrap();
     assert_eq!(now.count, 2);
-    assert_eq!(
-        (
-            now.kvs[0].create_revision,
-            now.kvs[0].mod_revision,
-            now.kvs[0].version
-        ),
-        (1, 2, 2)
-    );
+    let a = &now.kvs[0];
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
     let del = store.delete_range(b"a").unwrap();
-    assert_eq!((del.deleted, del.revision), (1, 4));
+    assert_eq!((del.deleted, del.revision), (1, 5));
     let nothing = store.delete_range(b"zzz").unwrap();
-    assert_eq!((nothing.deleted, nothing.revision), (0, 4));
-    let r5 = store.put(b"a", b"3").unwrap();
+    assert_eq!(
+        (nothing.deleted, nothing.revision),
+        (0, 5),
+        "deleting nothing keeps the revision"
+    );
+    let r6 = store.put(b"a", b"3").unwrap();
     let again = store.range(b"a", RangeOptions::current()).unwrap();
     assert_eq!(
         (again.kvs[0].create_revision, again.kvs[0].version),
-        (r5, 1)
+        (r6, 1)
     );
-    assert_eq!(store.range(b"a", RangeOptions::at(4)).unwrap().count, 0);
+    assert_eq!(store.range(b"a", RangeOptions::at(5)).unwrap().count, 0);
     assert_eq!(
-        store.range(b"a", RangeOptions::at(1)).unwrap().kvs[0].value,
+        store.range(b"a", RangeOptions::at(2)).unwrap().kvs[0].value,
         b"1"
     );
+    let future = store.range(b"a", RangeOptions::at(9));
     assert!(matches!(
-        store.range(b"a", RangeOptions::at(9)),
+        future,
         Err(Error::FutureRevision {
             requested: 9,
-            current: 5
+            current: 6
         })
     ));
     let limited = store
@@ -54,6 +53,16 @@ fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
         (limited.kvs.len(), limited.count, limited.more),
         (1, 2, true)
     );
+    let counted = store
+        .range(
+            KeyRange::all(),
+            RangeOptions::current().limit(1).count_only(),
+        )
+        .unwrap();
+    assert_eq!(
+        (counted.kvs.len(), counted.count, counted.more),
+        (0, 2, false)
+    );
     let keys = store
         .range(KeyRange::all(), RangeOptions::current().keys_only())
         .unwrap();
@@ -62,28 +71,33 @@ fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
     drop(store);
 
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.current_revision(), 5);
+    assert_eq!(store.current_revision(), 6);
     assert_eq!(store.hash_by_rev(0).unwrap().hash, hash_before);
     let a = store.range(b"a", RangeOptions::current()).unwrap();
+    let a = &a.kvs[0];
     assert_eq!(
-        (
-            a.kvs[0].create_revision,
-            a.kvs[0].version,
-            a.kvs[0].value.as_slice()
-        ),
-        (5, 1, &b"3"[..])
+        (a.create_revision, a.version, a.value.as_slice()),
+        (6, 1, &b"3"[..])
     );
-    store.compact(4).unwrap();
+    store.compact(5).unwrap();
+    let below = store.range(b"a", RangeOptions::at(4));
     assert!(matches!(
-        store.range(b"a", RangeOptions::at(3)),
+        below,
         Err(Error::Compacted {
-            requested: 3,
-            compacted: 4
+            requested: 4,
+            compacted: 5
+        })
+    ));
+    assert!(matches!(
+        store.hash_by_rev(5),
+        Err(Error::Compacted {
+            requested: 5,
+            compacted: 5
         })
     ));
     assert_eq!(
         store
-            .range(KeyRange::all(), RangeOptions::at(4))
+            .range(KeyRange::all(), RangeOptions::at(5))
             .unwrap()
             .count,
         1
@@ -93,27 +107,21 @@ fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
     let store = Store::open(&path).unwrap();
     assert_eq!(
         (store.compacted_revision(), store.current_revision()),
-        (4, 5)
+        (5, 6)
     );
-    assert_eq!(
-        store
-            .range(KeyRange::all(), RangeOptions::at(4))
-            .unwrap()
-            .kvs[0]
-            .key,
-        b"b"
-    );
+    let at5 = store.range(KeyRange::all(), RangeOptions::at(5)).unwrap();
+    assert_eq!(at5.kvs[0].key, b"b");
 }
 
 #[test]
 fn a_transaction_writes_at_one_revision_and_reads_its_own_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("kv.folio")).unwrap();
-    let r1 = store.put(b"k", b"v").unwrap();
+    let r2 = store.put(b"k", b"v").unwrap();
     let t = store
         .txn()
         .when([
-            Compare::mod_revision(b"k").eq(r1),
+            Compare::mod_revision(b"k").eq(r2),
             Compare::value(b"k").eq(b"v"),
         ])
         .then([
@@ -125,7 +133,7 @@ fn a_transaction_writes_at_one_revision_and_reads_its_own_writes() {
         .commit()
         .unwrap();
     assert!(t.succeeded);
-    assert_eq!(t.revision, 2);
+    assert_eq!(t.revision, 3);
     let OpResponse::Range(seen) = &t.responses[2] else {
         panic!("a range response")
     };
@@ -139,7 +147,7 @@ fn a_transaction_writes_at_one_revision_and_reads_its_own_writes() {
         .unwrap();
     assert!(!failed.succeeded);
     assert_eq!(
-        failed.revision, 2,
+        failed.revision, 3,
         "a transaction that writes nothing keeps the revision"
     );
     let prev = store
@@ -160,7 +168,7 @@ fn a_transaction_writes_at_one_revision_and_reads_its_own_writes() {
 }
 
 #[test]
-fn a_failed_put_leaves_the_store_as_it_was() {
+fn a_failed_write_leaves_the_store_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("kv.folio")).unwrap();
     store.put(b"k", b"v").unwrap();
@@ -170,13 +178,13 @@ fn a_failed_put_leaves_the_store_as_it_was() {
         .then([Op::put(b"k", b"w"), Op::put(&too_long, b"x")])
         .commit();
     assert!(matches!(err, Err(Error::KeyLength { .. })));
-    assert_eq!(store.current_revision(), 1);
+    assert_eq!(store.current_revision(), 2);
     let k = store.range(b"k", RangeOptions::current()).unwrap();
     assert_eq!(
         (k.kvs[0].version, k.kvs[0].value.as_slice()),
         (1, &b"v"[..])
     );
-    assert_eq!(store.put(b"k", b"w").unwrap(), 2);
+    assert_eq!(store.put(b"k", b"w").unwrap(), 3);
     assert_eq!(
         store.range(b"k", RangeOptions::current()).unwrap().kvs[0].version,
         2

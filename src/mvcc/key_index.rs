@@ -175,6 +175,9 @@ impl KeyIndex {
 
     /// Compacts at `at` (see the module docs), adding the revisions kept at or below `at` to
     /// `keep`. Returns whether the key is gone from the index.
+    ///
+    /// A generation that ended exactly at `at` is passed over: a transaction at `at` may have
+    /// deleted the key and put it again, and the new generation holds the revision to keep.
     pub fn compact(&mut self, at: i64, keep: &mut HashSet<Revision>) -> bool {
         // The first generation that ends after `at` (or the last one).
         let mut gi = 0;
@@ -183,7 +186,7 @@ impl KeyIndex {
                 .revs
                 .last()
                 .expect("ended generations are not empty");
-            if tomb.main >= at {
+            if tomb.main > at {
                 break;
             }
             gi += 1;
@@ -290,6 +293,18 @@ mod tests {
         let mut fresh = KeyIndex::default();
         fresh.put(r(7));
         assert!(fresh.unwind(6));
+    }
+
+    #[test]
+    fn compacting_at_a_delete_and_put_in_one_transaction_keeps_the_put() {
+        let mut k = KeyIndex::default();
+        k.put(r(1));
+        k.tombstone(Revision { main: 2, sub: 0 });
+        k.put(Revision { main: 2, sub: 1 });
+        let mut keep = HashSet::new();
+        assert!(!k.compact(2, &mut keep));
+        assert_eq!(keep, HashSet::from([Revision { main: 2, sub: 1 }]));
+        assert_eq!(k.get(2).map(|v| v.version), Some(1));
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub(crate) struct Inner {
 /// # let dir = tempfile::tempdir().unwrap();
 /// use folio::{KeyRange, RangeOptions, Store};
 /// let store = Store::open(dir.path().join("kv.folio"))?;
-/// let r1 = store.put(b"/registry/pods/a", b"v1")?;
+/// let r1 = store.put(b"/registry/pods/a", b"v1")?; // a new store is at revision 1; this is 2
 /// let r2 = store.put(b"/registry/pods/a", b"v2")?;
 /// let old = store.range(b"/registry/pods/a", RangeOptions::at(r1))?;
 /// assert_eq!(old.kvs[0].value, b"v1");
@@ -108,7 +108,11 @@ impl Store {
             let missing = || malformed("the store's trees are missing".into());
             let keys = tx.tree(KEY_TREE)?.ok_or_else(missing)?;
             let meta = tx.tree(META_TREE)?.ok_or_else(missing)?;
-            let mut state = State::default();
+            // As in etcd, a new store is at revision 1 and its first write is revision 2.
+            let mut state = State {
+                current: 1,
+                ..State::default()
+            };
             for entry in keys.iter() {
                 let (k, v) = entry?;
                 let (rev, tombstone) = Revision::decode(k)?;
@@ -183,7 +187,7 @@ impl Store {
             load(&tree, &revs, options.keys_only)?
         };
         Ok(RangeResponse {
-            more: options.limit > 0 && count > options.limit as u64,
+            more: more(&options, count),
             kvs,
             count,
             revision: current,
@@ -194,6 +198,13 @@ impl Store {
     /// replicas with the same history and compactions can check they hold the same data.
     pub fn hash_by_rev(&self, rev: i64) -> Result<HashResponse> {
         let state = self.inner.state.read();
+        // As in etcd, the hash needs a revision above the compacted one.
+        if rev > 0 && rev <= state.compacted {
+            return Err(Error::Compacted {
+                requested: rev,
+                compacted: state.compacted,
+            });
+        }
         let at = read_revision(rev, state.current, state.compacted)?;
         let tx = self.inner.db.begin_read()?;
         let (current, compacted) = (state.current, state.compacted);
@@ -236,6 +247,11 @@ pub(crate) fn read_revision(requested: i64, current: i64, compacted: i64) -> Res
         });
     }
     Ok(at)
+}
+
+/// Whether a limit left keys out. Like etcd, a count-only read never reports more.
+pub(crate) fn more(options: &RangeOptions, count: u64) -> bool {
+    !options.count_only && options.limit > 0 && count > options.limit as u64
 }
 
 /// The revisions a range read returns (up to the limit) and how many keys it holds at `at`.

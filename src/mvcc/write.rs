@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::mvcc::key_index::{KeyIndex, Visible};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
-use crate::mvcc::store::{Inner, KEY_TREE, Store, load, plan_range, read_revision};
+use crate::mvcc::store::{Inner, KEY_TREE, Store, load, more, plan_range, read_revision};
 use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
@@ -151,7 +151,7 @@ impl<'s> Writer<'s> {
             self.load(&revs, options.keys_only)?
         };
         Ok(RangeResponse {
-            more: options.limit > 0 && count > options.limit as u64,
+            more: more(options, count),
             kvs,
             count,
             revision: 0,
