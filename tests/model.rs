@@ -14,13 +14,14 @@
 //!   `tests/model.proptest-regressions`, which proptest replays first on every later run.
 //! - The long stream prints its seed; rerun it with `FOLIO_SEED=<seed> cargo test --test model`.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
 use folio::{Db, Durability, Tree};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 /// Every named tree and its entries. A tree can exist and be empty.
@@ -446,30 +447,8 @@ fn run(ops: &[Op]) {
     assert_clean(&db, "at the end");
 }
 
-/// The proptest configuration: a fixed number of cases and a seed that is always printed, so any
-/// run can be repeated. `PROPTEST_CASES` and `PROPTEST_RNG_SEED` override both.
-fn model_config() -> Config {
-    let mut config = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    };
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = CASES;
-    }
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(random_seed());
-    }
-    println!(
-        "model: {} cases, rng seed {} (rerun with PROPTEST_RNG_SEED={} PROPTEST_CASES={})",
-        config.cases, config.rng_seed, config.rng_seed, config.cases
-    );
-    config
-}
-
 proptest! {
-    #![proptest_config(model_config())]
+    #![proptest_config(common::proptest_config("model", CASES))]
 
     #[test]
     fn random_operation_streams_over_three_trees_match_a_btreemap_model(
@@ -503,13 +482,6 @@ impl Rng {
     }
 }
 
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos());
-    (nanos as u64 ^ (nanos >> 64) as u64 ^ u64::from(std::process::id())) | 1
-}
-
 /// Key `id` of the long stream: 6 to 55 bytes, so branches hold few separators and trees grow tall.
 fn long_key(id: u64) -> Vec<u8> {
     let mut k = format!("{id:05}-").into_bytes();
@@ -535,7 +507,7 @@ fn long_value(rng: &mut Rng) -> Vec<u8> {
 fn a_long_random_stream_grows_trees_four_levels_deep_and_still_matches_the_model() {
     let seed = match std::env::var("FOLIO_SEED") {
         Ok(s) => s.parse().expect("FOLIO_SEED is a u64"),
-        Err(_) => random_seed(),
+        Err(_) => common::random_seed(),
     };
     println!("long stream seed {seed} (rerun with FOLIO_SEED={seed})");
     long_stream(seed);

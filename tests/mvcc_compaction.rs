@@ -8,6 +8,8 @@
 //! revision, `hash_by_rev` agreeing between stores with the same history, and writers and readers
 //! going on while a compaction of more than 10,000 revisions runs in batches.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,17 +61,6 @@ fn history(store: &Store) -> BTreeMap<i64, Vec<KeyValue>> {
         .collect()
 }
 
-/// Entries in the store's tree of revisions (the one whose name ends in `key`).
-fn key_tree_len(db: &Db) -> u64 {
-    let tx = db.begin_read().expect("begin_read");
-    let names = tx.tree_names().expect("tree_names");
-    let name = names
-        .iter()
-        .find(|n| n.ends_with(b"key"))
-        .unwrap_or_else(|| panic!("no key tree among {names:?}"));
-    tx.tree(name).expect("tree").expect("listed").len()
-}
-
 /// Branch, leaf and overflow pages of the key tree.
 fn key_tree_pages(db: &Db) -> u64 {
     let stats = db.stats().expect("stats");
@@ -118,7 +109,11 @@ fn assert_compacted(
                 assert_eq!(&got.unwrap().kvs, kvs, "{what}: everything at {rev}");
             }
         }
-        assert_eq!(key_tree_len(store.db()), stored, "{what}: revisions stored");
+        assert_eq!(
+            common::key_tree_len(store.db()),
+            stored,
+            "{what}: revisions stored"
+        );
         assert_clean(store.db(), what);
     };
     check(&store, what);
@@ -224,7 +219,7 @@ fn compaction_keeps_create_revision_and_version_of_a_key_whose_first_revisions_i
         ],
     );
     store.compact(revs[2]).unwrap();
-    assert_eq!(key_tree_len(store.db()), 1);
+    assert_eq!(common::key_tree_len(store.db()), 1);
     assert_eq!(
         meta(&store, b"k", revs[2]),
         Some((revs[0], revs[2], 3, b"v3".to_vec()))
@@ -265,7 +260,11 @@ fn a_key_deleted_at_or_below_the_floor_is_gone_and_its_next_put_starts_at_versio
     );
     // The compaction removes the newest revision of all: the tombstone.
     store.compact(revs[2]).unwrap();
-    assert_eq!(key_tree_len(store.db()), 0, "every revision of k is gone");
+    assert_eq!(
+        common::key_tree_len(store.db()),
+        0,
+        "every revision of k is gone"
+    );
     let r = store
         .range(KeyRange::all(), RangeOptions::current().count_only())
         .unwrap();
@@ -359,7 +358,7 @@ fn compacting_at_a_multi_key_txn_keeps_each_keys_last_change_in_it_and_drops_its
     let r3 = t.revision;
     assert_eq!(r3, r2 + 1);
     let r4 = store.put(b"b", b"b2").unwrap();
-    assert_eq!(key_tree_len(store.db()), 8);
+    assert_eq!(common::key_tree_len(store.db()), 8);
     assert_eq!(
         meta(&store, b"a", r3),
         Some((r2, r3, 3, b"a3".to_vec())),
@@ -584,10 +583,14 @@ fn compaction_removes_superseded_revisions_from_the_key_tree() {
         }
     }
     store.delete_range(KeyRange::prefix(b"key-4")).unwrap();
-    assert_eq!(key_tree_len(store.db()), 1000 + 10);
+    assert_eq!(common::key_tree_len(store.db()), 1000 + 10);
     let pages_before = key_tree_pages(store.db());
     store.compact(store.current_revision()).unwrap();
-    assert_eq!(key_tree_len(store.db()), 40, "one revision per live key");
+    assert_eq!(
+        common::key_tree_len(store.db()),
+        40,
+        "one revision per live key"
+    );
     let pages_after = key_tree_pages(store.db());
     assert!(
         pages_after * 4 <= pages_before,
@@ -595,7 +598,7 @@ fn compaction_removes_superseded_revisions_from_the_key_tree() {
     );
     assert_clean(store.db(), "after compaction");
     let store = reopen(store);
-    assert_eq!(key_tree_len(store.db()), 40);
+    assert_eq!(common::key_tree_len(store.db()), 40);
     assert_eq!(all_at(&store, 0).len(), 40);
 }
 
@@ -769,7 +772,7 @@ fn writers_and_readers_go_on_while_a_compaction_of_ten_thousand_revisions_runs_i
         Err(Error::Compacted { .. })
     ));
     assert_eq!(
-        key_tree_len(store.db()),
+        common::key_tree_len(store.db()),
         KEYS + written.len() as u64,
         "one revision per key at the floor, and every revision after it"
     );

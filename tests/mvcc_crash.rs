@@ -14,6 +14,8 @@
 //! floor; the current revision must not move; the next write must get the next revision; and
 //! `check` must find the file clean. Once a crash point leaves the new floor, every later one must.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -358,17 +360,6 @@ fn open_image(dir: &Path, name: &str, image: &[u8], durability: Durability) -> (
     (counter, db)
 }
 
-/// Entries in the store's tree of revisions (the one whose name ends in `key`).
-fn key_tree_len(db: &Db) -> u64 {
-    let tx = db.begin_read().expect("begin_read");
-    let names = tx.tree_names().expect("tree_names");
-    let name = names
-        .iter()
-        .find(|n| n.ends_with(b"key"))
-        .unwrap_or_else(|| panic!("no key tree among {names:?}"));
-    tx.tree(name).expect("tree").expect("listed").len()
-}
-
 /// Asserts `store` holds `model` compacted at `floor`: the revisions, the stored revisions, reads
 /// at the readable revisions (every one, or every `every`th and both ends), the error below the
 /// floor, and a clean `check`.
@@ -384,7 +375,7 @@ fn assert_store(store: &Store, model: &Model, floor: i64, every: i64, what: &str
         "{what}: current revision"
     );
     assert_eq!(
-        key_tree_len(store.db()),
+        common::key_tree_len(store.db()),
         model.stored(floor),
         "{what}: revisions stored"
     );
@@ -442,7 +433,7 @@ fn check_crash_image(
     let model = &base.model;
     // What the crash left on disk, before the store opens and finishes it.
     let (_, db) = open_image(dir, &format!("{name}-peek"), image, durability);
-    let stored_at_crash = key_tree_len(&db);
+    let stored_at_crash = common::key_tree_len(&db);
     drop(db);
 
     let (counter, db) = open_image(dir, name, image, durability);

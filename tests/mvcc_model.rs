@@ -16,6 +16,8 @@
 //! failure is shrunk, printed, and saved to `tests/mvcc_model.proptest-regressions`, which
 //! proptest replays first on every later run.
 
+mod common;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, RangeBounds};
@@ -26,7 +28,6 @@ use folio::{
     OpResponse, PutOptions, RangeOptions, RangeResponse, Store, StoreOptions,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 const PAGE_SIZE: u32 = 512;
 /// Cases per run unless `PROPTEST_CASES` says otherwise; sized to keep this file under a minute.
@@ -618,21 +619,10 @@ fn check_history(store: &Store, model: &Model, context: &str) {
         }
     }
     assert_eq!(
-        key_tree_len(store.db()),
+        common::key_tree_len(store.db()),
         model.stored(),
         "{context}: revisions stored in the key tree"
     );
-}
-
-/// Entries in the store's tree of revisions (the one whose name ends in `key`).
-fn key_tree_len(db: &Db) -> u64 {
-    let tx = db.begin_read().expect("begin_read");
-    let names = tx.tree_names().expect("tree_names");
-    let name = names
-        .iter()
-        .find(|n| n.ends_with(b"key"))
-        .unwrap_or_else(|| panic!("no key tree among {names:?}"));
-    tx.tree(name).expect("tree").expect("listed").len()
 }
 
 fn assert_clean(db: &Db, context: &str) {
@@ -925,7 +915,7 @@ fn play(
                 (want, got) => panic!("{context}: compact({rev}): expected {want:?}, got {got:?}"),
             }
             assert_eq!(
-                key_tree_len(store.db()),
+                common::key_tree_len(store.db()),
                 model.stored(),
                 "{context}: revisions stored after compact({rev})"
             );
@@ -1033,37 +1023,8 @@ fn run(batch: usize, steps: &[Step]) {
     assert_clean(store.db(), "reopened at the end");
 }
 
-/// The proptest configuration: a fixed number of cases and a seed that is always printed, so any
-/// run can be repeated. `PROPTEST_CASES` and `PROPTEST_RNG_SEED` override both.
-fn model_config() -> Config {
-    let mut config = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    };
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = CASES;
-    }
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(random_seed());
-    }
-    println!(
-        "mvcc_model: {} cases, rng seed {} (rerun with PROPTEST_RNG_SEED={} PROPTEST_CASES={})",
-        config.cases, config.rng_seed, config.rng_seed, config.cases
-    );
-    config
-}
-
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos());
-    (nanos as u64 ^ (nanos >> 64) as u64 ^ u64::from(std::process::id())) | 1
-}
-
 proptest! {
-    #![proptest_config(model_config())]
+    #![proptest_config(common::proptest_config("mvcc_model", CASES))]
 
     #[test]
     fn random_puts_deletes_txns_compactions_and_reopens_match_an_etcd_model_at_every_revision(
