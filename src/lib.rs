@@ -51,6 +51,6 @@ pub use mvcc::{
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
-pub use page_file::{Call, Fault, FileStorage, PageKind, SimStorage, Storage};
+pub use page_file::{Fault, FileStorage, PageKind, SimStorage, Storage};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};

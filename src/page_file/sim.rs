@@ -17,17 +17,6 @@ use parking_lot::Mutex;
 use super::storage::{Storage, injected, map_file};
 use crate::error::{Error, Result};
 
-/// The kind of a storage call, as counted by [`SimStorage`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    /// [`Storage::write_at`].
-    Write,
-    /// [`Storage::set_len`].
-    SetLen,
-    /// [`Storage::sync`].
-    Sync,
-}
-
 /// What happens at the armed call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -135,7 +124,7 @@ impl SimStorage {
     }
 
     /// Counts a call and decides whether it goes ahead.
-    fn enter(&self, _call: Call) -> Result<()> {
+    fn enter(&self) -> Result<()> {
         let mut s = self.inner.state.lock();
         if s.crashed {
             return Err(injected("the simulated machine has crashed"));
@@ -165,20 +154,20 @@ impl Storage for SimStorage {
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
-        self.enter(Call::Write)?;
+        self.enter()?;
         std::os::unix::fs::FileExt::write_all_at(&self.inner.file, data, offset)?;
         self.inner.state.lock().last_write = Some((offset, data.to_vec()));
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
-        self.enter(Call::SetLen)?;
+        self.enter()?;
         self.inner.file.set_len(len)?;
         Ok(())
     }
 
     fn sync(&self) -> Result<()> {
-        self.enter(Call::Sync)?;
+        self.enter()?;
         let len = self.len()? as usize;
         let mut image = vec![0u8; len];
         std::os::unix::fs::FileExt::read_exact_at(&self.inner.file, &mut image, 0)?;
