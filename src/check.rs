@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::btree::node::{PageView, ValueRef};
 use crate::btree::source::Pages;
-use crate::error::{PageId, Result};
+use crate::error::{Error, PageId, Result};
 use crate::limits::{PAGE_HEADER_LEN, TREE_DEPTH_MAX};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::page::{self, Header, PageKind};
@@ -128,13 +128,12 @@ impl<'a> Walker<'a> {
             .and_then(|run| page::verify(run, id))
         {
             Ok(()) => true,
+            Err(Error::Corrupted { page, reason }) => {
+                self.problem(Some(page), reason);
+                false
+            }
             Err(e) => {
-                self.problem(
-                    Some(id),
-                    e.to_string()
-                        .trim_start_matches(&format!("corrupted page {id}: "))
-                        .to_string(),
-                );
+                self.problem(Some(id), e.to_string());
                 false
             }
         }
