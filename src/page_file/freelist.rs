@@ -90,15 +90,30 @@ impl FreeList {
 
     /// Every free and pending run merged, sorted: the list as it is written to disk.
     pub fn persisted_runs(&self) -> Vec<(PageId, u64)> {
-        let mut all = FreeList {
-            extents: self.extents.clone(),
-            ..Default::default()
-        };
-        all.by_len = self.by_len.clone();
-        for &(start, len) in self.pending.values().flatten() {
-            all.free_now(start, len);
+        // Free extents come sorted; pending runs are few. Merge the two, joining adjacent runs.
+        let mut pending: Vec<(PageId, u64)> = self.pending.values().flatten().copied().collect();
+        pending.sort_unstable();
+        let mut sorted = Vec::with_capacity(self.extents.len() + pending.len());
+        let mut free = self.extents.iter().map(|(&s, &l)| (s, l)).peekable();
+        let mut pending = pending.into_iter().peekable();
+        loop {
+            let next = match (free.peek(), pending.peek()) {
+                (Some(f), Some(p)) if f <= p => free.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => pending.next(),
+                (Some(_), None) => free.next(),
+                (None, None) => break,
+            };
+            let (start, len) = next.expect("peeked");
+            match sorted.last_mut() {
+                Some((s, l)) if *s + *l == start => *l += len,
+                _ => sorted.push((start, len)),
+            }
         }
-        all.extents.into_iter().collect()
+        debug_assert!(
+            sorted.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0),
+            "overlapping free runs"
+        );
+        sorted
     }
 
     /// Pages needed to store `runs` extents.
