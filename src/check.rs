@@ -1,13 +1,15 @@
 //! The checker: every page reachable exactly once or free exactly once, keys in order, checksums
 //! valid, entry counts right. One checker serves the CLI, strict mode and every test.
 //!
-//! The same walk gathers the figures for [`crate::Stats`].
+//! The same walk gathers the figures for [`crate::Stats`] and records what each page is used for,
+//! which [`crate::PageMap`] shows.
 
 use std::fmt;
 
 use crate::btree::node::{PageView, ValueRef};
 use crate::btree::source::Pages;
 use crate::error::{Error, PageId, Result};
+use crate::inspect::PageUse;
 use crate::limits::{PAGE_HEADER_LEN, TREE_DEPTH_MAX};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::page::{self, Header, PageKind};
@@ -287,8 +289,35 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Checks one snapshot, and gathers its statistics on the way.
-pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> (CheckReport, Stats) {
+/// What one walk over a snapshot found: the checker's report, the statistics, and what each page
+/// is used for.
+pub(crate) struct Walk {
+    pub report: CheckReport,
+    pub stats: Stats,
+    /// Per page below the snapshot's page count: 0 unseen, else a `PageKind` or `FREE`.
+    seen: Vec<u8>,
+}
+
+impl Walk {
+    /// What page `id` (below the snapshot's page count) is used for, as the walk found it.
+    pub fn page_use(&self, id: PageId) -> PageUse {
+        if id < 2 {
+            return PageUse::Meta;
+        }
+        match self.seen[id as usize] {
+            0 => PageUse::Unaccounted,
+            FREE => PageUse::Free,
+            k if k == PageKind::Branch as u8 => PageUse::Branch,
+            k if k == PageKind::Leaf as u8 => PageUse::Leaf,
+            k if k == PageKind::Overflow as u8 => PageUse::Overflow,
+            k if k == PageKind::Freelist as u8 => PageUse::Freelist,
+            k => unreachable!("the walker marks pages with tree kinds or FREE, not {k}"),
+        }
+    }
+}
+
+/// Checks one snapshot, and gathers its statistics and each page's use on the way.
+pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> Walk {
     let meta = snapshot.meta;
     let pages = snapshot.pages(false);
     let mut w = Walker {
@@ -398,12 +427,16 @@ pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> (CheckReport, Stats) {
         pages_checked: w.seen.iter().filter(|&&s| s != 0).count() as u64 + 2,
         problems: w.problems,
     };
-    (report, w.stats)
+    Walk {
+        report,
+        stats: w.stats,
+        seen: w.seen,
+    }
 }
 
 pub(crate) fn check_db(db: &Inner) -> Result<CheckReport> {
     let snapshot = db.shared.lock().current.clone();
-    Ok(walk(&snapshot, db.storage.len()?).0)
+    Ok(walk(&snapshot, db.storage.len()?).report)
 }
 
 impl Db {
@@ -412,13 +445,13 @@ impl Db {
     /// Problems are reported, not returned as errors; an `Err` means the check could not run.
     pub fn check(&self) -> Result<CheckReport> {
         let tx = self.begin_read()?;
-        Ok(walk(tx.snapshot(), self.inner.storage.len()?).0)
+        Ok(walk(tx.snapshot(), self.inner.storage.len()?).report)
     }
 
     /// Page counts by kind, fill, free space, and per-tree figures for the newest commit.
     pub fn stats(&self) -> Result<Stats> {
         let tx = self.begin_read()?;
-        let (_, mut stats) = walk(tx.snapshot(), self.inner.storage.len()?);
+        let mut stats = walk(tx.snapshot(), self.inner.storage.len()?).stats;
         let w = self.inner.writer.lock();
         stats.pending_pages = w.freelist.pending_page_count();
         Ok(stats)

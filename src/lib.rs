@@ -37,6 +37,7 @@
 mod btree;
 mod check;
 mod error;
+mod inspect;
 pub mod limits;
 mod mvcc;
 mod page_file;
@@ -46,6 +47,9 @@ mod txn;
 pub use btree::{Cursor, Range, Tree, TreeMut};
 pub use check::{CheckReport, Problem};
 pub use error::{Error, PageId, Result};
+pub use inspect::{
+    BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,
+};
 pub use mvcc::{
     Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
