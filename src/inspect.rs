@@ -30,6 +30,7 @@ use crate::btree::node::{PageView, ValueRef};
 use crate::check::{Problem, walk};
 use crate::error::{Error, PageId, Result, corrupted};
 use crate::limits::FORMAT_VERSION;
+use crate::mvcc::store::{KEY_TREE, META_TREE};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
 use crate::page_file::page::{self, Header, OFF_CRC, PageKind, u32_at};
@@ -267,6 +268,13 @@ pub enum LeafValue {
 }
 
 impl Db {
+    /// Whether the newest commit holds an MVCC [`crate::Store`] (its trees `mvcc.key` and
+    /// `mvcc.meta`), so that tools can open it as a store without creating one by accident.
+    pub fn holds_store(&self) -> Result<bool> {
+        let tx = self.begin_read()?;
+        Ok(tx.tree(KEY_TREE)?.is_some() && tx.tree(META_TREE)?.is_some())
+    }
+
     /// A map of the newest commit's file: every page's use, as runs in file order. Walks every
     /// reachable page (it is the checker's walk, and [`PageMap::problems`] holds what it found).
     pub fn page_map(&self) -> Result<PageMap> {
