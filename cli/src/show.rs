@@ -135,7 +135,8 @@ mod tests {
     fn sizes_and_counts_read_as_a_person_writes_them() {
         assert_eq!(size(0), "0 B");
         assert_eq!(size(4096), "4.0 KiB");
-        assert_eq!(size(3 << 20), "3.00 MiB");
+        assert_eq!(size(3 << 20), "3.0 MiB");
+        assert_eq!(size(5 << 29), "2.50 GiB");
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(999), "999");
         assert_eq!(percent(1, 3), "33%");

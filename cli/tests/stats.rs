@@ -1,0 +1,93 @@
+//! `folio stats`: the figures an operator reads, as text and as JSON.
+
+mod common;
+
+use common::{folio, fragmented_store, open_db, temp_db};
+
+#[test]
+fn stats_shows_pages_free_space_trees_and_the_store_revisions() {
+    let (_dir, path) = temp_db("kv.folio");
+    let rev = fragmented_store(&path, 600);
+    let out = folio(["stats".as_ref(), path.as_os_str()]);
+    let text = out.ok();
+    for line in [
+        "size ",
+        "pages        meta 2 · branch ",
+        "live ",
+        "free ",
+        "reclaimable ",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    assert!(text.contains("KiB"), "sizes are human-readable:\n{text}");
+    let tree_line = text
+        .lines()
+        .find(|l| l.starts_with("mvcc.key"))
+        .expect("a row for the key tree");
+    assert!(
+        tree_line.ends_with('%'),
+        "fill is a percentage: {tree_line}"
+    );
+    // 600 pods, a third deleted: 400 keys left, compacted at the last revision.
+    assert!(
+        text.contains(&format!(
+            "store        revision {rev}, compacted at {rev}, 400 keys"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn stats_json_carries_the_same_figures_as_the_library() {
+    let (_dir, path) = temp_db("kv.folio");
+    let rev = fragmented_store(&path, 300);
+    let expected = open_db(&path).stats().unwrap();
+    let out = folio(["stats".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    let doc: serde_json::Value = serde_json::from_str(out.ok()).expect("valid JSON");
+    assert_eq!(doc["file_bytes"], expected.file_bytes);
+    assert_eq!(doc["page_size"], expected.page_size);
+    assert_eq!(doc["pages"]["leaf"], expected.leaf_pages);
+    assert_eq!(doc["pages"]["free"], expected.free_pages);
+    assert_eq!(doc["live_bytes"], expected.live_bytes());
+    assert_eq!(doc["reclaimable_bytes"], expected.reclaimable_bytes());
+    assert!(
+        expected.reclaimable_bytes() > 0,
+        "the fixture is fragmented"
+    );
+    let key_tree = doc["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "mvcc.key")
+        .expect("the key tree");
+    assert!(key_tree["depth"].as_u64().unwrap() >= 1);
+    assert!(key_tree["fill"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["store"]["revision"], rev);
+    assert_eq!(doc["store"]["compacted_revision"], rev);
+    assert_eq!(doc["store"]["keys"], 200);
+}
+
+#[test]
+fn stats_of_a_plain_database_has_its_trees_and_no_store() {
+    let (_dir, path) = temp_db("plain.folio");
+    {
+        let db = open_db(&path);
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree(b"users\x00bin")
+            .unwrap()
+            .put(b"alice", b"1")
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let out = folio(["stats".as_ref(), path.as_os_str()]);
+    let text = out.ok();
+    assert!(
+        text.contains("users\\x00bin"),
+        "tree names are escaped:\n{text}"
+    );
+    assert!(!text.contains("store "), "{text}");
+    let json = folio(["stats".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    let doc: serde_json::Value = serde_json::from_str(json.ok()).unwrap();
+    assert!(doc["store"].is_null());
+    assert_eq!(doc["trees"][0]["entries"], 1);
+}

@@ -1,0 +1,277 @@
+//! `folio get`, `put`, `del` and `range`: the MVCC store from the shell.
+
+mod common;
+
+use std::ffi::OsStr;
+
+use common::{folio, folio_with_input, open_db, open_store, pod, temp_db};
+
+#[test]
+fn put_creates_a_store_and_get_reads_it_back() {
+    let (_dir, path) = temp_db("new.folio");
+    let out = folio([
+        "put".as_ref(),
+        path.as_os_str(),
+        "/a".as_ref(),
+        "one".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "revision 2\n");
+    let out = folio([
+        "put".as_ref(),
+        path.as_os_str(),
+        "/a".as_ref(),
+        "two".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "revision 3\n");
+    assert_eq!(
+        folio(["get".as_ref(), path.as_os_str(), "/a".as_ref()]).ok(),
+        "two\n"
+    );
+    let old = folio([
+        "get".as_ref(),
+        path.as_os_str(),
+        "/a".as_ref(),
+        "--rev".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert_eq!(old.ok(), "one\n");
+    assert!(open_db(&path).check().unwrap().is_clean());
+}
+
+#[test]
+fn put_reads_the_value_from_stdin_and_get_raw_writes_it_back_exactly() {
+    let (_dir, path) = temp_db("kv.folio");
+    let value = b"line 1\nline 2\x00\xff";
+    let out = folio_with_input(["put".as_ref(), path.as_os_str(), "k".as_ref()], value);
+    out.ok();
+    let shown = folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]);
+    assert_eq!(shown.ok(), "line 1\\nline 2\\x00\\xff\n");
+    let raw = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args([
+            "get".as_ref(),
+            path.as_os_str(),
+            "k".as_ref(),
+            "--raw".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, value);
+}
+
+#[test]
+fn get_of_a_missing_key_fails_and_says_so() {
+    let (_dir, path) = temp_db("kv.folio");
+    folio(["put".as_ref(), path.as_os_str(), "a".as_ref(), "1".as_ref()]).ok();
+    let out = folio(["get".as_ref(), path.as_os_str(), "b".as_ref()]);
+    assert!(
+        out.fails().ends_with("key \"b\" not found at revision 2"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn range_reads_a_prefix_with_limit_keys_only_and_count_only() {
+    let (_dir, path) = temp_db("kv.folio");
+    {
+        let store = open_store(&path);
+        for i in 0..30 {
+            store.put(&pod(i), format!("v{i}").as_bytes()).unwrap();
+        }
+    }
+    let all = folio(["range".as_ref(), path.as_os_str()]);
+    assert_eq!(all.ok().lines().count(), 30);
+    assert!(
+        all.stdout
+            .starts_with("/registry/pods/ns-0/pod-00000\tv0\n"),
+        "{all:?}"
+    );
+
+    let prefix = folio([
+        "range".as_ref(),
+        path.as_os_str(),
+        "--prefix".as_ref(),
+        "/registry/pods/ns-3/".as_ref(),
+    ]);
+    assert_eq!(
+        prefix.ok(),
+        "/registry/pods/ns-3/pod-00003\tv3\n/registry/pods/ns-3/pod-00013\tv13\n/registry/pods/ns-3/pod-00023\tv23\n"
+    );
+
+    let limited = folio([
+        "range".as_ref(),
+        path.as_os_str(),
+        "--limit".as_ref(),
+        "2".as_ref(),
+        "--keys-only".as_ref(),
+    ]);
+    assert_eq!(
+        limited.stdout,
+        "/registry/pods/ns-0/pod-00000\n/registry/pods/ns-0/pod-00010\n"
+    );
+    assert_eq!(limited.code, Some(0));
+    assert!(limited.stderr.contains("2 of 30 keys shown"), "{limited:?}");
+
+    let count = folio([
+        "range".as_ref(),
+        path.as_os_str(),
+        "--prefix".as_ref(),
+        "/registry/pods/ns-1".as_ref(),
+        "--count-only".as_ref(),
+    ]);
+    assert_eq!(count.ok(), "3\n");
+
+    let between = folio([
+        "range".as_ref(),
+        path.as_os_str(),
+        "/registry/pods/ns-1/".as_ref(),
+        "/registry/pods/ns-2/".as_ref(),
+        "--keys-only".as_ref(),
+    ]);
+    assert_eq!(between.ok().lines().count(), 3);
+}
+
+#[test]
+fn range_at_an_old_revision_sees_the_old_values() {
+    let (_dir, path) = temp_db("kv.folio");
+    folio([
+        "put".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "old".as_ref(),
+    ])
+    .ok();
+    folio([
+        "put".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "new".as_ref(),
+    ])
+    .ok();
+    folio([
+        "put".as_ref(),
+        path.as_os_str(),
+        "j".as_ref(),
+        "later".as_ref(),
+    ])
+    .ok();
+    let out = folio([
+        "range".as_ref(),
+        path.as_os_str(),
+        "--rev".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "k\told\n");
+}
+
+#[test]
+fn del_removes_a_key_a_range_or_a_prefix() {
+    let (_dir, path) = temp_db("kv.folio");
+    {
+        let store = open_store(&path);
+        for i in 0..30 {
+            store.put(&pod(i), b"v").unwrap();
+        }
+    }
+    let key = String::from_utf8(pod(5)).unwrap();
+    assert_eq!(
+        folio(["del".as_ref(), path.as_os_str(), key.as_ref()]).ok(),
+        "deleted 1 key, revision 32\n"
+    );
+    let out = folio([
+        "del".as_ref(),
+        path.as_os_str(),
+        "/registry/pods/ns-1/".as_ref(),
+        "--prefix".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "deleted 3 keys, revision 33\n");
+    let out = folio([
+        "del".as_ref(),
+        path.as_os_str(),
+        "/registry/pods/ns-2/".as_ref(),
+        "/registry/pods/ns-4/".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "deleted 6 keys, revision 34\n");
+    let count = folio(["range".as_ref(), path.as_os_str(), "--count-only".as_ref()]);
+    assert_eq!(count.ok(), "20\n");
+    let gone = folio(["get".as_ref(), path.as_os_str(), key.as_ref()]);
+    gone.fails();
+    let before = folio([
+        "get".as_ref(),
+        path.as_os_str(),
+        key.as_ref(),
+        "--rev".as_ref(),
+        "31".as_ref(),
+    ]);
+    assert_eq!(before.ok(), "v\n");
+}
+
+#[test]
+fn reads_below_the_compacted_revision_or_past_the_current_one_fail_clearly() {
+    let (_dir, path) = temp_db("kv.folio");
+    for v in ["1", "2", "3"] {
+        folio(["put".as_ref(), path.as_os_str(), "k".as_ref(), v.as_ref()]).ok();
+    }
+    folio([
+        "compact".as_ref(),
+        path.as_os_str(),
+        "--rev".as_ref(),
+        "3".as_ref(),
+    ])
+    .ok();
+    let out = folio([
+        "get".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "--rev".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert!(
+        out.fails()
+            .ends_with("revision 2 has been compacted (the oldest readable revision is 3)"),
+        "{out:?}"
+    );
+    let out = folio([
+        "range".as_ref(),
+        path.as_os_str(),
+        "--rev".as_ref(),
+        "9".as_ref(),
+    ]);
+    assert!(
+        out.fails()
+            .ends_with("revision 9 is in the future (the current revision is 4)"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn store_commands_refuse_a_database_that_is_not_a_store_and_leave_it_unchanged() {
+    let (_dir, path) = temp_db("plain.folio");
+    {
+        let db = open_db(&path);
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree(b"users").unwrap().put(b"alice", b"1").unwrap();
+        tx.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    for args in [
+        vec!["get", "alice"],
+        vec!["put", "alice", "2"],
+        vec!["del", "alice"],
+        vec!["range"],
+        vec!["compact", "--keep", "1"],
+    ] {
+        let mut full = vec![OsStr::new(args[0]), path.as_os_str()];
+        full.extend(args[1..].iter().map(OsStr::new));
+        let out = folio(full);
+        assert!(
+            out.fails().contains("not a folio store"),
+            "{args:?}: {out:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is untouched"
+    );
+}
