@@ -23,6 +23,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
@@ -432,7 +433,7 @@ fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
 }
 
 /// Two pages of memory holding one meta slot, read-only: just enough `Storage` for
-/// `meta::read_newest`.
+/// `meta::read_newest`, which reads nothing but the length and the two slots.
 #[derive(Debug)]
 struct OneMetaSlot {
     image: Vec<u8>,
@@ -466,6 +467,26 @@ impl Storage for OneMetaSlot {
 
     fn map(&self) -> Result<Mmap> {
         Err(read_only())
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::new()
+    }
+
+    fn create_sibling(&self, _: &Path) -> Result<Box<dyn Storage>> {
+        Err(read_only())
+    }
+
+    fn rename(&self, _: &Path) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn remove_sibling(&self, _: &Path) -> Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        Ok(())
     }
 }
 

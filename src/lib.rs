@@ -36,6 +36,7 @@
 
 mod btree;
 mod check;
+mod defrag;
 mod error;
 mod inspect;
 pub mod limits;
@@ -46,6 +47,7 @@ mod txn;
 
 pub use btree::{Cursor, Range, Tree, TreeMut};
 pub use check::{CheckReport, Problem};
+pub use defrag::{DefragOptions, DefragProgress, DefragReport, defrag};
 pub use error::{Error, PageId, Result};
 pub use inspect::{
     BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,
@@ -55,6 +57,6 @@ pub use mvcc::{
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
-pub use page_file::{Fault, FileStorage, PageKind, SimStorage, Storage};
+pub use page_file::{DirState, Fault, FileStorage, PageKind, SimStorage, Storage};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};
