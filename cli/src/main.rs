@@ -3,8 +3,10 @@
 //! Each subcommand lives in its own file; this one holds the command line (clap), the error type
 //! every subcommand returns, and the translation of errors into a message and an exit code.
 
+mod bench;
 mod check;
 mod compact;
+mod defrag;
 mod del;
 mod dump;
 mod get;
@@ -40,6 +42,8 @@ enum Command {
     Map(MapArgs),
     /// Run the checker; exit 0 when the database is sound, 1 with every problem listed.
     Check(DbArg),
+    /// Rewrite the file without free pages, offline, and report sizes and speed.
+    Defrag(DefragArgs),
     /// Compact a store's history: drop revisions below a revision, or keep only the last N.
     Compact(CompactArgs),
     /// Show a page or a tree, decoded, for debugging (without options: the metas and the trees).
@@ -52,6 +56,8 @@ enum Command {
     Del(DelArgs),
     /// Read a range of keys of a store.
     Range(RangeArgs),
+    /// Run a built-in workload in a temporary directory and print throughput and defrag speed.
+    Bench(BenchArgs),
 }
 
 /// Just the database.
@@ -97,6 +103,15 @@ struct MapArgs {
     /// When to use ANSI colours in the terminal.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+}
+
+#[derive(Debug, Args)]
+struct DefragArgs {
+    /// The database file (closed: no process may have it open).
+    db: PathBuf,
+    /// How full to pack tree pages, from 0.5 to 1.0 (room left for later inserts).
+    #[arg(long, default_value_t = 1.0)]
+    fill: f64,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +207,22 @@ struct RangeArgs {
     count_only: bool,
 }
 
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Keys to write.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Operations per write transaction.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Work in this directory instead of a new temporary one (the store is left there).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
 /// Why a subcommand failed.
 #[derive(Debug)]
 pub enum Failure {
@@ -226,12 +257,14 @@ fn run(command: Command, out: &mut dyn Write) -> CliResult {
         Command::Stats(a) => stats::run(&a.db, a.json, out),
         Command::Map(a) => map::run(&a, out),
         Command::Check(a) => check::run(&a.db, out),
+        Command::Defrag(a) => defrag::run(&a.db, a.fill, out),
         Command::Compact(a) => compact::run(&a, out),
         Command::Dump(a) => dump::run(&a, out),
         Command::Get(a) => get::run(&a, out),
         Command::Put(a) => put::run(&a, out),
         Command::Del(a) => del::run(&a, out),
         Command::Range(a) => range::run(&a, out),
+        Command::Bench(a) => bench::run(&a, out),
     }
 }
 

@@ -15,6 +15,7 @@ fn commands_on(path: &Path) -> Vec<Vec<std::ffi::OsString>> {
         vec!["stats", "--json"],
         vec!["map"],
         vec!["check"],
+        vec!["defrag"],
         vec!["compact", "--keep", "1"],
         vec!["dump"],
         vec!["dump", "--page", "2"],
@@ -116,13 +117,12 @@ fn a_database_open_in_another_process_is_reported_as_locked() {
     ]);
     for args in commands {
         let out = folio_once(&args, b"");
-        assert_eq!(
-            out.fails(),
-            format!(
+        assert!(
+            out.fails().starts_with(&format!(
                 "folio: {}: database is locked by another process (only one process may open a folio file at a time)",
                 path.display()
-            ),
-            "{args:?}"
+            )),
+            "{args:?}: {out:?}"
         );
     }
     drop(held);

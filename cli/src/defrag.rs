@@ -1,0 +1,69 @@
+//! `folio defrag`: rewrite a closed database without free pages, with a progress bar, and report
+//! the sizes and the speed.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use folio::{DefragOptions, DefragReport};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::show::{self, count, percent, size};
+use crate::{CliResult, Failure, open};
+
+pub fn run(path: &Path, fill: f64, out: &mut dyn Write) -> CliResult {
+    open::require_file(path)?;
+    // Drawn on stderr, and only when it is a terminal.
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "defrag [{bar:40}] {percent:>3}% {pos}/{len} pages, {elapsed} elapsed, {eta} left",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let shown = bar.clone();
+    let options = DefragOptions::default().fill(fill).progress(move |p| {
+        shown.set_length(p.pages_total);
+        shown.set_position(p.pages_done);
+    });
+    let result = folio::defrag(path, &options);
+    bar.finish_and_clear();
+    let report = result.map_err(|e| match e {
+        folio::Error::Locked => Failure::new(format!(
+            "{}: {}; stop it first, or defragment from inside it with Db::defrag",
+            path.display(),
+            show::error(&e)
+        )),
+        e => show::at(path)(e),
+    })?;
+    print_report(path, &report, out)
+}
+
+/// The report of a defrag, as `folio defrag` and `folio bench` print it.
+pub fn print_report(path: &Path, r: &DefragReport, out: &mut dyn Write) -> CliResult {
+    let given_back = r.size_before.saturating_sub(r.size_after);
+    writeln!(out, "defragmented {}", path.display())?;
+    writeln!(
+        out,
+        "size    {} -> {} ({} given back, {} of the file)",
+        size(r.size_before),
+        size(r.size_after),
+        size(given_back),
+        percent(given_back, r.size_before)
+    )?;
+    writeln!(
+        out,
+        "wrote   {} pages ({}); the source held {} live",
+        count(r.pages_written),
+        size(r.bytes_written()),
+        size(r.live_bytes)
+    )?;
+    writeln!(
+        out,
+        "time    {:.3} s, {:.2} s per GB written",
+        r.duration.as_secs_f64(),
+        r.seconds_per_gb()
+    )?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `folio bench`: every phase runs and reports a rate, and the store it leaves is sound.
+
+mod common;
+
+use common::folio;
+
+#[test]
+fn bench_runs_every_phase_and_leaves_a_sound_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = folio([
+        "bench".as_ref(),
+        "--keys".as_ref(),
+        "2000".as_ref(),
+        "--batch".as_ref(),
+        "100".as_ref(),
+        "--value-bytes".as_ref(),
+        "50".as_ref(),
+        "--dir".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    let text = out.ok();
+    assert!(
+        text.starts_with("folio bench: 2,000 keys, 50-byte values, 100 operations per transaction"),
+        "{text}"
+    );
+    for (phase, ops, unit) in [
+        ("write", "2,000", "puts/s"),
+        ("update", "2,000", "puts/s"),
+        ("delete", "1,000", "deletes/s"),
+        ("compact", "4,000", "revisions/s"),
+        ("get", "1,000", "gets/s"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase} line in {text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[1], ops, "{line}");
+        assert_eq!(words.last(), Some(&unit), "{line}");
+    }
+    assert!(text.contains("before defrag: "), "{text}");
+    assert!(text.contains(" s per GB written"), "{text}");
+    assert!(text.contains("check   ok: "), "{text}");
+
+    let path = dir.path().join("bench.folio");
+    folio(["check".as_ref(), path.as_os_str()]).ok();
+    let count = folio(["range".as_ref(), path.as_os_str(), "--count-only".as_ref()]);
+    assert_eq!(count.ok(), "1000\n");
+    let map = folio(["map".as_ref(), path.as_os_str()]);
+    assert!(
+        map.ok().contains("· 0 holes"),
+        "defragmented at the end: {map:?}"
+    );
+
+    let again = folio([
+        "bench".as_ref(),
+        "--keys".as_ref(),
+        "10".as_ref(),
+        "--dir".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert!(
+        again
+            .fails()
+            .ends_with("bench.folio: already exists; bench needs a new file"),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn bench_without_a_directory_cleans_up_after_itself() {
+    let out = folio(["bench", "--keys", "300", "--batch", "50"]);
+    let text = out.ok();
+    let path = text
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once(", in "))
+        .map(|(_, p)| std::path::PathBuf::from(p))
+        .expect("the path in the first line");
+    assert!(!path.exists(), "{} is removed", path.display());
+    assert!(!path.parent().unwrap().exists());
+}

@@ -1,0 +1,108 @@
+//! `folio defrag`: the holes go, the data stays, and a file in use is refused.
+
+mod common;
+
+use common::{folio, folio_once, fragmented_store, open_db, open_store, temp_db};
+
+/// The number in the map's summary line `… · N holes`.
+fn holes(map_output: &str) -> u64 {
+    let summary = map_output
+        .lines()
+        .find(|l| l.starts_with("live "))
+        .expect("a summary line");
+    let (_, tail) = summary.rsplit_once("· ").unwrap();
+    tail.split(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn defrag_closes_every_hole_that_map_shows_and_keeps_every_key() {
+    let (_dir, path) = temp_db("kv.folio");
+    let rev = fragmented_store(&path, 1200);
+    let before = folio(["map".as_ref(), path.as_os_str()]);
+    assert!(holes(before.ok()) > 1, "the fixture has holes: {before:?}");
+    assert!(before.stdout.contains('.'), "free pages drawn: {before:?}");
+    let keys_before = folio(["range".as_ref(), path.as_os_str(), "--keys-only".as_ref()]);
+    let size_before = std::fs::metadata(&path).unwrap().len();
+
+    let out = folio(["defrag".as_ref(), path.as_os_str()]);
+    let text = out.ok();
+    assert!(
+        text.starts_with(&format!("defragmented {}\nsize    ", path.display())),
+        "{text}"
+    );
+    assert!(text.contains(" -> "), "{text}");
+    assert!(text.contains(" s per GB written"), "{text}");
+    assert!(text.contains("given back"), "{text}");
+    assert!(std::fs::metadata(&path).unwrap().len() < size_before);
+
+    let after = folio(["map".as_ref(), path.as_os_str()]);
+    assert_eq!(holes(after.ok()), 0, "{after:?}");
+    let cells: String = after
+        .stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("legend"))
+        .collect();
+    assert!(!cells.contains('.') && !cells.contains('_'), "{after:?}");
+    folio(["check".as_ref(), path.as_os_str()]).ok();
+    let keys_after = folio(["range".as_ref(), path.as_os_str(), "--keys-only".as_ref()]);
+    assert_eq!(keys_after.ok(), keys_before.ok());
+    let store = open_store(&path);
+    assert_eq!(store.current_revision(), rev);
+    assert_eq!(store.db().stats().unwrap().reclaimable_bytes(), 0);
+}
+
+#[test]
+fn defrag_with_a_lower_fill_leaves_room_in_the_pages() {
+    let (_dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 1200);
+    folio([
+        "defrag".as_ref(),
+        path.as_os_str(),
+        "--fill".as_ref(),
+        "0.5".as_ref(),
+    ])
+    .ok();
+    let packed_half = open_db(&path).stats().unwrap();
+    folio(["defrag".as_ref(), path.as_os_str()]).ok();
+    let packed_full = open_db(&path).stats().unwrap();
+    assert!(packed_half.leaf_pages > packed_full.leaf_pages);
+    let out = folio([
+        "defrag".as_ref(),
+        path.as_os_str(),
+        "--fill".as_ref(),
+        "0.2".as_ref(),
+    ]);
+    assert!(
+        out.fails()
+            .contains("defrag fill 0.2 must be from 0.5 to 1.0"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn defrag_refuses_a_database_a_running_process_has_open_and_leaves_it_alone() {
+    let (_dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 300);
+    let bytes = std::fs::read(&path).unwrap();
+    let held = open_db(&path);
+    let out = folio_once(["defrag".as_ref(), path.as_os_str()], b"");
+    let message = out.fails();
+    assert!(
+        message.contains("database is locked by another process"),
+        "{message}"
+    );
+    assert!(message.contains("stop it first"), "{message}");
+    drop(held);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["kv.folio"], "no temporary file is left behind");
+}
