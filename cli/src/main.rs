@@ -100,6 +100,10 @@ struct MapArgs {
     /// The most rows; a larger file puts more pages in each cell.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=4096))]
     height: u64,
+    /// Put this many pages in each cell instead (as many rows as that takes), so that two files
+    /// are drawn at the same scale: before and after a defrag.
+    #[arg(long, value_name = "N", conflicts_with = "height", value_parser = clap::value_parser!(u64).range(1..))]
+    pages_per_cell: Option<u64>,
     /// When to use ANSI colours in the terminal.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,

@@ -58,6 +58,43 @@ fn defrag_closes_every_hole_that_map_shows_and_keeps_every_key() {
 }
 
 #[test]
+fn map_at_one_scale_shows_the_file_shorter_and_without_mixed_cells_after_defrag() {
+    let (_dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 1200);
+    let map = |path: &std::path::Path| {
+        let out = folio([
+            "map".as_ref(),
+            path.as_os_str(),
+            "--pages-per-cell".as_ref(),
+            "4".as_ref(),
+        ]);
+        let rows: Vec<String> = out
+            .ok()
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("legend"))
+            .map(|l| l.trim_start().split_once(' ').unwrap().1.to_string())
+            .collect();
+        rows
+    };
+    let before = map(&path);
+    assert!(
+        before
+            .concat()
+            .chars()
+            .any(|c| c.is_ascii_lowercase() || c == '.'),
+        "{before:?}"
+    );
+    folio(["defrag".as_ref(), path.as_os_str()]).ok();
+    let after = map(&path);
+    assert!(after.len() < before.len(), "{before:?} {after:?}");
+    assert!(
+        after.concat().chars().all(|c| c.is_ascii_uppercase()),
+        "only whole cells of live pages: {after:?}"
+    );
+}
+
+#[test]
 fn defrag_with_a_lower_fill_leaves_room_in_the_pages() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 1200);

@@ -74,11 +74,65 @@ fn map_uses_ansi_colours_when_asked() {
     assert!(text.contains("\x1b[41;97m."), "free pages in red: {text:?}");
 }
 
+/// The glyph of each cell of `pages_per_cell` pages: the most common live use among its pages,
+/// in lowercase when the cell also holds free or unused pages; else the most common other use.
+fn expected_cells(map: &folio::PageMap, pages_per_cell: u64) -> String {
+    let glyph = |u: PageUse| match u {
+        PageUse::Meta => 'M',
+        PageUse::Branch => 'B',
+        PageUse::Leaf => 'L',
+        PageUse::Overflow => 'O',
+        PageUse::Freelist => 'F',
+        PageUse::Free => '.',
+        PageUse::Unused => '_',
+        PageUse::Unaccounted => '?',
+    };
+    let uses: Vec<PageUse> = map
+        .runs
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(r.page_use, r.len as usize))
+        .collect();
+    uses.chunks(pages_per_cell as usize)
+        .map(|cell| {
+            let most = |live: bool| {
+                PageUse::ALL
+                    .iter()
+                    .filter(|u| u.is_live() == live)
+                    .map(|&u| (u, cell.iter().filter(|&&c| c == u).count()))
+                    .filter(|&(_, n)| n > 0)
+                    .fold(None, |best: Option<(PageUse, usize)>, (u, n)| match best {
+                        Some((_, m)) if m >= n => best,
+                        _ => Some((u, n)),
+                    })
+            };
+            match (most(true), most(false)) {
+                (Some((u, _)), None) => glyph(u),
+                (Some((u, _)), Some(_)) => glyph(u).to_ascii_lowercase(),
+                (None, Some((u, _))) => glyph(u),
+                (None, None) => unreachable!(),
+            }
+        })
+        .collect()
+}
+
+/// The cells of a `folio map` picture, row after row.
+fn drawn_cells(text: &str) -> String {
+    text.lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("legend:"))
+        .map(|l| {
+            l.trim_start()
+                .split_once(' ')
+                .map_or("", |(_, cells)| cells)
+        })
+        .collect()
+}
+
 #[test]
-fn map_puts_many_pages_in_a_cell_for_a_large_file() {
+fn map_puts_many_pages_in_a_cell_and_shows_live_pages_among_free_ones_in_lowercase() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 300);
-    let pages = open_db(&path).page_map().unwrap().file_pages();
+    let map = open_db(&path).page_map().unwrap();
     let out = folio([
         "map".as_ref(),
         path.as_os_str(),
@@ -88,7 +142,8 @@ fn map_puts_many_pages_in_a_cell_for_a_large_file() {
         "2".as_ref(),
     ]);
     let text = out.ok();
-    let per_cell = pages.div_ceil(16);
+    let per_cell = map.file_pages().div_ceil(16);
+    assert!(per_cell > 1);
     assert!(
         text.contains(&format!("one cell per {per_cell} pages")),
         "{text}"
@@ -99,10 +154,45 @@ fn map_puts_many_pages_in_a_cell_for_a_large_file() {
             .all(|r| r.trim_start().split_once(' ').unwrap().1.len() <= 8),
         "{text}"
     );
+    let cells = drawn_cells(text);
+    assert_eq!(cells, expected_cells(&map, per_cell), "{text}");
+    assert!(
+        cells.chars().any(|c| c.is_ascii_lowercase()),
+        "the fixture mixes: {text}"
+    );
+    assert!(
+        text.contains("l leaves among free pages (lowercase: mixed)"),
+        "{text}"
+    );
 }
 
 #[test]
-fn map_writes_an_svg_with_a_rectangle_per_run_and_a_legend() {
+fn map_draws_at_the_scale_asked_for() {
+    let (_dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 300);
+    let map = open_db(&path).page_map().unwrap();
+    let out = folio([
+        "map".as_ref(),
+        path.as_os_str(),
+        "--pages-per-cell".as_ref(),
+        "3".as_ref(),
+        "--width".as_ref(),
+        "10".as_ref(),
+    ]);
+    let text = out.ok();
+    assert!(text.contains("one cell per 3 pages (12.0 KiB)"), "{text}");
+    let cells = drawn_cells(text);
+    assert_eq!(cells, expected_cells(&map, 3), "{text}");
+    let rows = text
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("legend:"))
+        .count();
+    assert_eq!(rows as u64, map.file_pages().div_ceil(3).div_ceil(10));
+}
+
+#[test]
+fn map_writes_an_svg_with_every_kind_drawn_and_a_legend() {
     let (dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 300);
     let svg_path = dir.path().join("map.svg");
