@@ -1,5 +1,10 @@
 //! `folio map`: a picture of the file, one cell per run of pages, coloured by what the pages hold,
 //! in the terminal and as SVG.
+//!
+//! When a cell covers many pages, the terminal shows the live kind most of its live pages have, in
+//! lowercase when the cell also holds free or unused pages, so that live pages scattered through a
+//! fragmented file stay visible. The SVG draws such a cell as a bar stacked from every kind it
+//! holds, in proportion.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -38,28 +43,72 @@ fn style(u: PageUse) -> Style {
     }
 }
 
-/// One cell: the most common live use among its pages and how many pages are live, and the most
-/// common of the other uses (free, unused, unaccounted) and how many pages those are.
+/// One cell: how many of its pages have each use, in the order of [`PageUse::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cell {
-    live: Option<(PageUse, u64)>,
-    hole: Option<(PageUse, u64)>,
+    pages: [u64; PageUse::ALL.len()],
 }
 
 impl Cell {
-    /// The live part of a cell that also holds free or unused pages, as a fraction of the cell.
-    fn live_fraction(&self) -> f64 {
-        match (self.live, self.hole) {
-            (Some((_, live)), Some((_, hole))) => live as f64 / (live + hole) as f64,
-            (Some(_), None) => 1.0,
-            _ => 0.0,
+    fn of(u: PageUse, n: u64) -> Cell {
+        let mut pages = [0; PageUse::ALL.len()];
+        pages[index(u)] = n;
+        Cell { pages }
+    }
+
+    /// The uses present, with their page counts, in the order of [`PageUse::ALL`].
+    fn uses(&self) -> impl Iterator<Item = (PageUse, u64)> + Clone + '_ {
+        PageUse::ALL
+            .into_iter()
+            .zip(self.pages)
+            .filter(|&(_, n)| n > 0)
+    }
+
+    /// The most common live use (the first on a tie), or the most common other use.
+    fn most(&self, live: bool) -> Option<PageUse> {
+        self.uses()
+            .filter(|(u, _)| u.is_live() == live)
+            .fold(None, |best: Option<(PageUse, u64)>, (u, n)| match best {
+                Some((_, m)) if m >= n => best,
+                _ => Some((u, n)),
+            })
+            .map(|(u, _)| u)
+    }
+
+    /// The one use of every page, when there is one.
+    fn only(&self) -> Option<PageUse> {
+        let mut uses = self.uses();
+        match (uses.next(), uses.next()) {
+            (Some((u, _)), None) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The glyph and ANSI colours the terminal shows.
+    fn terminal(&self) -> (char, String) {
+        match (self.most(true), self.most(false)) {
+            (Some(live), None) => (style(live).glyph, style(live).ansi.to_string()),
+            (Some(live), Some(hole)) => {
+                let background = style(hole).ansi.split(';').next().unwrap_or_default();
+                (
+                    style(live).glyph.to_ascii_lowercase(),
+                    format!("{background};{}", style(live).ansi_fg),
+                )
+            }
+            (None, Some(hole)) => (style(hole).glyph, style(hole).ansi.to_string()),
+            (None, None) => unreachable!("a cell covers at least one page"),
         }
     }
 }
 
-/// The picture: each cell covers `pages_per_cell` pages (the last one may cover fewer). A cell
-/// shows the live use most of its live pages have; one that also holds free or unused pages is
-/// drawn as mixed, so that scattered live pages stay visible in a large file.
+fn index(u: PageUse) -> usize {
+    PageUse::ALL
+        .iter()
+        .position(|&v| v == u)
+        .expect("ALL lists every use")
+}
+
+/// The picture: each cell covers `pages_per_cell` pages (the last one may cover fewer).
 struct Cells {
     pages_per_cell: u64,
     cells: Vec<Cell>,
@@ -72,32 +121,17 @@ fn cells(map: &PageMap, pages_per_cell: u64) -> Cells {
     let mut runs = map.runs.iter().peekable();
     for i in 0..n {
         let (lo, hi) = (i * pages_per_cell, ((i + 1) * pages_per_cell).min(total));
-        let mut pages = [0u64; PageUse::ALL.len()];
+        let mut cell = Cell {
+            pages: [0; PageUse::ALL.len()],
+        };
         while let Some(r) = runs.peek() {
-            let overlap = r.end().min(hi).saturating_sub(r.start.max(lo));
-            let k = PageUse::ALL.iter().position(|&u| u == r.page_use);
-            pages[k.expect("ALL lists every use")] += overlap;
+            cell.pages[index(r.page_use)] += r.end().min(hi).saturating_sub(r.start.max(lo));
             if r.end() > hi {
                 break;
             }
             runs.next();
         }
-        let part = |live: bool| {
-            let uses = PageUse::ALL
-                .iter()
-                .zip(pages)
-                .filter(|(u, n)| u.is_live() == live && *n > 0);
-            let sum: u64 = uses.clone().map(|(_, n)| n).sum();
-            let most = uses.fold(None, |best: Option<(PageUse, u64)>, (&u, n)| match best {
-                Some((_, m)) if m >= n => best,
-                _ => Some((u, n)),
-            });
-            most.map(|(u, _)| (u, sum))
-        };
-        cells.push(Cell {
-            live: part(true),
-            hole: part(false),
-        });
+        cells.push(cell);
     }
     Cells {
         pages_per_cell,
@@ -180,28 +214,11 @@ fn summary(map: &PageMap) -> String {
 }
 
 fn terminal(path: &Path, map: &PageMap, picture: &Cells, width: u64, color: bool) -> String {
-    let glyph = |c: &Cell| match (c.live, c.hole) {
-        (Some((u, _)), None) => style(u).glyph,
-        (Some((u, _)), Some(_)) => style(u).glyph.to_ascii_lowercase(),
-        (None, Some((u, _))) => style(u).glyph,
-        (None, None) => unreachable!("a cell covers at least one page"),
-    };
-    // The colours of a cell: its use's, or, when mixed, the live use's glyph on the hole's colour.
-    let ansi = |c: &Cell| match (c.live, c.hole) {
-        (Some((live, _)), Some((hole, _))) => {
-            format!(
-                "{};{}",
-                style(hole).ansi.split(';').next().unwrap_or(""),
-                style(live).ansi_fg
-            )
-        }
-        (Some((u, _)), None) | (None, Some((u, _))) => style(u).ansi.to_string(),
-        (None, None) => unreachable!("a cell covers at least one page"),
-    };
+    // Cells drawn alike are one coloured stretch.
     let paint = |cells: &[Cell]| {
-        let glyphs: String = cells.iter().map(glyph).collect();
+        let glyphs: String = cells.iter().map(|c| c.terminal().0).collect();
         if color {
-            format!("\x1b[{}m{glyphs}\x1b[0m", ansi(&cells[0]))
+            format!("\x1b[{}m{glyphs}\x1b[0m", cells[0].terminal().1)
         } else {
             glyphs
         }
@@ -212,31 +229,18 @@ fn terminal(path: &Path, map: &PageMap, picture: &Cells, width: u64, color: bool
     for (row, cells) in picture.cells.chunks(width as usize).enumerate() {
         let first_page = row as u64 * width * picture.pages_per_cell;
         let _ = write!(s, "{:>label_width$} ", count(first_page));
-        for run in cells.chunk_by(|a, b| ansi(a) == ansi(b)) {
+        for run in cells.chunk_by(|a, b| a.terminal().1 == b.terminal().1) {
             s.push_str(&paint(run));
         }
         s.push('\n');
     }
     s.push_str("legend:");
     for u in PageUse::ALL {
-        let cell = if u.is_live() {
-            Cell {
-                live: Some((u, 1)),
-                hole: None,
-            }
-        } else {
-            Cell {
-                live: None,
-                hole: Some((u, 1)),
-            }
-        };
-        let _ = write!(s, "  {} {}", paint(&[cell]), u.name());
+        let _ = write!(s, "  {} {}", paint(&[Cell::of(u, 1)]), u.name());
     }
     if picture.pages_per_cell > 1 {
-        let mixed = Cell {
-            live: Some((PageUse::Leaf, 1)),
-            hole: Some((PageUse::Free, 1)),
-        };
+        let mut mixed = Cell::of(PageUse::Leaf, 1);
+        mixed.pages[index(PageUse::Free)] = 1;
         let _ = write!(
             s,
             "  {} leaves among free pages (lowercase: mixed)",
@@ -263,6 +267,23 @@ fn xml(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The SVG paths, one per colour, as they are drawn up.
+#[derive(Default)]
+struct Paths(Vec<(PageUse, String)>);
+
+impl Paths {
+    fn rect(&mut self, u: PageUse, x: u64, y: u64, w: u64, h: u64) {
+        let i = match self.0.iter().position(|(p, _)| *p == u) {
+            Some(i) => i,
+            None => {
+                self.0.push((u, String::new()));
+                self.0.len() - 1
+            }
+        };
+        let _ = write!(self.0[i].1, "M{x} {y}h{w}v{h}h-{w}z");
+    }
+}
+
 fn svg(path: &Path, map: &PageMap, picture: &Cells, width: u64) -> String {
     const CELL: u64 = 10;
     const GAP: u64 = 1;
@@ -286,53 +307,33 @@ fn svg(path: &Path, map: &PageMap, picture: &Cells, width: u64) -> String {
         MARGIN + 10,
         xml(&title(path, map, picture.pages_per_cell))
     );
-    // One path per colour: first each row's runs of cells by their use (a mixed cell by its
-    // hole's), then, over a mixed cell, a bar of its live use's colour as high as its pages are
-    // live.
-    let mut background: Vec<(PageUse, String)> = Vec::new();
-    let mut bars: Vec<(PageUse, String)> = Vec::new();
-    let path_of = |paths: &mut Vec<(PageUse, String)>, u: PageUse| -> usize {
-        match paths.iter().position(|(p, _)| *p == u) {
-            Some(i) => i,
-            None => {
-                paths.push((u, String::new()));
-                paths.len() - 1
-            }
-        }
-    };
-    let back_use = |c: &Cell| match (c.live, c.hole) {
-        (Some((u, _)), None) | (_, Some((u, _))) => u,
-        (None, None) => unreachable!("a cell covers at least one page"),
-    };
+    // A run of cells whose pages all have one use is one bar; any other cell is stacked from the
+    // bottom with each use it holds, as high as its share of the cell's pages.
+    let mut paths = Paths::default();
     for (row, cells) in picture.cells.chunks(width as usize).enumerate() {
         let y = grid_top + row as u64 * pitch;
         let mut col = 0;
-        for run in cells.chunk_by(|a, b| back_use(a) == back_use(b)) {
-            let i = path_of(&mut background, back_use(&run[0]));
-            let _ = write!(
-                background[i].1,
-                "M{} {y}h{}v{CELL}h-{}z",
-                MARGIN + col * pitch,
-                run.len() as u64 * pitch - GAP,
-                run.len() as u64 * pitch - GAP
-            );
-            for (k, c) in run.iter().enumerate() {
-                if let (Some((live, _)), Some(_)) = (c.live, c.hole) {
-                    let high = (CELL as f64 * c.live_fraction()).round() as u64;
-                    let high = high.clamp(1, CELL - 1);
-                    let i = path_of(&mut bars, live);
-                    let _ = write!(
-                        bars[i].1,
-                        "M{} {}h{CELL}v{high}h-{CELL}z",
-                        MARGIN + (col + k as u64) * pitch,
-                        y + CELL - high
-                    );
+        for run in cells.chunk_by(|a, b| a.only().is_some() && a.only() == b.only()) {
+            let x = MARGIN + col * pitch;
+            let cell = run[0];
+            if let Some(u) = cell.only() {
+                paths.rect(u, x, y, run.len() as u64 * pitch - GAP, CELL);
+            } else {
+                let total: u64 = cell.pages.iter().sum();
+                let (mut below, mut drawn) = (0, 0);
+                for (u, n) in cell.uses() {
+                    below += n;
+                    let top = (CELL as f64 * below as f64 / total as f64).round() as u64;
+                    if top > drawn {
+                        paths.rect(u, x, y + CELL - top, CELL, top - drawn);
+                        drawn = top;
+                    }
                 }
             }
             col += run.len() as u64;
         }
     }
-    for (u, d) in background.iter().chain(&bars) {
+    for (u, d) in &paths.0 {
         let _ = writeln!(
             s,
             r#"<path fill="{}" d="{d}"><title>{}</title></path>"#,
@@ -342,10 +343,10 @@ fn svg(path: &Path, map: &PageMap, picture: &Cells, width: u64) -> String {
     }
     let mut x = MARGIN;
     for u in PageUse::ALL {
-        let fill = style(u).fill;
         let _ = writeln!(
             s,
-            r##"<rect x="{x}" y="{legend_top}" width="{CELL}" height="{CELL}" fill="{fill}" stroke="#999999" stroke-width="0.5"/><text x="{}" y="{}">{}</text>"##,
+            r##"<rect x="{x}" y="{legend_top}" width="{CELL}" height="{CELL}" fill="{}" stroke="#999999" stroke-width="0.5"/><text x="{}" y="{}">{}</text>"##,
+            style(u).fill,
             x + CELL + 4,
             legend_top + CELL,
             u.name()
@@ -355,7 +356,7 @@ fn svg(path: &Path, map: &PageMap, picture: &Cells, width: u64) -> String {
     if picture.pages_per_cell > 1 {
         let _ = writeln!(
             s,
-            r##"<rect x="{x}" y="{legend_top}" width="{CELL}" height="{CELL}" fill="{}" stroke="#999999" stroke-width="0.5"/><rect x="{x}" y="{}" width="{CELL}" height="{}" fill="{}"/><text x="{}" y="{}">live among free: filled as far as live</text>"##,
+            r##"<rect x="{x}" y="{legend_top}" width="{CELL}" height="{CELL}" fill="{}" stroke="#999999" stroke-width="0.5"/><rect x="{x}" y="{}" width="{CELL}" height="{}" fill="{}"/><text x="{}" y="{}">a cell of several kinds: stacked in proportion</text>"##,
             style(PageUse::Free).fill,
             legend_top + CELL / 2,
             CELL / 2,

@@ -236,3 +236,43 @@ fn map_reports_an_svg_it_cannot_write() {
         "{out:?}"
     );
 }
+
+#[test]
+fn map_svg_stacks_a_cell_of_several_kinds_in_proportion() {
+    let (dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 300);
+    let map = open_db(&path).page_map().unwrap();
+    let uses: Vec<PageUse> = map
+        .runs
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(r.page_use, r.len as usize))
+        .collect();
+    let half_leaf_half_free = uses
+        .chunks(2)
+        .any(|c| c.contains(&PageUse::Leaf) && c.contains(&PageUse::Free));
+    assert!(
+        half_leaf_half_free,
+        "the fixture has a leaf beside a free page"
+    );
+    let svg_path = dir.path().join("map.svg");
+    folio([
+        "map".as_ref(),
+        path.as_os_str(),
+        "--pages-per-cell".as_ref(),
+        "2".as_ref(),
+        "--out".as_ref(),
+        svg_path.as_os_str(),
+    ])
+    .ok();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let path_of = |fill: &str| {
+        let start = svg
+            .find(&format!("<path fill=\"{fill}\" d=\""))
+            .expect(fill);
+        svg[start..].split('"').nth(3).unwrap().to_string()
+    };
+    // A cell is 10 units high: a leaf in the lower half, a free page in the upper.
+    assert!(path_of("#4caf50").contains("h10v5h-10z"), "{svg}");
+    assert!(path_of("#e05545").contains("h10v5h-10z"), "{svg}");
+    assert!(svg.contains("a cell of several kinds: stacked in proportion"));
+}
