@@ -110,10 +110,13 @@ impl Db {
         writer.freelist = FreeList::default();
         writer.freelist_run = None;
         writer.file_len = size_after;
-        writer.latest = snapshot.clone();
+        let replaced = std::mem::replace(&mut writer.latest, snapshot.clone());
         inner.sync.restart(meta, 1);
         inner.publish(snapshot);
         drop(writer);
+        let duration = started.elapsed();
+        // Unmapping the old file (if no reader holds it) waits for no one: writers are free now.
+        drop((replaced, source, old));
         if let Err(e) = dir_synced {
             inner.sync.poison();
             return Err(e);
@@ -123,7 +126,7 @@ impl Db {
             size_after,
             live_bytes: (2 + freelist_pages + pages_total) * page_size,
             pages_written: meta.page_count,
-            duration: started.elapsed(),
+            duration,
         })
     }
 }
