@@ -22,10 +22,6 @@
 //! ```
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
-
-use memmap2::Mmap;
 
 use crate::btree::node::{PageView, ValueRef};
 use crate::check::{Problem, walk};
@@ -35,7 +31,6 @@ use crate::mvcc::store::{KEY_TREE, META_TREE};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
 use crate::page_file::page::{self, Header, OFF_CRC, PageKind, u32_at};
-use crate::page_file::storage::Storage;
 use crate::txn::db::Db;
 
 /// What a page of the file is used for.
@@ -397,22 +392,10 @@ fn decode_node(view: PageView<'_>) -> Result<PageBody> {
     })
 }
 
-/// Decodes meta slot `slot` from its page bytes. `meta::read_newest` is the one meta decoder and
-/// reads both slots; it is given an image holding this slot alone, the other left blank.
+/// Decodes meta slot `slot` from its page bytes.
 fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
     let header = Header::read(bytes, slot)?;
-    let size = bytes.len();
-    let mut image = vec![0u8; 2 * size];
-    image[slot as usize * size..(slot as usize + 1) * size].copy_from_slice(bytes);
-    let decoded = match meta::read_newest(&OneMetaSlot { image }) {
-        Ok((m, s)) if s == slot => m,
-        Ok(_) => unreachable!("the other slot is blank"),
-        Err(Error::MetaDamaged { first, second }) => {
-            return Err(corrupted(slot, if slot == 0 { first } else { second }));
-        }
-        Err(Error::NotADatabase) => return Err(corrupted(slot, "no folio header in meta page")),
-        Err(e) => return Err(e),
-    };
+    let decoded = meta::decode_slot(bytes, slot)?;
     Ok(PageDump {
         id: slot,
         kind: header.kind,
@@ -430,69 +413,4 @@ fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
             current: decoded == *current,
         }),
     })
-}
-
-/// Two pages of memory holding one meta slot, read-only: just enough `Storage` for
-/// `meta::read_newest`, which reads nothing but the length and the two slots.
-#[derive(Debug)]
-struct OneMetaSlot {
-    image: Vec<u8>,
-}
-
-impl Storage for OneMetaSlot {
-    fn len(&self) -> Result<u64> {
-        Ok(self.image.len() as u64)
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let src = usize::try_from(offset)
-            .ok()
-            .and_then(|at| self.image.get(at..at.checked_add(buf.len())?))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write_at(&self, _: &[u8], _: u64) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn set_len(&self, _: u64) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn sync(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn map(&self) -> Result<Mmap> {
-        Err(read_only())
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::new()
-    }
-
-    fn create_sibling(&self, _: &Path) -> Result<Box<dyn Storage>> {
-        Err(read_only())
-    }
-
-    fn rename(&self, _: &Path) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn remove_sibling(&self, _: &Path) -> Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_dir(&self) -> Result<()> {
-        Ok(())
-    }
-}
-
-fn read_only() -> Error {
-    Error::Io(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "a meta slot being decoded is read-only",
-    ))
 }

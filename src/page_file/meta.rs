@@ -15,7 +15,7 @@
 //! ```
 //! The crc32 in the header covers bytes 0..96 (META_LEN); the rest of the page is zero.
 
-use crate::error::{Error, PageId, Result};
+use crate::error::{Error, PageId, Result, corrupted};
 use crate::limits::{FORMAT_VERSION, META_LEN, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
 use crate::page_file::page::{self, Header, PageKind, u32_at, u64_at};
 use crate::page_file::storage::Storage;
@@ -126,6 +126,14 @@ fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
         return Err(SlotError::Damaged("page number out of range".into()));
     }
     Ok(m)
+}
+
+/// Decodes one meta slot from the start of its page, for tools that show a single slot.
+pub(crate) fn decode_slot(buf: &[u8], slot: PageId) -> Result<Meta> {
+    decode(buf, slot).map_err(|e| match e {
+        SlotError::Version(v) => Error::UnsupportedVersion(v),
+        e => corrupted(slot, describe(Err(e))),
+    })
 }
 
 fn read_slot(storage: &dyn Storage, offset: u64, file_len: u64) -> Result<Vec<u8>> {
