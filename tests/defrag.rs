@@ -515,3 +515,61 @@ fn a_corrupt_source_page_stops_the_defrag_and_leaves_the_database_as_it_was() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file changed");
     assert!(!dir.path().join("corrupt.folio.defrag").exists());
 }
+
+#[test]
+fn a_value_larger_than_one_defrag_write_is_copied_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.folio");
+    let db = Db::open(&path).unwrap();
+    let big = value(9 << 20, 7);
+    let mut tx = db.begin_write().unwrap();
+    let mut t = tx.open_tree(b"t").unwrap();
+    t.put(b"a", b"small").unwrap();
+    t.put(b"big", &big).unwrap();
+    t.put(b"c", &value(5000, 3)).unwrap();
+    tx.commit().unwrap();
+    db.defrag(&DefragOptions::default()).unwrap();
+    assert_packed(&db, &path, "after copying a 9 MiB value");
+    let tx = db.begin_read().unwrap();
+    let t = tx.tree(b"t").unwrap().unwrap();
+    assert!(
+        t.get(b"big").unwrap() == Some(&big[..]),
+        "the large value changed"
+    );
+    assert_eq!(t.get(b"c").unwrap(), Some(&value(5000, 3)[..]));
+    drop(tx);
+    assert_clean(&db, "after copying a 9 MiB value");
+}
+
+#[test]
+fn a_defrag_keeps_the_file_mode_and_replaces_the_file_a_symlink_points_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.folio");
+    let link = dir.path().join("link.folio");
+    let mut model = Model::new();
+    {
+        let db = small_db(&real);
+        run(
+            &db,
+            &mut model,
+            &[Op::Put(0, 1, 10, 1), Op::Put(0, 2, 900, 2)],
+        );
+    }
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+
+    folio::defrag(&link, &DefragOptions::default()).unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink was replaced by a file"
+    );
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the defragged file's mode");
+    let db = small_db(&real);
+    assert_eq!(contents(&db), model);
+    assert_packed(&db, &real, "the file behind the symlink");
+}

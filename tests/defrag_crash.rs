@@ -193,6 +193,28 @@ fn a_power_loss_at_any_call_of_a_defrag_leaves_the_old_file_or_the_new_one_whole
 }
 
 #[test]
+fn a_defrag_and_a_commit_that_returned_survive_a_power_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = fragmented_image(dir.path());
+    let want = expected(dir.path(), &image);
+    let (path, sim, db) = open(dir.path(), "acknowledged.folio", &image);
+    db.defrag(&DefragOptions::default()).unwrap();
+    commit_after(&db).unwrap();
+    drop(db);
+    // Whatever the directory looked like, the rename was synced before the defrag returned.
+    for dir_state in [DirState::Synced, DirState::Current] {
+        let image = sim.crash_image_at(&path, dir_state, None).unwrap();
+        let (_, _, db) = open(
+            dir.path(),
+            &format!("acknowledged-{dir_state:?}.folio"),
+            &image,
+        );
+        assert_eq!(contents(&db), want.after, "directory {dir_state:?}");
+        assert!(db.check().unwrap().is_clean());
+    }
+}
+
+#[test]
 fn a_failure_at_any_call_of_a_defrag_leaves_the_database_working_and_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let image = fragmented_image(dir.path());

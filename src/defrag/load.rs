@@ -26,7 +26,7 @@ use crate::btree::source::Pages;
 use crate::defrag::options::{DefragOptions, DefragProgress};
 use crate::error::{PageId, Result, corrupted};
 use crate::limits::{
-    DEFRAG_WRITE_LEN, OVERFLOW_REF_LEN, TREE_DEPTH_MAX, merge_threshold, page_capacity,
+    DEFRAG_WRITE_LEN, OVERFLOW_REF_LEN, TREE_DEPTH_MAX, key_len_max, merge_threshold, page_capacity,
 };
 use crate::page_file::meta::Meta;
 use crate::page_file::page::{self, ZeroCrcs};
@@ -49,6 +49,7 @@ pub(crate) fn copy(
     let mut reader = Reader {
         pages: source.pages(true),
         map: &source.map,
+        visited: vec![0; meta.page_count.div_ceil(64) as usize],
         options,
         progress: DefragProgress {
             pages_done: 0,
@@ -137,6 +138,9 @@ fn check_count(page: PageId, counted: u64, recorded: u64, what: &str) -> Result<
 struct Reader<'a, 'o> {
     pages: Pages<'a>,
     map: &'a Mmap,
+    /// One bit per page: tree pages already visited. A page reached twice means a corrupt file
+    /// (a cycle, or a subtree shared between parents), which would otherwise be copied twice.
+    visited: Vec<u64>,
     options: &'o DefragOptions,
     progress: DefragProgress,
     reported: u64,
@@ -162,7 +166,13 @@ impl<'a> Reader<'a, '_> {
         if depth > TREE_DEPTH_MAX {
             return Err(corrupted(id, "tree deeper than the limit"));
         }
-        match self.pages.node(id)? {
+        let view = self.pages.node(id)?;
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        if self.visited[word] & bit != 0 {
+            return Err(corrupted(id, "page reachable twice"));
+        }
+        self.visited[word] |= bit;
+        match view {
             PageView::Branch(branch) => {
                 let children = (0..branch.len())
                     .map(|i| branch.child(i))
@@ -184,8 +194,15 @@ impl<'a> Reader<'a, '_> {
                         pages += run;
                     }
                 }
+                let key_len_max = key_len_max(self.pages.page_size);
                 for i in 0..leaf.len() {
                     let key = leaf.key(i)?;
+                    if key.len() > key_len_max {
+                        return Err(corrupted(
+                            id,
+                            format!("leaf key {i} over the key length limit"),
+                        ));
+                    }
                     if prev.is_some_and(|p| p >= key) {
                         return Err(corrupted(
                             id,
@@ -265,14 +282,24 @@ impl<'s> Sink<'s> {
         Ok(id)
     }
 
-    /// Appends a run of pages copied from the source, renumbered to start at the next id.
+    /// Appends a run of pages copied from the source, renumbered to start at the next id. Only
+    /// the first page changes, so a run larger than a write goes straight from the source.
     fn append_run(&mut self, run: &[u8], zeros: &mut ZeroCrcs) -> Result<PageId> {
         let id = self.next_id();
         let at = self.buf.len();
-        self.buf.extend_from_slice(run);
-        page::move_run(&mut self.buf[at..], id, zeros);
-        if self.buf.len() >= DEFRAG_WRITE_LEN {
+        if run.len() <= DEFRAG_WRITE_LEN {
+            self.buf.extend_from_slice(run);
+            page::move_run(&mut self.buf[at..at + self.page_size], run.len(), id, zeros);
+            if self.buf.len() >= DEFRAG_WRITE_LEN {
+                self.flush()?;
+            }
+        } else {
+            self.buf.extend_from_slice(&run[..self.page_size]);
+            page::move_run(&mut self.buf[at..], run.len(), id, zeros);
             self.flush()?;
+            let offset = self.start * self.page_size as u64;
+            self.storage.write_at(&run[self.page_size..], offset)?;
+            self.start += (run.len() / self.page_size - 1) as u64;
         }
         Ok(id)
     }

@@ -50,7 +50,8 @@ impl DefragOptions {
         self
     }
 
-    /// Calls `f` as the copy goes on (about every 8 MiB written, and once at the end).
+    /// Calls `f` as the copy goes on (every 2,048 source pages, and once at the end). It runs on
+    /// the defragging thread while the write lock is held: it must not begin a write transaction.
     pub fn progress(mut self, f: impl Fn(DefragProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
         self

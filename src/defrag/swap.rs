@@ -95,6 +95,8 @@ impl Db {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 drop(temp);
+                // Best effort: the error that stopped the copy is the one to report, and a
+                // leftover is removed by the next defrag or open.
                 let _ = old.remove_sibling(&temp_path);
                 return Err(e);
             }
@@ -112,15 +114,17 @@ impl Db {
         writer.file_len = size_after;
         let replaced = std::mem::replace(&mut writer.latest, snapshot.clone());
         inner.sync.restart(meta, 1);
+        if dir_synced.is_err() {
+            // Before the write lock is released, so that no writer commits into a file whose
+            // name a crash could still take back.
+            inner.sync.poison();
+        }
         inner.publish(snapshot);
         drop(writer);
         let duration = started.elapsed();
         // Unmapping the old file (if no reader holds it) waits for no one: writers are free now.
         drop((replaced, source, old));
-        if let Err(e) = dir_synced {
-            inner.sync.poison();
-            return Err(e);
-        }
+        dir_synced?;
         Ok(DefragReport {
             size_before,
             size_after,

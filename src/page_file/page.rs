@@ -116,27 +116,26 @@ pub(crate) fn seal(run: &mut [u8]) {
     run[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Gives a run copied unchanged from page `from` its new id, and fixes its checksum without
-/// reading the run again: a crc32 of two messages of one length that differ only in the id bytes
-/// differs by the crc32 of their difference (less the crc32 of as many zeros), which takes
-/// O(log n) to compute. The caller has verified the run's checksum; `zeros` caches the crc32 of
-/// zero runs by length.
-pub(crate) fn move_run(run: &mut [u8], to: PageId, zeros: &mut ZeroCrcs) {
-    let from = u64_at(run, OFF_ID);
-    let stored = u32_at(run, OFF_CRC);
-    let n = run.len();
+/// Gives a run copied unchanged its new id `to`. `first` is the run's first page (the only one
+/// that changes) and `run_len` the run's length in bytes. The checksum is fixed without reading
+/// the run again: the crc32 of two messages of one length that differ only in the id bytes differs
+/// by the crc32 of their difference, less the crc32 of as many zeros. The caller has verified the
+/// run's checksum; `zeros` caches the crc32 of zero runs by length.
+pub(crate) fn move_run(first: &mut [u8], run_len: usize, to: PageId, zeros: &mut ZeroCrcs) {
+    let from = u64_at(first, OFF_ID);
+    let stored = u32_at(first, OFF_CRC);
     let mut delta = crc32fast::Hasher::new();
     delta.update(&(from ^ to).to_le_bytes());
     delta.combine(&crc32fast::Hasher::new_with_initial_len(
-        zeros.crc(n - 8),
-        (n - 8) as u64,
+        zeros.crc(run_len - 8),
+        (run_len - 8) as u64,
     ));
-    let crc = stored ^ delta.finalize() ^ zeros.crc(n);
-    run[OFF_ID..OFF_ID + 8].copy_from_slice(&to.to_le_bytes());
-    run[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    let crc = stored ^ delta.finalize() ^ zeros.crc(run_len);
+    first[OFF_ID..OFF_ID + 8].copy_from_slice(&to.to_le_bytes());
+    first[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The crc32 of runs of zero bytes, by length, computed once each.
+/// The crc32 of runs of zero bytes, by length: each length hashed once (runs come in few lengths).
 #[derive(Debug, Default)]
 pub(crate) struct ZeroCrcs(std::collections::HashMap<usize, u32>);
 
@@ -203,7 +202,7 @@ mod tests {
             .write(&mut run);
             seal(&mut run);
             let mut moved = run.clone();
-            move_run(&mut moved, to, &mut zeros);
+            move_run(&mut moved[..512], len, to, &mut zeros);
             let mut sealed = run.clone();
             sealed[OFF_ID..OFF_ID + 8].copy_from_slice(&to.to_le_bytes());
             seal(&mut sealed);

@@ -92,13 +92,29 @@ pub struct FileStorage {
 
 impl FileStorage {
     /// Opens an existing file and takes its exclusive lock.
+    ///
+    /// The path is resolved (symbolic links and the current directory) once, here, so that a
+    /// defrag renames its new file over the database itself. A defrag in another process may
+    /// rename a new file over the path between this open and the lock: the lock is then on the
+    /// old, unlinked file, so the open checks that the path still names the locked file, and
+    /// tries again if not.
     pub fn open(path: &Path) -> Result<FileStorage> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        lock(&file)?;
-        Ok(FileStorage {
-            file,
-            path: Mutex::new(path.to_path_buf()),
-        })
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            let file = OpenOptions::new().read(true).write(true).open(path)?;
+            lock(&file)?;
+            let resolved = std::fs::canonicalize(path)?;
+            if same_file(&file, &resolved)? {
+                return Ok(FileStorage {
+                    file,
+                    path: Mutex::new(resolved),
+                });
+            }
+        }
+        Err(Error::Io(io::Error::other(format!(
+            "{} was replaced {ATTEMPTS} times while it was being opened",
+            path.display()
+        ))))
     }
 
     /// Creates a new file (failing if one exists) and takes its exclusive lock.
@@ -111,15 +127,23 @@ impl FileStorage {
         lock(&file)?;
         Ok(FileStorage {
             file,
-            path: Mutex::new(path.to_path_buf()),
+            path: Mutex::new(std::fs::canonicalize(path)?),
         })
     }
 
     /// Records that the file is also reachable at `path` (a hard link made by the caller), and
     /// names it by that path from now on.
-    pub(crate) fn linked_at(&self, path: &Path) {
-        *self.path.lock() = path.to_path_buf();
+    pub(crate) fn linked_at(&self, path: &Path) -> Result<()> {
+        *self.path.lock() = std::fs::canonicalize(path)?;
+        Ok(())
     }
+}
+
+/// Whether `path` names the open `file` (the same device and inode).
+fn same_file(file: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (file.metadata()?, std::fs::metadata(path)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 fn lock(file: &File) -> Result<()> {
@@ -184,7 +208,12 @@ impl Storage for FileStorage {
     }
 
     fn create_sibling(&self, path: &Path) -> Result<Box<dyn Storage>> {
-        Ok(Box::new(FileStorage::create_new(path)?))
+        let sibling = FileStorage::create_new(path)?;
+        // The file that replaces this one keeps its permissions (a 0600 database stays 0600).
+        sibling
+            .file
+            .set_permissions(self.file.metadata()?.permissions())?;
+        Ok(Box::new(sibling))
     }
 
     fn rename(&self, to: &Path) -> Result<()> {

@@ -224,7 +224,7 @@ impl Builder {
         let _ = std::fs::remove_file(&tmp);
         made?;
         sync_parent_dir(path)?;
-        storage.linked_at(path);
+        storage.linked_at(path)?;
         Ok(storage)
     }
 
@@ -294,7 +294,8 @@ impl Db {
         }
         // A defrag that did not finish leaves its file beside the database; the database itself
         // is whole (the swap is a rename). Only the holder of the lock may remove it.
-        storage.remove_sibling(&sibling_path(&storage.path(), DEFRAG_SUFFIX))?;
+        // Best effort: a leftover that cannot be removed is harmless, and the next defrag replaces it.
+        let _ = storage.remove_sibling(&sibling_path(&storage.path(), DEFRAG_SUFFIX));
         // The newest meta may have been written and never synced (a process crash, or a failed
         // last sync, before this open). `SyncState` takes it as durable and lets the next commit
         // reuse the pages it freed, which the older meta still needs: make it durable first.
