@@ -36,6 +36,7 @@
 
 mod btree;
 mod check;
+mod defrag;
 mod error;
 pub mod limits;
 mod mvcc;
@@ -45,12 +46,13 @@ mod txn;
 
 pub use btree::{Cursor, Range, Tree, TreeMut};
 pub use check::{CheckReport, Problem};
+pub use defrag::{DefragOptions, DefragProgress, DefragReport, defrag};
 pub use error::{Error, PageId, Result};
 pub use mvcc::{
     Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
-pub use page_file::{Fault, FileStorage, PageKind, SimStorage, Storage};
+pub use page_file::{DirState, Fault, FileStorage, PageKind, SimStorage, Storage};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};

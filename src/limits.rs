@@ -72,3 +72,11 @@ const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
 
 /// Revisions an MVCC compaction deletes per write transaction, by default.
 pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
+
+/// The fill factor a defrag packs pages to when none is given: full.
+pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;
+/// The lowest defrag fill factor: half a page, so that any entry (at most half a page, see
+/// [`inline_entry_max`]) fits and every page holds at least one.
+pub const DEFRAG_FILL_MIN: f64 = 0.5;
+/// Bytes a defrag gathers before each write to the new file.
+pub const DEFRAG_WRITE_LEN: usize = 8 << 20;

@@ -285,6 +285,27 @@ impl Storage for Recorder {
     fn map(&self) -> folio::Result<memmap2::Mmap> {
         self.sim.map()
     }
+
+    // Directory operations are not logged: only a defrag makes them, and these tests run none.
+    fn path(&self) -> std::path::PathBuf {
+        self.sim.path()
+    }
+
+    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
+        self.sim.create_sibling(path)
+    }
+
+    fn rename(&self, to: &Path) -> folio::Result<()> {
+        self.sim.rename(to)
+    }
+
+    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
+        self.sim.remove_sibling(path)
+    }
+
+    fn sync_dir(&self) -> folio::Result<()> {
+        self.sim.sync_dir()
+    }
 }
 
 /// A database created on a fresh `SimStorage` at `dir/name`, with its log cleared so that call 1

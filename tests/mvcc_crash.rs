@@ -294,6 +294,27 @@ impl Storage for Counter {
     fn map(&self) -> folio::Result<memmap2::Mmap> {
         self.sim.map()
     }
+
+    // Directory operations are not logged: only a defrag makes them, and these tests run none.
+    fn path(&self) -> std::path::PathBuf {
+        self.sim.path()
+    }
+
+    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
+        self.sim.create_sibling(path)
+    }
+
+    fn rename(&self, to: &Path) -> folio::Result<()> {
+        self.sim.rename(to)
+    }
+
+    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
+        self.sim.remove_sibling(path)
+    }
+
+    fn sync_dir(&self) -> folio::Result<()> {
+        self.sim.sync_dir()
+    }
 }
 
 impl Counter {

@@ -184,6 +184,16 @@ pub(crate) fn encode_leaf<'e>(
     entries: impl ExactSizeIterator<Item = (&'e [u8], ValueRef<'e>)>,
 ) -> Vec<u8> {
     let mut buf = vec![0u8; page_size as usize];
+    encode_leaf_into(&mut buf, id, entries);
+    buf
+}
+
+/// Encodes a leaf page into `buf` (exactly one page, zeroed).
+pub(crate) fn encode_leaf_into<'e>(
+    buf: &mut [u8],
+    id: PageId,
+    entries: impl ExactSizeIterator<Item = (&'e [u8], ValueRef<'e>)>,
+) {
     let count = entries.len();
     Header {
         id,
@@ -191,7 +201,7 @@ pub(crate) fn encode_leaf<'e>(
         count: count as u16,
         overflow: 0,
     }
-    .write(&mut buf);
+    .write(buf);
     let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
     for (i, (key, value)) in entries.enumerate() {
         let s = PAGE_HEADER_LEN + i * SLOT_LEN;
@@ -218,8 +228,7 @@ pub(crate) fn encode_leaf<'e>(
         off += stored.len();
         debug_assert!(off <= buf.len(), "leaf entries overflow page {id}");
     }
-    page::seal(&mut buf);
-    buf
+    page::seal(buf);
 }
 
 /// Encodes a branch page from (separator key, child page) pairs.
@@ -229,6 +238,16 @@ pub(crate) fn encode_branch<'e>(
     entries: impl ExactSizeIterator<Item = (&'e [u8], PageId)>,
 ) -> Vec<u8> {
     let mut buf = vec![0u8; page_size as usize];
+    encode_branch_into(&mut buf, id, entries);
+    buf
+}
+
+/// Encodes a branch page into `buf` (exactly one page, zeroed).
+pub(crate) fn encode_branch_into<'e>(
+    buf: &mut [u8],
+    id: PageId,
+    entries: impl ExactSizeIterator<Item = (&'e [u8], PageId)>,
+) {
     let count = entries.len();
     Header {
         id,
@@ -236,7 +255,7 @@ pub(crate) fn encode_branch<'e>(
         count: count as u16,
         overflow: 0,
     }
-    .write(&mut buf);
+    .write(buf);
     let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
     for (i, (key, child)) in entries.enumerate() {
         let s = PAGE_HEADER_LEN + i * SLOT_LEN;
@@ -248,8 +267,7 @@ pub(crate) fn encode_branch<'e>(
         off += key.len();
         debug_assert!(off <= buf.len(), "branch entries overflow page {id}");
     }
-    page::seal(&mut buf);
-    buf
+    page::seal(buf);
 }
 
 /// Pages an overflow run needs for a value of `len` bytes.
@@ -261,14 +279,21 @@ pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
 pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
     let pages = overflow_pages(value.len(), page_size);
     let mut buf = vec![0u8; (pages * page_size as u64) as usize];
+    encode_overflow_into(&mut buf, id, page_size, value);
+    buf
+}
+
+/// Encodes an overflow run holding `value` into `buf` (exactly the run's pages, zeroed).
+pub(crate) fn encode_overflow_into(buf: &mut [u8], id: PageId, page_size: u32, value: &[u8]) {
+    let pages = overflow_pages(value.len(), page_size);
+    debug_assert_eq!(buf.len() as u64, pages * page_size as u64);
     Header {
         id,
         kind: PageKind::Overflow,
         count: 0,
         overflow: (pages - 1) as u32,
     }
-    .write(&mut buf);
+    .write(buf);
     buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
-    page::seal(&mut buf);
-    buf
+    page::seal(buf);
 }

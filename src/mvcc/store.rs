@@ -149,6 +149,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Defragments the database under this store (see [`Db::defrag`]): writes wait, reads go on.
+    /// The store's revisions, key index and `hash_by_rev` are unchanged by it.
+    pub fn defrag(&self, options: &crate::DefragOptions) -> Result<crate::DefragReport> {
+        self.inner.db.defrag(options)
+    }
+
     /// The database under this store.
     pub fn db(&self) -> &Db {
         &self.inner.db

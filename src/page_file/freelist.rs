@@ -78,7 +78,6 @@ impl FreeList {
     }
 
     /// Free pages (not counting pending ones).
-    #[cfg(test)]
     pub fn free_page_count(&self) -> u64 {
         self.extents.values().sum()
     }

@@ -8,7 +8,7 @@ pub(crate) mod sim;
 pub(crate) mod storage;
 
 pub use page::PageKind;
-pub use sim::{Fault, SimStorage};
+pub use sim::{DirState, Fault, SimStorage};
 pub use storage::{FileStorage, Storage};
 
 #[cfg(test)]

@@ -1,14 +1,23 @@
-//! A `Storage` for tests: a real file (so reads go through a real mapping) plus a shadow copy of
+//! A `Storage` for tests: real files (so reads go through a real mapping) plus a shadow copy of
 //! what has been made durable, so a test can fail any call or "crash" and see exactly the bytes a
 //! power loss would leave.
 //!
-//! The crash model: every write and length change since the last `sync` is lost, except, when asked
-//! for, a torn prefix of the most recent unsynced write that went ahead (the call that crashes does
-//! nothing; crashing at call N + 1 tears the write made at call N). Calls are numbered from 1 in
-//! the order they are made; a test arms a fault on call N and runs the workload once per N.
+//! The crash model:
+//! 1. Every write and length change to a file since its last `sync` is lost, except, when asked
+//!    for, a torn prefix of the most recent unsynced write that went ahead (the call that crashes
+//!    does nothing; crashing at call N + 1 tears the write made at call N).
+//! 2. A file's name (made by a create, a rename or a removal) is durable once the directory is
+//!    synced. Until then a crash may leave the directory as it was at its last sync or as it is now;
+//!    [`DirState`] picks which, and a test checks both.
+//!
+//! A `SimStorage` and the siblings it creates share one simulated machine: one call counter, one
+//! armed fault, one crash. Calls are numbered from 1 in the order they are made; a test arms a
+//! fault on call N and runs the workload once per N. Writes, length changes, syncs, creations,
+//! renames, removals and directory syncs are counted; reads and maps are not.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -27,114 +36,60 @@ pub enum Fault {
     Crash,
 }
 
-#[derive(Debug)]
-struct State {
+/// Which directory a crash image assumes: the one last synced, or the one the OS shows now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirState {
+    /// Names as of the last directory sync.
+    Synced,
+    /// Names as they are now: every creation, rename and removal reached the disk.
+    Current,
+}
+
+#[derive(Debug, Default)]
+struct FileState {
     durable: Vec<u8>,
     /// The most recent unsynced write, for torn-write images.
     last_write: Option<(u64, Vec<u8>)>,
+}
+
+/// The simulated machine: its files, its directory, and the fault schedule.
+#[derive(Debug, Default)]
+struct Machine {
+    files: Vec<FileState>,
+    /// Path → file, as the OS shows it now.
+    names: BTreeMap<PathBuf, usize>,
+    /// Path → file, as of the last directory sync.
+    names_synced: BTreeMap<PathBuf, usize>,
     calls: u64,
     armed: Option<(u64, Fault)>,
     crashed: bool,
 }
 
-/// A fault-injecting [`Storage`] over a real file; see the module docs.
-#[derive(Debug, Clone)]
-pub struct SimStorage {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    file: File,
-    state: Mutex<State>,
-}
-
-impl SimStorage {
-    /// Creates an empty storage backed by a new file at `path` (which must not exist).
-    pub fn create(path: &Path) -> Result<SimStorage> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(SimStorage::from_parts(file, Vec::new()))
-    }
-
-    /// Creates a storage at `path` (which must not exist) holding `image`, all of it durable.
-    pub fn with_image(path: &Path, image: &[u8]) -> Result<SimStorage> {
-        let sim = SimStorage::create(path)?;
-        {
-            let inner = &sim.inner;
-            std::os::unix::fs::FileExt::write_all_at(&inner.file, image, 0)?;
-            inner.state.lock().durable = image.to_vec();
+impl Machine {
+    fn add_file(&mut self, path: &Path, durable: Vec<u8>, name_durable: bool) -> usize {
+        let id = self.files.len();
+        self.files.push(FileState {
+            durable,
+            last_write: None,
+        });
+        self.names.insert(path.to_path_buf(), id);
+        if name_durable {
+            self.names_synced.insert(path.to_path_buf(), id);
         }
-        Ok(sim)
-    }
-
-    fn from_parts(file: File, durable: Vec<u8>) -> SimStorage {
-        SimStorage {
-            inner: Arc::new(Inner {
-                file,
-                state: Mutex::new(State {
-                    durable,
-                    last_write: None,
-                    calls: 0,
-                    armed: None,
-                    crashed: false,
-                }),
-            }),
-        }
-    }
-
-    /// Arms `fault` for the `nth` counted call from now (1 is the next call).
-    pub fn arm(&self, nth: u64, fault: Fault) {
-        let mut s = self.inner.state.lock();
-        s.armed = Some((s.calls + nth, fault));
-    }
-
-    /// Disarms any fault.
-    pub fn disarm(&self) {
-        self.inner.state.lock().armed = None;
-    }
-
-    /// How many counted calls (writes, length changes, syncs) have been made.
-    pub fn calls(&self) -> u64 {
-        self.inner.state.lock().calls
-    }
-
-    /// Whether a `Crash` fault has fired.
-    pub fn crashed(&self) -> bool {
-        self.inner.state.lock().crashed
-    }
-
-    /// The bytes a power loss now would leave: what was last synced, plus, with `torn_bytes`, that
-    /// many leading bytes of the most recent unsynced write.
-    pub fn crash_image(&self, torn_bytes: Option<usize>) -> Vec<u8> {
-        let s = self.inner.state.lock();
-        let mut image = s.durable.clone();
-        if let (Some(n), Some((offset, data))) = (torn_bytes, &s.last_write) {
-            let n = n.min(data.len());
-            let end = *offset as usize + n;
-            if image.len() < end {
-                image.resize(end, 0);
-            }
-            image[*offset as usize..end].copy_from_slice(&data[..n]);
-        }
-        image
+        id
     }
 
     /// Counts a call and decides whether it goes ahead.
-    fn enter(&self) -> Result<()> {
-        let mut s = self.inner.state.lock();
-        if s.crashed {
+    fn enter(&mut self) -> Result<()> {
+        if self.crashed {
             return Err(injected("the simulated machine has crashed"));
         }
-        s.calls += 1;
-        match s.armed {
-            Some((n, fault)) if n == s.calls => {
-                s.armed = None;
+        self.calls += 1;
+        match self.armed {
+            Some((n, fault)) if n == self.calls => {
+                self.armed = None;
                 if fault == Fault::Crash {
-                    s.crashed = true;
+                    self.crashed = true;
                 }
                 Err(injected("armed fault"))
             }
@@ -143,26 +98,129 @@ impl SimStorage {
     }
 }
 
+/// A fault-injecting [`Storage`] over a real file; see the module docs.
+#[derive(Debug, Clone)]
+pub struct SimStorage {
+    machine: Arc<Mutex<Machine>>,
+    id: usize,
+    file: Arc<File>,
+    path: Arc<Mutex<PathBuf>>,
+}
+
+fn create_file(path: &Path) -> Result<File> {
+    Ok(std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?)
+}
+
+impl SimStorage {
+    /// Creates an empty storage backed by a new file at `path` (which must not exist), on a new
+    /// simulated machine. Its name counts as durable.
+    pub fn create(path: &Path) -> Result<SimStorage> {
+        SimStorage::with_image(path, &[])
+    }
+
+    /// Creates a storage at `path` (which must not exist) holding `image`, all of it durable, on a
+    /// new simulated machine.
+    pub fn with_image(path: &Path, image: &[u8]) -> Result<SimStorage> {
+        let file = create_file(path)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, image, 0)?;
+        let mut machine = Machine::default();
+        let id = machine.add_file(path, image.to_vec(), true);
+        Ok(SimStorage {
+            machine: Arc::new(Mutex::new(machine)),
+            id,
+            file: Arc::new(file),
+            path: Arc::new(Mutex::new(path.to_path_buf())),
+        })
+    }
+
+    /// Arms `fault` for the `nth` counted call from now (1 is the next call).
+    pub fn arm(&self, nth: u64, fault: Fault) {
+        let mut m = self.machine.lock();
+        m.armed = Some((m.calls + nth, fault));
+    }
+
+    /// Disarms any fault.
+    pub fn disarm(&self) {
+        self.machine.lock().armed = None;
+    }
+
+    /// How many counted calls have been made on this machine.
+    pub fn calls(&self) -> u64 {
+        self.machine.lock().calls
+    }
+
+    /// Whether a `Crash` fault has fired.
+    pub fn crashed(&self) -> bool {
+        self.machine.lock().crashed
+    }
+
+    /// The bytes of this storage's file that a power loss now would leave: what was last synced,
+    /// plus, with `torn_bytes`, that many leading bytes of the most recent unsynced write.
+    pub fn crash_image(&self, torn_bytes: Option<usize>) -> Vec<u8> {
+        let m = self.machine.lock();
+        image_of(&m.files[self.id], torn_bytes)
+    }
+
+    /// The bytes a power loss now would leave at `path`, with the directory as `dir` says, or
+    /// `None` if no file would be there.
+    pub fn crash_image_at(
+        &self,
+        path: &Path,
+        dir: DirState,
+        torn_bytes: Option<usize>,
+    ) -> Option<Vec<u8>> {
+        let m = self.machine.lock();
+        let names = match dir {
+            DirState::Synced => &m.names_synced,
+            DirState::Current => &m.names,
+        };
+        names
+            .get(path)
+            .map(|&id| image_of(&m.files[id], torn_bytes))
+    }
+
+    fn enter(&self) -> Result<()> {
+        self.machine.lock().enter()
+    }
+}
+
+fn image_of(file: &FileState, torn_bytes: Option<usize>) -> Vec<u8> {
+    let mut image = file.durable.clone();
+    if let (Some(n), Some((offset, data))) = (torn_bytes, &file.last_write) {
+        let n = n.min(data.len());
+        let end = *offset as usize + n;
+        if image.len() < end {
+            image.resize(end, 0);
+        }
+        image[*offset as usize..end].copy_from_slice(&data[..n]);
+    }
+    image
+}
+
 impl Storage for SimStorage {
     fn len(&self) -> Result<u64> {
-        Ok(self.inner.file.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.inner.file, buf, offset)?;
+        std::os::unix::fs::FileExt::read_exact_at(&*self.file, buf, offset)?;
         Ok(())
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         self.enter()?;
-        std::os::unix::fs::FileExt::write_all_at(&self.inner.file, data, offset)?;
-        self.inner.state.lock().last_write = Some((offset, data.to_vec()));
+        std::os::unix::fs::FileExt::write_all_at(&*self.file, data, offset)?;
+        self.machine.lock().files[self.id].last_write = Some((offset, data.to_vec()));
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
         self.enter()?;
-        self.inner.file.set_len(len)?;
+        self.file.set_len(len)?;
         Ok(())
     }
 
@@ -170,19 +228,70 @@ impl Storage for SimStorage {
         self.enter()?;
         let len = self.len()? as usize;
         let mut image = vec![0u8; len];
-        std::os::unix::fs::FileExt::read_exact_at(&self.inner.file, &mut image, 0)?;
-        let mut s = self.inner.state.lock();
-        s.durable = image;
-        s.last_write = None;
+        std::os::unix::fs::FileExt::read_exact_at(&*self.file, &mut image, 0)?;
+        let mut m = self.machine.lock();
+        m.files[self.id] = FileState {
+            durable: image,
+            last_write: None,
+        };
         Ok(())
     }
 
     fn map(&self) -> Result<Mmap> {
-        if self.inner.state.lock().crashed {
+        if self.machine.lock().crashed {
             return Err(Error::Io(std::io::Error::other(
                 "the simulated machine has crashed",
             )));
         }
-        map_file(&self.inner.file)
+        map_file(&self.file)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path.lock().clone()
+    }
+
+    fn create_sibling(&self, path: &Path) -> Result<Box<dyn Storage>> {
+        let mut m = self.machine.lock();
+        m.enter()?;
+        let file = create_file(path)?;
+        let id = m.add_file(path, Vec::new(), false);
+        Ok(Box::new(SimStorage {
+            machine: self.machine.clone(),
+            id,
+            file: Arc::new(file),
+            path: Arc::new(Mutex::new(path.to_path_buf())),
+        }))
+    }
+
+    fn rename(&self, to: &Path) -> Result<()> {
+        let mut m = self.machine.lock();
+        m.enter()?;
+        let mut path = self.path.lock();
+        std::fs::rename(&*path, to)?;
+        m.names.remove(&*path);
+        m.names.insert(to.to_path_buf(), self.id);
+        *path = to.to_path_buf();
+        Ok(())
+    }
+
+    fn remove_sibling(&self, path: &Path) -> Result<()> {
+        let mut m = self.machine.lock();
+        if !m.names.contains_key(path) && !path.exists() {
+            return Ok(());
+        }
+        m.enter()?;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io(e)),
+            _ => {}
+        }
+        m.names.remove(path);
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        let mut m = self.machine.lock();
+        m.enter()?;
+        m.names_synced = m.names.clone();
+        Ok(())
     }
 }

@@ -9,8 +9,10 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{Mmap, MmapOptions};
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 
@@ -36,13 +38,56 @@ pub trait Storage: Send + Sync + Debug {
     /// Maps the whole file, as it is now, read-only. Later writes within the mapped range are
     /// visible through it (a shared mapping); growth past it needs a new map.
     fn map(&self) -> Result<Mmap>;
+
+    // Directory operations, for defrag's swap: build a new file beside this one, then rename it
+    // over this one.
+
+    /// The file's path.
+    fn path(&self) -> PathBuf;
+    /// Creates an empty file at `path` (failing if one is there), of the same kind as this
+    /// storage and locked the same way. Its name is durable after [`Storage::sync_dir`].
+    fn create_sibling(&self, path: &Path) -> Result<Box<dyn Storage>>;
+    /// Renames this file to `to`, atomically replacing any file there; this storage then names
+    /// `to`. Durable after [`Storage::sync_dir`].
+    fn rename(&self, to: &Path) -> Result<()>;
+    /// Removes the file at `path`, if there is one. Durable after [`Storage::sync_dir`].
+    fn remove_sibling(&self, path: &Path) -> Result<()>;
+    /// Makes the names in this file's directory durable: creations, renames and removals.
+    fn sync_dir(&self) -> Result<()>;
+}
+
+/// The storage a database uses now. A defrag replaces it whole with the file it built; everyone
+/// else takes the current one for the length of one operation.
+#[derive(Debug)]
+pub(crate) struct CurrentStorage(RwLock<Arc<dyn Storage>>);
+
+impl CurrentStorage {
+    pub fn new(storage: Box<dyn Storage>) -> CurrentStorage {
+        CurrentStorage(RwLock::new(Arc::from(storage)))
+    }
+
+    /// The storage in use.
+    pub fn get(&self) -> Arc<dyn Storage> {
+        self.0.read().clone()
+    }
+
+    /// Puts `storage` in use and returns the one it replaces.
+    pub fn replace(&self, storage: Box<dyn Storage>) -> Arc<dyn Storage> {
+        std::mem::replace(&mut *self.0.write(), Arc::from(storage))
+    }
+
+    /// The current file's length in bytes.
+    pub fn len(&self) -> Result<u64> {
+        self.0.read().len()
+    }
 }
 
 /// A database file on disk, locked exclusively for as long as this value lives.
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
-    path: PathBuf,
+    /// Where the file is now (a rename moves it).
+    path: Mutex<PathBuf>,
 }
 
 impl FileStorage {
@@ -52,7 +97,7 @@ impl FileStorage {
         lock(&file)?;
         Ok(FileStorage {
             file,
-            path: path.to_path_buf(),
+            path: Mutex::new(path.to_path_buf()),
         })
     }
 
@@ -66,13 +111,14 @@ impl FileStorage {
         lock(&file)?;
         Ok(FileStorage {
             file,
-            path: path.to_path_buf(),
+            path: Mutex::new(path.to_path_buf()),
         })
     }
 
-    /// The path this storage was opened at.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Records that the file is also reachable at `path` (a hard link made by the caller), and
+    /// names it by that path from now on.
+    pub(crate) fn linked_at(&self, path: &Path) {
+        *self.path.lock() = path.to_path_buf();
     }
 }
 
@@ -82,6 +128,16 @@ fn lock(file: &File) -> Result<()> {
         Err(TryLockError::WouldBlock) => Err(Error::Locked),
         Err(TryLockError::Error(e)) => Err(Error::Io(e)),
     }
+}
+
+/// The suffix of the file a defrag builds beside the database before renaming it into place.
+pub(crate) const DEFRAG_SUFFIX: &str = ".defrag";
+
+/// `path` with `suffix` added to its file name: `data.folio` → `data.folio.defrag`.
+pub(crate) fn sibling_path(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// Syncs the directory holding `path`, so that a create or rename there survives a crash.
@@ -121,6 +177,32 @@ impl Storage for FileStorage {
 
     fn map(&self) -> Result<Mmap> {
         map_file(&self.file)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path.lock().clone()
+    }
+
+    fn create_sibling(&self, path: &Path) -> Result<Box<dyn Storage>> {
+        Ok(Box::new(FileStorage::create_new(path)?))
+    }
+
+    fn rename(&self, to: &Path) -> Result<()> {
+        let mut path = self.path.lock();
+        std::fs::rename(&*path, to)?;
+        *path = to.to_path_buf();
+        Ok(())
+    }
+
+    fn remove_sibling(&self, path: &Path) -> Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        sync_parent_dir(&self.path.lock())
     }
 }
 

@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
-use crate::page_file::storage::{FileStorage, Storage, sync_parent_dir};
+use crate::page_file::storage::{
+    CurrentStorage, DEFRAG_SUFFIX, FileStorage, Storage, sibling_path, sync_parent_dir,
+};
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
 use crate::txn::write::{WriteTxn, Writer};
@@ -60,7 +62,7 @@ pub(crate) struct Options {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub storage: Box<dyn Storage>,
+    pub storage: CurrentStorage,
     pub path: Option<PathBuf>,
     pub options: Options,
     pub page_size: u32,
@@ -75,7 +77,7 @@ impl Drop for Inner {
             // Best effort: a failure here leaves the last durable commit, as a crash would.
             let _ = self
                 .sync
-                .wait_synced(&*self.storage, self.writer.get_mut().latest.meta.txid);
+                .wait_synced(&*self.storage.get(), self.writer.get_mut().latest.meta.txid);
         }
     }
 }
@@ -194,12 +196,23 @@ impl Builder {
         )
     }
 
+    /// Opens the database at `path`, failing with an I/O error (not found) if there is no file
+    /// there rather than creating one.
+    pub fn open_existing(&self, path: impl AsRef<Path>) -> Result<Db> {
+        self.validate()?;
+        let path = path.as_ref();
+        let storage = FileStorage::open(path)?;
+        Db::from_storage(
+            Box::new(storage),
+            Some(path.to_path_buf()),
+            self.options.clone(),
+        )
+    }
+
     /// Creates the file under a temporary name and links it into place only when it is whole, so a
     /// crash during creation never leaves a half-made database at `path`.
     fn create_file(&self, path: &Path) -> Result<FileStorage> {
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".creating");
-        let tmp = path.with_file_name(tmp_name);
+        let tmp = sibling_path(path, ".creating");
         let _ = std::fs::remove_file(&tmp);
         let storage = FileStorage::create_new(&tmp)?;
         let made = (|| -> Result<()> {
@@ -211,6 +224,7 @@ impl Builder {
         let _ = std::fs::remove_file(&tmp);
         made?;
         sync_parent_dir(path)?;
+        storage.linked_at(path);
         Ok(storage)
     }
 
@@ -278,6 +292,9 @@ impl Db {
                 actual: file_len,
             });
         }
+        // A defrag that did not finish leaves its file beside the database; the database itself
+        // is whole (the swap is a rename). Only the holder of the lock may remove it.
+        storage.remove_sibling(&sibling_path(&storage.path(), DEFRAG_SUFFIX))?;
         // The newest meta may have been written and never synced (a process crash, or a failed
         // last sync, before this open). `SyncState` takes it as durable and lets the next commit
         // reuse the pages it freed, which the older meta still needs: make it durable first.
@@ -305,7 +322,7 @@ impl Db {
         };
         let db = Db {
             inner: Arc::new(Inner {
-                storage,
+                storage: CurrentStorage::new(storage),
                 path,
                 options,
                 page_size: meta.page_size,
@@ -344,7 +361,9 @@ impl Db {
     /// before its pages do.
     pub fn sync(&self) -> Result<()> {
         let txid = self.inner.sync.committed_txid();
-        self.inner.sync.wait_synced(&*self.inner.storage, txid)
+        self.inner
+            .sync
+            .wait_synced(&*self.inner.storage.get(), txid)
     }
 
     /// The page size of this database.

@@ -47,6 +47,20 @@ struct State {
     poisoned: bool,
 }
 
+impl State {
+    /// A file whose newest meta, `meta`, is durable in `slot`.
+    fn durable(meta: Meta, slot: PageId) -> State {
+        State {
+            committed: meta,
+            written_slot: slot,
+            synced: meta.txid,
+            safe: meta.txid,
+            leader: false,
+            poisoned: false,
+        }
+    }
+}
+
 /// The coordinator of meta writes and syncs.
 #[derive(Debug)]
 pub(crate) struct SyncState {
@@ -57,16 +71,25 @@ pub(crate) struct SyncState {
 impl SyncState {
     pub fn new(meta: Meta, slot: PageId) -> SyncState {
         SyncState {
-            state: Mutex::new(State {
-                committed: meta,
-                written_slot: slot,
-                synced: meta.txid,
-                safe: meta.txid,
-                leader: false,
-                poisoned: false,
-            }),
+            state: Mutex::new(State::durable(meta, slot)),
             round_done: Condvar::new(),
         }
+    }
+
+    /// Starts over on a new file whose newest meta, `meta`, is durable in `slot` (after a defrag's
+    /// swap). Waits for a running round, so none is left writing to the old file.
+    pub fn restart(&self, meta: Meta, slot: PageId) {
+        let mut s = self.state.lock();
+        while s.leader {
+            self.round_done.wait(&mut s);
+        }
+        debug_assert!(!s.poisoned && s.synced >= s.committed.txid);
+        *s = State::durable(meta, slot);
+    }
+
+    /// Refuses every later commit until a reopen: the state on disk is unknown to this process.
+    pub fn poison(&self) {
+        self.state.lock().poisoned = true;
     }
 
     pub fn check_poisoned(&self) -> Result<()> {

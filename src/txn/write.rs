@@ -34,7 +34,7 @@ impl Visible<'_> {
     /// Waits until the commit is durable.
     pub fn wait(self) -> Result<()> {
         match self.unsynced {
-            Some(txid) => self.db.sync.wait_synced(&*self.db.storage, txid),
+            Some(txid) => self.db.sync.wait_synced(&*self.db.storage.get(), txid),
             None => Ok(()),
         }
     }
@@ -254,7 +254,7 @@ impl<'db> WriteTxn<'db> {
         };
         // Map the grown file before the meta is written: a failure here still rolls back.
         let map = if self.writer.file_len as usize > self.base.map.len() {
-            match db.storage.map() {
+            match db.storage.get().map() {
                 Ok(m) => Arc::new(m),
                 Err(e) => {
                     (self.writer.freelist, self.writer.freelist_run) = saved;
@@ -270,12 +270,12 @@ impl<'db> WriteTxn<'db> {
         let unsynced = match self.durability {
             Durability::Immediate => {
                 // Readers see the commit only once it is durable.
-                db.sync.wait_synced(&*db.storage, txid)?;
+                db.sync.wait_synced(&*db.storage.get(), txid)?;
                 self.publish(snapshot);
                 None
             }
             Durability::None => {
-                db.sync.write_meta_unsynced(&*db.storage)?;
+                db.sync.write_meta_unsynced(&*db.storage.get())?;
                 self.publish(snapshot);
                 None
             }
@@ -374,13 +374,13 @@ impl<'db> WriteTxn<'db> {
         let needed = meta.page_count * page_size as u64;
         if needed > writer.file_len {
             let len = grow_target(writer.file_len, needed, page_size, self.db.options.max_size);
-            self.db.storage.set_len(len)?;
+            self.db.storage.get().set_len(len)?;
             writer.file_len = len;
         }
 
         // 4. Write the dirty pages in page order, adjacent pages in one write.
         out.sort_unstable_by_key(|(id, _)| *id);
-        write_coalesced(&*self.db.storage, &out, page_size)?;
+        write_coalesced(&*self.db.storage.get(), &out, page_size)?;
         writer.freelist_run = Some((freelist_page, run_pages));
         Ok(Some(meta))
     }

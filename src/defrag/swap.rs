@@ -1,0 +1,129 @@
+//! The defrag recipe: build the new file beside the database, then rename it into place.
+//!
+//! One step each (see [`Db::defrag`]):
+//! 1. take the write lock: writers wait until the swap; readers go on;
+//! 2. make every commit durable, so no sync round is left to run against the old file;
+//! 3. create `<file>.defrag` beside the database;
+//! 4. bulk-load the newest snapshot into it (`load::copy`), then sync it and map it;
+//! 5. rename it over the database;
+//! 6. sync the directory;
+//! 7. swap: new readers and the next writer use the new file; readers that began earlier keep the
+//!    old file's mapping, which lives until the last of them finishes.
+//!
+//! Until step 5 the database is untouched: a failure removes the new file and returns the error,
+//! and a crash leaves the old database and at most a leftover `.defrag` file that the next open
+//! removes. The rename is atomic: after a crash the path holds either file, each whole and synced.
+//! If the directory sync fails after the rename, the path already names the new file, so the swap
+//! goes ahead and the database is poisoned (as after a failed commit sync): a crash could still
+//! bring back the old name, so nothing more may be committed until a reopen shows which file won.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::defrag::load;
+use crate::defrag::options::{DefragOptions, DefragReport};
+use crate::error::Result;
+use crate::page_file::freelist::FreeList;
+use crate::page_file::storage::{DEFRAG_SUFFIX, sibling_path};
+use crate::txn::db::{Db, Snapshot};
+
+/// Defragments the database at `path`, which no process may have open: rewrites its live pages
+/// into a fresh, contiguous file and renames that over it. Fails with [`crate::Error::Locked`]
+/// if another process has it open, and with an I/O error (not found) if there is no file.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("data.folio");
+/// # {
+/// #     let db = folio::Db::open(&path)?;
+/// #     let mut tx = db.begin_write()?;
+/// #     tx.open_tree(b"t")?.put(b"k", b"v")?;
+/// #     tx.commit()?;
+/// # }
+/// let report = folio::defrag(&path, &folio::DefragOptions::default())?;
+/// assert_eq!(report.size_after, std::fs::metadata(&path)?.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn defrag(path: impl AsRef<Path>, options: &DefragOptions) -> Result<DefragReport> {
+    Db::builder().open_existing(path)?.defrag(options)
+}
+
+impl Db {
+    /// Rewrites the live pages into a fresh, contiguous, fully packed file and swaps it in
+    /// atomically (see the module docs for each step and what a crash leaves).
+    ///
+    /// Writers wait while the copy runs (a write transaction open on this thread would deadlock:
+    /// commit or drop it first). Readers do not: a snapshot taken before the swap keeps reading the
+    /// old file to its end. On an error the database goes on as before, unless the error is
+    /// [`crate::Error::Poisoned`]-worthy (the directory sync after the rename failed), in which
+    /// case later commits fail until a reopen.
+    pub fn defrag(&self, options: &DefragOptions) -> Result<DefragReport> {
+        options.validate()?;
+        let inner = &*self.inner;
+        let started = Instant::now();
+
+        // 1. Writers wait.
+        inner.sync.check_poisoned()?;
+        let mut writer = inner.writer.lock();
+
+        // 2. Every commit durable: no round will touch the old file again.
+        let old = inner.storage.get();
+        inner.sync.wait_synced(&*old, inner.sync.committed_txid())?;
+        let source = writer.latest.clone();
+        let size_before = old.len()?;
+        let page_size = source.meta.page_size as u64;
+        let freelist_pages = writer.freelist_run.map_or(0, |(_, n)| n);
+        let unused = writer.freelist.free_page_count() + writer.freelist.pending_page_count();
+        let pages_total = (source.meta.page_count - 2).saturating_sub(freelist_pages + unused);
+
+        // 3. The new file, beside the old one.
+        let path = old.path();
+        let temp_path = sibling_path(&path, DEFRAG_SUFFIX);
+        old.remove_sibling(&temp_path)?;
+        let temp = old.create_sibling(&temp_path)?;
+
+        // 4. Copy, sync, map; 5. rename over the database.
+        let built = (|| {
+            let meta = load::copy(&source, &*temp, options, pages_total)?;
+            temp.sync()?;
+            let map = Arc::new(temp.map()?);
+            temp.rename(&path)?;
+            Ok(Snapshot { meta, map })
+        })();
+        let snapshot = match built {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                drop(temp);
+                let _ = old.remove_sibling(&temp_path);
+                return Err(e);
+            }
+        };
+
+        // 6. Make the rename durable.
+        let dir_synced = temp.sync_dir();
+
+        // 7. Swap.
+        let meta = snapshot.meta;
+        let size_after = meta.page_count * page_size;
+        inner.storage.replace(temp);
+        writer.freelist = FreeList::default();
+        writer.freelist_run = None;
+        writer.file_len = size_after;
+        writer.latest = snapshot.clone();
+        inner.sync.restart(meta, 1);
+        inner.publish(snapshot);
+        drop(writer);
+        if let Err(e) = dir_synced {
+            inner.sync.poison();
+            return Err(e);
+        }
+        Ok(DefragReport {
+            size_before,
+            size_after,
+            live_bytes: (2 + freelist_pages + pages_total) * page_size,
+            pages_written: meta.page_count,
+            duration: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! Crash safety of defrag, through `SimStorage`: a power loss at every call a defrag makes (each
+//! write of the new file, its sync, the rename, the directory sync) and at every call of the commit
+//! that follows it; and a failure without a crash at each of those calls.
+//!
+//! After a power loss the database path holds, with the directory as last synced or as it stood
+//! (a rename may reach the disk before the directory sync does), either the old file byte for
+//! byte, or the new file whole: it opens, passes `check`, and holds the same trees as before the
+//! defrag, or those after the commit that followed it. Never a mix, never an error.
+//!
+//! After a failure without a crash the database goes on as before: same contents, no file left
+//! beside it, and the next commit works. The one exception is a failed directory sync after the
+//! rename, which poisons the database (the name may not survive a crash) until a reopen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use folio::{Db, DefragOptions, DirState, Durability, Error, Fault, SimStorage};
+
+type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+const PAGE_SIZE: u32 = 512;
+
+fn contents(db: &Db) -> Model {
+    let tx = db.begin_read().unwrap();
+    let mut model = Model::new();
+    for name in tx.tree_names().unwrap() {
+        let tree = tx.tree(&name).unwrap().unwrap();
+        let entries = tree
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        model.insert(name, entries);
+    }
+    model
+}
+
+fn value(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+}
+
+/// A fragmented database image of more than one defrag write (8 MiB): commits that
+/// overwrite and delete in two trees, with overflow values.
+fn fragmented_image(dir: &Path) -> Vec<u8> {
+    let path = dir.join("source.folio");
+    let sim = SimStorage::create(&path).unwrap();
+    let db = Db::builder()
+        .page_size(PAGE_SIZE)
+        .durability(Durability::None)
+        .create_with(Box::new(sim.clone()))
+        .unwrap();
+    for round in 0..8u32 {
+        let mut tx = db.begin_write().unwrap();
+        for i in 0..8000u32 {
+            let k = format!("key-{:06}", (i * 7919 + round * 13) % 20_000);
+            // Half the values take a two-page overflow run at 512-byte pages.
+            let len = if i % 2 == 0 {
+                700
+            } else {
+                60 + (i % 90) as usize
+            };
+            let tree: &[u8] = if i % 3 == 0 { b"beta" } else { b"alpha" };
+            tx.open_tree(tree)
+                .unwrap()
+                .put(k.as_bytes(), &value(i + round, len))
+                .unwrap();
+        }
+        for i in (0..20_000u32).step_by(5 + round as usize) {
+            let k = format!("key-{i:06}");
+            tx.open_tree(b"alpha")
+                .unwrap()
+                .delete(k.as_bytes())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    db.sync().unwrap();
+    drop(db);
+    sim.crash_image(None)
+}
+
+/// The commit made after the defrag.
+fn commit_after(db: &Db) -> folio::Result<()> {
+    let mut tx = db.begin_write()?;
+    let mut t = tx.open_tree(b"alpha")?;
+    for i in 0..300u32 {
+        t.put(format!("after-{i:04}").as_bytes(), &value(i, 80))?;
+    }
+    t.delete(b"key-000007")?;
+    tx.commit()
+}
+
+/// A database opened on a fresh machine holding `image` at `dir/name`.
+fn open(dir: &Path, name: &str, image: &[u8]) -> (PathBuf, SimStorage, Db) {
+    let path = dir.join(name);
+    let sim = SimStorage::with_image(&path, image).unwrap();
+    let db = Db::builder()
+        .durability(Durability::Immediate)
+        .open_with(Box::new(sim.clone()))
+        .unwrap();
+    (path, sim, db)
+}
+
+struct Expected {
+    old_image: Vec<u8>,
+    before: Model,
+    after: Model,
+    /// Calls made by the defrag, and by the defrag and the commit after it.
+    defrag_calls: u64,
+    all_calls: u64,
+}
+
+fn expected(dir: &Path, image: &[u8]) -> Expected {
+    let (path, sim, db) = open(dir, "dry.folio", image);
+    let before = contents(&db);
+    let old_image = std::fs::read(&path).unwrap();
+    let start = sim.calls();
+    let report = db.defrag(&DefragOptions::default()).unwrap();
+    assert!(
+        report.pages_written as usize * PAGE_SIZE as usize > 8 << 20,
+        "the image should take several writes: {report}"
+    );
+    let defrag_calls = sim.calls() - start;
+    commit_after(&db).unwrap();
+    let all_calls = sim.calls() - start;
+    let after = contents(&db);
+    assert_ne!(before, after);
+    Expected {
+        old_image,
+        before,
+        after,
+        defrag_calls,
+        all_calls,
+    }
+}
+
+#[test]
+fn a_power_loss_at_any_call_of_a_defrag_leaves_the_old_file_or_the_new_one_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = fragmented_image(dir.path());
+    let want = expected(dir.path(), &image);
+    let mut outcomes = BTreeMap::<&str, usize>::new();
+    for n in 1..=want.all_calls {
+        let (path, sim, db) = open(dir.path(), &format!("crash-{n}.folio"), &image);
+        sim.arm(n, Fault::Crash);
+        let defragged = db.defrag(&DefragOptions::default());
+        if defragged.is_ok() {
+            let _ = commit_after(&db);
+        }
+        assert!(sim.crashed(), "call {n} was never made");
+        drop(db);
+
+        for dir_state in [DirState::Synced, DirState::Current] {
+            for torn in [None, Some(0), Some(PAGE_SIZE as usize / 2)] {
+                let context = format!("crash at call {n}, directory {dir_state:?}, torn {torn:?}");
+                let image = sim
+                    .crash_image_at(&path, dir_state, torn)
+                    .unwrap_or_else(|| panic!("{context}: no file at the database path"));
+                let name = format!("crash-{n}-reopened.folio");
+                let _ = std::fs::remove_file(dir.path().join(&name));
+                let reopened = SimStorage::with_image(&dir.path().join(&name), &image).unwrap();
+                let db = Db::builder()
+                    .open_with(Box::new(reopened))
+                    .unwrap_or_else(|e| panic!("{context}: reopening failed: {e}"));
+                let report = db.check().unwrap();
+                assert!(report.is_clean(), "{context}: {report}");
+                let got = contents(&db);
+                let stats = db.stats().unwrap();
+                let outcome = if image == want.old_image {
+                    "old file"
+                } else if got == want.before && stats.free_pages == 0 {
+                    "new file"
+                } else if got == want.after {
+                    "new file after the commit"
+                } else {
+                    panic!("{context}: neither the old file nor the new one");
+                };
+                assert_eq!(
+                    got,
+                    if outcome == "new file after the commit" {
+                        want.after.clone()
+                    } else {
+                        want.before.clone()
+                    },
+                    "{context}"
+                );
+                *outcomes.entry(outcome).or_default() += 1;
+            }
+        }
+    }
+    // Every outcome was reached by some crash.
+    assert_eq!(outcomes.len(), 3, "outcomes: {outcomes:?}");
+}
+
+#[test]
+fn a_failure_at_any_call_of_a_defrag_leaves_the_database_working_and_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = fragmented_image(dir.path());
+    let want = expected(dir.path(), &image);
+    for n in 1..=want.defrag_calls {
+        let (path, sim, db) = open(dir.path(), &format!("fail-{n}.folio"), &image);
+        sim.arm(n, Fault::Fail);
+        let err = db
+            .defrag(&DefragOptions::default())
+            .expect_err("an injected failure must fail the defrag");
+        assert!(matches!(err, Error::Io(_)), "call {n}: {err}");
+        assert!(
+            !dir.path().join(format!("fail-{n}.folio.defrag")).exists(),
+            "call {n}: the new file was left behind"
+        );
+        assert_eq!(contents(&db), want.before, "call {n}");
+        assert!(db.check().unwrap().is_clean(), "call {n}");
+
+        let last = n == want.defrag_calls;
+        match commit_after(&db) {
+            Ok(()) => assert!(!last, "a failed directory sync must poison the database"),
+            Err(Error::Poisoned) => assert!(last, "call {n}: poisoned"),
+            Err(e) => panic!("call {n}: the commit after a failed defrag failed: {e}"),
+        }
+        drop(db);
+        // A restart: the file the path names now, as the OS shows it.
+        let (_, _, db) = open(
+            dir.path(),
+            &format!("fail-{n}-reopened.folio"),
+            &std::fs::read(&path).unwrap(),
+        );
+        let got = contents(&db);
+        assert_eq!(
+            got,
+            if last {
+                want.before.clone()
+            } else {
+                want.after.clone()
+            }
+        );
+        assert!(db.check().unwrap().is_clean(), "call {n} after a reopen");
+    }
+}
