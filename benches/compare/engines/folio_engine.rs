@@ -1,10 +1,10 @@
-//! folio: one named tree, `Durability::Immediate`.
+//! folio: one named tree, `Durability::Immediate`; `Db::defrag` for a compact file.
 
 use std::path::{Path, PathBuf};
 
-use folio::{Db, Durability};
+use folio::{Db, DefragOptions, Durability};
 
-use super::{Engine, Scanned};
+use super::{Compact, Engine, Scanned};
 use crate::Result;
 use crate::data::Change;
 
@@ -73,5 +73,16 @@ impl Engine for FolioEngine {
             }
         }
         Ok(scanned)
+    }
+}
+
+impl Compact for FolioEngine {
+    const COMPACTION: &'static str = "defrag";
+
+    /// Online, with default options (pages packed full): bulk-loads the newest snapshot into
+    /// `<file>.defrag`, syncs it, renames it over the database and syncs the directory.
+    fn compact(self) -> Result<Self> {
+        self.db.defrag(&DefragOptions::default())?;
+        Ok(self)
     }
 }
