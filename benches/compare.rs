@@ -2,14 +2,16 @@
 //!
 //! `cargo bench --features compare --bench compare`
 //!
-//! Each workload runs on every engine back to back, so the noise of a shared machine falls on all
-//! of them alike. Every engine commits durably (folio and redb `Durability::Immediate`, LMDB's
-//! default flags) and gets the same keys: random, 16 to 32 bytes, from a seeded generator.
+//! Each workload runs on every engine back to back, and the repetitions of the read workloads take
+//! turns between the engines, so the noise of a shared machine falls on all of them alike. Every
+//! engine commits durably (folio and redb `Durability::Immediate`, LMDB's default flags) and gets
+//! the same keys: random, 16 to 32 bytes, from a seeded generator.
 //!
 //! 1. **Bulk load**: every key with a 100-byte value, then (fresh files) with a 1 KiB value,
 //!    10,000 puts per transaction. Once per engine.
 //! 2. **Point reads** of existing keys in random order, from 1 and from 2 threads, in the 100-byte
-//!    database: one lookup per key in total, the median of the repetitions.
+//!    databases: one lookup per key in total (split between the threads), the median of the
+//!    repetitions.
 //! 3. **Range scans** of 1,000 entries from random existing keys: one scan per 100 keys, the
 //!    median of the repetitions.
 //! 4. **Defrag**: fragment a database (see `compare/fragment.rs`: about 256 MiB of live data in a
@@ -55,6 +57,8 @@ const LOOKUP_SEED: u64 = 0x5eed_0003;
 const FRAGMENT_SEED: u64 = 0x5eed_0004;
 /// Puts per transaction in the bulk loads.
 const PER_TXN: usize = 10_000;
+/// Value length in the databases the point reads and range scans run in.
+const READ_VALUE_LEN: usize = 100;
 /// Entries per range scan.
 const SCAN_LEN: usize = 1_000;
 /// Plain copies of each engine's output; the median is the floor. Syncs on this shared virtual
@@ -132,22 +136,18 @@ fn main() -> Result<()> {
     };
     let mut results = Results::default();
 
-    for value_len in [100, 1024] {
-        let reads = value_len == 100;
-        println!(
-            "\nbulk load, {value_len}-byte values{}",
-            if reads { "; reads and scans" } else { "" }
-        );
-        let folio = load_and_read::<FolioEngine>(&input, value_len, reads, &mut results)?;
-        let lmdb = load_and_read::<LmdbEngine>(&input, value_len, reads, &mut results)?;
-        let redb = load_and_read::<RedbEngine>(&input, value_len, reads, &mut results)?;
-        if folio != lmdb || folio != redb {
-            return Err(format!(
-                "the engines scanned different data: folio {folio:?}, LMDB {lmdb:?}, redb {redb:?}"
-            )
-            .into());
-        }
-    }
+    println!("\nbulk load, {READ_VALUE_LEN}-byte values");
+    let (folio, _folio_dir) = bulk_load::<FolioEngine>(&input, READ_VALUE_LEN, &mut results)?;
+    let (lmdb, _lmdb_dir) = bulk_load::<LmdbEngine>(&input, READ_VALUE_LEN, &mut results)?;
+    let (redb, _redb_dir) = bulk_load::<RedbEngine>(&input, READ_VALUE_LEN, &mut results)?;
+    println!("\nrandom reads and range scans in those databases, the engines taking turns");
+    reads_and_scans(&input, &folio, &lmdb, &redb, &mut results)?;
+    drop((folio, lmdb, redb));
+
+    println!("\nbulk load, 1024-byte values");
+    bulk_load::<FolioEngine>(&input, 1024, &mut results)?;
+    bulk_load::<LmdbEngine>(&input, 1024, &mut results)?;
+    bulk_load::<RedbEngine>(&input, 1024, &mut results)?;
 
     println!(
         "\nfragment about {} MiB of live data, then compact",
@@ -191,53 +191,15 @@ fn fresh_dir(input: &Input, engine: &str) -> Result<tempfile::TempDir> {
         .tempdir_in(&input.work_dir)?)
 }
 
-/// Bulk load on fresh files; with `reads`, then point reads and range scans of what was loaded.
-/// Returns what the scans read, so that the engines can be checked against each other.
-fn load_and_read<E: Engine>(
+/// Every key with a `value_len`-byte value into a fresh database, `PER_TXN` puts per durable
+/// transaction. Returns the engine, still open, and its directory (removed when dropped).
+fn bulk_load<E: Engine>(
     input: &Input,
     value_len: usize,
-    reads: bool,
     results: &mut Results,
-) -> Result<Scanned> {
+) -> Result<(E, tempfile::TempDir)> {
     let dir = fresh_dir(input, E::NAME)?;
-    let (engine, time) = bulk_load::<E>(dir.path(), input, value_len)?;
-    results.push(Row {
-        engine: E::NAME,
-        workload: format!("bulk load, {value_len} B values"),
-        time,
-        work: input.keys.len() as f64,
-        unit: "keys/s",
-    });
-    if !reads {
-        return Ok(Scanned::default());
-    }
-    for threads in [1, 2] {
-        let time = point_reads(&engine, input, threads, value_len)?;
-        results.push(Row {
-            engine: E::NAME,
-            workload: format!(
-                "random reads, {threads} thread{}",
-                if threads == 1 { "" } else { "s" }
-            ),
-            time,
-            work: input.lookups.len() as f64,
-            unit: "reads/s",
-        });
-    }
-    let (time, scanned) = range_scans(&engine, input)?;
-    results.push(Row {
-        engine: E::NAME,
-        workload: format!("range scans of {SCAN_LEN} entries"),
-        time,
-        work: input.starts.len() as f64,
-        unit: "scans/s",
-    });
-    Ok(scanned)
-}
-
-/// Every key with a `value_len`-byte value, `PER_TXN` puts per durable transaction.
-fn bulk_load<E: Engine>(dir: &Path, input: &Input, value_len: usize) -> Result<(E, Duration)> {
-    let mut engine = E::open(dir)?;
+    let mut engine = E::open(dir.path())?;
     let n = input.keys.len();
     let start = Instant::now();
     for first in (0..n).step_by(PER_TXN) {
@@ -246,56 +208,107 @@ fn bulk_load<E: Engine>(dir: &Path, input: &Input, value_len: usize) -> Result<(
             .collect();
         engine.commit(&batch)?;
     }
-    Ok((engine, start.elapsed()))
+    results.push(Row {
+        engine: E::NAME,
+        workload: format!("bulk load, {value_len} B values"),
+        time: start.elapsed(),
+        work: n as f64,
+        unit: "keys/s",
+    });
+    Ok((engine, dir))
 }
 
-/// Looks up every key of `input.lookups`, split evenly over `threads` threads each with its own
-/// read transaction; the median time of `input.reps` repetitions.
-fn point_reads<E: Engine>(
-    engine: &E,
+/// Point reads from 1 and from 2 threads, then range scans, in the three databases loaded with
+/// `READ_VALUE_LEN`-byte values. Each repetition runs every engine in turn, so that a busy moment
+/// on the shared machine falls on all of them rather than on one; each engine's figure is the
+/// median of its repetitions.
+fn reads_and_scans(
     input: &Input,
-    threads: usize,
-    value_len: usize,
-) -> Result<Duration> {
-    let per_thread = input.lookups.len().div_ceil(threads);
-    let expected = (input.lookups.len() * value_len) as u64;
-    let mut times = Vec::new();
-    for _ in 0..input.reps {
-        let start = Instant::now();
-        let found = std::thread::scope(|s| {
-            let workers: Vec<_> = input
-                .lookups
-                .chunks(per_thread)
-                .map(|chunk| s.spawn(move || engine.get(input.keys.pick(chunk))))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a reader thread panicked"))
-                .sum::<Result<u64>>()
-        })?;
-        times.push(start.elapsed());
-        if found != expected {
-            return Err(format!(
-                "{}: found {found} value bytes, expected {expected}",
-                E::NAME
-            )
-            .into());
+    folio: &FolioEngine,
+    lmdb: &LmdbEngine,
+    redb: &RedbEngine,
+    results: &mut Results,
+) -> Result<()> {
+    let names = [FolioEngine::NAME, LmdbEngine::NAME, RedbEngine::NAME];
+    for threads in [1, 2] {
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for _ in 0..input.reps {
+            times[0].push(point_reads(folio, input, threads)?);
+            times[1].push(point_reads(lmdb, input, threads)?);
+            times[2].push(point_reads(redb, input, threads)?);
+        }
+        let workload = match threads {
+            1 => "random reads, 1 thread".to_string(),
+            n => format!("random reads, {n} threads"),
+        };
+        for (engine, times) in names.into_iter().zip(times) {
+            results.push(Row {
+                engine,
+                workload: workload.clone(),
+                time: median(times),
+                work: input.lookups.len() as f64,
+                unit: "reads/s",
+            });
         }
     }
-    Ok(median(times))
+
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut scanned = [Scanned::default(); 3];
+    for _ in 0..input.reps {
+        scanned[0] = range_scans(folio, input, &mut times[0])?;
+        scanned[1] = range_scans(lmdb, input, &mut times[1])?;
+        scanned[2] = range_scans(redb, input, &mut times[2])?;
+    }
+    if scanned[0] != scanned[1] || scanned[0] != scanned[2] {
+        return Err(format!("the engines scanned different data: {names:?} {scanned:?}").into());
+    }
+    for (engine, times) in names.into_iter().zip(times) {
+        results.push(Row {
+            engine,
+            workload: format!("range scans of {SCAN_LEN} entries"),
+            time: median(times),
+            work: input.starts.len() as f64,
+            unit: "scans/s",
+        });
+    }
+    Ok(())
 }
 
-/// A scan of `SCAN_LEN` entries from each of `input.starts`; the median time of `input.reps`
-/// repetitions, and what one repetition read.
-fn range_scans<E: Engine>(engine: &E, input: &Input) -> Result<(Duration, Scanned)> {
-    let mut times = Vec::new();
-    let mut scanned = Scanned::default();
-    for _ in 0..input.reps {
-        let start = Instant::now();
-        scanned = engine.scan(input.keys.pick(&input.starts), SCAN_LEN)?;
-        times.push(start.elapsed());
+/// One repetition of point reads: every key of `input.lookups`, split evenly over `threads`
+/// threads, each with its own read transaction. Checks that every key was found.
+fn point_reads<E: Engine>(engine: &E, input: &Input, threads: usize) -> Result<Duration> {
+    let per_thread = input.lookups.len().div_ceil(threads);
+    let start = Instant::now();
+    let found = std::thread::scope(|s| {
+        let workers: Vec<_> = input
+            .lookups
+            .chunks(per_thread)
+            .map(|chunk| s.spawn(move || engine.get(input.keys.pick(chunk))))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a reader thread panicked"))
+            .sum::<Result<u64>>()
+    })?;
+    let time = start.elapsed();
+    let expected = (input.lookups.len() * READ_VALUE_LEN) as u64;
+    if found != expected {
+        return Err(format!(
+            "{}: found {found} value bytes, expected {expected}",
+            E::NAME
+        )
+        .into());
     }
-    Ok((median(times), scanned))
+    Ok(time)
+}
+
+/// One repetition of range scans: `SCAN_LEN` entries from each of `input.starts`, in one read
+/// transaction. Adds its time to `times` and returns what it read.
+fn range_scans<E: Engine>(engine: &E, input: &Input, times: &mut Vec<Duration>) -> Result<Scanned> {
+    let start = Instant::now();
+    let scanned = engine.scan(input.keys.pick(&input.starts), SCAN_LEN)?;
+    times.push(start.elapsed());
+    Ok(scanned)
 }
 
 /// Applies the fragmentation plan to a fresh database, then compacts it.
