@@ -80,3 +80,9 @@ pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;
 pub const DEFRAG_FILL_MIN: f64 = 0.5;
 /// Bytes a defrag gathers before each write to the new file.
 pub const DEFRAG_WRITE_LEN: usize = 8 << 20;
+/// A defrag reads the source ahead in file order in requests of this many bytes.
+pub const DEFRAG_READAHEAD_CHUNK: usize = 8 << 20;
+/// A defrag reads through gaps between live pages of up to this many bytes rather than skip them.
+pub const DEFRAG_READAHEAD_GAP_MAX: u64 = 256 << 10;
+/// The most a defrag reads ahead where the system does not say how much memory is available.
+pub const DEFRAG_READAHEAD_MAX: u64 = 4 << 30;

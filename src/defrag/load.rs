@@ -12,10 +12,13 @@
 //!    that differs from the tree's descriptor are corruption of the source and stop the copy, as
 //!    does any page whose checksum fails: every page read is verified.
 //!
-//! Reading: the walk is in key order, which in a fragmented file is random order on disk. So before
-//! it descends into a branch it asks the kernel to read all the branch's children ahead, and before
-//! it copies a leaf, the leaf's overflow runs (`madvise(WILLNEED)`): many reads in flight instead
-//! of one page fault at a time.
+//! Reading: the walk is in key order, which in a fragmented file is random order on disk. So a
+//! second thread reads the live pages ahead in file order (see `readahead`); or, when they would
+//! not fit in memory, the walk asks the kernel for each branch's children before it descends and
+//! for each leaf's overflow runs before it copies them (`madvise(WILLNEED)`): many reads in flight
+//! instead of one page fault at a time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{Advice, Mmap};
 
@@ -24,6 +27,7 @@ use crate::btree::node::{
 };
 use crate::btree::source::Pages;
 use crate::defrag::options::{DefragOptions, DefragProgress};
+use crate::defrag::readahead;
 use crate::error::{PageId, Result, corrupted};
 use crate::limits::{
     DEFRAG_WRITE_LEN, OVERFLOW_REF_LEN, TREE_DEPTH_MAX, key_len_max, merge_threshold, page_capacity,
@@ -39,14 +43,38 @@ const PROGRESS_EVERY: u64 = 2048;
 
 /// Writes every tree of `source` into `out` (an empty file) and returns the new file's meta.
 /// `pages_total` is the number of source pages the walk will visit, for progress reports.
+/// `unused` lists the source's runs of free, pending and freelist pages, sorted, so that its live
+/// pages can be read ahead in file order.
 pub(crate) fn copy(
     source: &Snapshot,
     out: &dyn Storage,
     options: &DefragOptions,
     pages_total: u64,
+    unused: &[(PageId, u64)],
+) -> Result<Meta> {
+    let ranges = readahead::live_ranges(source.meta.page_count, source.meta.page_size, unused);
+    let ahead = readahead::fits_in_memory(ranges.iter().map(|r| r.1).sum());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if ahead {
+            s.spawn(|| readahead::run(&source.map, &ranges, &stop));
+        }
+        let copied = copy_trees(source, out, options, pages_total, !ahead);
+        stop.store(true, Ordering::Relaxed);
+        copied
+    })
+}
+
+fn copy_trees(
+    source: &Snapshot,
+    out: &dyn Storage,
+    options: &DefragOptions,
+    pages_total: u64,
+    prefetch_children: bool,
 ) -> Result<Meta> {
     let meta = source.meta;
     let mut reader = Reader {
+        prefetch_children,
         pages: source.pages(true),
         map: &source.map,
         visited: vec![0; meta.page_count.div_ceil(64) as usize],
@@ -136,6 +164,9 @@ fn check_count(page: PageId, counted: u64, recorded: u64, what: &str) -> Result<
 
 /// Reads the source: a walk in key order that verifies every page and reads ahead.
 struct Reader<'a, 'o> {
+    /// Whether to ask for each branch's children and each leaf's overflow runs before reading
+    /// them (when the whole file is not being read ahead).
+    prefetch_children: bool,
     pages: Pages<'a>,
     map: &'a Mmap,
     /// One bit per page: tree pages already visited. A page reached twice means a corrupt file
@@ -221,6 +252,9 @@ impl<'a> Reader<'a, '_> {
     /// Asks the kernel to start reading a run of pages. A hint: if it fails, the walk faults the
     /// pages in as it reaches them.
     fn prefetch(&self, id: PageId, pages: u64) {
+        if !self.prefetch_children {
+            return;
+        }
         let page_size = self.pages.page_size as usize;
         let start = id as usize * page_size;
         let len = pages as usize * page_size;

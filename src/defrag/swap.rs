@@ -74,8 +74,11 @@ impl Db {
         let size_before = old.len()?;
         let page_size = source.meta.page_size as u64;
         let freelist_pages = writer.freelist_run.map_or(0, |(_, n)| n);
-        let unused = writer.freelist.free_page_count() + writer.freelist.pending_page_count();
-        let pages_total = (source.meta.page_count - 2).saturating_sub(freelist_pages + unused);
+        let free_pages = writer.freelist.free_page_count() + writer.freelist.pending_page_count();
+        let pages_total = (source.meta.page_count - 2).saturating_sub(freelist_pages + free_pages);
+        let mut unused = writer.freelist.persisted_runs();
+        unused.extend(writer.freelist_run);
+        unused.sort_unstable();
 
         // 3. The new file, beside the old one.
         let path = old.path();
@@ -85,7 +88,7 @@ impl Db {
 
         // 4. Copy, sync, map; 5. rename over the database.
         let built = (|| {
-            let meta = load::copy(&source, &*temp, options, pages_total)?;
+            let meta = load::copy(&source, &*temp, options, pages_total, &unused)?;
             temp.sync()?;
             let map = Arc::new(temp.map()?);
             temp.rename(&path)?;
