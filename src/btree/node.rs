@@ -279,21 +279,14 @@ pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
 pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
     let pages = overflow_pages(value.len(), page_size);
     let mut buf = vec![0u8; (pages * page_size as u64) as usize];
-    encode_overflow_into(&mut buf, id, page_size, value);
-    buf
-}
-
-/// Encodes an overflow run holding `value` into `buf` (exactly the run's pages, zeroed).
-pub(crate) fn encode_overflow_into(buf: &mut [u8], id: PageId, page_size: u32, value: &[u8]) {
-    let pages = overflow_pages(value.len(), page_size);
-    debug_assert_eq!(buf.len() as u64, pages * page_size as u64);
     Header {
         id,
         kind: PageKind::Overflow,
         count: 0,
         overflow: (pages - 1) as u32,
     }
-    .write(buf);
+    .write(&mut buf);
     buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
-    page::seal(buf);
+    page::seal(&mut buf);
+    buf
 }
