@@ -80,6 +80,8 @@ pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;
 pub const DEFRAG_FILL_MIN: f64 = 0.5;
 /// Bytes a defrag gathers before each write to the new file.
 pub const DEFRAG_WRITE_LEN: usize = 8 << 20;
+/// Write buffers a defrag fills while earlier ones are being written.
+pub const DEFRAG_WRITE_BUFFERS: usize = 3;
 /// A defrag reads the source ahead in file order in requests of this many bytes.
 pub const DEFRAG_READAHEAD_CHUNK: usize = 8 << 20;
 /// A defrag reads through gaps between live pages of up to this many bytes rather than skip them.

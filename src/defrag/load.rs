@@ -3,9 +3,9 @@
 //! Invariants of the file it writes:
 //! 1. Pages 0 and 1 are metas holding the same meta: the snapshot's txid, the new catalog root and
 //!    count, no freelist, and a page count equal to the file's length in pages. No page is free.
-//! 2. Pages are written in id order, in writes of [`DEFRAG_WRITE_LEN`]. Each tree comes out as a
-//!    streaming bottom-up build emits it: an overflow run before the leaf that points to it, a
-//!    branch after its last child, the catalog after every tree.
+//! 2. Pages are written in id order, in writes of [`DEFRAG_WRITE_LEN`], the metas last. Each tree
+//!    comes out as a streaming bottom-up build emits it: an overflow run before the leaf that
+//!    points to it, a branch after its last child, the catalog after every tree.
 //! 3. Leaves and branches are packed to the fill factor, except the last two pages of each level,
 //!    which are evened out so that the last is not underfull.
 //! 4. The trees, keys, values and entry counts are the snapshot's. Keys out of order or a count
@@ -17,8 +17,16 @@
 //! not fit in memory, the walk asks the kernel for each branch's children before it descends and
 //! for each leaf's overflow runs before it copies them (`madvise(WILLNEED)`): many reads in flight
 //! instead of one page fault at a time.
+//!
+//! Writing: the walk fills a buffer and hands it to a writer thread, which writes it with
+//! [`Storage::write_bulk`] (around the page cache, where the file system allows) while the walk
+//! fills the next; [`DEFRAG_WRITE_BUFFERS`] buffers in all. So the disk writes while the walk
+//! reads, the final sync has little left to do, and no page-cache memory is taken for the new
+//! file while writers wait. During the walk only the writer calls the storage, in order, so a
+//! simulated crash at the n-th call is the same crash in every run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use memmap2::{Advice, Mmap};
 
@@ -28,13 +36,14 @@ use crate::btree::node::{
 use crate::btree::source::Pages;
 use crate::defrag::options::{DefragOptions, DefragProgress};
 use crate::defrag::readahead;
-use crate::error::{PageId, Result, corrupted};
+use crate::error::{Error, PageId, Result, corrupted};
 use crate::limits::{
-    DEFRAG_WRITE_LEN, OVERFLOW_REF_LEN, TREE_DEPTH_MAX, key_len_max, merge_threshold, page_capacity,
+    DEFRAG_WRITE_BUFFERS, DEFRAG_WRITE_LEN, OVERFLOW_REF_LEN, TREE_DEPTH_MAX, key_len_max,
+    merge_threshold, page_capacity,
 };
 use crate::page_file::meta::Meta;
 use crate::page_file::page::{self, ZeroCrcs};
-use crate::page_file::storage::Storage;
+use crate::page_file::storage::{BULK_ALIGN, Storage};
 use crate::txn::catalog::Descriptor;
 use crate::txn::db::Snapshot;
 
@@ -55,19 +64,27 @@ pub(crate) fn copy(
     let ranges = readahead::live_ranges(source.meta.page_count, source.meta.page_size, unused);
     let ahead = readahead::fits_in_memory(ranges.iter().map(|r| r.1).sum());
     let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    let (sink, writes, spare) = Sink::new(source.meta.page_size);
+    let (copied, written) = std::thread::scope(|s| {
         if ahead {
             s.spawn(|| readahead::run(&source.map, &ranges, &stop));
         }
-        let copied = copy_trees(source, out, options, pages_total, !ahead);
+        let writer = s.spawn(move || write_all(out, writes, spare));
+        let copied = copy_trees(source, sink, options, pages_total, !ahead);
         stop.store(true, Ordering::Relaxed);
-        copied
-    })
+        (copied, writer.join())
+    });
+    // The writer's error is the cause when both failed: the sink only saw it stop.
+    written.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let new = copied?;
+    // The metas last, after every page they lead to.
+    out.write_at(&[new.encode(0), new.encode(1)].concat(), 0)?;
+    Ok(new)
 }
 
-fn copy_trees(
-    source: &Snapshot,
-    out: &dyn Storage,
+fn copy_trees<'a>(
+    source: &'a Snapshot,
+    mut sink: Sink<'a>,
     options: &DefragOptions,
     pages_total: u64,
     prefetch_children: bool,
@@ -86,7 +103,6 @@ fn copy_trees(
         reported: 0,
     };
     let shape = Shape::new(meta.page_size, options.fill);
-    let mut sink = Sink::new(out, meta.page_size);
     let mut zeros = ZeroCrcs::default();
 
     // The catalog first, read whole (it is small), then each tree in name order.
@@ -140,16 +156,14 @@ fn copy_trees(
     sink.flush()?;
     reader.report();
 
-    let new = Meta {
+    Ok(Meta {
         page_size: meta.page_size,
         txid: meta.txid,
         catalog_root,
         catalog_len: trees.len() as u64,
         freelist: 0,
         page_count: sink.next_id(),
-    };
-    out.write_at(&[new.encode(0), new.encode(1)].concat(), 0)?;
-    Ok(new)
+    })
 }
 
 fn check_count(page: PageId, counted: u64, recorded: u64, what: &str) -> Result<()> {
@@ -279,74 +293,158 @@ impl<'a> Reader<'a, '_> {
     }
 }
 
-/// Where pages go: a buffer of consecutive pages, written whole when it is large enough.
-struct Sink<'s> {
-    storage: &'s dyn Storage,
+/// A buffer of whole pages whose first byte is aligned to [`BULK_ALIGN`], so that the storage
+/// can write it around the page cache.
+struct PageBuf {
+    bytes: Vec<u8>,
+    /// Where the aligned part of `bytes` begins.
+    at: usize,
+    len: usize,
+}
+
+impl PageBuf {
+    fn new(capacity: usize) -> PageBuf {
+        let bytes = vec![0; capacity + BULK_ALIGN];
+        // `align_offset` may decline (usize::MAX): the buffer is then unaligned, and the storage
+        // writes it through the page cache like any other.
+        let at = bytes.as_ptr().align_offset(BULK_ALIGN).min(BULK_ALIGN);
+        PageBuf { bytes, at, len: 0 }
+    }
+
+    fn capacity(&self) -> usize {
+        self.bytes.len() - BULK_ALIGN
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.bytes[self.at..self.at + self.len]
+    }
+
+    /// Extends the filled part by `n` bytes and returns them (stale bytes: callers overwrite).
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.at + self.len;
+        self.len += n;
+        &mut self.bytes[start..start + n]
+    }
+}
+
+/// A write for the writer thread: a buffer of pages, or a run copied straight from the source.
+enum Write<'a> {
+    Pages(PageBuf, u64),
+    Run(&'a [u8], u64),
+}
+
+/// The writer thread: writes what the sink sends, in order, and hands each buffer back. Stops at
+/// the first error, which drops its ends of the channels and so stops the sink too.
+fn write_all(
+    out: &dyn Storage,
+    writes: Receiver<Write<'_>>,
+    spare: SyncSender<PageBuf>,
+) -> Result<()> {
+    for write in writes {
+        match write {
+            Write::Pages(mut buf, offset) => {
+                out.write_bulk(buf.filled(), offset)?;
+                buf.len = 0;
+                // The sink may have finished and gone: then nobody needs the buffer back.
+                let _ = spare.send(buf);
+            }
+            Write::Run(run, offset) => out.write_bulk(run, offset)?,
+        }
+    }
+    Ok(())
+}
+
+/// Where pages go: a buffer of consecutive pages, handed to the writer thread when it is full,
+/// while the walk fills another. The new file is written front to back, in order.
+struct Sink<'a> {
     page_size: usize,
     /// The id of the first page in `buf`.
     start: PageId,
-    buf: Vec<u8>,
+    buf: PageBuf,
+    writes: SyncSender<Write<'a>>,
+    spare: Receiver<PageBuf>,
 }
 
-impl<'s> Sink<'s> {
-    fn new(storage: &'s dyn Storage, page_size: u32) -> Sink<'s> {
-        Sink {
-            storage,
+impl<'a> Sink<'a> {
+    /// A sink, with the ends the writer thread takes: the writes to make, and where to hand
+    /// back the buffers written.
+    fn new(page_size: u32) -> (Sink<'a>, Receiver<Write<'a>>, SyncSender<PageBuf>) {
+        let (writes, to_write) = sync_channel(DEFRAG_WRITE_BUFFERS);
+        let (written, spare) = sync_channel(DEFRAG_WRITE_BUFFERS);
+        for _ in 1..DEFRAG_WRITE_BUFFERS {
+            written
+                .send(PageBuf::new(DEFRAG_WRITE_LEN))
+                .expect("the channel holds every buffer");
+        }
+        let sink = Sink {
             page_size: page_size as usize,
             start: 2,
-            buf: Vec::with_capacity(DEFRAG_WRITE_LEN + page_size as usize),
-        }
+            buf: PageBuf::new(DEFRAG_WRITE_LEN),
+            writes,
+            spare,
+        };
+        (sink, to_write, written)
     }
 
     /// The id the next page appended will have.
     fn next_id(&self) -> PageId {
-        self.start + (self.buf.len() / self.page_size) as u64
+        self.start + (self.buf.len / self.page_size) as u64
     }
 
-    /// Appends `pages` zeroed pages, lets `fill` encode them given their first id, and returns
-    /// that id.
-    fn append(&mut self, pages: u64, fill: impl FnOnce(&mut [u8], PageId)) -> Result<PageId> {
-        let id = self.next_id();
-        let at = self.buf.len();
-        self.buf.resize(at + pages as usize * self.page_size, 0);
-        fill(&mut self.buf[at..], id);
-        if self.buf.len() >= DEFRAG_WRITE_LEN {
+    /// Appends a zeroed page, lets `fill` encode it given its id, and returns that id.
+    fn append_page(&mut self, fill: impl FnOnce(&mut [u8], PageId)) -> Result<PageId> {
+        if self.buf.len + self.page_size > self.buf.capacity() {
             self.flush()?;
         }
+        let id = self.next_id();
+        let page = self.buf.grow(self.page_size);
+        page.fill(0);
+        fill(page, id);
         Ok(id)
     }
 
     /// Appends a run of pages copied from the source, renumbered to start at the next id. Only
-    /// the first page changes, so a run larger than a write goes straight from the source.
-    fn append_run(&mut self, run: &[u8], zeros: &mut ZeroCrcs) -> Result<PageId> {
+    /// the first page changes, so a run larger than a buffer goes straight from the source.
+    fn append_run(&mut self, run: &'a [u8], zeros: &mut ZeroCrcs) -> Result<PageId> {
+        let whole = run.len() <= self.buf.capacity();
+        let buffered = if whole { run.len() } else { self.page_size };
+        if self.buf.len + buffered > self.buf.capacity() {
+            self.flush()?;
+        }
         let id = self.next_id();
-        let at = self.buf.len();
-        if run.len() <= DEFRAG_WRITE_LEN {
-            self.buf.extend_from_slice(run);
-            page::move_run(&mut self.buf[at..at + self.page_size], run.len(), id, zeros);
-            if self.buf.len() >= DEFRAG_WRITE_LEN {
-                self.flush()?;
-            }
-        } else {
-            self.buf.extend_from_slice(&run[..self.page_size]);
-            page::move_run(&mut self.buf[at..], run.len(), id, zeros);
+        let copy = self.buf.grow(buffered);
+        copy.copy_from_slice(&run[..buffered]);
+        page::move_run(&mut copy[..self.page_size], run.len(), id, zeros);
+        if !whole {
             self.flush()?;
             let offset = self.start * self.page_size as u64;
-            self.storage.write_at(&run[self.page_size..], offset)?;
+            self.send(Write::Run(&run[self.page_size..], offset))?;
             self.start += (run.len() / self.page_size - 1) as u64;
         }
         Ok(id)
     }
 
+    /// Hands the buffered pages to the writer and takes an empty buffer back.
     fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.storage
-                .write_at(&self.buf, self.start * self.page_size as u64)?;
-            self.start = self.next_id();
-            self.buf.clear();
+        if self.buf.len == 0 {
+            return Ok(());
         }
+        let start = self.next_id();
+        let empty = self.spare.recv().map_err(|_| writer_stopped())?;
+        let full = std::mem::replace(&mut self.buf, empty);
+        self.send(Write::Pages(full, self.start * self.page_size as u64))?;
+        self.start = start;
         Ok(())
     }
+
+    fn send(&self, write: Write<'a>) -> Result<()> {
+        self.writes.send(write).map_err(|_| writer_stopped())
+    }
+}
+
+/// What the sink reports when the writer has stopped; the writer's own error is the one returned.
+fn writer_stopped() -> Error {
+    Error::Io(std::io::Error::other("the defrag writer stopped"))
 }
 
 /// How full to make pages.
@@ -492,9 +590,8 @@ impl<'a> TreeBuilder<'a> {
     }
 
     fn write_leaf(&mut self, sink: &mut Sink<'_>, entries: Vec<LeafEntry<'a>>) -> Result<()> {
-        let id = sink.append(1, |buf, id| {
-            node::encode_leaf_into(buf, id, entries.iter().copied())
-        })?;
+        let id =
+            sink.append_page(|buf, id| node::encode_leaf_into(buf, id, entries.iter().copied()))?;
         self.leaves.written += 1;
         self.add_branch(sink, 0, (entries[0].0, id))
     }
@@ -520,9 +617,8 @@ impl<'a> TreeBuilder<'a> {
         level: usize,
         entries: Vec<BranchEntry<'a>>,
     ) -> Result<()> {
-        let id = sink.append(1, |buf, id| {
-            node::encode_branch_into(buf, id, entries.iter().copied())
-        })?;
+        let id =
+            sink.append_page(|buf, id| node::encode_branch_into(buf, id, entries.iter().copied()))?;
         self.branches[level].written += 1;
         self.add_branch(sink, level + 1, (entries[0].0, id))
     }

@@ -22,6 +22,7 @@ type ProgressFn = Arc<dyn Fn(DefragProgress) + Send + Sync>;
 pub struct DefragOptions {
     pub(crate) fill: f64,
     pub(crate) progress: Option<ProgressFn>,
+    pub(crate) warm_cache: bool,
 }
 
 impl Default for DefragOptions {
@@ -29,6 +30,7 @@ impl Default for DefragOptions {
         DefragOptions {
             fill: DEFRAG_FILL_DEFAULT,
             progress: None,
+            warm_cache: true,
         }
     }
 }
@@ -38,6 +40,7 @@ impl fmt::Debug for DefragOptions {
         f.debug_struct("DefragOptions")
             .field("fill", &self.fill)
             .field("progress", &self.progress.is_some())
+            .field("warm_cache", &self.warm_cache)
             .finish()
     }
 }
@@ -54,6 +57,15 @@ impl DefragOptions {
     /// the defragging thread while the write lock is held: it must not begin a write transaction.
     pub fn progress(mut self, f: impl Fn(DefragProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether to read the new file back into the page cache after the swap, on a background
+    /// thread (the default: yes, when it fits in half of the available memory). The defrag writes
+    /// its file around the cache, at the disk's speed and without taking page-cache memory while
+    /// writers wait; without this, the first read of each page after it comes from the disk.
+    pub fn warm_cache(mut self, warm: bool) -> Self {
+        self.warm_cache = warm;
         self
     }
 

@@ -7,6 +7,9 @@
 //! disk streams while the walk runs and mostly finds its pages already in the page cache. When
 //! they do not fit, the walk instead asks for each branch's children as it reaches them.
 
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{Advice, Mmap};
@@ -58,6 +61,26 @@ fn memory_available() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Reads the `len` bytes of the file at `path` into the page cache on a thread of its own, when
+/// they fit in memory: a defrag writes its new file around the cache, and readers would otherwise
+/// take the first read of every page from the disk. The file is opened here, before returning, so
+/// the thread reads the file `path` names now. A hint: a failure changes nothing but speed. The
+/// thread holds its own handle, not the database's, so it keeps no lock and no mapping alive.
+pub(crate) fn warm(path: &Path, len: u64) {
+    if !fits_in_memory(len) {
+        return;
+    }
+    let Ok(mut file) = File::open(path) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("folio-defrag-warm".into())
+        .spawn(move || {
+            let mut buf = vec![0; DEFRAG_READAHEAD_CHUNK];
+            while matches!(file.read(&mut buf), Ok(n) if n > 0) {}
+        });
 }
 
 /// Asks the kernel to read `ranges` of `map`, in order, a chunk at a time, until done or until

@@ -8,7 +8,8 @@
 //! 5. rename it over the database;
 //! 6. sync the directory;
 //! 7. swap: new readers and the next writer use the new file; readers that began earlier keep the
-//!    old file's mapping, which lives until the last of them finishes.
+//!    old file's mapping, which lives until the last of them finishes;
+//! 8. read the new file into the page cache on a background thread (it was written around it).
 //!
 //! Until step 5 the database is untouched: a failure removes the new file and returns the error,
 //! and a crash leaves the old database and at most a leftover `.defrag` file that the next open
@@ -21,8 +22,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::defrag::load;
 use crate::defrag::options::{DefragOptions, DefragReport};
+use crate::defrag::{load, readahead};
 use crate::error::Result;
 use crate::page_file::freelist::FreeList;
 use crate::page_file::storage::{DEFRAG_SUFFIX, sibling_path};
@@ -128,6 +129,9 @@ impl Db {
         // Unmapping the old file (if no reader holds it) waits for no one: writers are free now.
         drop((replaced, source, old));
         dir_synced?;
+        if options.warm_cache {
+            readahead::warm(&path, size_after);
+        }
         Ok(DefragReport {
             size_before,
             size_after,

@@ -9,7 +9,7 @@ pub(crate) mod storage;
 
 pub use page::PageKind;
 pub use sim::{DirState, Fault, SimStorage};
-pub use storage::{FileStorage, Storage};
+pub use storage::{BULK_ALIGN, FileStorage, Storage};
 
 #[cfg(test)]
 mod format_doc_test;
