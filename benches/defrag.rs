@@ -1,6 +1,7 @@
 //! Defrag against the disk's floor, with criterion: the etcd-like store of `examples/defrag.rs`
 //! (its file 2 GiB before defrag by default; `FOLIO_DEFRAG_LIVE_MB` sets the live size), defragged
-//! online, beside a plain copy (read, write, fsync) of the same number of bytes.
+//! online, beside a plain copy (read, write, fsync) of the same number of bytes, and the same copy
+//! with its writes around the page cache (`O_DIRECT`), as the defrag's are.
 //!
 //! `cargo bench --bench defrag`
 //!
@@ -16,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use etcd_workload::{Workload, build, plain_copy};
+use etcd_workload::{Workload, build, direct_copy, plain_copy};
 use folio::{Db, DefragOptions};
 
 fn live_mb() -> u64 {
@@ -76,6 +77,16 @@ fn defrag(c: &mut Criterion) {
                 .sum()
         })
     });
+    // The same bytes written around the page cache, as the defrag writes them.
+    if direct_copy(&packed, &copy, out_len).unwrap().is_some() {
+        group.bench_function("direct_copy", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| direct_copy(&packed, &copy, out_len).unwrap().unwrap())
+                    .sum()
+            })
+        });
+    }
     group.finish();
 }
 

@@ -417,6 +417,28 @@ fn progress_counts_every_source_page_once_and_ends_at_the_total() {
 }
 
 #[test]
+fn the_page_cache_is_warmed_after_the_swap_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warm.folio");
+    let db = small_db(&path);
+    let mut model = Model::new();
+    let ops: Vec<Op> = (0..3000u16)
+        .map(|i| Op::Put((i % 2) as u8, i % 1000, 300, i as u8))
+        .collect();
+    run(&db, &mut model, &ops);
+    // A small file fits in memory, so the default warms it.
+    let warmed = db.defrag(&DefragOptions::default()).unwrap();
+    assert!(warmed.warm.is_some(), "{warmed}");
+    assert!(warmed.to_string().contains("page cache warmed"), "{warmed}");
+    let cold = db
+        .defrag(&DefragOptions::default().warm_cache(false))
+        .unwrap();
+    assert_eq!(cold.warm, None);
+    assert_eq!(contents(&db), model);
+    assert!(db.check().unwrap().is_clean());
+}
+
+#[test]
 fn a_fill_factor_outside_half_to_full_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fill.folio");

@@ -60,10 +60,11 @@ impl DefragOptions {
         self
     }
 
-    /// Whether to read the new file back into the page cache after the swap, on a background
-    /// thread (the default: yes, when it fits in half of the available memory). The defrag writes
-    /// its file around the cache, at the disk's speed and without taking page-cache memory while
-    /// writers wait; without this, the first read of each page after it comes from the disk.
+    /// Whether to read the new file into the page cache after the swap, before returning (the
+    /// default: yes, when it fits in half of the available memory). Readers and writers are not
+    /// held up by it: the write lock is released first. The defrag writes its file around the
+    /// cache, at the disk's speed and without taking page-cache memory while writers wait; without
+    /// this, the first read of each page after it comes from the disk.
     pub fn warm_cache(mut self, warm: bool) -> Self {
         self.warm_cache = warm;
         self
@@ -98,8 +99,12 @@ pub struct DefragReport {
     pub live_bytes: u64,
     /// Pages written to the new file, metas included.
     pub pages_written: u64,
-    /// From taking the write lock to the swap.
+    /// From taking the write lock to the swap: how long writers waited.
     pub duration: Duration,
+    /// How long reading the new file into the page cache took after the swap, with readers and
+    /// writers already going on; `None` when it was not done (see
+    /// [`DefragOptions::warm_cache`]).
+    pub warm: Option<Duration>,
 }
 
 impl DefragReport {
@@ -130,6 +135,10 @@ impl fmt::Display for DefragReport {
             self.pages_written,
             self.duration.as_secs_f64(),
             self.seconds_per_gb()
-        )
+        )?;
+        if let Some(warm) = self.warm {
+            write!(f, "; page cache warmed in {:.3} s", warm.as_secs_f64())?;
+        }
+        Ok(())
     }
 }

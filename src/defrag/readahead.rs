@@ -7,9 +7,6 @@
 //! disk streams while the walk runs and mostly finds its pages already in the page cache. When
 //! they do not fit, the walk instead asks for each branch's children as it reaches them.
 
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{Advice, Mmap};
@@ -63,24 +60,34 @@ fn memory_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Reads the `len` bytes of the file at `path` into the page cache on a thread of its own, when
-/// they fit in memory: a defrag writes its new file around the cache, and readers would otherwise
-/// take the first read of every page from the disk. The file is opened here, before returning, so
-/// the thread reads the file `path` names now. A hint: a failure changes nothing but speed. The
-/// thread holds its own handle, not the database's, so it keeps no lock and no mapping alive.
-pub(crate) fn warm(path: &Path, len: u64) {
-    if !fits_in_memory(len) {
+/// Reads all of `map` into the page cache and maps it, a chunk at a time, when it fits in half of
+/// the available memory; returns whether it did. A defrag writes its new file around the cache,
+/// and readers would otherwise take the first read of every page from the disk.
+pub(crate) fn warm(map: &Mmap) -> bool {
+    if !fits_in_memory(map.len() as u64) {
+        return false;
+    }
+    let mut at = 0;
+    while at < map.len() {
+        let n = (map.len() - at).min(DEFRAG_READAHEAD_CHUNK);
+        populate(map, at, n);
+        at += n;
+    }
+    true
+}
+
+/// Reads `len` bytes of `map` from `offset` into memory and maps them: with one call where the
+/// kernel can (`MADV_POPULATE_READ`, Linux 5.14 and later), else by touching each page.
+fn populate(map: &Mmap, offset: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    if map.advise_range(Advice::PopulateRead, offset, len).is_ok() {
         return;
     }
-    let Ok(mut file) = File::open(path) else {
-        return;
-    };
-    let _ = std::thread::Builder::new()
-        .name("folio-defrag-warm".into())
-        .spawn(move || {
-            let mut buf = vec![0; DEFRAG_READAHEAD_CHUNK];
-            while matches!(file.read(&mut buf), Ok(n) if n > 0) {}
-        });
+    let touched = map[offset..offset + len]
+        .iter()
+        .step_by(4096)
+        .fold(0u8, |acc, b| acc ^ b);
+    std::hint::black_box(touched);
 }
 
 /// Asks the kernel to read `ranges` of `map`, in order, a chunk at a time, until done or until

@@ -9,7 +9,7 @@
 //! 6. sync the directory;
 //! 7. swap: new readers and the next writer use the new file; readers that began earlier keep the
 //!    old file's mapping, which lives until the last of them finishes;
-//! 8. read the new file into the page cache on a background thread (it was written around it).
+//! 8. with writers free again, read the new file into the page cache: it was written around it.
 //!
 //! Until step 5 the database is untouched: a failure removes the new file and returns the error,
 //! and a crash leaves the old database and at most a leftover `.defrag` file that the next open
@@ -123,21 +123,24 @@ impl Db {
             // name a crash could still take back.
             inner.sync.poison();
         }
-        inner.publish(snapshot);
+        inner.publish(snapshot.clone());
         drop(writer);
         let duration = started.elapsed();
         // Unmapping the old file (if no reader holds it) waits for no one: writers are free now.
         drop((replaced, source, old));
         dir_synced?;
-        if options.warm_cache {
-            readahead::warm(&path, size_after);
-        }
+
+        // 8. Warm the cache, with readers and writers already going on.
+        let started = Instant::now();
+        let warmed = options.warm_cache && readahead::warm(&snapshot.map);
+        let warm = warmed.then(|| started.elapsed());
         Ok(DefragReport {
             size_before,
             size_after,
             live_bytes: (2 + freelist_pages + pages_total) * page_size,
             pages_written: meta.page_count,
             duration,
+            warm,
         })
     }
 }
