@@ -149,6 +149,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.duration.as_secs_f64(),
         report.seconds_per_gb()
     );
+    if let Some(warm) = report.warm {
+        println!(
+            "then, writers free again, the new file read into the page cache in {:.3} s",
+            warm.as_secs_f64()
+        );
+    }
     let gb = report.size_after as f64 / 1e9;
     println!(
         "plain copy of the same {} (read, write, fsync): {:.3} s ({:.2} s/GB)",
