@@ -539,28 +539,48 @@ fn a_corrupt_source_page_stops_the_defrag_and_leaves_the_database_as_it_was() {
 }
 
 #[test]
-fn a_value_larger_than_one_defrag_write_is_copied_whole() {
+fn values_around_the_write_buffer_size_are_copied_whole_and_in_place() {
+    // The defrag gathers pages in 8 MiB buffers; an overflow run goes into the buffer when it fits
+    // (after flushing a buffer it would overflow), or straight from the source when it is larger
+    // than a buffer. Runs just under, at and over the size, between small entries, take each path.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.folio");
     let db = Db::open(&path).unwrap();
-    let big = value(9 << 20, 7);
+    let buffer = 8 << 20;
+    let lens = [
+        5000,
+        buffer - 3 * 4096,
+        buffer - 100,
+        9 << 20,
+        3 << 20,
+        buffer + 100,
+        6 << 20,
+        100,
+    ];
     let mut tx = db.begin_write().unwrap();
     let mut t = tx.open_tree(b"t").unwrap();
-    t.put(b"a", b"small").unwrap();
-    t.put(b"big", &big).unwrap();
-    t.put(b"c", &value(5000, 3)).unwrap();
+    for (i, &len) in lens.iter().enumerate() {
+        t.put(format!("big-{i}").as_bytes(), &value(len, i as u8))
+            .unwrap();
+        t.put(format!("small-{i}").as_bytes(), &value(20 + i, 9))
+            .unwrap();
+    }
     tx.commit().unwrap();
     db.defrag(&DefragOptions::default()).unwrap();
-    assert_packed(&db, &path, "after copying a 9 MiB value");
+    assert_packed(&db, &path, "after copying values around the buffer size");
     let tx = db.begin_read().unwrap();
     let t = tx.tree(b"t").unwrap().unwrap();
-    assert!(
-        t.get(b"big").unwrap() == Some(&big[..]),
-        "the large value changed"
-    );
-    assert_eq!(t.get(b"c").unwrap(), Some(&value(5000, 3)[..]));
+    for (i, &len) in lens.iter().enumerate() {
+        let got = t.get(format!("big-{i}").as_bytes()).unwrap();
+        assert!(
+            got == Some(&value(len, i as u8)[..]),
+            "value {i} ({len} bytes) changed"
+        );
+        let small = t.get(format!("small-{i}").as_bytes()).unwrap();
+        assert_eq!(small, Some(&value(20 + i, 9)[..]));
+    }
     drop(tx);
-    assert_clean(&db, "after copying a 9 MiB value");
+    assert_clean(&db, "after copying values around the buffer size");
 }
 
 #[test]

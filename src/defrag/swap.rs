@@ -56,7 +56,9 @@ impl Db {
     ///
     /// Writers wait while the copy runs (a write transaction open on this thread would deadlock:
     /// commit or drop it first). Readers do not: a snapshot taken before the swap keeps reading the
-    /// old file to its end. On an error the database goes on as before, unless the error is
+    /// old file to its end. The new file is written around the page cache; once writers are free
+    /// again, this reads it into the cache before returning, unless [`DefragOptions::warm_cache`]
+    /// says not to. On an error the database goes on as before, unless the error is
     /// [`crate::Error::Poisoned`]-worthy (the directory sync after the rename failed), in which
     /// case later commits fail until a reopen.
     pub fn defrag(&self, options: &DefragOptions) -> Result<DefragReport> {
