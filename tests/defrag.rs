@@ -539,48 +539,59 @@ fn a_corrupt_source_page_stops_the_defrag_and_leaves_the_database_as_it_was() {
 }
 
 #[test]
-fn values_around_the_write_buffer_size_are_copied_whole_and_in_place() {
-    // The defrag gathers pages in 8 MiB buffers; an overflow run goes into the buffer when it fits
-    // (after flushing a buffer it would overflow), or straight from the source when it is larger
-    // than a buffer. Runs just under, at and over the size, between small entries, take each path.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.folio");
-    let db = Db::open(&path).unwrap();
-    let buffer = 8 << 20;
-    let lens = [
-        5000,
-        buffer - 3 * 4096,
-        buffer - 100,
-        9 << 20,
-        3 << 20,
-        buffer + 100,
-        6 << 20,
-        100,
-    ];
-    let mut tx = db.begin_write().unwrap();
-    let mut t = tx.open_tree(b"t").unwrap();
-    for (i, &len) in lens.iter().enumerate() {
-        t.put(format!("big-{i}").as_bytes(), &value(len, i as u8))
-            .unwrap();
-        t.put(format!("small-{i}").as_bytes(), &value(20 + i, 9))
-            .unwrap();
+fn runs_around_the_write_buffer_size_are_copied_whole_at_every_page_size() {
+    // The defrag gathers pages in buffers of DEFRAG_WRITE_LEN; an overflow run goes into the
+    // buffer when it fits (after flushing a buffer it would overflow), or straight from the source
+    // when it is larger than a buffer. Runs one page under, at, one page over and two buffers past
+    // the size, between runs of small entries, take each path; the smallest, middle and largest
+    // page sizes put the runs at aligned and unaligned file offsets.
+    let buffer = folio::limits::DEFRAG_WRITE_LEN;
+    for page_size in [512u32, 4096, 32768] {
+        let ps = page_size as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.folio");
+        let db = Db::builder().page_size(page_size).open(&path).unwrap();
+        let runs = [buffer - ps, buffer, buffer + ps, 2 * buffer + ps, 3 * ps];
+        // A run of n bytes holds a value of n bytes less the one page header.
+        let lens: Vec<usize> = runs
+            .iter()
+            .map(|r| r - folio::limits::PAGE_HEADER_LEN)
+            .collect();
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree(b"t").unwrap();
+        for (i, &len) in lens.iter().enumerate() {
+            for j in 0..i * 37 + 5 {
+                t.put(format!("a{i}-{j:04}").as_bytes(), &value(60, j as u8))
+                    .unwrap();
+            }
+            t.put(format!("b{i}").as_bytes(), &value(len, i as u8))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        db.defrag(&DefragOptions::default()).unwrap();
+        assert_packed(&db, &path, &format!("page size {ps}"));
+        let same = |db: &Db, when: &str| {
+            let tx = db.begin_read().unwrap();
+            let t = tx.tree(b"t").unwrap().unwrap();
+            for (i, &len) in lens.iter().enumerate() {
+                let got = t.get(format!("b{i}").as_bytes()).unwrap();
+                assert!(
+                    got == Some(&value(len, i as u8)[..]),
+                    "page size {ps}, {when}: the run of {} bytes changed",
+                    runs[i]
+                );
+                for j in 0..i * 37 + 5 {
+                    let small = t.get(format!("a{i}-{j:04}").as_bytes()).unwrap();
+                    assert_eq!(small, Some(&value(60, j as u8)[..]), "page size {ps}");
+                }
+            }
+            drop(tx);
+            assert_clean(db, &format!("page size {ps}, {when}"));
+        };
+        same(&db, "after the defrag");
+        drop(db);
+        same(&Db::open(&path).unwrap(), "after a reopen");
     }
-    tx.commit().unwrap();
-    db.defrag(&DefragOptions::default()).unwrap();
-    assert_packed(&db, &path, "after copying values around the buffer size");
-    let tx = db.begin_read().unwrap();
-    let t = tx.tree(b"t").unwrap().unwrap();
-    for (i, &len) in lens.iter().enumerate() {
-        let got = t.get(format!("big-{i}").as_bytes()).unwrap();
-        assert!(
-            got == Some(&value(len, i as u8)[..]),
-            "value {i} ({len} bytes) changed"
-        );
-        let small = t.get(format!("small-{i}").as_bytes()).unwrap();
-        assert_eq!(small, Some(&value(20 + i, 9)[..]));
-    }
-    drop(tx);
-    assert_clean(&db, "after copying values around the buffer size");
 }
 
 #[test]

@@ -62,7 +62,8 @@ fn memory_available() -> Option<u64> {
 
 /// Reads all of `map` into the page cache and maps it, a chunk at a time, when it fits in half of
 /// the available memory; returns whether it did. A defrag writes its new file around the cache,
-/// and readers would otherwise take the first read of every page from the disk.
+/// and readers would otherwise take the first read of every page from the disk. The caller must
+/// keep the pages of `map` from being rewritten meanwhile (by holding a read transaction).
 pub(crate) fn warm(map: &Mmap) -> bool {
     if !fits_in_memory(map.len() as u64) {
         return false;
@@ -70,24 +71,32 @@ pub(crate) fn warm(map: &Mmap) -> bool {
     let mut at = 0;
     while at < map.len() {
         let n = (map.len() - at).min(DEFRAG_READAHEAD_CHUNK);
-        populate(map, at, n);
+        if !populate(map, at, n) {
+            return false;
+        }
         at += n;
     }
     true
 }
 
 /// Reads `len` bytes of `map` from `offset` into memory and maps them: with one call where the
-/// kernel can (`MADV_POPULATE_READ`, Linux 5.14 and later), else by touching each page.
-fn populate(map: &Mmap, offset: usize, len: usize) {
+/// kernel can (`MADV_POPULATE_READ`, Linux 5.14 and later), else by touching each page. Returns
+/// false if the kernel could not read them (an I/O error): touching those pages would raise
+/// SIGBUS, so they are left for a reader to meet.
+fn populate(map: &Mmap, offset: usize, len: usize) -> bool {
     #[cfg(target_os = "linux")]
-    if map.advise_range(Advice::PopulateRead, offset, len).is_ok() {
-        return;
+    match map.advise_range(Advice::PopulateRead, offset, len) {
+        Ok(()) => return true,
+        // An older kernel that does not know the advice: touch the pages instead.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(_) => return false,
     }
     let touched = map[offset..offset + len]
         .iter()
         .step_by(4096)
         .fold(0u8, |acc, b| acc ^ b);
     std::hint::black_box(touched);
+    true
 }
 
 /// Asks the kernel to read `ranges` of `map`, in order, a chunk at a time, until done or until

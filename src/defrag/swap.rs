@@ -125,7 +125,10 @@ impl Db {
             // name a crash could still take back.
             inner.sync.poison();
         }
-        inner.publish(snapshot.clone());
+        inner.publish(snapshot);
+        // The warm-up reads the new file as a registered reader, so that commits after the swap do
+        // not reuse (and rewrite) pages while it reads them.
+        let warm_reader = options.warm_cache.then(|| self.begin_read().ok()).flatten();
         drop(writer);
         let duration = started.elapsed();
         // Unmapping the old file (if no reader holds it) waits for no one: writers are free now.
@@ -134,7 +137,7 @@ impl Db {
 
         // 8. Warm the cache, with readers and writers already going on.
         let started = Instant::now();
-        let warmed = options.warm_cache && readahead::warm(&snapshot.map);
+        let warmed = warm_reader.is_some_and(|r| readahead::warm(&r.snapshot().map));
         let warm = warmed.then(|| started.elapsed());
         Ok(DefragReport {
             size_before,
