@@ -9,10 +9,13 @@
 //! it promises only to survive a process crash; its power-loss images are opened and read only to
 //! show that doing so never panics, whatever they hold.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use common::{StorageCall, Watch, Watched};
 use folio::{Db, Durability, Error, Fault, SimStorage, Storage, WriteTxn};
 
 const PAGE_SIZE: u32 = 512;
@@ -225,22 +228,37 @@ struct Log {
 }
 
 /// A `SimStorage` that logs the calls made through it.
-#[derive(Clone, Debug)]
-struct Recorder {
-    sim: SimStorage,
-    log: Arc<Mutex<Log>>,
+type Recorder = Watched<Arc<Mutex<Log>>>;
+
+impl Watch for Arc<Mutex<Log>> {
+    fn before(&self, change: StorageCall) {
+        self.lock().unwrap().steps.push(match change {
+            StorageCall::Write { offset, len } => Step::Write { offset, len },
+            StorageCall::SetLen => Step::SetLen,
+            StorageCall::Sync => Step::Sync,
+        });
+    }
+
+    fn after(&self, change: StorageCall) {
+        let mut log = self.lock().unwrap();
+        match change {
+            StorageCall::Write { len, .. } => log.last_unsynced_write = Some(len),
+            StorageCall::Sync => log.last_unsynced_write = None,
+            StorageCall::SetLen => {}
+        }
+    }
 }
 
-impl Recorder {
+impl Watched<Arc<Mutex<Log>>> {
     fn steps(&self) -> Vec<Step> {
-        self.log.lock().unwrap().steps.clone()
+        self.watch.lock().unwrap().steps.clone()
     }
 
     /// Images a power loss now could leave: the synced bytes alone, and with a torn prefix of
     /// the last unsynced write (none, 17 bytes, half, all but one byte).
     fn power_loss_images(&self) -> Vec<(String, Vec<u8>)> {
         let mut images = vec![("power loss".to_string(), self.sim.crash_image(None))];
-        if let Some(len) = self.log.lock().unwrap().last_unsynced_write {
+        if let Some(len) = self.watch.lock().unwrap().last_unsynced_write {
             for torn in [0, 17, len / 2, len - 1] {
                 let label =
                     format!("power loss tearing the last write after {torn} of {len} bytes");
@@ -248,63 +266,6 @@ impl Recorder {
             }
         }
         images
-    }
-}
-
-impl Storage for Recorder {
-    fn len(&self) -> folio::Result<u64> {
-        self.sim.len()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> folio::Result<()> {
-        self.sim.read_at(buf, offset)
-    }
-
-    fn write_at(&self, data: &[u8], offset: u64) -> folio::Result<()> {
-        self.log.lock().unwrap().steps.push(Step::Write {
-            offset,
-            len: data.len(),
-        });
-        self.sim.write_at(data, offset)?;
-        self.log.lock().unwrap().last_unsynced_write = Some(data.len());
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> folio::Result<()> {
-        self.log.lock().unwrap().steps.push(Step::SetLen);
-        self.sim.set_len(len)
-    }
-
-    fn sync(&self) -> folio::Result<()> {
-        self.log.lock().unwrap().steps.push(Step::Sync);
-        self.sim.sync()?;
-        self.log.lock().unwrap().last_unsynced_write = None;
-        Ok(())
-    }
-
-    fn map(&self) -> folio::Result<memmap2::Mmap> {
-        self.sim.map()
-    }
-
-    // Directory operations are not logged: only a defrag makes them, and these tests run none.
-    fn path(&self) -> std::path::PathBuf {
-        self.sim.path()
-    }
-
-    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
-        self.sim.create_sibling(path)
-    }
-
-    fn rename(&self, to: &Path) -> folio::Result<()> {
-        self.sim.rename(to)
-    }
-
-    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
-        self.sim.remove_sibling(path)
-    }
-
-    fn sync_dir(&self) -> folio::Result<()> {
-        self.sim.sync_dir()
     }
 }
 
@@ -321,14 +282,14 @@ fn rig(dir: &Path, name: &str, durability: Durability) -> Rig {
     let path = dir.join(name);
     let rec = Recorder {
         sim: SimStorage::create(&path).unwrap(),
-        log: Arc::default(),
+        watch: Arc::default(),
     };
     let db = Db::builder()
         .page_size(PAGE_SIZE)
         .durability(durability)
         .create_with(Box::new(rec.clone()))
         .unwrap();
-    rec.log.lock().unwrap().steps.clear();
+    rec.watch.lock().unwrap().steps.clear();
     Rig { path, rec, db }
 }
 

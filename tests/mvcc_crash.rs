@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use common::{StorageCall, Watch, Watched};
 use folio::{
-    Db, Durability, Error, Fault, KeyRange, KeyValue, Op, RangeOptions, SimStorage, Storage, Store,
+    Db, Durability, Error, Fault, KeyRange, KeyValue, Op, RangeOptions, SimStorage, Store,
     StoreOptions,
 };
 
@@ -256,71 +257,25 @@ enum Call {
     Sync,
 }
 
-/// A `SimStorage` that logs the calls made through it.
-#[derive(Clone, Debug)]
-struct Counter {
-    sim: SimStorage,
-    log: Arc<Mutex<Vec<Call>>>,
-}
+/// A `SimStorage` that logs the calls made through it that went ahead.
+type Counter = Watched<Arc<Mutex<Vec<Call>>>>;
 
-impl Storage for Counter {
-    fn len(&self) -> folio::Result<u64> {
-        self.sim.len()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> folio::Result<()> {
-        self.sim.read_at(buf, offset)
-    }
-
-    fn write_at(&self, data: &[u8], offset: u64) -> folio::Result<()> {
-        self.sim.write_at(data, offset)?;
-        let meta = offset < 2 * u64::from(PAGE_SIZE);
-        self.log.lock().unwrap().push(Call::Write { meta });
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> folio::Result<()> {
-        self.sim.set_len(len)?;
-        self.log.lock().unwrap().push(Call::SetLen);
-        Ok(())
-    }
-
-    fn sync(&self) -> folio::Result<()> {
-        self.sim.sync()?;
-        self.log.lock().unwrap().push(Call::Sync);
-        Ok(())
-    }
-
-    fn map(&self) -> folio::Result<memmap2::Mmap> {
-        self.sim.map()
-    }
-
-    // Directory operations are not logged: only a defrag makes them, and these tests run none.
-    fn path(&self) -> std::path::PathBuf {
-        self.sim.path()
-    }
-
-    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
-        self.sim.create_sibling(path)
-    }
-
-    fn rename(&self, to: &Path) -> folio::Result<()> {
-        self.sim.rename(to)
-    }
-
-    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
-        self.sim.remove_sibling(path)
-    }
-
-    fn sync_dir(&self) -> folio::Result<()> {
-        self.sim.sync_dir()
+impl Watch for Arc<Mutex<Vec<Call>>> {
+    fn after(&self, change: StorageCall) {
+        self.lock().unwrap().push(match change {
+            StorageCall::Write { offset, .. } => Call::Write {
+                meta: offset < 2 * u64::from(PAGE_SIZE),
+            },
+            StorageCall::SetLen => Call::SetLen,
+            StorageCall::Sync => Call::Sync,
+        });
     }
 }
 
-impl Counter {
+impl Watched<Arc<Mutex<Vec<Call>>>> {
     /// Calls made so far that went ahead.
     fn calls(&self) -> Vec<Call> {
-        self.log.lock().unwrap().clone()
+        self.watch.lock().unwrap().clone()
     }
 
     /// Commits published so far: meta-page writes.
@@ -372,7 +327,7 @@ fn base(dir: &Path, name: &str, revisions: i64, keys: u64, first: Option<i64>) -
 fn open_image(dir: &Path, name: &str, image: &[u8], durability: Durability) -> (Counter, Db) {
     let counter = Counter {
         sim: SimStorage::with_image(&dir.join(name), image).unwrap(),
-        log: Arc::default(),
+        watch: Arc::default(),
     };
     let db = Db::builder()
         .durability(durability)

@@ -1,9 +1,12 @@
-//! Helpers shared by the test files: the proptest configuration that prints its seed, and a look at
-//! the MVCC store's key tree. Each test file that needs them declares `mod common;` and uses only
-//! what it needs.
+//! Helpers shared by the test files: the proptest configuration that prints its seed, a look at
+//! the MVCC store's key tree, and a `SimStorage` whose calls a test can watch. Each test file that
+//! needs them declares `mod common;` and uses only what it needs.
 #![allow(dead_code)]
 
-use folio::Db;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+use folio::{Db, SimStorage, Storage};
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 /// A proptest configuration for the model test `name`: `cases` cases unless `PROPTEST_CASES`
@@ -46,4 +49,91 @@ pub fn key_tree_len(db: &Db) -> u64 {
         .find(|n| n.ends_with(b"key"))
         .unwrap_or_else(|| panic!("no key tree among {names:?}"));
     tx.tree(name).expect("tree").expect("listed").len()
+}
+
+/// A call that changes a file: what a [`Watch`] is told of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageCall {
+    Write { offset: u64, len: usize },
+    SetLen,
+    Sync,
+}
+
+/// What a test keeps of the calls made through a [`Watched`] storage: each call, before it is
+/// made and (if it went ahead) after.
+pub trait Watch: Debug + Send + Sync {
+    fn before(&self, _call: StorageCall) {}
+    fn after(&self, _call: StorageCall) {}
+}
+
+/// A `SimStorage` whose writes, length changes and syncs `watch` sees. Directory operations are
+/// not watched: only a defrag makes them, and the tests that watch run none.
+#[derive(Clone, Debug)]
+pub struct Watched<W> {
+    pub sim: SimStorage,
+    pub watch: W,
+}
+
+impl<W: Watch> Watched<W> {
+    /// Makes `op`, the storage call `call`, with `watch` told before and after.
+    fn watched(
+        &self,
+        call: StorageCall,
+        op: impl FnOnce() -> folio::Result<()>,
+    ) -> folio::Result<()> {
+        self.watch.before(call);
+        op()?;
+        self.watch.after(call);
+        Ok(())
+    }
+}
+
+impl<W: Watch> Storage for Watched<W> {
+    fn len(&self) -> folio::Result<u64> {
+        self.sim.len()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> folio::Result<()> {
+        self.sim.read_at(buf, offset)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> folio::Result<()> {
+        let call = StorageCall::Write {
+            offset,
+            len: data.len(),
+        };
+        self.watched(call, || self.sim.write_at(data, offset))
+    }
+
+    fn set_len(&self, len: u64) -> folio::Result<()> {
+        self.watched(StorageCall::SetLen, || self.sim.set_len(len))
+    }
+
+    fn sync(&self) -> folio::Result<()> {
+        self.watched(StorageCall::Sync, || self.sim.sync())
+    }
+
+    fn map(&self) -> folio::Result<memmap2::Mmap> {
+        self.sim.map()
+    }
+
+    fn path(&self) -> PathBuf {
+        self.sim.path()
+    }
+
+    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
+        self.sim.create_sibling(path)
+    }
+
+    fn rename(&self, to: &Path) -> folio::Result<()> {
+        self.sim.rename(to)
+    }
+
+    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
+        self.sim.remove_sibling(path)
+    }
+
+    fn sync_dir(&self) -> folio::Result<()> {
+        self.sim.sync_dir()
+    }
 }
