@@ -15,7 +15,7 @@ use crate::page_file::freelist::FreeList;
 use crate::page_file::page::{self, Header, PageKind};
 use crate::stats::{Stats, TreeStats};
 use crate::txn::catalog::Descriptor;
-use crate::txn::db::{Db, Inner, Snapshot};
+use crate::txn::db::{Db, Snapshot};
 
 /// One thing the checker found wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -434,24 +434,19 @@ pub(crate) fn walk(snapshot: &Snapshot, file_len: u64) -> Walk {
     }
 }
 
-pub(crate) fn check_db(db: &Inner) -> Result<CheckReport> {
-    let snapshot = db.shared.lock().current.clone();
-    Ok(walk(&snapshot, db.storage.len()?).report)
-}
-
 impl Db {
     /// Checks the newest commit: every page reachable exactly once or free exactly once, keys in
     /// order within pages and between levels, every checksum valid, entry counts right.
     /// Problems are reported, not returned as errors; an `Err` means the check could not run.
     pub fn check(&self) -> Result<CheckReport> {
         let tx = self.begin_read()?;
-        Ok(walk(tx.snapshot(), self.inner.storage.len()?).report)
+        Ok(walk(tx.snapshot(), self.inner.storage().len()?).report)
     }
 
     /// Page counts by kind, fill, free space, and per-tree figures for the newest commit.
     pub fn stats(&self) -> Result<Stats> {
         let tx = self.begin_read()?;
-        let mut stats = walk(tx.snapshot(), self.inner.storage.len()?).stats;
+        let mut stats = walk(tx.snapshot(), self.inner.storage().len()?).stats;
         let w = self.inner.writer.lock();
         stats.pending_pages = w.freelist.pending_page_count();
         Ok(stats)

@@ -124,6 +124,16 @@ pub enum Error {
         current: i64,
     },
 
+    /// Strict mode ([`crate::Builder::strict`]) found a problem in a commit before its meta was
+    /// written: nothing was committed, and the database is as it was before the transaction.
+    #[error("strict check failed, commit {txid} was not made: {problems}")]
+    CheckFailed {
+        /// The commit that was refused.
+        txid: u64,
+        /// What the checker found.
+        problems: String,
+    },
+
     /// An earlier commit failed after it began writing its meta page, so the state on disk is
     /// unknown to this process. Reads of existing snapshots still work; reopen the database to write.
     #[error(

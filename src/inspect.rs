@@ -276,7 +276,7 @@ impl Db {
     pub fn page_map(&self) -> Result<PageMap> {
         let tx = self.begin_read()?;
         let snapshot = tx.snapshot();
-        let file_bytes = self.inner.storage.len()?;
+        let file_bytes = self.inner.storage().len()?;
         let walk = walk(snapshot, file_bytes);
         let meta = snapshot.meta;
         let file_pages = (file_bytes / meta.page_size as u64).max(meta.page_count);

@@ -57,6 +57,8 @@ pub use mvcc::{
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
-pub use page_file::{BULK_ALIGN, DirState, Fault, FileStorage, PageKind, SimStorage, Storage};
+pub use page_file::{
+    BULK_ALIGN, DirState, Fault, FileStorage, PageKind, SECTOR, SimStorage, Storage,
+};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};

@@ -190,3 +190,68 @@ fn a_failed_write_leaves_the_store_as_it_was() {
         2
     );
 }
+
+/// What broke: in group mode the strict check ran after the commit was published. When it failed,
+/// the store unwound its key index for a commit that was already on disk, and the next write
+/// reused that commit's revision. The check now runs before the meta is written, so a failed check
+/// commits nothing.
+#[test]
+fn a_failed_strict_check_in_group_mode_commits_nothing_and_the_revision_is_not_used() {
+    use folio::{Db, Durability};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.folio");
+    let marker = [0xa7u8; 600];
+    let rev = {
+        let store = Store::open(&path).unwrap();
+        store.put(b"a", b"1").unwrap();
+        let mut tx = store.db().begin_write().unwrap();
+        tx.open_tree(b"other").unwrap().put(b"x", &marker).unwrap();
+        tx.commit().unwrap();
+        store.current_revision()
+    };
+    // Damage the other tree's leaf, which the store's writes never touch: only the strict check
+    // reads it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the marker value is in the file");
+    bytes[at + 10] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    {
+        let db = Db::builder()
+            .durability(Durability::Group)
+            .strict(true)
+            .open(&path)
+            .unwrap();
+        let store = Store::with_db(db).unwrap();
+        let err = store.put(b"b", b"2").unwrap_err();
+        assert!(matches!(err, Error::CheckFailed { .. }), "{err}");
+        assert_eq!(
+            store.current_revision(),
+            rev,
+            "the failed put took no revision"
+        );
+        assert!(
+            store
+                .range(b"b", RangeOptions::current())
+                .unwrap()
+                .kvs
+                .is_empty()
+        );
+    }
+    let store = Store::with_db(Db::builder().open(&path).unwrap()).unwrap();
+    assert_eq!(
+        store.current_revision(),
+        rev,
+        "nothing of the failed put reached the disk"
+    );
+    assert!(
+        store
+            .range(b"b", RangeOptions::current())
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+}

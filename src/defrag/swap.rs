@@ -71,8 +71,8 @@ impl Db {
         let mut writer = inner.writer.lock();
 
         // 2. Every commit durable: no round will touch the old file again.
-        let old = inner.storage.get();
-        inner.sync.wait_synced(&*old, inner.sync.committed_txid())?;
+        let old = inner.storage();
+        inner.sync.wait_synced(inner.sync.committed_txid())?;
         let source = writer.latest.clone();
         let size_before = old.len()?;
         let page_size = source.meta.page_size as u64;
@@ -114,12 +114,11 @@ impl Db {
         // 7. Swap.
         let meta = snapshot.meta;
         let size_after = meta.page_count * page_size;
-        inner.storage.replace(temp);
+        inner.sync.restart(Arc::from(temp), meta, 1);
         writer.freelist = FreeList::default();
         writer.freelist_run = None;
         writer.file_len = size_after;
         let replaced = std::mem::replace(&mut writer.latest, snapshot.clone());
-        inner.sync.restart(meta, 1);
         if dir_synced.is_err() {
             // Before the write lock is released, so that no writer commits into a file whose
             // name a crash could still take back.

@@ -8,7 +8,7 @@ pub(crate) mod sim;
 pub(crate) mod storage;
 
 pub use page::PageKind;
-pub use sim::{DirState, Fault, SimStorage};
+pub use sim::{DirState, Fault, SECTOR, SimStorage};
 pub use storage::{BULK_ALIGN, FileStorage, Storage};
 
 #[cfg(test)]

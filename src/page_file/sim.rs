@@ -5,7 +5,11 @@
 //! The crash model:
 //! 1. Every write and length change to a file since its last `sync` is lost, except, when asked
 //!    for, a torn prefix of the most recent unsynced write that went ahead (the call that crashes
-//!    does nothing; crashing at call N + 1 tears the write made at call N).
+//!    does nothing; crashing at call N + 1 tears the write made at call N) — or, in a *reordered*
+//!    image ([`SimStorage::crash_image_reordered`]), any subset of the unsynced writes at the
+//!    granularity of [`SECTOR`]-byte blocks, in any order: each block holds what it held at the
+//!    last sync or what any of the unsynced writes that touched it left there, and the file has
+//!    its length at the last sync or its length now. Real disks reorder writes between flushes.
 //! 2. A file's name (made by a create, a rename or a removal) is durable once the directory is
 //!    synced. Until then a crash may leave the directory as it was at its last sync or as it is now;
 //!    [`DirState`] picks which, and a test checks both.
@@ -45,11 +49,16 @@ pub enum DirState {
     Current,
 }
 
+/// The block a disk writes atomically, for reordered crash images: the smallest sector size.
+pub const SECTOR: usize = 512;
+
 #[derive(Debug, Default)]
 struct FileState {
     durable: Vec<u8>,
-    /// The most recent unsynced write, for torn-write images.
-    last_write: Option<(u64, Vec<u8>)>,
+    /// The writes made since the last sync, in order: offset and bytes.
+    unsynced: Vec<(u64, Vec<u8>)>,
+    /// The file's length now, when a length change since the last sync made it differ.
+    len_unsynced: Option<u64>,
 }
 
 /// The simulated machine: its files, its directory, and the fault schedule.
@@ -70,7 +79,7 @@ impl Machine {
         let id = self.files.len();
         self.files.push(FileState {
             durable,
-            last_write: None,
+            ..FileState::default()
         });
         self.names.insert(path.to_path_buf(), id);
         if name_durable {
@@ -165,6 +174,40 @@ impl SimStorage {
         image_of(&m.files[self.id], torn_bytes)
     }
 
+    /// The bytes a power loss now could leave of this storage's file if the disk reordered its
+    /// unsynced writes: the synced bytes with a subset of the unsynced writes' blocks, each at one
+    /// of the versions those writes gave it, at the old or the new length (see the module docs).
+    /// `seed` picks the subset; the same seed gives the same image.
+    pub fn crash_image_reordered(&self, seed: u64) -> Vec<u8> {
+        let m = self.machine.lock();
+        reordered_image_of(&m.files[self.id], seed)
+    }
+
+    /// [`SimStorage::crash_image_reordered`] of the file at `path`, with the directory as `dir`
+    /// says, or `None` if no file would be there.
+    pub fn crash_image_reordered_at(
+        &self,
+        path: &Path,
+        dir: DirState,
+        seed: u64,
+    ) -> Option<Vec<u8>> {
+        let m = self.machine.lock();
+        let names = match dir {
+            DirState::Synced => &m.names_synced,
+            DirState::Current => &m.names,
+        };
+        names
+            .get(path)
+            .map(|&id| reordered_image_of(&m.files[id], seed))
+    }
+
+    /// How many distinct [`SECTOR`]-byte blocks this storage's file has written since its last
+    /// sync: a reordered image has 2 to the power of this many subsets to choose from.
+    pub fn unsynced_blocks(&self) -> usize {
+        let m = self.machine.lock();
+        touched_blocks(&m.files[self.id].unsynced).len()
+    }
+
     /// The bytes a power loss now would leave at `path`, with the directory as `dir` says, or
     /// `None` if no file would be there.
     pub fn crash_image_at(
@@ -190,13 +233,82 @@ impl SimStorage {
 
 fn image_of(file: &FileState, torn_bytes: Option<usize>) -> Vec<u8> {
     let mut image = file.durable.clone();
-    if let (Some(n), Some((offset, data))) = (torn_bytes, &file.last_write) {
+    if let (Some(n), Some((offset, data))) = (torn_bytes, file.unsynced.last()) {
         let n = n.min(data.len());
         let end = *offset as usize + n;
         if image.len() < end {
             image.resize(end, 0);
         }
         image[*offset as usize..end].copy_from_slice(&data[..n]);
+    }
+    image
+}
+
+/// The blocks the writes touch, each with the indexes of the writes that touch it, in order.
+fn touched_blocks(writes: &[(u64, Vec<u8>)]) -> BTreeMap<u64, Vec<usize>> {
+    let mut blocks: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, (offset, data)) in writes.iter().enumerate() {
+        if data.is_empty() {
+            continue;
+        }
+        let (first, last) = (
+            offset / SECTOR as u64,
+            (offset + data.len() as u64 - 1) / SECTOR as u64,
+        );
+        for block in first..=last {
+            blocks.entry(block).or_default().push(i);
+        }
+    }
+    blocks
+}
+
+/// A small deterministic generator (splitmix64), so that an image is named by its seed.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn reordered_image_of(file: &FileState, seed: u64) -> Vec<u8> {
+    let mut rng = seed;
+    let len_now = file.len_unsynced.unwrap_or_else(|| {
+        let written = file.unsynced.iter().map(|(o, d)| o + d.len() as u64);
+        written.fold(file.durable.len() as u64, u64::max)
+    });
+    let len = if splitmix(&mut rng) & 1 == 0 {
+        file.durable.len() as u64
+    } else {
+        len_now
+    };
+    let mut image = file.durable.clone();
+    image.resize(len as usize, 0);
+    for (block, writers) in touched_blocks(&file.unsynced) {
+        // Version 0 is the synced block; version v > 0 is the block after the v-th write to it.
+        let version = (splitmix(&mut rng) % (writers.len() as u64 + 1)) as usize;
+        if version == 0 {
+            continue;
+        }
+        let start = block * SECTOR as u64;
+        let end = start + SECTOR as u64;
+        let mut content = vec![0u8; SECTOR];
+        let durable = file
+            .durable
+            .get(start as usize..(end as usize).min(file.durable.len()));
+        if let Some(d) = durable {
+            content[..d.len()].copy_from_slice(d);
+        }
+        for &i in &writers[..version] {
+            let (offset, data) = &file.unsynced[i];
+            let (from, to) = ((*offset).max(start), (offset + data.len() as u64).min(end));
+            content[(from - start) as usize..(to - start) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+        }
+        if start < len {
+            let n = ((len - start) as usize).min(SECTOR);
+            image[start as usize..start as usize + n].copy_from_slice(&content[..n]);
+        }
     }
     image
 }
@@ -214,13 +326,18 @@ impl Storage for SimStorage {
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         self.enter()?;
         std::os::unix::fs::FileExt::write_all_at(&*self.file, data, offset)?;
-        self.machine.lock().files[self.id].last_write = Some((offset, data.to_vec()));
+        let len = self.len()?;
+        let mut m = self.machine.lock();
+        let file = &mut m.files[self.id];
+        file.unsynced.push((offset, data.to_vec()));
+        file.len_unsynced = Some(len);
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
         self.enter()?;
         self.file.set_len(len)?;
+        self.machine.lock().files[self.id].len_unsynced = Some(len);
         Ok(())
     }
 
@@ -232,7 +349,7 @@ impl Storage for SimStorage {
         let mut m = self.machine.lock();
         m.files[self.id] = FileState {
             durable: image,
-            last_write: None,
+            ..FileState::default()
         };
         Ok(())
     }

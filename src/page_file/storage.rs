@@ -9,10 +9,9 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::{Mmap, MmapOptions};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -62,32 +61,6 @@ pub trait Storage: Send + Sync + Debug {
     fn remove_sibling(&self, path: &Path) -> Result<()>;
     /// Makes the names in this file's directory durable: creations, renames and removals.
     fn sync_dir(&self) -> Result<()>;
-}
-
-/// The storage a database uses now. A defrag replaces it whole with the file it built; everyone
-/// else takes the current one for the length of one operation.
-#[derive(Debug)]
-pub(crate) struct CurrentStorage(RwLock<Arc<dyn Storage>>);
-
-impl CurrentStorage {
-    pub fn new(storage: Box<dyn Storage>) -> CurrentStorage {
-        CurrentStorage(RwLock::new(Arc::from(storage)))
-    }
-
-    /// The storage in use.
-    pub fn get(&self) -> Arc<dyn Storage> {
-        self.0.read().clone()
-    }
-
-    /// Puts `storage` in use and returns the one it replaces.
-    pub fn replace(&self, storage: Box<dyn Storage>) -> Arc<dyn Storage> {
-        std::mem::replace(&mut *self.0.write(), Arc::from(storage))
-    }
-
-    /// The current file's length in bytes.
-    pub fn len(&self) -> Result<u64> {
-        self.0.read().len()
-    }
 }
 
 /// A database file on disk, locked exclusively for as long as this value lives.

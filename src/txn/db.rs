@@ -20,7 +20,7 @@ use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SI
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
 use crate::page_file::storage::{
-    CurrentStorage, DEFRAG_SUFFIX, FileStorage, Storage, sibling_path, sync_parent_dir,
+    DEFRAG_SUFFIX, FileStorage, Storage, sibling_path, sync_parent_dir,
 };
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
@@ -62,7 +62,6 @@ pub(crate) struct Options {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub storage: CurrentStorage,
     pub path: Option<PathBuf>,
     pub options: Options,
     pub page_size: u32,
@@ -77,7 +76,7 @@ impl Drop for Inner {
             // Best effort: a failure here leaves the last durable commit, as a crash would.
             let _ = self
                 .sync
-                .wait_synced(&*self.storage.get(), self.writer.get_mut().latest.meta.txid);
+                .wait_synced(self.writer.get_mut().latest.meta.txid);
         }
     }
 }
@@ -323,7 +322,6 @@ impl Db {
         };
         let db = Db {
             inner: Arc::new(Inner {
-                storage: CurrentStorage::new(storage),
                 path,
                 options,
                 page_size: meta.page_size,
@@ -332,7 +330,7 @@ impl Db {
                     readers: BTreeMap::new(),
                 }),
                 writer: Mutex::new(writer),
-                sync: SyncState::new(meta, slot),
+                sync: SyncState::new(Arc::from(storage), meta, slot),
             }),
         };
         Ok(db)
@@ -362,9 +360,7 @@ impl Db {
     /// before its pages do.
     pub fn sync(&self) -> Result<()> {
         let txid = self.inner.sync.committed_txid();
-        self.inner
-            .sync
-            .wait_synced(&*self.inner.storage.get(), txid)
+        self.inner.sync.wait_synced(txid)
     }
 
     /// The page size of this database.
@@ -384,6 +380,11 @@ impl Db {
 }
 
 impl Inner {
+    /// The storage commits go to now (a defrag's swap replaces it).
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.sync.storage()
+    }
+
     /// The oldest snapshot txid any reader holds.
     pub fn oldest_reader(&self) -> Option<u64> {
         self.shared.lock().readers.keys().next().copied()

@@ -12,6 +12,12 @@
 //!    meta that needs it.
 //! 4. Any failed sync or meta write poisons the database: the state on disk is unknown to this
 //!    process, so it refuses further commits until reopened.
+//! 5. The state owns the storage its rounds write to. A round takes the storage and the meta it
+//!    writes under the same lock, so it writes a commit's meta into the file that commit's pages
+//!    went to. A defrag's swap replaces both at once ([`SyncState::restart`]); a waiter that began
+//!    before the swap and leads a round after it writes the new file, never the old one.
+
+use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -38,6 +44,8 @@ pub enum Durability {
 
 #[derive(Debug)]
 struct State {
+    /// The file commits go to now.
+    storage: Arc<dyn Storage>,
     committed: Meta,
     /// The slot holding the newest written meta.
     written_slot: PageId,
@@ -48,9 +56,10 @@ struct State {
 }
 
 impl State {
-    /// A file whose newest meta, `meta`, is durable in `slot`.
-    fn durable(meta: Meta, slot: PageId) -> State {
+    /// `storage`, whose newest meta, `meta`, is durable in `slot`.
+    fn durable(storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> State {
         State {
+            storage,
             committed: meta,
             written_slot: slot,
             synced: meta.txid,
@@ -61,30 +70,50 @@ impl State {
     }
 }
 
-/// The coordinator of meta writes and syncs.
-#[derive(Debug)]
+/// The coordinator of meta writes and syncs, and the owner of the storage they go to.
 pub(crate) struct SyncState {
     state: Mutex<State>,
     round_done: Condvar,
+    /// Runs once, when a waiter has decided to lead a round and before the round takes its storage
+    /// and meta: the one place where another thread's swap can slip in. For interleaving tests.
+    #[cfg(test)]
+    before_round: Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+impl std::fmt::Debug for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncState")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SyncState {
-    pub fn new(meta: Meta, slot: PageId) -> SyncState {
+    /// The state of `storage`, whose newest meta, `meta`, is durable in `slot`.
+    pub fn new(storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> SyncState {
         SyncState {
-            state: Mutex::new(State::durable(meta, slot)),
+            state: Mutex::new(State::durable(storage, meta, slot)),
             round_done: Condvar::new(),
+            #[cfg(test)]
+            before_round: Mutex::new(None),
         }
     }
 
-    /// Starts over on a new file whose newest meta, `meta`, is durable in `slot` (after a defrag's
-    /// swap). Waits for a running round, so none is left writing to the old file.
-    pub fn restart(&self, meta: Meta, slot: PageId) {
+    /// The storage commits go to now.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.state.lock().storage.clone()
+    }
+
+    /// Starts over on `storage`, a new file whose newest meta, `meta`, is durable in `slot` (a
+    /// defrag's swap), and returns the storage it replaces. Waits for a running round, so none is
+    /// left writing to the old file, and every later round writes the new one.
+    pub fn restart(&self, storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> Arc<dyn Storage> {
         let mut s = self.state.lock();
         while s.leader {
             self.round_done.wait(&mut s);
         }
         debug_assert!(!s.poisoned && s.synced >= s.committed.txid);
-        *s = State::durable(meta, slot);
+        std::mem::replace(&mut *s, State::durable(storage, meta, slot)).storage
     }
 
     /// Refuses every later commit until a reopen: the state on disk is unknown to this process.
@@ -124,12 +153,12 @@ impl SyncState {
     }
 
     /// Writes the meta of the newest commit without syncing ([`Durability::None`]).
-    pub fn write_meta_unsynced(&self, storage: &dyn Storage) -> Result<()> {
-        self.lead(storage, false).map(|_| ())
+    pub fn write_meta_unsynced(&self) -> Result<()> {
+        self.lead(false).map(|_| ())
     }
 
     /// Runs rounds until `txid` is durable.
-    pub fn wait_synced(&self, storage: &dyn Storage, txid: u64) -> Result<()> {
+    pub fn wait_synced(&self, txid: u64) -> Result<()> {
         loop {
             {
                 let mut s = self.state.lock();
@@ -143,14 +172,21 @@ impl SyncState {
                     return Ok(());
                 }
             }
-            self.lead(storage, true)?;
+            #[cfg(test)]
+            {
+                let hook = self.before_round.lock().take();
+                if let Some(mut hook) = hook {
+                    hook();
+                }
+            }
+            self.lead(true)?;
         }
     }
 
     /// One round: waits for any running round, then writes (and with `sync`, syncs) the newest
-    /// committed meta. Returns the txid written.
-    fn lead(&self, storage: &dyn Storage, sync: bool) -> Result<u64> {
-        let (meta, slot) = {
+    /// committed meta into the current storage. Returns the txid written.
+    fn lead(&self, sync: bool) -> Result<u64> {
+        let (storage, meta, slot) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -159,7 +195,7 @@ impl SyncState {
                 return Err(Error::Poisoned);
             }
             s.leader = true;
-            (s.committed, 1 - s.written_slot)
+            (s.storage.clone(), s.committed, 1 - s.written_slot)
         };
         let result = (|| {
             if sync {
@@ -185,5 +221,124 @@ impl SyncState {
         }
         self.round_done.notify_all();
         result.map(|()| meta.txid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use memmap2::Mmap;
+
+    use super::*;
+
+    /// A storage that only logs the calls a round makes, by file name.
+    #[derive(Debug)]
+    struct Logged {
+        name: &'static str,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Logged {
+        fn record(&self, call: String) -> Result<()> {
+            self.log.lock().push(format!("{} {call}", self.name));
+            Ok(())
+        }
+    }
+
+    impl Storage for Logged {
+        fn len(&self) -> Result<u64> {
+            Ok(2 * 4096)
+        }
+        fn read_at(&self, _: &mut [u8], _: u64) -> Result<()> {
+            unimplemented!("a sync round never reads")
+        }
+        fn write_at(&self, _: &[u8], offset: u64) -> Result<()> {
+            self.record(format!("write@{offset}"))
+        }
+        fn set_len(&self, _: u64) -> Result<()> {
+            unimplemented!("a sync round never resizes")
+        }
+        fn sync(&self) -> Result<()> {
+            self.record("sync".into())
+        }
+        fn map(&self) -> Result<Mmap> {
+            unimplemented!("a sync round never maps")
+        }
+        fn path(&self) -> PathBuf {
+            PathBuf::from(self.name)
+        }
+        fn create_sibling(&self, _: &Path) -> Result<Box<dyn Storage>> {
+            unimplemented!()
+        }
+        fn rename(&self, _: &Path) -> Result<()> {
+            unimplemented!()
+        }
+        fn remove_sibling(&self, _: &Path) -> Result<()> {
+            unimplemented!()
+        }
+        fn sync_dir(&self) -> Result<()> {
+            unimplemented!()
+        }
+    }
+
+    fn meta(txid: u64) -> Meta {
+        Meta {
+            page_size: 4096,
+            txid,
+            catalog_root: 0,
+            catalog_len: 0,
+            freelist: 0,
+            page_count: 2,
+        }
+    }
+
+    /// What broke: a group-commit waiter took the old file's storage before it waited. A defrag
+    /// could swap files while the waiter was between deciding to lead a round and leading it; the
+    /// waiter then synced the old, unlinked file, wrote the next commit's meta into it, and marked
+    /// that commit (made on the new file) durable, though nothing of the new file was synced.
+    #[test]
+    fn a_round_led_after_a_swap_syncs_the_new_file_and_never_the_old() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let old: Arc<dyn Storage> = Arc::new(Logged {
+            name: "old",
+            log: log.clone(),
+        });
+        let new: Arc<dyn Storage> = Arc::new(Logged {
+            name: "new",
+            log: log.clone(),
+        });
+        let sync = Arc::new(SyncState::new(old, meta(1), 1));
+        // Writer A's group commit 2, on the old file, not durable yet.
+        sync.set_committed(meta(2));
+        // A decides to lead a round; before the round starts, a defrag runs to its swap (it makes
+        // everything durable on the old file, then restarts on the new one) and writer B commits
+        // 3 on the new file.
+        let (defrag, new_file) = (sync.clone(), new.clone());
+        *sync.before_round.lock() = Some(Box::new(move || {
+            defrag.wait_synced(2).expect("the defrag's round");
+            defrag.restart(new_file.clone(), meta(2), 1);
+            defrag.set_committed(meta(3));
+        }));
+        sync.wait_synced(2).expect("A's wait");
+
+        let log = log.lock().clone();
+        let swap = log
+            .iter()
+            .position(|c| c.starts_with("new"))
+            .expect("the round after the swap wrote the new file");
+        assert_eq!(
+            log[..swap],
+            ["old sync", "old write@0", "old sync"],
+            "before the swap: the defrag's round on the old file"
+        );
+        assert_eq!(
+            log[swap..],
+            ["new sync", "new write@0", "new sync"],
+            "after the swap: A's round makes commit 3 durable in the new file, and only there"
+        );
+        // B's commit is durable: its wait returns without another round.
+        sync.wait_synced(3).expect("B's wait");
+        assert_eq!(sync.state.lock().synced, 3);
     }
 }

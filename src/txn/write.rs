@@ -34,7 +34,7 @@ impl Visible<'_> {
     /// Waits until the commit is durable.
     pub fn wait(self) -> Result<()> {
         match self.unsynced {
-            Some(txid) => self.db.sync.wait_synced(&*self.db.storage.get(), txid),
+            Some(txid) => self.db.sync.wait_synced(txid),
             None => Ok(()),
         }
     }
@@ -254,7 +254,7 @@ impl<'db> WriteTxn<'db> {
         };
         // Map the grown file before the meta is written: a failure here still rolls back.
         let map = if self.writer.file_len as usize > self.base.map.len() {
-            match db.storage.get().map() {
+            match db.storage().map() {
                 Ok(m) => Arc::new(m),
                 Err(e) => {
                     (self.writer.freelist, self.writer.freelist_run) = saved;
@@ -265,17 +265,25 @@ impl<'db> WriteTxn<'db> {
             self.base.map.clone()
         };
         let snapshot = Arc::new(Snapshot { meta, map });
+        // Strict mode checks the commit before its meta is written, so that a failed check leaves
+        // nothing on disk or in view that a caller would have to unwind.
+        if db.options.strict
+            && let Err(e) = strict_check(&snapshot, self.writer.file_len)
+        {
+            (self.writer.freelist, self.writer.freelist_run) = saved;
+            return Err(e);
+        }
         db.sync.set_committed(meta);
         let txid = meta.txid;
         let unsynced = match self.durability {
             Durability::Immediate => {
                 // Readers see the commit only once it is durable.
-                db.sync.wait_synced(&*db.storage.get(), txid)?;
+                db.sync.wait_synced(txid)?;
                 self.publish(snapshot);
                 None
             }
             Durability::None => {
-                db.sync.write_meta_unsynced(&*db.storage.get())?;
+                db.sync.write_meta_unsynced()?;
                 self.publish(snapshot);
                 None
             }
@@ -284,15 +292,6 @@ impl<'db> WriteTxn<'db> {
                 Some(txid)
             }
         };
-        if db.options.strict {
-            let report = crate::check::check_db(db)?;
-            if !report.is_clean() {
-                return Err(Error::Corrupted {
-                    page: 0,
-                    reason: format!("strict check after commit {txid}: {report}"),
-                });
-            }
-        }
         Ok(Visible { db, unsynced })
     }
 
@@ -374,16 +373,29 @@ impl<'db> WriteTxn<'db> {
         let needed = meta.page_count * page_size as u64;
         if needed > writer.file_len {
             let len = grow_target(writer.file_len, needed, page_size, self.db.options.max_size);
-            self.db.storage.get().set_len(len)?;
+            self.db.storage().set_len(len)?;
             writer.file_len = len;
         }
 
         // 4. Write the dirty pages in page order, adjacent pages in one write.
         out.sort_unstable_by_key(|(id, _)| *id);
-        write_coalesced(&*self.db.storage.get(), &out, page_size)?;
+        write_coalesced(&*self.db.storage(), &out, page_size)?;
         writer.freelist_run = Some((freelist_page, run_pages));
         Ok(Some(meta))
     }
+}
+
+/// Strict mode's check of a commit whose pages are written and whose meta is not: the checker's
+/// full walk of the snapshot it would make.
+fn strict_check(snapshot: &Snapshot, file_len: u64) -> Result<()> {
+    let report = crate::check::walk(snapshot, file_len).report;
+    if report.is_clean() {
+        return Ok(());
+    }
+    Err(Error::CheckFailed {
+        txid: snapshot.meta.txid,
+        problems: report.to_string(),
+    })
 }
 
 /// The file length to grow to: double up to [`GROWTH_STEP_MAX`], then steps of it; never past the
