@@ -4,7 +4,9 @@
 //! was in flight: never anything else, and opening it is never an error.
 //!
 //! The crash model is `SimStorage`'s. A *power loss* keeps what was synced, plus, in a torn image, a
-//! prefix of the last write made since the last sync. A *process crash* keeps the file as written.
+//! prefix of the last write made since the last sync, or, in a reordered image, any subset of the
+//! sectors written since the last sync at the old or the new length (disks reorder writes between
+//! flushes). A *process crash* keeps the file as written.
 //! `Durability::Immediate` and `Durability::Group` survive both. `Durability::None` never syncs, so
 //! it promises only to survive a process crash; its power-loss images are opened and read only to
 //! show that doing so never panics, whatever they hold.
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::{StorageCall, Watch, Watched};
+use common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::{Db, Durability, Error, Fault, SimStorage, Storage, WriteTxn};
 
 const PAGE_SIZE: u32 = 512;
@@ -153,6 +155,21 @@ fn run_until_failure(db: &Db, work: &[Vec<Op>]) -> (usize, Option<Error>) {
     (work.len(), None)
 }
 
+/// Reads every entry of every tree and checks nothing: for images that carry no promise.
+fn read_all(db: &Db) -> folio::Result<usize> {
+    let tx = db.begin_read()?;
+    let mut n = 0;
+    for name in tx.tree_names()? {
+        if let Some(tree) = tx.tree(&name)? {
+            for entry in tree.iter() {
+                entry?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn read_contents(db: &Db) -> folio::Result<Contents> {
     let tx = db.begin_read()?;
     let mut out = Contents::new();
@@ -254,10 +271,18 @@ impl Watched<Arc<Mutex<Log>>> {
         self.watch.lock().unwrap().steps.clone()
     }
 
-    /// Images a power loss now could leave: the synced bytes alone, and with a torn prefix of
-    /// the last unsynced write (none, 17 bytes, half, all but one byte).
-    fn power_loss_images(&self) -> Vec<(String, Vec<u8>)> {
+    /// Images a power loss now could leave: the synced bytes alone, with a torn prefix of the last
+    /// unsynced write (none, 17 bytes, half, all but one byte), and with the unsynced sectors
+    /// reordered, one image per seed.
+    fn power_loss_images(&self, reorder: &[u64]) -> Vec<(String, Vec<u8>)> {
         let mut images = vec![("power loss".to_string(), self.sim.crash_image(None))];
+        if self.sim.unsynced_blocks() > 0 {
+            for &seed in reorder {
+                let label =
+                    format!("power loss reordering the unsynced sectors (image seed {seed})");
+                images.push((label, self.sim.crash_image_reordered(seed)));
+            }
+        }
         if let Some(len) = self.watch.lock().unwrap().last_unsynced_write {
             for torn in [0, 17, len / 2, len - 1] {
                 let label =
@@ -375,6 +400,7 @@ fn crash_at_every_call(durability: Durability) {
     let work = workload();
     let models = models(&work);
     let dry = dry_run(dir.path(), durability, &work);
+    let reorder = reorder_seeds(&format!("crash_at_every_call({durability:?})"), 6);
     for n in 1..=dry.steps.len() {
         let Rig { path, rec, db } = rig(dir.path(), &format!("crash-{n}"), durability);
         rec.sim.arm(n as u64, Fault::Crash);
@@ -404,14 +430,15 @@ fn crash_at_every_call(durability: Durability) {
         assert_whole(&db, &models, &allowed, &format!("{what}, process crash"));
 
         // A power loss: only what was synced, and perhaps a torn prefix of the last write.
-        for (i, (label, image)) in rec.power_loss_images().into_iter().enumerate() {
+        let seeds: Vec<u64> = reorder.iter().map(|&s| point_seed(s, n)).collect();
+        for (i, (label, image)) in rec.power_loss_images(&seeds).into_iter().enumerate() {
             let name = format!("crash-{n}-image-{i}");
             match durability {
                 Durability::None => {
                     // No promise about the contents; opening, checking and reading must not panic.
                     if let Ok(db) = open_image(dir.path(), &name, &image) {
                         let _ = db.check();
-                        let _ = read_contents(&db);
+                        let _ = read_all(&db);
                     }
                 }
                 _ => {
@@ -573,6 +600,7 @@ fn a_power_loss_after_reopening_a_commit_whose_last_sync_failed_keeps_that_commi
     let work = workload();
     let models = models(&work);
     let dry = dry_run(dir.path(), Durability::Immediate, &work);
+    let reorder = reorder_seeds("after a failed last sync", 3);
     for failing in 0..work.len() - 1 {
         let calls = dry.ends[failing] - dry.calls_before(failing);
         for n in 1.. {
@@ -610,7 +638,8 @@ fn a_power_loss_after_reopening_a_commit_whose_last_sync_failed_keeps_that_commi
                 break;
             }
             drop(db);
-            for (i, (label, image)) in rec.power_loss_images().into_iter().enumerate() {
+            let seeds: Vec<u64> = reorder.iter().map(|&s| point_seed(s, n as usize)).collect();
+            for (i, (label, image)) in rec.power_loss_images(&seeds).into_iter().enumerate() {
                 let db = open_image(
                     dir.path(),
                     &format!("restart-{failing}-{n}-image-{i}"),

@@ -2,7 +2,9 @@
 //! write of the new file, its sync, the rename, the directory sync) and at every call of the commit
 //! that follows it; and a failure without a crash at each of those calls.
 //!
-//! After a power loss the database path holds, with the directory as last synced or as it stood
+//! A power loss keeps what was synced, perhaps with a torn prefix of the last write, or any subset
+//! of the sectors written since the last sync (a disk reorders writes between flushes). After it
+//! the database path holds, with the directory as last synced or as it stood
 //! (a rename may reach the disk before the directory sync does), either the old file byte for
 //! byte, or the new file whole: it opens, passes `check`, and holds the same trees as before the
 //! defrag, or those after the commit that followed it. Never a mix, never an error.
@@ -11,9 +13,12 @@
 //! beside it, and the next commit works. The one exception is a failed directory sync after the
 //! rename, which poisons the database (the name may not survive a crash) until a reopen.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::{point_seed, reorder_seeds};
 use folio::{Db, DefragOptions, DirState, Durability, Error, Fault, SimStorage};
 
 type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -134,12 +139,22 @@ fn expected(dir: &Path, image: &[u8]) -> Expected {
     }
 }
 
+/// What a power loss keeps of the writes since the last sync.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// Nothing, or a torn prefix of the last write.
+    Torn(Option<usize>),
+    /// A subset of the written sectors, chosen by this seed.
+    Reordered(u64),
+}
+
 #[test]
 fn a_power_loss_at_any_call_of_a_defrag_leaves_the_old_file_or_the_new_one_whole() {
     let dir = tempfile::tempdir().unwrap();
     let image = fragmented_image(dir.path());
     let want = expected(dir.path(), &image);
     let mut outcomes = BTreeMap::<&str, usize>::new();
+    let reorder = reorder_seeds("defrag power loss", 2);
     for n in 1..=want.all_calls {
         let (path, sim, db) = open(dir.path(), &format!("crash-{n}.folio"), &image);
         sim.arm(n, Fault::Crash);
@@ -151,11 +166,17 @@ fn a_power_loss_at_any_call_of_a_defrag_leaves_the_old_file_or_the_new_one_whole
         drop(db);
 
         for dir_state in [DirState::Synced, DirState::Current] {
-            for torn in [None, Some(0), Some(PAGE_SIZE as usize / 2)] {
-                let context = format!("crash at call {n}, directory {dir_state:?}, torn {torn:?}");
-                let image = sim
-                    .crash_image_at(&path, dir_state, torn)
-                    .unwrap_or_else(|| panic!("{context}: no file at the database path"));
+            let torn = [None, Some(0), Some(PAGE_SIZE as usize / 2)].map(Loss::Torn);
+            let reordered = reorder
+                .iter()
+                .map(|&s| Loss::Reordered(point_seed(s, n as usize)));
+            for loss in torn.into_iter().chain(reordered) {
+                let context = format!("crash at call {n}, directory {dir_state:?}, {loss:?}");
+                let image = match loss {
+                    Loss::Torn(torn) => sim.crash_image_at(&path, dir_state, torn),
+                    Loss::Reordered(seed) => sim.crash_image_reordered_at(&path, dir_state, seed),
+                }
+                .unwrap_or_else(|| panic!("{context}: no file at the database path"));
                 let name = format!("crash-{n}-reopened.folio");
                 let _ = std::fs::remove_file(dir.path().join(&name));
                 let reopened = SimStorage::with_image(&dir.path().join(&name), &image).unwrap();

@@ -7,7 +7,9 @@
 //! Each test counts the storage calls (writes, length changes, syncs) a compaction makes in a dry
 //! run, then, for every call N, runs the same compaction on a fresh copy of the same image with a
 //! crash armed at call N, and opens both what a power loss leaves (the synced bytes) and what a
-//! process crash leaves (the file as written). Opening must succeed; the compacted revision must be
+//! process crash leaves (the file as written), and images of a power loss that reordered the
+//! sectors written since the last sync (a random subset of them, at the old or new length). Opening
+//! must succeed; the compacted revision must be
 //! the old floor (the schedule never became durable, and then nothing is deleted) or the new one
 //! (and then the compaction has finished by the time the store is open: exactly the revisions the
 //! model keeps are stored); every read must agree with the model, including the errors below the
@@ -20,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{StorageCall, Watch, Watched};
+use common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::{
     Db, Durability, Error, Fault, KeyRange, KeyValue, Op, RangeOptions, SimStorage, Store,
     StoreOptions,
@@ -529,6 +531,7 @@ fn crash_at_every_call(plan: &Plan<'_>) -> Found {
     };
     // The first crash point whose image held the new floor, for each kind of image.
     let mut first_new: [Option<u64>; 2] = [None, None];
+    let reorder = reorder_seeds(test, 3);
     for n in 1..=calls {
         let name = format!("crash-{n}");
         let (counter, db) = open_image(dir.path(), &name, &base.image, durability);
@@ -563,6 +566,20 @@ fn crash_at_every_call(plan: &Plan<'_>) -> Found {
                 if found.half_done.is_none() && i == 0 {
                     found.half_done = Some(image.clone());
                 }
+            }
+        }
+        // Reordered images: either floor is fine until the schedule is synced (a subset may or
+        // may not hold its meta), and after that only the new one.
+        if counter.sim.unsynced_blocks() > 0 {
+            for seed in reorder.iter().map(|&s| point_seed(s, n as usize)) {
+                let image = counter.sim.crash_image_reordered(seed);
+                let what = format!("{at}, power loss reordering unsynced sectors (seed {seed})");
+                let (new_floor, _) =
+                    check_crash_image(plan, dir.path(), &format!("{name}-r{seed}"), &image, &what);
+                assert!(
+                    new_floor || n <= synced,
+                    "{what}: the old floor, though the schedule was synced at call {synced}"
+                );
             }
         }
     }
@@ -693,6 +710,7 @@ fn a_crash_while_the_open_resumes_a_compaction_leaves_an_image_the_next_open_fin
     assert_store(&store, &base.model, target, 1, "resumed without a crash");
     drop(store);
 
+    let reorder = reorder_seeds("resume", 3);
     for n in 1..=calls {
         let name = format!("resume-{n}");
         let (counter, db) = open_image(dir.path(), &name, &resuming.image, Durability::Immediate);
@@ -704,10 +722,18 @@ fn a_crash_while_the_open_resumes_a_compaction_leaves_an_image_the_next_open_fin
             "{what}: the open returned Ok"
         );
         let written = std::fs::read(dir.path().join(&name)).unwrap();
-        let images = [
-            ("power loss", counter.sim.crash_image(None)),
-            ("process crash", written),
+        let mut images = vec![
+            ("power loss".to_string(), counter.sim.crash_image(None)),
+            ("process crash".to_string(), written),
         ];
+        if counter.sim.unsynced_blocks() > 0 {
+            for seed in reorder.iter().map(|&s| point_seed(s, n as usize)) {
+                images.push((
+                    format!("power loss reordering unsynced sectors (seed {seed})"),
+                    counter.sim.crash_image_reordered(seed),
+                ));
+            }
+        }
         for (i, (label, image)) in images.iter().enumerate() {
             let plan = Plan {
                 test: "resume",

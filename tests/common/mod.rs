@@ -137,3 +137,23 @@ impl<W: Watch> Storage for Watched<W> {
         self.sim.sync_dir()
     }
 }
+
+/// Seeds for the reordered crash images (`SimStorage::crash_image_reordered`) a test checks at
+/// each crash point: `per_point` of them, from a base seed that is random unless
+/// `FOLIO_REORDER_SEED` sets it, printed so that a failure can be repeated. Mix the crash point
+/// in with [`point_seed`].
+pub fn reorder_seeds(test: &str, per_point: u64) -> Vec<u64> {
+    let base = std::env::var("FOLIO_REORDER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(random_seed);
+    println!(
+        "{test}: reordered crash images from seed {base} (rerun with FOLIO_REORDER_SEED={base})"
+    );
+    (0..per_point).map(|i| base.wrapping_add(i)).collect()
+}
+
+/// The seed of one reordered image: `seed` at crash point `point`.
+pub fn point_seed(seed: u64, point: usize) -> u64 {
+    seed ^ (point as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
