@@ -20,13 +20,15 @@
 //!    it has removed the name) or that already holds the lock of the database it is a link to.
 //!    A creator that crashed leaves a name; the next creation or read-write open removes it.
 
-use std::fs::{File, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::page_file::storage::{FileStorage, Storage, io_at, same_file, sync_parent_dir};
+use crate::page_file::storage::{
+    FileStorage, OpenMode, Storage, io_at, lock, same_file, sync_parent_dir,
+};
 
 /// The suffix of a creator's temporary name, before its unique part.
 const CREATING_SUFFIX: &str = ".creating";
@@ -47,18 +49,28 @@ pub(crate) fn create(
     for _ in 0..ATTEMPTS {
         let tmp = unique_name(path);
         // 1. A name of our own, locked, and still ours once locked.
-        let storage = match FileStorage::create_new(&tmp) {
-            Ok(s) => s,
-            Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_at(path, "cannot create the database")(e)),
+        };
+        match lock(&file, &tmp, OpenMode::default()) {
+            Ok(()) => {}
             // A cleaner locked it before we did, and removes it.
             Err(Error::Locked) => continue,
             Err(e) => return Err(e),
-        };
-        match same_file(storage.file(), &tmp) {
+        }
+        match same_file(&file, &tmp) {
             Ok(true) => {}
             // A cleaner removed the name between our create and our lock.
             Ok(false) | Err(_) => continue,
         }
+        let storage = FileStorage::from_locked(file, tmp.clone());
         let linked = (|| -> Result<bool> {
             // 2. Whole and durable before any path names it.
             init(&storage)?;

@@ -190,6 +190,16 @@ impl FileStorage {
         })
     }
 
+    /// A file the caller opened read-write and locked exclusively, named by `path`.
+    pub(crate) fn from_locked(file: File, path: PathBuf) -> FileStorage {
+        FileStorage {
+            file,
+            read_only: false,
+            path: Mutex::new(path),
+            direct: None,
+        }
+    }
+
     /// Opens the handle that [`Storage::write_bulk`] writes through, if the platform and the
     /// file system support writes around the page cache; without one, bulk writes are ordinary.
     fn open_direct(&mut self) -> Result<()> {
