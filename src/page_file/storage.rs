@@ -234,11 +234,6 @@ impl FileStorage {
         }
         Ok(())
     }
-
-    /// The open file.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
 }
 
 /// How a file is opened and locked.

@@ -223,7 +223,7 @@ impl Builder {
         } else {
             self.open_or_create(path)?
         };
-        self.from_file(storage, path)
+        self.open_file(storage, path)
     }
 
     /// Opens the database at `path`, failing with an I/O error (not found) if there is no file
@@ -232,10 +232,10 @@ impl Builder {
         self.validate()?;
         let path = path.as_ref();
         let storage = FileStorage::open_mode(path, self.open_mode())?;
-        self.from_file(storage, path)
+        self.open_file(storage, path)
     }
 
-    fn from_file(&self, storage: FileStorage, path: &Path) -> Result<Db> {
+    fn open_file(&self, storage: FileStorage, path: &Path) -> Result<Db> {
         if !self.read_only {
             // A creator that crashed may have left its temporary name; the lock holder removes it.
             create::remove_stale(path, true);
