@@ -16,11 +16,18 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 
-    /// Another process (or another `Db` in this one) holds the database file open.
+    /// Another handle holds the database file's lock: another process, or another open of the same
+    /// file in this process (each open is a handle of its own). A file has one read-write handle or
+    /// any number of read-only ones at a time; [`crate::Builder::lock_timeout`] waits for it.
     #[error(
-        "database is locked by another process (only one process may open a folio file at a time)"
+        "database is locked by another process or by another open handle in this process (a folio file has one read-write handle or any number of read-only ones at a time)"
     )]
     Locked,
+
+    /// A write was asked of a database opened with [`crate::Builder::read_only`]: a write
+    /// transaction, a compaction or a defrag.
+    #[error("the database is open read-only: writes, compaction and defrag need a read-write open")]
+    ReadOnly,
 
     /// The file exists but holds zero bytes: it was never a folio database, or was truncated to
     /// nothing. folio never leaves an empty file behind, so this one came from elsewhere.

@@ -666,7 +666,7 @@ fn a_second_open_of_a_database_already_open_is_locked_until_the_first_closes() {
     assert!(matches!(err, Error::Locked), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "database is locked by another process (only one process may open a folio file at a time)"
+        "database is locked by another process or by another open handle in this process (a folio file has one read-write handle or any number of read-only ones at a time)"
     );
     drop(db);
     let db = Db::open(&path).unwrap();

@@ -18,7 +18,7 @@ fn stored_revisions(store: &Store, path: &Path) -> CliResult<u64> {
 
 pub fn run(args: &CompactArgs, out: &mut dyn Write) -> CliResult {
     let path = args.db.as_path();
-    let store = open::store(path, false)?;
+    let store = open::store(path, open::Access::Write)?;
     let current = store.current_revision();
     let compacted = store.compacted_revision();
     let rev = match (args.rev, args.keep) {

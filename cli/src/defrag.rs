@@ -27,7 +27,9 @@ pub fn run(path: &Path, fill: f64, out: &mut dyn Write) -> CliResult {
         shown.set_length(p.pages_total);
         shown.set_position(p.pages_done);
     });
-    let result = folio::defrag(path, &options);
+    let result = open::builder()
+        .open_existing(path)
+        .and_then(|db| db.defrag(&options));
     bar.finish_and_clear();
     let report = result.map_err(|e| match e {
         folio::Error::Locked => Failure::new(format!(

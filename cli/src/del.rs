@@ -10,7 +10,7 @@ use crate::{CliResult, DelArgs, open};
 
 pub fn run(args: &DelArgs, out: &mut dyn Write) -> CliResult {
     let path = args.db.as_path();
-    let store = open::store(path, false)?;
+    let store = open::store(path, open::Access::Write)?;
     let key = args.key.as_bytes();
     let range = match (&args.end, args.prefix) {
         (_, true) => KeyRange::prefix(key),

@@ -10,7 +10,7 @@ use crate::{CliResult, Failure, GetArgs, open};
 
 pub fn run(args: &GetArgs, out: &mut dyn Write) -> CliResult {
     let path = args.db.as_path();
-    let store = open::store(path, false)?;
+    let store = open::store(path, open::Access::Read)?;
     let key = args.key.as_bytes();
     let r = store
         .range(KeyRange::key(key), RangeOptions::at(args.rev.unwrap_or(0)))

@@ -26,11 +26,27 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Operate folio databases: inspect, check, defragment and compact them, and read and write an
 /// MVCC store from the shell.
+///
+/// Reading commands (stats, map, check, dump, get, range) open the file read-only, with a shared
+/// lock: they work on a file you may only read, and beside each other. Writing commands (put, del,
+/// compact, defrag) need it to themselves. Every command waits up to --lock-wait seconds (2 by
+/// default) for a file another process has locked, then fails with "database is locked".
 #[derive(Debug, Parser)]
 #[command(name = "folio", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Seconds to wait for a file another process has locked before failing (0: fail at once).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 2.0, value_parser = lock_wait)]
+    lock_wait: f64,
+}
+
+/// Parses `--lock-wait`: a number of seconds from 0 to a day.
+fn lock_wait(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if (0.0..=86_400.0).contains(&w) => Ok(w),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +66,7 @@ enum Command {
     Dump(DumpArgs),
     /// Read one key of a store.
     Get(GetArgs),
-    /// Write one key of a store (creating the store if there is no file).
+    /// Write one key of a store (with --create, making the store if there is no file).
     Put(PutArgs),
     /// Delete a key, a range of keys or a prefix from a store.
     Del(DelArgs),
@@ -162,12 +178,16 @@ struct GetArgs {
 
 #[derive(Debug, Args)]
 struct PutArgs {
-    /// The store's file (created when there is none).
+    /// The store's file.
     db: PathBuf,
     /// The key.
     key: OsString,
     /// The value (read from standard input when left out).
     value: Option<OsString>,
+    /// Make a new store if there is no file at DB (without it, a missing file is an error, so a
+    /// mistyped argument order never makes a store named like a key).
+    #[arg(long)]
+    create: bool,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +305,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    open::set_lock_wait(std::time::Duration::from_secs_f64(cli.lock_wait));
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = run(cli.command, &mut out).and_then(|()| Ok(out.flush()?));

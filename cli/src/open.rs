@@ -1,12 +1,45 @@
 //! Opening a database or a store for a subcommand, never creating one by accident.
+//!
+//! Reading commands open the file read-only with a shared lock, so they work on a file the user
+//! may only read and beside each other; writing commands open it read-write. Every open waits for
+//! a lock another process holds for up to `--lock-wait` seconds ([`LOCK_WAIT_DEFAULT`]), so two
+//! short commands on one file do not fail at once.
 
 use std::io;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use folio::{Db, Store};
+use folio::{Builder, Db, Store};
 
 use crate::show::at;
 use crate::{CliResult, Failure};
+
+/// How long an open waits for a lock another process holds, unless `--lock-wait` says otherwise.
+pub const LOCK_WAIT_DEFAULT: Duration = Duration::from_secs(2);
+
+static LOCK_WAIT: OnceLock<Duration> = OnceLock::new();
+
+/// Sets how long every open of this run waits for a lock (from `--lock-wait`).
+pub fn set_lock_wait(wait: Duration) {
+    let _ = LOCK_WAIT.set(wait);
+}
+
+/// Options for every open of this run: the lock wait.
+pub fn builder() -> Builder {
+    Db::builder().lock_timeout(*LOCK_WAIT.get().unwrap_or(&LOCK_WAIT_DEFAULT))
+}
+
+/// What a subcommand does with a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads it: opened read-only.
+    Read,
+    /// Writes it: opened read-write; it must exist.
+    Write,
+    /// Writes it, making a new store if there is no file (`put --create`).
+    Create,
+}
 
 /// Fails unless `path` is an existing file: `Db::open` would create a database there.
 pub fn require_file(path: &Path) -> CliResult {
@@ -23,29 +56,41 @@ pub fn require_file(path: &Path) -> CliResult {
     }
 }
 
-/// Opens the existing database at `path`. Takes its lock: a database another process has open
-/// fails with "database is locked by another process".
+/// Opens the existing database at `path` read-only, for a command that only reads it.
 pub fn db(path: &Path) -> CliResult<Db> {
     require_file(path)?;
-    Db::open(path).map_err(at(path))
+    builder()
+        .read_only(true)
+        .open_existing(path)
+        .map_err(at(path))
 }
 
-/// Opens the store at `path`. With `create`, a missing file becomes a new store, and so does an
-/// existing database with no trees; otherwise the file must already hold a store.
-pub fn store(path: &Path, create: bool) -> CliResult<Store> {
-    if !create || path.exists() {
-        require_file(path)?;
-    } else if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+/// Opens the store at `path` for `access`. With [`Access::Create`], a missing file becomes a new
+/// store, and so does an existing database with no trees; otherwise the file must already hold a
+/// store.
+pub fn store(path: &Path, access: Access) -> CliResult<Store> {
+    let create = access == Access::Create;
+    if create
+        && path
+            .parent()
+            .is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir())
     {
         return Err(Failure::new(format!(
             "{}: cannot create the store: no such directory {}",
             path.display(),
-            dir.display()
+            path.parent().expect("checked").display()
         )));
     }
-    let db = Db::open(path).map_err(at(path))?;
+    if !create || path.exists() {
+        require_file(path)?;
+    }
+    let builder = builder();
+    let db = match access {
+        Access::Read => builder.read_only(true).open_existing(path),
+        Access::Write => builder.open_existing(path),
+        Access::Create => builder.open(path),
+    }
+    .map_err(at(path))?;
     if !db.holds_store().map_err(at(path))? {
         let trees = db
             .begin_read()

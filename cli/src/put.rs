@@ -1,13 +1,22 @@
-//! `folio put`: write one key of a store; the only subcommand that creates a file.
+//! `folio put`: write one key of a store; with `--create`, the only subcommand that creates a file.
 
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
+use crate::open::Access;
 use crate::show::at;
-use crate::{CliResult, PutArgs, open};
+use crate::{CliResult, Failure, PutArgs, open};
 
 pub fn run(args: &PutArgs, out: &mut dyn Write) -> CliResult {
     let path = args.db.as_path();
+    // A mistyped argument order (`folio put key db value`) must not make a new store named like
+    // a key: only `--create` makes one.
+    if !args.create && std::fs::symlink_metadata(path).is_err() {
+        return Err(Failure::new(format!(
+            "no database at {}; pass --create to make one",
+            path.display()
+        )));
+    }
     let value = match &args.value {
         Some(v) => v.as_bytes().to_vec(),
         None => {
@@ -16,7 +25,12 @@ pub fn run(args: &PutArgs, out: &mut dyn Write) -> CliResult {
             v
         }
     };
-    let store = open::store(path, true)?;
+    let access = if args.create {
+        Access::Create
+    } else {
+        Access::Write
+    };
+    let store = open::store(path, access)?;
     let rev = store.put(args.key.as_bytes(), &value).map_err(at(path))?;
     writeln!(out, "revision {rev}")?;
     Ok(())

@@ -11,7 +11,7 @@ use crate::{CliResult, RangeArgs, open};
 
 pub fn run(args: &RangeArgs, out: &mut dyn Write) -> CliResult {
     let path = args.db.as_path();
-    let store = open::store(path, false)?;
+    let store = open::store(path, open::Access::Read)?;
     let range = match (&args.prefix, &args.start, &args.end) {
         (Some(p), _, _) => KeyRange::prefix(p.as_bytes()),
         (None, Some(s), Some(e)) => KeyRange::from(s.as_bytes()..e.as_bytes()),

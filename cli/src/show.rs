@@ -112,9 +112,18 @@ pub fn error(e: &folio::Error) -> String {
     }
 }
 
-/// Turns a folio error about the file at `path` into a failure that names the file.
+/// Turns a folio error about the file at `path` into a failure that names the file (once: the
+/// library's I/O errors about opening a file name it already).
 pub fn at(path: &Path) -> impl Fn(folio::Error) -> Failure + '_ {
-    move |e| Failure::new(format!("{}: {}", path.display(), error(&e)))
+    move |e| {
+        let message = error(&e);
+        let name = path.display().to_string();
+        if message.starts_with(&format!("{name}: ")) {
+            Failure::new(message)
+        } else {
+            Failure::new(format!("{name}: {message}"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ struct StoreStats {
 pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> CliResult {
     let db = open::db(path)?;
     let (stats, store) = if db.holds_store().map_err(at(path))? {
-        // Opening the store finishes a compaction a crash interrupted, so the figures below
-        // describe the file as any later open finds it.
+        // Read-only, the store does not finish a compaction a crash interrupted: it reports the
+        // scheduled revision as compacted, as a read-write open will once it has finished it.
         let store = Store::with_db(db).map_err(at(path))?;
         let keys = store
             .range(KeyRange::all(), RangeOptions::current().count_only())

@@ -1,5 +1,5 @@
 //! Every error is one line a person understands, with a non-zero exit code, and never a panic; and
-//! no command but `put` creates a database by accident.
+//! no command but `put --create` creates a database.
 
 mod common;
 
@@ -115,11 +115,12 @@ fn a_database_open_in_another_process_is_reported_as_locked() {
         "k".into(),
         "v".into(),
     ]);
-    for args in commands {
+    for mut args in commands {
+        args.extend(["--lock-wait".into(), "0".into()]);
         let out = folio_once(&args, b"");
         assert!(
             out.fails().starts_with(&format!(
-                "folio: {}: database is locked by another process (only one process may open a folio file at a time)",
+                "folio: {}: database is locked by another process or by another open handle in this process (a folio file has one read-write handle or any number of read-only ones at a time)",
                 path.display()
             )),
             "{args:?}: {out:?}"
@@ -148,7 +149,13 @@ fn a_truncated_file_says_how_much_is_missing() {
 fn put_into_a_missing_directory_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("kv.folio");
-    let out = folio(["put".as_ref(), path.as_os_str(), "k".as_ref(), "v".as_ref()]);
+    let out = folio([
+        "put".as_ref(),
+        "--create".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "v".as_ref(),
+    ]);
     assert!(
         out.fails()
             .contains("cannot create the store: no such directory"),

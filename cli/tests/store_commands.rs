@@ -11,6 +11,7 @@ fn put_creates_a_store_and_get_reads_it_back() {
     let (_dir, path) = temp_db("new.folio");
     let out = folio([
         "put".as_ref(),
+        "--create".as_ref(),
         path.as_os_str(),
         "/a".as_ref(),
         "one".as_ref(),
@@ -18,6 +19,7 @@ fn put_creates_a_store_and_get_reads_it_back() {
     assert_eq!(out.ok(), "revision 2\n");
     let out = folio([
         "put".as_ref(),
+        "--create".as_ref(),
         path.as_os_str(),
         "/a".as_ref(),
         "two".as_ref(),
@@ -42,7 +44,15 @@ fn put_creates_a_store_and_get_reads_it_back() {
 fn put_reads_the_value_from_stdin_and_get_raw_writes_it_back_exactly() {
     let (_dir, path) = temp_db("kv.folio");
     let value = b"line 1\nline 2\x00\xff";
-    let out = folio_with_input(["put".as_ref(), path.as_os_str(), "k".as_ref()], value);
+    let out = folio_with_input(
+        [
+            "put".as_ref(),
+            "--create".as_ref(),
+            path.as_os_str(),
+            "k".as_ref(),
+        ],
+        value,
+    );
     out.ok();
     let shown = folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]);
     assert_eq!(shown.ok(), "line 1\\nline 2\\x00\\xff\n");
@@ -62,7 +72,14 @@ fn put_reads_the_value_from_stdin_and_get_raw_writes_it_back_exactly() {
 #[test]
 fn get_of_a_missing_key_fails_and_says_so() {
     let (_dir, path) = temp_db("kv.folio");
-    folio(["put".as_ref(), path.as_os_str(), "a".as_ref(), "1".as_ref()]).ok();
+    folio([
+        "put".as_ref(),
+        "--create".as_ref(),
+        path.as_os_str(),
+        "a".as_ref(),
+        "1".as_ref(),
+    ])
+    .ok();
     let out = folio(["get".as_ref(), path.as_os_str(), "b".as_ref()]);
     assert!(
         out.fails().ends_with("key \"b\" not found at revision 2"),
@@ -136,6 +153,7 @@ fn range_at_an_old_revision_sees_the_old_values() {
     let (_dir, path) = temp_db("kv.folio");
     folio([
         "put".as_ref(),
+        "--create".as_ref(),
         path.as_os_str(),
         "k".as_ref(),
         "old".as_ref(),
@@ -143,6 +161,7 @@ fn range_at_an_old_revision_sees_the_old_values() {
     .ok();
     folio([
         "put".as_ref(),
+        "--create".as_ref(),
         path.as_os_str(),
         "k".as_ref(),
         "new".as_ref(),
@@ -150,6 +169,7 @@ fn range_at_an_old_revision_sees_the_old_values() {
     .ok();
     folio([
         "put".as_ref(),
+        "--create".as_ref(),
         path.as_os_str(),
         "j".as_ref(),
         "later".as_ref(),
@@ -210,7 +230,14 @@ fn del_removes_a_key_a_range_or_a_prefix() {
 fn reads_below_the_compacted_revision_or_past_the_current_one_fail_clearly() {
     let (_dir, path) = temp_db("kv.folio");
     for v in ["1", "2", "3"] {
-        folio(["put".as_ref(), path.as_os_str(), "k".as_ref(), v.as_ref()]).ok();
+        folio([
+            "put".as_ref(),
+            "--create".as_ref(),
+            path.as_os_str(),
+            "k".as_ref(),
+            v.as_ref(),
+        ])
+        .ok();
     }
     folio([
         "compact".as_ref(),

@@ -144,7 +144,12 @@ impl Store {
             }),
         };
         if scheduled > store.compacted_revision() {
-            store.finish_compaction(scheduled)?;
+            if store.inner.db.is_read_only() {
+                // It cannot finish it, but reads below it fail, as they will once it has.
+                store.inner.state.write().compacted = scheduled;
+            } else {
+                store.finish_compaction(scheduled)?;
+            }
         }
         Ok(store)
     }

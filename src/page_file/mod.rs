@@ -1,6 +1,7 @@
 //! The page file: the OS file and nothing above it. Storage, page header and checksum, the two
 //! meta slots, and the freelist.
 
+pub(crate) mod create;
 pub(crate) mod freelist;
 pub(crate) mod meta;
 pub(crate) mod page;

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::Mutex;
@@ -61,12 +62,24 @@ pub trait Storage: Send + Sync + Debug {
     fn remove_sibling(&self, path: &Path) -> Result<()>;
     /// Makes the names in this file's directory durable: creations, renames and removals.
     fn sync_dir(&self) -> Result<()>;
+
+    /// Whether this storage refuses every change (a file opened read-only): then every write,
+    /// length change, sync, rename, creation and removal fails with [`Error::ReadOnly`], and the
+    /// database above it opens without writing and refuses write transactions. The default is
+    /// `false`.
+    fn read_only(&self) -> bool {
+        false
+    }
 }
 
-/// A database file on disk, locked exclusively for as long as this value lives.
+/// A database file on disk, locked for as long as this value lives: exclusively when it is opened
+/// for writing, shared when it is opened read-only (any number of read-only handles, in any
+/// processes, or one read-write handle; a second handle in the same process counts as another).
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
+    /// Opened read-only and locked shared: every change is refused (see [`Storage::read_only`]).
+    read_only: bool,
     /// Where the file is now (a rename moves it).
     path: Mutex<PathBuf>,
     /// A second handle on the same file that writes around the page cache (`O_DIRECT`), for
@@ -80,31 +93,55 @@ pub struct FileStorage {
 pub const BULK_ALIGN: usize = 4096;
 
 impl FileStorage {
-    /// Opens an existing file and takes its exclusive lock.
+    /// Opens an existing file for reading and writing and takes its exclusive lock, failing at once
+    /// with [`Error::Locked`] if another handle holds it.
+    pub fn open(path: &Path) -> Result<FileStorage> {
+        FileStorage::open_mode(path, OpenMode::default())
+    }
+
+    /// Opens an existing file read-only and takes a shared lock, so that a user who may only read
+    /// the file can use it and other read-only handles can too; fails at once with
+    /// [`Error::Locked`] while a read-write handle holds it.
+    pub fn open_read_only(path: &Path) -> Result<FileStorage> {
+        FileStorage::open_mode(
+            path,
+            OpenMode {
+                read_only: true,
+                ..OpenMode::default()
+            },
+        )
+    }
+
+    /// Opens an existing file as `mode` says and takes its lock.
     ///
     /// The path is resolved (symbolic links and the current directory) once, here, so that a
     /// defrag renames its new file over the database itself. A defrag in another process may
     /// rename a new file over the path between this open and the lock: the lock is then on the
     /// old, unlinked file, so the open checks that the path still names the locked file, and
     /// tries again if not.
-    pub fn open(path: &Path) -> Result<FileStorage> {
+    pub(crate) fn open_mode(path: &Path, mode: OpenMode) -> Result<FileStorage> {
         const ATTEMPTS: usize = 8;
         for _ in 0..ATTEMPTS {
-            let file = OpenOptions::new().read(true).write(true).open(path)?;
-            lock(&file)?;
-            let resolved = std::fs::canonicalize(path)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(!mode.read_only)
+                .open(path)
+                .map_err(io_at(path, "cannot open the database"))?;
+            lock(&file, path, mode)?;
+            let resolved =
+                std::fs::canonicalize(path).map_err(io_at(path, "cannot resolve the path"))?;
             if same_file(&file, &resolved)? {
                 return Ok(FileStorage {
                     file,
+                    read_only: mode.read_only,
                     path: Mutex::new(resolved),
                     direct: None,
                 });
             }
         }
-        Err(Error::Io(io::Error::other(format!(
-            "{} was replaced {ATTEMPTS} times while it was being opened",
-            path.display()
-        ))))
+        Err(io_at(path, "cannot open the database")(io::Error::other(
+            format!("the file was replaced {ATTEMPTS} times while it was being opened"),
+        )))
     }
 
     /// Creates a new file (failing if one exists) and takes its exclusive lock.
@@ -113,13 +150,27 @@ impl FileStorage {
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)?;
-        lock(&file)?;
+            .open(path)
+            .map_err(io_at(path, "cannot create the file"))?;
+        lock(&file, path, OpenMode::default())?;
         Ok(FileStorage {
             file,
-            path: Mutex::new(std::fs::canonicalize(path)?),
+            read_only: false,
+            path: Mutex::new(
+                std::fs::canonicalize(path).map_err(io_at(path, "cannot resolve the path"))?,
+            ),
             direct: None,
         })
+    }
+
+    /// A file the caller opened read-write and locked exclusively, named by `path`.
+    pub(crate) fn from_locked(file: File, path: PathBuf) -> FileStorage {
+        FileStorage {
+            file,
+            read_only: false,
+            path: Mutex::new(path),
+            direct: None,
+        }
     }
 
     /// Opens the handle that [`Storage::write_bulk`] writes through, if the platform and the
@@ -148,20 +199,104 @@ impl FileStorage {
         *self.path.lock() = std::fs::canonicalize(path)?;
         Ok(())
     }
+
+    /// Fails with [`Error::ReadOnly`] if this file was opened read-only.
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+}
+
+/// How a file is opened and locked.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OpenMode {
+    /// Open for reading only and take a shared lock (otherwise read-write and exclusive).
+    pub read_only: bool,
+    /// How long to wait for a lock another handle holds before failing with [`Error::Locked`]
+    /// (zero: fail at once).
+    pub lock_timeout: Duration,
 }
 
 /// Whether `path` names the open `file` (the same device and inode).
-fn same_file(file: &File, path: &Path) -> Result<bool> {
+pub(crate) fn same_file(file: &File, path: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
-    let (a, b) = (file.metadata()?, std::fs::metadata(path)?);
+    let a = file.metadata()?;
+    let b = std::fs::metadata(path).map_err(io_at(path, "cannot read the file's metadata"))?;
     Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
-fn lock(file: &File) -> Result<()> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked),
-        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+/// Takes `file`'s lock as `mode` says (shared for a read-only open, else exclusive), trying again
+/// until `mode.lock_timeout` has passed, as bbolt's `Timeout` option does.
+pub(crate) fn lock(file: &File, path: &Path, mode: OpenMode) -> Result<()> {
+    /// The longest pause between two tries: a released lock is seen within this.
+    const PAUSE_MAX: Duration = Duration::from_millis(50);
+    let deadline = Instant::now() + mode.lock_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let tried = if mode.read_only {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match tried {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Locked);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(PAUSE_MAX);
+            }
+            Err(TryLockError::Error(e)) => return Err(io_at(path, "cannot lock the file")(e)),
+        }
+    }
+}
+
+/// An I/O error about the file at `path`, wrapped so that its message names the file and what was
+/// being done. It keeps the error's kind, so callers still match `Error::Io(e)` on `e.kind()`;
+/// the original error is its `source()`.
+pub(crate) fn io_at<'a>(
+    path: &'a Path,
+    doing: &'static str,
+) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| {
+        Error::Io(io::Error::new(
+            source.kind(),
+            AtPath {
+                path: path.to_path_buf(),
+                doing,
+                source,
+            },
+        ))
+    }
+}
+
+/// An I/O error with the file it concerns and what was being done; see [`io_at`].
+#[derive(Debug)]
+struct AtPath {
+    path: PathBuf,
+    doing: &'static str,
+    source: io::Error,
+}
+
+impl std::fmt::Display for AtPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.path.display(),
+            self.doing,
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for AtPath {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -181,7 +316,9 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(dir)?.sync_all()?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir, "cannot sync the directory"))?;
     Ok(())
 }
 
@@ -196,6 +333,7 @@ impl Storage for FileStorage {
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.writable()?;
         self.file.write_all_at(data, offset)?;
         Ok(())
     }
@@ -221,11 +359,13 @@ impl Storage for FileStorage {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
+        self.writable()?;
         self.file.set_len(len)?;
         Ok(())
     }
 
     fn sync(&self) -> Result<()> {
+        self.writable()?;
         self.file.sync_data()?;
         Ok(())
     }
@@ -239,6 +379,7 @@ impl Storage for FileStorage {
     }
 
     fn create_sibling(&self, path: &Path) -> Result<Box<dyn Storage>> {
+        self.writable()?;
         let mut sibling = FileStorage::create_new(path)?;
         sibling.open_direct()?;
         // The file that replaces this one keeps its permissions (a 0600 database stays 0600).
@@ -249,6 +390,7 @@ impl Storage for FileStorage {
     }
 
     fn rename(&self, to: &Path) -> Result<()> {
+        self.writable()?;
         let mut path = self.path.lock();
         std::fs::rename(&*path, to)?;
         *path = to.to_path_buf();
@@ -256,6 +398,7 @@ impl Storage for FileStorage {
     }
 
     fn remove_sibling(&self, path: &Path) -> Result<()> {
+        self.writable()?;
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io(e)),
             _ => Ok(()),
@@ -265,11 +408,16 @@ impl Storage for FileStorage {
     fn sync_dir(&self) -> Result<()> {
         sync_parent_dir(&self.path.lock())
     }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
 }
 
 /// Maps a whole file read-only and shared.
 pub(crate) fn map_file(file: &File) -> Result<Mmap> {
-    // SAFETY: folio holds an exclusive lock on the file, so no other process changes it, and this
+    // SAFETY: folio holds a lock on the file (exclusive, or shared among read-only handles that
+    // never write), so no other process changes it, and this
     // process never shrinks a file below a length that a live mapping covers nor writes through a
     // mapping: pages a reader can see are never rewritten (copy-on-write), so the bytes under every
     // outstanding `&[u8]` stay fixed for as long as the mapping lives.

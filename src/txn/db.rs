@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use memmap2::Mmap;
 use parking_lot::Mutex;
@@ -17,10 +18,11 @@ use parking_lot::Mutex;
 use crate::btree::source::Pages;
 use crate::error::{Error, Result};
 use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
+use crate::page_file::create;
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
 use crate::page_file::storage::{
-    DEFRAG_SUFFIX, FileStorage, Storage, sibling_path, sync_parent_dir,
+    DEFRAG_SUFFIX, FileStorage, OpenMode, Storage, io_at, sibling_path,
 };
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
@@ -106,6 +108,8 @@ pub struct Db {
 pub struct Builder {
     page_size: u32,
     initial_size: u64,
+    read_only: bool,
+    lock_timeout: Duration,
     options: Options,
 }
 
@@ -114,6 +118,8 @@ impl Default for Builder {
         Builder {
             page_size: PAGE_SIZE_DEFAULT,
             initial_size: 0,
+            read_only: false,
+            lock_timeout: Duration::ZERO,
             options: Options {
                 durability: Durability::Immediate,
                 max_size: None,
@@ -165,6 +171,31 @@ impl Builder {
         self
     }
 
+    /// Open the file read-only with a shared lock: any number of read-only handles (in this
+    /// process or others) may have it open at once, but no read-write one. Nothing is written: no
+    /// sync on open, no cleanup of a defrag's leftover file; write transactions, compaction and
+    /// defrag fail with [`Error::ReadOnly`]. A read-only open never creates a file. Off by
+    /// default.
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+
+    /// How long an open waits for the file's lock while another handle holds it (a writer, or
+    /// for a read-write open also readers), trying again until then, as bbolt's `Timeout` option
+    /// does; then it fails with [`Error::Locked`]. The default is zero: fail at once.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    fn open_mode(&self) -> OpenMode {
+        OpenMode {
+            read_only: self.read_only,
+            lock_timeout: self.lock_timeout,
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if !self.page_size.is_power_of_two()
             || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&self.page_size)
@@ -177,22 +208,21 @@ impl Builder {
         Ok(())
     }
 
-    /// Opens the database at `path`, creating it if no file is there.
+    /// Opens the database at `path`, creating it if no file is there (unless
+    /// [`Builder::read_only`]: then a missing file is an I/O error, not found).
+    ///
+    /// Any number of processes and threads may create the same new database at once: exactly
+    /// one creates it, and every other opens that one (waiting for its lock as
+    /// [`Builder::lock_timeout`] says, or failing with [`Error::Locked`]).
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Db> {
         self.validate()?;
         let path = path.as_ref();
-        let storage = match FileStorage::open(path) {
-            Ok(s) => s,
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.create_file(path)?
-            }
-            Err(e) => return Err(e),
+        let storage = if self.read_only {
+            FileStorage::open_mode(path, self.open_mode())?
+        } else {
+            self.open_or_create(path)?
         };
-        Db::from_storage(
-            Box::new(storage),
-            Some(path.to_path_buf()),
-            self.options.clone(),
-        )
+        self.open_file(storage, path)
     }
 
     /// Opens the database at `path`, failing with an I/O error (not found) if there is no file
@@ -200,7 +230,15 @@ impl Builder {
     pub fn open_existing(&self, path: impl AsRef<Path>) -> Result<Db> {
         self.validate()?;
         let path = path.as_ref();
-        let storage = FileStorage::open(path)?;
+        let storage = FileStorage::open_mode(path, self.open_mode())?;
+        self.open_file(storage, path)
+    }
+
+    fn open_file(&self, storage: FileStorage, path: &Path) -> Result<Db> {
+        if !self.read_only {
+            // A creator that crashed may have left its temporary name; the lock holder removes it.
+            create::remove_stale(path, true);
+        }
         Db::from_storage(
             Box::new(storage),
             Some(path.to_path_buf()),
@@ -208,23 +246,26 @@ impl Builder {
         )
     }
 
-    /// Creates the file under a temporary name and links it into place only when it is whole, so a
-    /// crash during creation never leaves a half-made database at `path`.
-    fn create_file(&self, path: &Path) -> Result<FileStorage> {
-        let tmp = sibling_path(path, ".creating");
-        let _ = std::fs::remove_file(&tmp);
-        let storage = FileStorage::create_new(&tmp)?;
-        let made = (|| -> Result<()> {
-            format(&storage, self.page_size, self.initial_size)?;
-            storage.sync()?;
-            std::fs::hard_link(&tmp, path)?;
-            Ok(())
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        made?;
-        sync_parent_dir(path)?;
-        storage.linked_at(path)?;
-        Ok(storage)
+    /// Opens the file at `path`, or creates it (see `page_file::create` for the protocol that
+    /// keeps racing creators safe) and, if another creator won, opens theirs.
+    fn open_or_create(&self, path: &Path) -> Result<FileStorage> {
+        // Each round ends with a file at the path, unless someone removes it again at once.
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            match FileStorage::open_mode(path, self.open_mode()) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                opened => return opened,
+            }
+            let made = create::create(path, |s| format(s, self.page_size, self.initial_size))?;
+            if let Some(storage) = made {
+                return Ok(storage);
+            }
+        }
+        Err(io_at(path, "cannot open or create the database")(
+            std::io::Error::other(format!(
+                "a file appeared at the path and was removed again {ATTEMPTS} times"
+            )),
+        ))
     }
 
     /// Formats an empty storage as a new database and opens it.
@@ -291,14 +332,17 @@ impl Db {
                 actual: file_len,
             });
         }
+        // A read-only open writes nothing (and never commits), so it skips both steps below.
         // A defrag that did not finish leaves its file beside the database; the database itself
         // is whole (the swap is a rename). Only the holder of the lock may remove it.
         // Best effort: a leftover that cannot be removed is harmless, and the next defrag replaces it.
-        let _ = storage.remove_sibling(&sibling_path(&storage.path(), DEFRAG_SUFFIX));
         // The newest meta may have been written and never synced (a process crash, or a failed
         // last sync, before this open). `SyncState` takes it as durable and lets the next commit
         // reuse the pages it freed, which the older meta still needs: make it durable first.
-        storage.sync()?;
+        if !storage.read_only() {
+            let _ = storage.remove_sibling(&sibling_path(&storage.path(), DEFRAG_SUFFIX));
+            storage.sync()?;
+        }
         let map = Arc::new(storage.map()?);
         let snapshot = Arc::new(Snapshot { meta, map });
         let (freelist, freelist_run) = if meta.freelist == 0 {
@@ -350,6 +394,9 @@ impl Db {
 
     /// Begins the write transaction, waiting while another is open.
     pub fn begin_write(&self) -> Result<WriteTxn<'_>> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
         self.inner.sync.check_poisoned()?;
         let writer = self.inner.writer.lock();
         WriteTxn::new(&self.inner, writer)
@@ -361,6 +408,12 @@ impl Db {
     pub fn sync(&self) -> Result<()> {
         let txid = self.inner.sync.committed_txid();
         self.inner.sync.wait_synced(txid)
+    }
+
+    /// Whether this database was opened read-only (see [`Builder::read_only`]): then every write
+    /// fails with [`Error::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.storage().read_only()
     }
 
     /// The page size of this database.
