@@ -57,6 +57,7 @@ pub use mvcc::{
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
+pub use mvcc::Compaction;
 pub use page_file::{BULK_ALIGN, DirState, Fault, FileStorage, PageKind, SimStorage, Storage};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};
