@@ -430,6 +430,21 @@ fn check_crash_image(
     assert_store(&store, model, floor, every, what);
     let half_done = new_floor && stored_at_crash > model.stored(target);
     if new_floor {
+        // The hash of the target: the one the compaction recorded (as before the compaction,
+        // against the old floor), or, when the open had to finish the compaction, none recorded
+        // (its first attempt may have deleted what the hash needs) and one against the new floor.
+        let h = store.hash_by_rev(target).unwrap();
+        if half_done {
+            assert_eq!(h.compact_revision, target, "{what}: a resumed compaction's hash");
+        } else if h.compact_revision == base.floor {
+            let (_, db) = open_image(dir, &format!("{name}-before"), &base.image, durability);
+            let before = Store::with_db(db).unwrap().hash_by_rev(target).unwrap();
+            assert_eq!(
+                (h.hash, h.compact_revision),
+                (before.hash, before.compact_revision),
+                "{what}: the recorded hash is the hash before the compaction"
+            );
+        }
         // The compaction has finished: a second open has nothing left to do.
         drop(store);
         let commits = counter.commits();
