@@ -52,12 +52,12 @@ pub use error::{Error, PageId, Result};
 pub use inspect::{
     BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,
 };
+pub use mvcc::Compaction;
 pub use mvcc::{
     Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
-pub use mvcc::Compaction;
 pub use page_file::{BULK_ALIGN, DirState, Fault, FileStorage, PageKind, SimStorage, Storage};
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};

@@ -256,7 +256,7 @@ fn a_tombstone_stays_while_the_floor_is_at_or_below_it_and_vanishes_with_its_key
 /// sees the delete); the next compaction above it removes it with its key.
 #[test]
 fn a_tombstone_at_the_floor_stays_until_a_compaction_above_it_and_the_next_put_starts_at_version_1()
- {
+{
     let dir = tempfile::tempdir().unwrap();
     let (store, revs) = play(
         dir.path(),

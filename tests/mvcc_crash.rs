@@ -435,7 +435,10 @@ fn check_crash_image(
         // (its first attempt may have deleted what the hash needs) and one against the new floor.
         let h = store.hash_by_rev(target).unwrap();
         if half_done {
-            assert_eq!(h.compact_revision, target, "{what}: a resumed compaction's hash");
+            assert_eq!(
+                h.compact_revision, target,
+                "{what}: a resumed compaction's hash"
+            );
         } else if h.compact_revision == base.floor {
             let (_, db) = open_image(dir, &format!("{name}-before"), &base.image, durability);
             let before = Store::with_db(db).unwrap().hash_by_rev(target).unwrap();

@@ -22,9 +22,7 @@ mod common;
 use std::path::Path;
 
 use folio::limits::{STORE_VALUE_LEN_MAX, VALUE_LEN_MAX};
-use folio::{
-    Db, Durability, Error, HashResponse, KeyRange, Op, RangeOptions, Store, StoreOptions,
-};
+use folio::{Db, Durability, Error, HashResponse, KeyRange, Op, RangeOptions, Store, StoreOptions};
 
 const PAGE_SIZE: u32 = 512;
 
@@ -123,15 +121,16 @@ fn the_hash_of_every_revision_from_the_floor_is_the_same_at_every_step_of_a_runn
         let done = running.step().unwrap();
         steps += 1;
         // A writer between batches: its revision is above every one hashed here.
-        store
-            .put(b"writer", format!("{steps}").as_bytes())
-            .unwrap();
+        store.put(b"writer", format!("{steps}").as_bytes()).unwrap();
         stored.push(common::key_tree_len(store.db()) - steps);
         for (r, want) in (floor..=current).zip(&reference) {
             let got = hash(&store, r);
             if done && r == floor {
                 // Finished: the hash the compaction recorded, against the floor before it.
-                assert_eq!(got.hash, before_at_floor.hash, "after the last step, at {r}");
+                assert_eq!(
+                    got.hash, before_at_floor.hash,
+                    "after the last step, at {r}"
+                );
                 assert_eq!(got.compact_revision, -1, "after the last step, at {r}");
             } else {
                 assert_eq!(
@@ -175,11 +174,19 @@ fn the_hash_of_a_revision_is_the_same_before_and_after_compacting_at_it_and_on_a
     a.compact(c2).unwrap();
     let recorded = hash(&a, c2);
     assert_eq!(
-        (recorded.hash, recorded.compact_revision, recorded.hash_revision),
+        (
+            recorded.hash,
+            recorded.compact_revision,
+            recorded.hash_revision
+        ),
         (at_c2.hash, c1, c2),
         "after compacting at c2, as before it"
     );
-    assert_eq!(hash(&b, c2), recorded, "a replica that has not compacted yet");
+    assert_eq!(
+        hash(&b, c2),
+        recorded,
+        "a replica that has not compacted yet"
+    );
     b.compact(c2).unwrap();
     assert_eq!(hash(&b, c2), recorded, "a replica that has compacted too");
 
@@ -187,7 +194,11 @@ fn the_hash_of_a_revision_is_the_same_before_and_after_compacting_at_it_and_on_a
     drop(a);
     let a = open(&dir.path().join("a.folio"), 3);
     assert_eq!(hash(&a, c2), recorded, "reopened");
-    assert_eq!(hash(&a, c1).compact_revision, -1, "the hash of c1, recorded");
+    assert_eq!(
+        hash(&a, c1).compact_revision,
+        -1,
+        "the hash of c1, recorded"
+    );
     // etcd keeps the last 10: eleven more compactions forget c1 and c2.
     for i in 0..11 {
         let rev = a.put(b"more", format!("{i}").as_bytes()).unwrap();
@@ -216,7 +227,13 @@ fn a_new_store_is_compacted_at_minus_1_so_compact_0_succeeds_once() {
     assert_eq!(store.compacted_revision(), 0);
     let again = store.compact(0);
     assert!(
-        matches!(again, Err(Error::Compacted { requested: 0, compacted: 0 })),
+        matches!(
+            again,
+            Err(Error::Compacted {
+                requested: 0,
+                compacted: 0
+            })
+        ),
         "{again:?}"
     );
     drop(store);
@@ -240,7 +257,10 @@ fn assert_refused(store: &Store, ops: Vec<Op>, key: &[u8]) {
             store.txn().then(ops.clone())
         } else {
             // The branch that would not run is checked too (etcd checks both).
-            store.txn().then([Op::put(b"other", b"x")]).otherwise(ops.clone())
+            store
+                .txn()
+                .then([Op::put(b"other", b"x")])
+                .otherwise(ops.clone())
         };
         let got = txn.commit();
         match &got {

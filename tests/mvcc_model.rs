@@ -199,8 +199,8 @@ impl Model {
         let live = self.live_at(at);
         let mut h = crc32fast::Hasher::new();
         for (c, k, v) in self.entries() {
-            let visible = c.value.is_some()
-                && live.get(&c.key).is_some_and(|kv| kv.mod_revision == c.main);
+            let visible =
+                c.value.is_some() && live.get(&c.key).is_some_and(|kv| kv.mod_revision == c.main);
             if c.main <= at && (c.main > floor || visible) {
                 h.update(&k);
                 h.update(&v);
@@ -910,12 +910,7 @@ fn writes_a_key_twice(ops: &[TxnOp]) -> bool {
 }
 
 /// Plays one step on the store and the model and compares every answer.
-fn play(
-    step: &Step,
-    store: &Store,
-    model: &mut Model,
-    context: &str,
-) {
+fn play(step: &Step, store: &Store, model: &mut Model, context: &str) {
     match step {
         Step::Put {
             key,

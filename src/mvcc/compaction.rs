@@ -219,7 +219,14 @@ impl Compaction<'_> {
             meta.put(FINISHED, &self.rev.to_le_bytes())?;
             if let Some((previous, crc)) = &hash {
                 let hash = crc.clone().finalize();
-                hash::record(&mut meta, self.rev, Recorded { previous: *previous, hash })?;
+                hash::record(
+                    &mut meta,
+                    self.rev,
+                    Recorded {
+                        previous: *previous,
+                        hash,
+                    },
+                )?;
             }
         }
         // Let the next writer in before waiting for the sync (group commit shares it).

@@ -205,9 +205,7 @@ impl KeyIndex {
     /// store compacted at `floor` includes of this key from at or below the floor (etcd's
     /// `keyIndex.keep`, which leaves out a tombstone).
     pub fn kept_at(&self, at: i64, floor: i64) -> Option<Revision> {
-        self.get(at)
-            .map(|v| v.modified)
-            .filter(|r| r.main <= floor)
+        self.get(at).map(|v| v.modified).filter(|r| r.main <= floor)
     }
 }
 
@@ -338,7 +336,11 @@ mod tests {
     fn a_hash_keeps_only_the_revision_visible_at_its_revision_and_never_a_tombstone() {
         let k = foo();
         assert_eq!(k.kept_at(2, 2), Some(r(2)));
-        assert_eq!(k.kept_at(2, 1), None, "2.0 is above the floor, hashed anyway");
+        assert_eq!(
+            k.kept_at(2, 1),
+            None,
+            "2.0 is above the floor, hashed anyway"
+        );
         assert_eq!(k.kept_at(3, 3), None, "a tombstone is not kept");
         assert_eq!(k.kept_at(4, 4), Some(r(4)));
     }

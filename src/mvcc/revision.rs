@@ -72,7 +72,6 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
-
 impl KeyValue {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(FIXED_LEN + self.key.len() + self.value.len());
