@@ -52,6 +52,7 @@ pub use error::{Error, PageId, Result};
 pub use inspect::{
     BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,
 };
+pub use mvcc::Compaction;
 pub use mvcc::{
     Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,

@@ -72,6 +72,18 @@ const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
 
 /// Revisions an MVCC compaction deletes per write transaction, by default.
 pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
+/// Hashes of its last compactions a store keeps, so that `hash_by_rev` at one of those revisions
+/// answers as it did before the compaction (etcd's `hashStorageMaxSize`).
+pub const COMPACTION_HASHES_KEPT: usize = 10;
+
+/// Bytes of a store record before its key and value: key length `u32`, create revision, mod
+/// revision, version and lease (`i64` each).
+pub const STORE_RECORD_FIXED_LEN: usize = 4 + 4 * 8;
+/// The longest value a [`crate::Store`] accepts: its record (fixed fields, the longest key of any
+/// page size, the value) is a tree value, so it must fit [`VALUE_LEN_MAX`].
+pub const STORE_VALUE_LEN_MAX: usize =
+    VALUE_LEN_MAX - STORE_RECORD_FIXED_LEN - key_len_max(PAGE_SIZE_MAX);
+const _: () = assert!(STORE_VALUE_LEN_MAX > VALUE_LEN_MAX / 2);
 
 /// The fill factor a defrag packs pages to when none is given: full.
 pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;

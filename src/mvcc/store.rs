@@ -10,7 +10,7 @@
 //! 3. Compaction at C raises `compacted` to C before it deletes anything; every record a read at
 //!    C or later needs is kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
+use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
@@ -72,9 +73,18 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The compacted revision of a store never compacted, as in etcd (`compactMainRev: -1`), so that
+/// `compact(0)` is a valid first compaction.
+pub(crate) const NEVER_COMPACTED: i64 = -1;
+
+/// The error for one of the store's trees missing from its database.
+pub(crate) fn missing(tree: &[u8]) -> Error {
+    malformed(format!("tree `{}` is missing", tree.escape_ascii()))
+}
+
 fn meta_rev(tree: &Tree<'_>, key: &[u8]) -> Result<i64> {
     match tree.get(key)? {
-        None => Ok(0),
+        None => Ok(NEVER_COMPACTED),
         Some(b) => {
             Ok(i64::from_le_bytes(b.try_into().map_err(|_| {
                 malformed(format!("meta value of {} bytes", b.len()))
@@ -97,7 +107,11 @@ impl Store {
     /// Opens a store in `db` with `options`. Rebuilds the key index from the `key` tree and
     /// finishes a compaction that a crash interrupted.
     pub fn with_db_options(db: Db, options: StoreOptions) -> Result<Store> {
-        if db.begin_read()?.tree(KEY_TREE)?.is_none() {
+        let (has_keys, has_meta) = {
+            let tx = db.begin_read()?;
+            (tx.tree(KEY_TREE)?.is_some(), tx.tree(META_TREE)?.is_some())
+        };
+        if !has_keys && !has_meta {
             let mut tx = db.begin_write()?;
             tx.open_tree(KEY_TREE)?;
             tx.open_tree(META_TREE)?;
@@ -105,9 +119,8 @@ impl Store {
         }
         let (state, scheduled) = {
             let tx = db.begin_read()?;
-            let missing = || malformed("the store's trees are missing".into());
-            let keys = tx.tree(KEY_TREE)?.ok_or_else(missing)?;
-            let meta = tx.tree(META_TREE)?.ok_or_else(missing)?;
+            let keys = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
+            let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
             // As in etcd, a new store is at revision 1 and its first write is revision 2.
             let mut state = State {
                 current: 1,
@@ -170,7 +183,7 @@ impl Store {
         self.inner.state.read().current
     }
 
-    /// The revision of the last compaction (0 before any). Reads below it fail.
+    /// The revision of the last compaction, -1 before any (as in etcd). Reads below it fail.
     pub fn compacted_revision(&self) -> i64 {
         self.inner.state.read().compacted
     }
@@ -192,9 +205,7 @@ impl Store {
         let kvs = if options.count_only {
             Vec::new()
         } else {
-            let tree = tx
-                .tree(KEY_TREE)?
-                .ok_or_else(|| malformed("the key tree is missing".into()))?;
+            let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
             load(&tree, &revs, options.keys_only)?
         };
         Ok(RangeResponse {
@@ -205,39 +216,72 @@ impl Store {
         })
     }
 
-    /// A crc32 over every stored revision at or below `rev` (0 for the current revision), so two
-    /// replicas with the same history and compactions can check they hold the same data.
+    /// A crc32 of the store at revision `rev` (0 for the current revision), so that replicas can
+    /// check they hold the same data: two stores with the same history and the same compaction
+    /// revision have the same hash at every revision from it on (see `src/mvcc/hash.rs` for what
+    /// is hashed). As in etcd:
+    /// - the hash of a revision does not change while a compaction runs;
+    /// - `hash_by_rev(C)` after `compact(C)` is what it was before, with the compact revision
+    ///   before C: the compaction recorded it (the last
+    ///   [`COMPACTION_HASHES_KEPT`](crate::limits::COMPACTION_HASHES_KEPT) compactions are
+    ///   kept, and answered even below the compacted revision);
+    /// - otherwise a revision below the compacted one is [`Error::Compacted`] (the compacted
+    ///   revision itself is hashed), and one past the current revision
+    ///   [`Error::FutureRevision`].
     pub fn hash_by_rev(&self, rev: i64) -> Result<HashResponse> {
         let state = self.inner.state.read();
-        // As in etcd, the hash needs a revision above the compacted one.
-        if rev > 0 && rev <= state.compacted {
-            return Err(Error::Compacted {
-                requested: rev,
-                compacted: state.compacted,
+        let (current, compacted) = (state.current, state.compacted);
+        let at = if rev <= 0 { current } else { rev };
+        if at > current {
+            return Err(Error::FutureRevision {
+                requested: at,
+                current,
             });
         }
-        let at = read_revision(rev, state.current, state.compacted)?;
+        // Taken under the lock, the snapshot holds every revision up to `current`.
         let tx = self.inner.db.begin_read()?;
-        let (current, compacted) = (state.current, state.compacted);
+        let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
+        if let Some(r) = hash::recorded(&meta, at)? {
+            return Ok(HashResponse {
+                hash: r.hash,
+                revision: current,
+                compact_revision: r.previous,
+                hash_revision: at,
+            });
+        }
+        if at < compacted {
+            return Err(Error::Compacted {
+                requested: at,
+                compacted,
+            });
+        }
+        // etcd's `treeIndex.Keep(at)`: of the revisions at or below the floor, the visible ones.
+        let keep: HashSet<Revision> = if compacted > 0 {
+            state
+                .index
+                .values()
+                .filter_map(|ki| ki.kept_at(at, compacted))
+                .collect()
+        } else {
+            HashSet::new()
+        };
         drop(state);
-        let tree = tx
-            .tree(KEY_TREE)?
-            .ok_or_else(|| malformed("the key tree is missing".into()))?;
+        let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
         let end = Revision {
             main: at + 1,
             sub: 0,
         }
         .encode(false);
-        let mut h = crc32fast::Hasher::new();
+        let mut h = Hasher::new(compacted, at, &keep);
         for entry in tree.range(..end.as_slice())? {
             let (k, v) = entry?;
-            h.update(k);
-            h.update(v);
+            h.write(k, v)?;
         }
         Ok(HashResponse {
-            hash: h.finalize(),
+            hash: h.finish(),
             revision: current,
             compact_revision: compacted,
+            hash_revision: at,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! Writes: put, delete range and transactions. Each is one write transaction of the database and
 //! one main revision of the store; each change in it takes the next sub revision.
 
-use crate::error::Result;
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::limits::STORE_VALUE_LEN_MAX;
 use crate::mvcc::key_index::{KeyIndex, Visible};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::store::{Inner, KEY_TREE, Store, load, more, plan_range, read_revision};
@@ -66,6 +69,13 @@ impl<'s> Writer<'s> {
 
     fn put(&mut self, key: &[u8], value: &[u8], options: &PutOptions) -> Result<PutResponse> {
         crate::btree::tree::check_key(key, self.inner.db.page_size())?;
+        // The record holds more than the value; name the limit the caller can act on.
+        if value.len() > STORE_VALUE_LEN_MAX {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: STORE_VALUE_LEN_MAX,
+            });
+        }
         let prev_kv = match (options.prev_kv, self.visible(key)) {
             (true, Some(v)) => Some(self.record(v.modified)?),
             _ => None,
@@ -308,6 +318,10 @@ impl TxnBuilder<'_> {
 
     /// Runs the transaction atomically. All its writes share one new main revision; a
     /// transaction that writes nothing leaves the revision as it was.
+    ///
+    /// As in etcd, a branch may write each key once: a branch (either one, whichever would run)
+    /// that puts a key twice, or puts a key inside one of its delete ranges, is refused with
+    /// [`Error::DuplicateKey`] and nothing changes. Overlapping delete ranges are allowed.
     pub fn commit(self) -> Result<TxnResponse> {
         let TxnBuilder {
             store,
@@ -315,6 +329,8 @@ impl TxnBuilder<'_> {
             then,
             otherwise,
         } = self;
+        check_duplicates(&then)?;
+        check_duplicates(&otherwise)?;
         let ((succeeded, mut responses), revision) = store.write(|w| {
             let mut succeeded = true;
             for c in &compares {
@@ -353,4 +369,27 @@ impl TxnBuilder<'_> {
             responses,
         })
     }
+}
+
+/// etcd's `checkIntervals` (`server/etcdserver/api/v3rpc/key.go`) for one branch: each key is put
+/// at most once, and never inside a delete range of the same branch. (folio's transactions do
+/// not nest, so there are no child branches to merge.)
+fn check_duplicates(ops: &[Op]) -> Result<()> {
+    let mut puts = BTreeSet::new();
+    for op in ops {
+        if let Op::Put { key, .. } = op
+            && !puts.insert(key.as_slice())
+        {
+            return Err(Error::DuplicateKey { key: key.clone() });
+        }
+    }
+    for op in ops {
+        if let Op::DeleteRange { range, .. } = op
+            && let Some(bounds) = range.as_bounds()
+            && let Some(key) = puts.range::<[u8], _>(bounds).next()
+        {
+            return Err(Error::DuplicateKey { key: key.to_vec() });
+        }
+    }
+    Ok(())
 }
