@@ -31,6 +31,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Read without verifying page checksums: a damaged page may then be shown as data. By
+    /// default each page read is verified (once), and a damaged one is an error.
+    #[arg(long, global = true)]
+    no_verify: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +289,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    open::set_verify(!cli.no_verify);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = run(cli.command, &mut out).and_then(|()| Ok(out.flush()?));

@@ -2,11 +2,25 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use folio::{Db, Store};
+use folio::{Builder, Db, Store};
 
 use crate::show::at;
 use crate::{CliResult, Failure};
+
+/// Set by `--no-verify`: read without verifying page checksums.
+static NO_VERIFY: AtomicBool = AtomicBool::new(false);
+
+/// Makes every open of this command verify page checksums (the default) or not (`--no-verify`).
+pub fn set_verify(on: bool) {
+    NO_VERIFY.store(!on, Ordering::Relaxed);
+}
+
+/// The options every subcommand opens with.
+fn builder() -> Builder {
+    Db::builder().verify_checksums(!NO_VERIFY.load(Ordering::Relaxed))
+}
 
 /// Fails unless `path` is an existing file: `Db::open` would create a database there.
 pub fn require_file(path: &Path) -> CliResult {
@@ -27,7 +41,7 @@ pub fn require_file(path: &Path) -> CliResult {
 /// fails with "database is locked by another process".
 pub fn db(path: &Path) -> CliResult<Db> {
     require_file(path)?;
-    Db::open(path).map_err(at(path))
+    builder().open(path).map_err(at(path))
 }
 
 /// Opens the store at `path`. With `create`, a missing file becomes a new store, and so does an
@@ -45,7 +59,7 @@ pub fn store(path: &Path, create: bool) -> CliResult<Store> {
             dir.display()
         )));
     }
-    let db = Db::open(path).map_err(at(path))?;
+    let db = builder().open(path).map_err(at(path))?;
     if !db.holds_store().map_err(at(path))? {
         let trees = db
             .begin_read()

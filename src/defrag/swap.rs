@@ -95,7 +95,13 @@ impl Db {
             temp.sync()?;
             let map = Arc::new(temp.map()?);
             temp.rename(&path)?;
-            Ok(Snapshot { meta, map })
+            // A new file: no page of it has been verified.
+            let verified = Arc::default();
+            Ok(Snapshot {
+                meta,
+                map,
+                verified,
+            })
         })();
         let snapshot = match built {
             Ok(s) => Arc::new(s),
