@@ -95,13 +95,7 @@ impl Db {
             temp.sync()?;
             let map = Arc::new(temp.map()?);
             temp.rename(&path)?;
-            // A new file: no page of it has been verified.
-            let verified = Arc::default();
-            Ok(Snapshot {
-                meta,
-                map,
-                verified,
-            })
+            Ok(Snapshot::new(meta, map))
         })();
         let snapshot = match built {
             Ok(s) => Arc::new(s),

@@ -37,6 +37,24 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// The first snapshot of a file just opened or built: none of its pages verified yet.
+    pub fn new(meta: Meta, map: Arc<Mmap>) -> Snapshot {
+        Snapshot {
+            meta,
+            map,
+            verified: Arc::default(),
+        }
+    }
+
+    /// A later snapshot of the same file (a commit), sharing its verified pages.
+    pub fn successor(&self, meta: Meta, map: Arc<Mmap>) -> Snapshot {
+        Snapshot {
+            meta,
+            map,
+            verified: self.verified.clone(),
+        }
+    }
+
     /// The snapshot's pages for a registered reader or the writer: with `verify_checksums`, each
     /// page is verified the first time it is read after it was written.
     pub fn pages(&self, verify_checksums: bool) -> Pages<'_> {
@@ -320,12 +338,7 @@ impl Db {
         // reuse the pages it freed, which the older meta still needs: make it durable first.
         storage.sync()?;
         let map = Arc::new(storage.map()?);
-        let verified = Arc::default();
-        let snapshot = Arc::new(Snapshot {
-            meta,
-            map,
-            verified,
-        });
+        let snapshot = Arc::new(Snapshot::new(meta, map));
         let (freelist, freelist_run) = if meta.freelist == 0 {
             (FreeList::default(), None)
         } else {

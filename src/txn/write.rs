@@ -264,12 +264,7 @@ impl<'db> WriteTxn<'db> {
         } else {
             self.base.map.clone()
         };
-        let verified = self.base.verified.clone();
-        let snapshot = Arc::new(Snapshot {
-            meta,
-            map,
-            verified,
-        });
+        let snapshot = Arc::new(self.base.successor(meta, map));
         db.sync.set_committed(meta);
         let txid = meta.txid;
         let unsynced = match self.durability {
