@@ -170,7 +170,8 @@ fn read_db(db: &Db, model: &BTreeMap<Vec<u8>, Entries>, what: &str) {
             keys[keys.len() * 3 / 4].clone(),
         );
         type Read<'a> = folio::Result<Vec<(&'a [u8], &'a [u8])>>;
-        let reads: [(Read<'_>, Vec<(&Vec<u8>, &Vec<u8>)>); 3] = [
+        type Want<'a> = Vec<(&'a Vec<u8>, &'a Vec<u8>)>;
+        let reads: [(Read<'_>, Want<'_>); 3] = [
             (tree.iter().collect(), entries.iter().collect()),
             (
                 tree.range(a.as_slice()..b.as_slice())
