@@ -23,7 +23,9 @@
 //!    still the bytes on disk when it sets the bit, and the writer's clear of a later rewrite comes
 //!    after. The writer itself reads only pages reachable from its base snapshot, which it never
 //!    writes in the same commit. Tools that read unregistered or from a file under repair (`check`,
-//!    the page map, defrag's copy) never set bits.
+//!    the page map, defrag's copy) never set bits. (A branch whose checksum was forged to point at
+//!    a free page could make a reader verify a page while it is rewritten; crc32 does not defend
+//!    against forgery, and every decode still bounds what it reads.)
 //! 3. **A stale bit on a page nothing reaches is harmless.** A freed run may be reused in parts (a
 //!    leaf on its second page): only the pages written are cleared, and the first page keeps its
 //!    bit while it is free. A page becomes reachable again only by being written, which clears it.
