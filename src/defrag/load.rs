@@ -33,7 +33,7 @@ use memmap2::{Advice, Mmap};
 use crate::btree::node::{
     self, PageView, ValueRef, branch_entry_len, leaf_entry_len, overflow_pages,
 };
-use crate::btree::source::Pages;
+use crate::btree::source::{Pages, Verify};
 use crate::defrag::options::{DefragOptions, DefragProgress};
 use crate::defrag::readahead;
 use crate::error::{Error, PageId, Result, corrupted};
@@ -92,7 +92,7 @@ fn copy_trees<'a>(
     let meta = source.meta;
     let mut reader = Reader {
         prefetch_children,
-        pages: source.pages(true),
+        pages: source.pages_verified(Verify::Always),
         map: &source.map,
         visited: vec![0; meta.page_count.div_ceil(64) as usize],
         options,

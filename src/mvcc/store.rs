@@ -99,6 +99,13 @@ impl Store {
         Store::with_db(Db::builder().durability(Durability::Group).open(path)?)
     }
 
+    /// Opens (or creates) a store at `path` with `builder`'s options, as
+    /// `Db::builder().durability(Durability::Group).verify_checksums(false)` (which reads without
+    /// verifying page checksums). [`Store::open`] uses group commit and verifies checksums.
+    pub fn open_with(path: impl AsRef<Path>, builder: &crate::Builder) -> Result<Store> {
+        Store::with_db(builder.open(path)?)
+    }
+
     /// Opens a store in `db` (creating its trees if needed).
     pub fn with_db(db: Db) -> Result<Store> {
         Store::with_db_options(db, StoreOptions::default())

@@ -264,7 +264,7 @@ impl<'db> WriteTxn<'db> {
         } else {
             self.base.map.clone()
         };
-        let snapshot = Arc::new(Snapshot { meta, map });
+        let snapshot = Arc::new(self.base.successor(meta, map));
         // Strict mode checks the commit before its meta is written, so that a failed check leaves
         // nothing on disk or in view that a caller would have to unwind.
         if db.options.strict
@@ -377,8 +377,13 @@ impl<'db> WriteTxn<'db> {
             writer.file_len = len;
         }
 
-        // 4. Write the dirty pages in page order, adjacent pages in one write.
+        // 4. Write the dirty pages in page order, adjacent pages in one write. Each page's
+        //    verified bit is cleared first (`page_file::verified`, invariant 1).
         out.sort_unstable_by_key(|(id, _)| *id);
+        for (id, bytes) in &out {
+            let len = (bytes.len() / page_size as usize) as u64;
+            self.base.verified.forget(*id, len);
+        }
         write_coalesced(&*self.db.storage(), &out, page_size)?;
         writer.freelist_run = Some((freelist_page, run_pages));
         Ok(Some(meta))
