@@ -90,9 +90,7 @@ const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
 // A tree whose branches have two children each (the fewest a spilled branch keeps) reaches
 // `TREE_DEPTH_MAX` levels only with more leaves than the largest file holds at the smallest page
 // size, so the depth bound never refuses a sound tree.
-const _: () = assert!(
-    (1u128 << (TREE_DEPTH_MAX - 1)) > page_count_max(PAGE_SIZE_MIN) as u128
-);
+const _: () = assert!((1u128 << (TREE_DEPTH_MAX - 1)) > page_count_max(PAGE_SIZE_MIN) as u128);
 // Any page count a meta may record, times any page size, fits a `u64` and a `usize` offset.
 const _: () = assert!(
     (page_count_max(PAGE_SIZE_MIN) as u128) * (PAGE_SIZE_MIN as u128) <= FILE_LEN_MAX as u128

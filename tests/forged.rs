@@ -141,7 +141,10 @@ fn assert_corrupted<T: std::fmt::Debug>(what: &str, r: folio::Result<T>) {
 fn assert_still_usable(db: &Db, readable: &[u8]) {
     let tx = db.begin_read().unwrap();
     let t = tx.tree(b"t").unwrap().expect("tree t");
-    assert!(t.get(readable).unwrap().is_some(), "a key under a sound child");
+    assert!(
+        t.get(readable).unwrap().is_some(),
+        "a key under a sound child"
+    );
     drop(tx);
     let mut tx = db.begin_write().unwrap();
     tx.open_tree(b"other").unwrap().put(b"b", b"2").unwrap();
@@ -192,7 +195,9 @@ fn a_branch_that_points_at_itself_makes_put_delete_and_delete_tree_corrupted_not
         bounded("range", move || {
             let tx = d.begin_read()?;
             let t = tx.tree(b"t")?.expect("tree t");
-            t.iter().map(|e| e.map(|_| ())).collect::<folio::Result<Vec<_>>>()
+            t.iter()
+                .map(|e| e.map(|_| ()))
+                .collect::<folio::Result<Vec<_>>>()
         }),
     );
     assert_still_usable(&db, &entries[1].0);
@@ -365,7 +370,10 @@ fn a_meta_with_a_forged_catalog_length_is_refused_before_anything_is_sized_by_it
     let db = Db::open(&forged).unwrap();
     let report = db.check().unwrap();
     assert!(
-        report.problems.iter().any(|p| p.message.contains("catalog holds 2 trees")),
+        report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("catalog holds 2 trees")),
         "{report}"
     );
     assert_corrupted("defrag", db.defrag(&folio::DefragOptions::default()));

@@ -221,7 +221,10 @@ fn bad_count(t: &TreeRoot) -> crate::error::Error {
         Some(NodeRef::Page(p)) => p,
         _ => 0,
     };
-    corrupted(page, format!("the tree records {} entries, which cannot be right", t.len))
+    corrupted(
+        page,
+        format!("the tree records {} entries, which cannot be right", t.len),
+    )
 }
 
 /// Frees every page of a tree (for deleting a whole tree). Each page is freed once: a page

@@ -74,7 +74,10 @@ impl FreeList {
     /// is free or pending.
     fn check_not_free(&self, start: PageId, len: u64) -> Result<()> {
         let Some(end) = start.checked_add(len).filter(|_| len > 0 && start >= 2) else {
-            return Err(corrupted(start, format!("cannot free the page run {start}+{len}")));
+            return Err(corrupted(
+                start,
+                format!("cannot free the page run {start}+{len}"),
+            ));
         };
         if let Some(p) = overlapping(&self.extents, start, end) {
             return Err(corrupted(
@@ -318,13 +321,28 @@ mod tests {
         f.add_pending(5, vec![(20, 2)]).unwrap();
         let before = (f.persisted_runs(), f.pending_page_count());
         assert!(f.free_now(12, 1).is_err(), "inside a free extent");
-        assert!(f.free_now(8, 3).is_err(), "overlapping a free extent's start");
+        assert!(
+            f.free_now(8, 3).is_err(),
+            "overlapping a free extent's start"
+        );
         assert!(f.free_now(21, 1).is_err(), "a pending page");
-        assert!(f.add_pending(6, vec![(13, 1)]).is_err(), "pending a free page");
-        assert!(f.add_pending(6, vec![(20, 1)]).is_err(), "pending a pending page");
-        assert!(f.add_pending(6, vec![(30, 2), (31, 1)]).is_err(), "twice in one batch");
+        assert!(
+            f.add_pending(6, vec![(13, 1)]).is_err(),
+            "pending a free page"
+        );
+        assert!(
+            f.add_pending(6, vec![(20, 1)]).is_err(),
+            "pending a pending page"
+        );
+        assert!(
+            f.add_pending(6, vec![(30, 2), (31, 1)]).is_err(),
+            "twice in one batch"
+        );
         assert!(f.add_pending(6, vec![(1, 1)]).is_err(), "a meta page");
-        assert!(f.add_pending(6, vec![(u64::MAX, 2)]).is_err(), "a run past u64");
+        assert!(
+            f.add_pending(6, vec![(u64::MAX, 2)]).is_err(),
+            "a run past u64"
+        );
         assert_eq!((f.persisted_runs(), f.pending_page_count()), before);
         f.release(5).unwrap();
         assert_eq!(f.allocate(2), Some(20));

@@ -175,8 +175,8 @@ pub(crate) fn decode_slot(buf: &[u8], slot: PageId) -> Result<Meta> {
 }
 
 fn read_slot(storage: &dyn Storage, offset: u64, file_len: u64) -> Result<Vec<u8>> {
-    let n = usize::try_from((META_LEN as u64).min(file_len.saturating_sub(offset)))
-        .unwrap_or(META_LEN);
+    let n =
+        usize::try_from((META_LEN as u64).min(file_len.saturating_sub(offset))).unwrap_or(META_LEN);
     let mut buf = vec![0u8; n];
     storage.read_at(&mut buf, offset)?;
     Ok(buf)

@@ -207,7 +207,10 @@ pub(crate) fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 }
 
 fn past_end(id: PageId, off: usize) -> crate::error::Error {
-    corrupted(id, format!("a field at byte {off} runs past the end of the page"))
+    corrupted(
+        id,
+        format!("a field at byte {off} runs past the end of the page"),
+    )
 }
 
 /// The little-endian `u16` at `off` of page `id`; past the end of `b` it is a corruption.
