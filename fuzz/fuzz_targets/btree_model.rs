@@ -118,12 +118,19 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             match op / 2 % 8 {
                 0..=3 => {
                     let (k, v) = (key(input.byte()), value(input.byte(), op));
-                    tx.open_tree(name).expect("open_tree").put(&k, &v).expect("put");
+                    tx.open_tree(name)
+                        .expect("open_tree")
+                        .put(&k, &v)
+                        .expect("put");
                     pending.entry(name.to_vec()).or_default().insert(k, v);
                 }
                 4 | 5 => {
                     let k = key(input.byte());
-                    let had = tx.open_tree(name).expect("open_tree").delete(&k).expect("delete");
+                    let had = tx
+                        .open_tree(name)
+                        .expect("open_tree")
+                        .delete(&k)
+                        .expect("delete");
                     let entries = pending.entry(name.to_vec()).or_default();
                     assert_eq!(had, entries.remove(&k).is_some(), "delete found");
                 }
@@ -139,7 +146,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                         .map(|e| e.map(|(k, _)| k.to_vec()))
                         .collect::<folio::Result<_>>()
                         .expect("iterate");
-                    assert!(seen.iter().eq(entries.keys()), "a write transaction reads its writes");
+                    assert!(
+                        seen.iter().eq(entries.keys()),
+                        "a write transaction reads its writes"
+                    );
                 }
             }
         }

@@ -16,7 +16,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(extents) = folio::fuzzing::freelist(&forged, page_count) {
         let mut end = 2;
         for (start, len) in extents {
-            assert!(start >= end && len > 0, "extents sorted, disjoint and not empty");
+            assert!(
+                start >= end && len > 0,
+                "extents sorted, disjoint and not empty"
+            );
             end = start + len;
             assert!(end <= page_count, "extents inside the database");
         }

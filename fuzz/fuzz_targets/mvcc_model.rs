@@ -42,7 +42,10 @@ impl Model {
         let mut space = self.at(self.current()).clone();
         let mut changed = false;
         for (start, end) in deletes {
-            let doomed: Vec<_> = space.range(start.clone()..end.clone()).map(|(k, _)| k.clone()).collect();
+            let doomed: Vec<_> = space
+                .range(start.clone()..end.clone())
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in doomed {
                 space.remove(&k);
                 changed = true;
@@ -73,7 +76,11 @@ fn check_range(store: &Store, model: &Model, rev: i64, start: &[u8], end: &[u8],
         .unwrap_or_else(|e| panic!("range at {rev} (compacted {}): {e}", model.compacted));
     let expected: Vec<_> = model.at(rev).range(start.to_vec()..end.to_vec()).collect();
     assert_eq!(r.count, expected.len() as u64, "count at {rev}");
-    let shown = if limit > 0 { limit.min(expected.len()) } else { expected.len() };
+    let shown = if limit > 0 {
+        limit.min(expected.len())
+    } else {
+        expected.len()
+    };
     assert_eq!(r.more, shown < expected.len(), "more at {rev}");
     assert_eq!(r.kvs.len(), shown, "kvs at {rev}");
     for (kv, (k, (v, create, modr, version))) in r.kvs.iter().zip(expected) {
@@ -88,7 +95,9 @@ fn check_range(store: &Store, model: &Model, rev: i64, start: &[u8], end: &[u8],
 }
 
 fn open(sim: &SimStorage) -> Store {
-    let db = Db::builder().open_with(Box::new(sim.clone())).expect("reopen");
+    let db = Db::builder()
+        .open_with(Box::new(sim.clone()))
+        .expect("reopen");
     Store::with_db(db).expect("store")
 }
 
@@ -123,7 +132,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 let r = store
                     .delete_range(KeyRange::bounds(start.as_slice()..end.as_slice()))
                     .expect("delete_range");
-                let before = model.at(model.current()).range(start.clone()..end.clone()).count();
+                let before = model
+                    .at(model.current())
+                    .range(start.clone()..end.clone())
+                    .count();
                 model.apply(&[], &[(start, end)]);
                 assert_eq!(r.deleted, before as u64, "deleted");
                 assert_eq!(r.revision, model.current(), "delete revision");
@@ -177,8 +189,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             _ => {
                 drop(store);
                 store = open(&sim);
-                assert_eq!(store.current_revision(), model.current(), "revision after reopen");
-                assert_eq!(store.compacted_revision(), model.compacted, "compacted after reopen");
+                assert_eq!(
+                    store.current_revision(),
+                    model.current(),
+                    "revision after reopen"
+                );
+                assert_eq!(
+                    store.compacted_revision(),
+                    model.compacted,
+                    "compacted after reopen"
+                );
             }
         }
     }

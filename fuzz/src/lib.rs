@@ -93,12 +93,16 @@ pub fn sound_image() -> &'static [u8] {
                 let mut t = tx.open_tree(b"t").expect("tree");
                 for i in 0..60u32 {
                     let value = vec![b'a' + (i % 26) as u8; 10 + (i * round) as usize % 50];
-                    t.put(format!("key-{i:03}").as_bytes(), &value).expect("put");
+                    t.put(format!("key-{i:03}").as_bytes(), &value)
+                        .expect("put");
                 }
                 t.put(b"big", &vec![round as u8; 1500]).expect("put");
                 t.delete(format!("key-{:03}", round * 7).as_bytes())
                     .expect("delete");
-                tx.open_tree(b"u").expect("tree").put(b"x", b"y").expect("put");
+                tx.open_tree(b"u")
+                    .expect("tree")
+                    .put(b"x", b"y")
+                    .expect("put");
                 tx.commit().expect("commit");
             }
             let store = folio::Store::with_db(db).expect("store");
