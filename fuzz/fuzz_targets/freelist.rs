@@ -20,7 +20,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 start >= end && len > 0,
                 "extents sorted, disjoint and not empty"
             );
-            end = start + len;
+            end = start.checked_add(len).expect("an extent's end fits a u64");
             assert!(end <= page_count, "extents inside the database");
         }
     }

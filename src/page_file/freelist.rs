@@ -257,8 +257,9 @@ mod codec {
             for extent in body.chunks_exact(EXTENT_LEN).take(held.min(n as usize)) {
                 let start = read_u64(extent, 0, id)?;
                 let len = read_u64(extent, 8, id)?;
-                let end = start.saturating_add(len);
-                if len == 0 || start < prev_end || end > page_count {
+                // Checked: an extent whose end passes u64 must not pass as ending at u64::MAX.
+                let end = start.checked_add(len).unwrap_or(u64::MAX);
+                if len == 0 || start < prev_end || end > page_count || end == u64::MAX {
                     return Err(corrupted(
                         id,
                         format!("freelist extent {start}+{len} is out of order or range"),
