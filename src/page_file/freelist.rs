@@ -258,15 +258,15 @@ mod codec {
                 let start = read_u64(extent, 0, id)?;
                 let len = read_u64(extent, 8, id)?;
                 // Checked: an extent whose end passes u64 must not pass as ending at u64::MAX.
-                let end = start.checked_add(len).unwrap_or(u64::MAX);
-                if len == 0 || start < prev_end || end > page_count || end == u64::MAX {
+                let end = start.checked_add(len);
+                if len == 0 || start < prev_end || end.is_none_or(|end| end > page_count) {
                     return Err(corrupted(
                         id,
                         format!("freelist extent {start}+{len} is out of order or range"),
                     ));
                 }
                 list.insert_extent(start, len);
-                prev_end = end;
+                prev_end = end.unwrap_or(u64::MAX);
             }
             Ok(list)
         }
