@@ -38,6 +38,9 @@ mod btree;
 mod check;
 mod defrag;
 mod error;
+/// Entry points for the fuzz targets in `fuzz/`: not an API (hidden, exempt from semver).
+#[doc(hidden)]
+pub mod fuzzing;
 mod inspect;
 pub mod limits;
 mod mvcc;

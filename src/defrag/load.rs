@@ -106,7 +106,8 @@ fn copy_trees<'a>(
     let mut zeros = ZeroCrcs::default();
 
     // The catalog first, read whole (it is small), then each tree in name order.
-    let mut trees: Vec<(&[u8], Descriptor)> = Vec::with_capacity(meta.catalog_len as usize);
+    // Not sized by `catalog_len`: a count read from disk never sizes an allocation.
+    let mut trees: Vec<(&[u8], Descriptor)> = Vec::new();
     if meta.catalog_root != 0 {
         reader.walk(meta.catalog_root, &mut |name, value| {
             let ValueRef::Inline(raw) = value else {

@@ -106,7 +106,7 @@ impl<'db> WriteTxn<'db> {
         // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
         // crash can fall back to a meta older than T.
         let bound = db.oldest_reader().unwrap_or(u64::MAX).min(db.sync.safe());
-        writer.freelist.release(bound);
+        writer.freelist.release(bound)?;
         let base = writer.latest.clone();
         let catalog = TreeRoot {
             root: (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root)),
@@ -352,7 +352,7 @@ impl<'db> WriteTxn<'db> {
         //    and taking its front leaves a gap in that run. So the run is sized for one more.
         let mut freed = std::mem::take(&mut self.dirty.freed);
         freed.extend(writer.freelist_run);
-        alloc.freelist.add_pending(txid, freed);
+        alloc.freelist.add_pending(txid, freed)?;
         let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
         let freelist_page = alloc.allocate(run_pages)?;
         let runs = alloc.freelist.persisted_runs();
