@@ -51,7 +51,7 @@ struct Generation {
 
 /// What is visible of a key at one revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Visible {
+pub(crate) struct VisibleRevision {
     pub modified: Revision,
     pub created: Revision,
     pub version: i64,
@@ -73,7 +73,7 @@ impl Default for KeyIndex {
 
 impl KeyIndex {
     /// Records a put at `rev`; returns what is visible at `rev` afterwards.
-    pub fn put(&mut self, rev: Revision) -> Visible {
+    pub fn put(&mut self, rev: Revision) -> VisibleRevision {
         let g = self.generations.last_mut().expect("always one generation");
         debug_assert!(
             g.revs.last().is_none_or(|&last| last < rev),
@@ -84,7 +84,7 @@ impl KeyIndex {
         }
         g.revs.push(rev);
         g.version += 1;
-        Visible {
+        VisibleRevision {
             modified: rev,
             created: g.created,
             version: g.version,
@@ -154,7 +154,7 @@ impl KeyIndex {
     }
 
     /// What is visible of the key at `at`, if it exists then.
-    pub fn get(&self, at: i64) -> Option<Visible> {
+    pub fn get(&self, at: i64) -> Option<VisibleRevision> {
         let last = self.generations.len() - 1;
         for (i, g) in self.generations.iter().enumerate().rev() {
             let (Some(first), Some(newest)) = (g.revs.first(), g.revs.last()) else {
@@ -166,7 +166,7 @@ impl KeyIndex {
             }
             if first.main <= at {
                 let n = g.revs.partition_point(|r| r.main <= at);
-                return Some(Visible {
+                return Some(VisibleRevision {
                     modified: g.revs[n - 1],
                     created: g.created,
                     version: g.version - (g.revs.len() - n) as i64,
@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(k.get(0), None);
         assert_eq!(
             k.get(2),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(2),
                 created: r(1),
                 version: 2
@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(k.get(3), None);
         assert_eq!(
             k.get(4),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(4),
                 created: r(4),
                 version: 1
@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(keep, HashSet::from([r(2)]));
         assert_eq!(
             k.get(2),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(2),
                 created: r(1),
                 version: 2
@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(keep, HashSet::from([r(4)]));
         assert_eq!(
             k.get(4),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(4),
                 created: r(4),
                 version: 1

@@ -1,10 +1,10 @@
 //! The store: etcd's revisioned key-value model over a [`Db`].
 //!
 //! Invariants:
-//! 1. `State::current` is the newest revision whose records are committed and visible in the
+//! 1. `StoreState::current` is the newest revision whose records are committed and visible in the
 //!    database. A reader reads `current`, the index and a database snapshot under one read lock, so
 //!    the snapshot holds every record the index sends it to.
-//! 2. Writers are serialized by `Inner::writer`. A writer puts its revisions into the index as it
+//! 2. Writers are serialized by `StoreInner::writer`. A writer puts its revisions into the index as it
 //!    goes (they lie above `current`, so readers ignore them), commits, then raises `current`.
 //!    If anything fails, it unwinds the index to `current`.
 //! 3. Compaction at C raises `compacted` to C before it deletes anything; every record a read at
@@ -34,16 +34,16 @@ pub(crate) const SCHEDULED: &[u8] = b"compact.scheduled";
 pub(crate) const FINISHED: &[u8] = b"compact.finished";
 
 #[derive(Debug, Default)]
-pub(crate) struct State {
+pub(crate) struct StoreState {
     pub index: BTreeMap<Vec<u8>, KeyIndex>,
     pub current: i64,
     pub compacted: i64,
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct StoreInner {
     pub db: Db,
-    pub state: RwLock<State>,
+    pub state: RwLock<StoreState>,
     /// Held by whoever writes: a put, a delete, a transaction, or one compaction batch.
     pub writer: Mutex<()>,
     /// Held for a whole compaction, so two never interleave.
@@ -70,7 +70,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<StoreInner>,
 }
 
 /// The compacted revision of a store never compacted, as in etcd (`compactMainRev: -1`), so that
@@ -129,9 +129,9 @@ impl Store {
             let keys = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
             let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
             // As in etcd, a new store is at revision 1 and its first write is revision 2.
-            let mut state = State {
+            let mut state = StoreState {
                 current: 1,
-                ..State::default()
+                ..StoreState::default()
             };
             for entry in keys.iter() {
                 let (k, v) = entry?;
@@ -155,7 +155,7 @@ impl Store {
             (state, scheduled)
         };
         let store = Store {
-            inner: Arc::new(Inner {
+            inner: Arc::new(StoreInner {
                 db,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
 use crate::limits::STORE_VALUE_LEN_MAX;
-use crate::mvcc::key_index::{KeyIndex, Visible};
+use crate::mvcc::key_index::{KeyIndex, VisibleRevision};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
-use crate::mvcc::store::{Inner, KEY_TREE, Store, load, more, plan_range, read_revision};
+use crate::mvcc::store::{KEY_TREE, Store, StoreInner, load, more, plan_range, read_revision};
 use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
@@ -15,8 +15,8 @@ use crate::mvcc::types::{
 use crate::txn::WriteTxn;
 
 /// One store write in progress.
-struct Writer<'s> {
-    inner: &'s Inner,
+struct StoreWrite<'s> {
+    inner: &'s StoreInner,
     tx: WriteTxn<'s>,
     /// The current revision when the write began.
     base: i64,
@@ -26,7 +26,7 @@ struct Writer<'s> {
     touched: Vec<Vec<u8>>,
 }
 
-impl<'s> Writer<'s> {
+impl<'s> StoreWrite<'s> {
     fn main(&self) -> i64 {
         self.base + 1
     }
@@ -45,7 +45,7 @@ impl<'s> Writer<'s> {
         rev
     }
 
-    fn visible(&self, key: &[u8]) -> Option<Visible> {
+    fn visible(&self, key: &[u8]) -> Option<VisibleRevision> {
         self.inner
             .state
             .read()
@@ -197,12 +197,12 @@ impl<'s> Writer<'s> {
 
 impl Store {
     /// Runs `f` as one write: one database transaction, at most one new main revision.
-    fn write<R>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<R>) -> Result<(R, i64)> {
+    fn write<R>(&self, f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>) -> Result<(R, i64)> {
         let inner = &*self.inner;
         let guard = inner.writer.lock();
         let tx = inner.db.begin_write()?;
         let base = inner.state.read().current;
-        let mut w = Writer {
+        let mut w = StoreWrite {
             inner,
             tx,
             base,
@@ -210,7 +210,7 @@ impl Store {
             touched: Vec::new(),
         };
         let result = f(&mut w);
-        let Writer {
+        let StoreWrite {
             tx, sub, touched, ..
         } = w;
         match result {
@@ -274,7 +274,7 @@ impl Store {
 }
 
 /// Takes a failed write's revisions (those above `base`) back out of the index.
-fn unwind_index(inner: &Inner, base: i64, touched: &[Vec<u8>]) {
+fn unwind_index(inner: &StoreInner, base: i64, touched: &[Vec<u8>]) {
     let mut state = inner.state.write();
     for key in touched {
         let gone = state
