@@ -30,3 +30,43 @@ fn a_freelist_extent_whose_end_passes_u64_is_refused() {
         vec![(2, 3), (9, 4)]
     );
 }
+
+/// What broke (fuzz target `open_db`): a leaf whose keys are out of order, with a correct checksum.
+/// A delete's cursor found the key, then the write path searched the copied leaf with a different
+/// binary search, missed it, and panicked ("key was found"). It is now a corruption.
+#[test]
+fn deleting_from_a_leaf_whose_keys_are_out_of_order_is_a_corruption_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unordered.folio");
+    let keys: [&[u8]; 3] = [b"k1-aaaa", b"k2-bbbb", b"k3-cccc"];
+    {
+        let db = folio::Db::builder().page_size(512).open(&path).unwrap();
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree(b"t").unwrap();
+        for k in keys {
+            t.put(k, b"value").unwrap();
+        }
+        drop(t);
+        tx.commit().unwrap();
+    }
+    // Swap the second and third keys in their leaf (same lengths, same values), and reseal it:
+    // the leaf reads [k1, k3, k2].
+    let mut bytes = std::fs::read(&path).unwrap();
+    let find = |k: &[u8]| bytes.windows(k.len()).position(|w| w == k).unwrap();
+    let (b, c) = (find(keys[1]), find(keys[2]));
+    assert_eq!(b / 512, c / 512, "both keys in one leaf");
+    bytes[b..b + 7].copy_from_slice(keys[2]);
+    bytes[c..c + 7].copy_from_slice(keys[1]);
+    let page = b / 512;
+    folio::fuzzing::seal(&mut bytes[page * 512..(page + 1) * 512]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let db = folio::Db::open(&path).unwrap();
+    for k in keys {
+        let mut tx = db.begin_write().unwrap();
+        match tx.open_tree(b"t").unwrap().delete(k) {
+            Ok(_) | Err(folio::Error::Corrupted { .. }) => {}
+            Err(e) => panic!("deleting {k:?}: {e}"),
+        }
+    }
+}

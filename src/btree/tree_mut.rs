@@ -106,6 +106,15 @@ fn touch(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<usize> {
             Node::Branch(entries)
         }
     };
+    // The write path searches the copy, so its keys must be in order (as `check` requires of
+    // every page): a forged page whose keys are not is a corruption, not a search that misses.
+    let ordered = match &node {
+        Node::Leaf(e) => e.windows(2).all(|w| w[0].0 < w[1].0),
+        Node::Branch(e) => e.windows(2).all(|w| w[0].0 < w[1].0),
+    };
+    if !ordered {
+        return Err(corrupted(id, "keys out of order in the page"));
+    }
     d.free(id, 1)?;
     d.arena.push(node);
     Ok(d.arena.len() - 1)
@@ -200,13 +209,19 @@ pub(crate) fn remove(
     };
     let mut c = RawCursor::new(src, t.root);
     if c.seek(key)? && c.key()? == Some(key) {
+        let root = *t;
         let leaf = touch_path(d, pages, t, key)?;
         let Node::Leaf(entries) = &mut d.arena[leaf] else {
             unreachable!("path ends at a leaf")
         };
+        // The cursor found the key and the path leads to the same leaf, whose keys `touch` found
+        // in order: the search cannot miss.
         let i = entries
             .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            .expect("key was found");
+            .map_err(|_| {
+                let reason = "a key the cursor found is not in the leaf its path leads to";
+                corrupted(root_page(&root), reason)
+            })?;
         let (_, old) = entries.remove(i);
         free_value(d, pages, &old)?;
         t.len = t.len.checked_sub(1).ok_or_else(|| bad_count(t))?;
@@ -215,14 +230,18 @@ pub(crate) fn remove(
     Ok(false)
 }
 
-/// A tree whose recorded entry count cannot be right (it would pass zero or `u64::MAX`).
-fn bad_count(t: &TreeRoot) -> crate::error::Error {
-    let page = match t.root {
+/// The tree's root page, to name in an error (0 when the root is a node of this transaction).
+fn root_page(t: &TreeRoot) -> PageId {
+    match t.root {
         Some(NodeRef::Page(p)) => p,
         _ => 0,
-    };
+    }
+}
+
+/// A tree whose recorded entry count cannot be right (it would pass zero or `u64::MAX`).
+fn bad_count(t: &TreeRoot) -> crate::error::Error {
     corrupted(
-        page,
+        root_page(t),
         format!("the tree records {} entries, which cannot be right", t.len),
     )
 }
