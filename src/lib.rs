@@ -61,8 +61,21 @@ pub use mvcc::{
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
-pub use page_file::{
-    BULK_ALIGN, DirState, Fault, FileStorage, PageKind, SECTOR, SimStorage, Storage,
-};
+pub use page_file::PageKind;
+
+/// Where a database's bytes live: the [`Storage`](storage::Storage) trait every byte passes through,
+/// and [`FileStorage`](storage::FileStorage), the real file. [`Builder::open_with`] and
+/// [`Builder::create_with`] take any implementation.
+pub mod storage {
+    pub use crate::page_file::{BULK_ALIGN, FileStorage, Storage};
+}
+
+/// The test harness: [`SimStorage`](sim::SimStorage), a [`Storage`](storage::Storage) over a
+/// real file that can fail any call or lose power at it, and build the images a crash could leave
+/// (torn or reordered unsynced writes, the directory as synced or as it stands). folio's own crash
+/// tests run on it; so can an application's.
+pub mod sim {
+    pub use crate::page_file::{DirState, Fault, SECTOR, SimStorage};
+}
 pub use stats::{Stats, TreeStats};
 pub use txn::{Builder, Db, Durability, ReadTxn, WriteTxn};

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
-use folio::{Db, Durability, Error, Fault, SimStorage, Storage, WriteTxn};
+use folio::sim::{Fault, SimStorage};
+use folio::storage::Storage;
+use folio::{Db, Durability, Error, WriteTxn};
 
 const PAGE_SIZE: u32 = 512;
 

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{point_seed, reorder_seeds};
-use folio::{Db, DefragOptions, DirState, Durability, Error, Fault, SimStorage};
+use folio::sim::{DirState, Fault, SimStorage};
+use folio::{Db, DefragOptions, Durability, Error};
 
 type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 

@@ -23,10 +23,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
-use folio::{
-    Db, Durability, Error, Fault, KeyRange, KeyValue, Op, RangeOptions, SimStorage, Store,
-    StoreOptions,
-};
+use folio::sim::{Fault, SimStorage};
+use folio::{Db, Durability, Error, KeyRange, KeyValue, Op, RangeOptions, Store, StoreOptions};
 
 const PAGE_SIZE: u32 = 512;
 

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Barrier, mpsc};
 
-use folio::{Db, Durability, SimStorage, Tree};
+use folio::sim::SimStorage;
+use folio::{Db, Durability, Tree};
 
 type Entry = (Vec<u8>, Vec<u8>);
 

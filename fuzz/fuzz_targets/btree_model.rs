@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use folio::{Db, Fault, SimStorage};
+use folio::{Db};
+use folio::sim::{Fault, SimStorage};
 use folio_fuzz::{Input, Removed, temp_path};
 
 type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;

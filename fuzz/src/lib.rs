@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use folio::{Db, SimStorage, Storage};
+use folio::{Db};
+use folio::storage::{Storage};
+use folio::sim::{SimStorage};
 
 /// Reads small numbers from the fuzzer's bytes; zeros once they run out.
 pub struct Input<'a> {

@@ -1,7 +1,7 @@
 //! The `Storage` trait: every byte folio reads or writes passes through it.
 //!
 //! Reads go through a read-only memory map; writes go through positioned writes and never through
-//! the map. [`FileStorage`] is the real file. [`crate::SimStorage`] is the same file with a shadow of
+//! the map. [`FileStorage`] is the real file. [`crate::sim::SimStorage`] is the same file with a shadow of
 //! what has been synced, so tests can fail any call or crash and see only what a real crash leaves.
 
 use std::fmt::Debug;

@@ -6,7 +6,9 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-use folio::{Db, SimStorage, Storage};
+use folio::Db;
+use folio::sim::SimStorage;
+use folio::storage::Storage;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
 /// A proptest configuration for the model test `name`: `cases` cases unless `PROPTEST_CASES`
