@@ -46,7 +46,6 @@ fn deleting_from_a_leaf_whose_keys_are_out_of_order_is_a_corruption_not_a_panic(
         for k in keys {
             t.put(k, b"value").unwrap();
         }
-        drop(t);
         tx.commit().unwrap();
     }
     // Swap the second and third keys in their leaf (same lengths, same values), and reseal it:
