@@ -339,6 +339,7 @@ fn store_commands_refuse_a_database_that_is_not_a_store_and_leave_it_unchanged()
     for args in [
         vec!["get", "alice"],
         vec!["put", "alice", "2"],
+        vec!["put", "--create", "alice", "2"],
         vec!["del", "alice"],
         vec!["range"],
         vec!["compact", "--keep", "1"],
@@ -346,14 +347,49 @@ fn store_commands_refuse_a_database_that_is_not_a_store_and_leave_it_unchanged()
         let mut full = vec![OsStr::new(args[0]), path.as_os_str()];
         full.extend(args[1..].iter().map(OsStr::new));
         let out = folio(full);
-        assert!(
-            out.fails().contains("not a folio store"),
-            "{args:?}: {out:?}"
+        assert_eq!(
+            out.fails(),
+            format!(
+                "folio: {}: not a folio store: the database holds other trees (users) but not the store's mvcc.key and mvcc.meta; open it with Db, or make the store in a new file",
+                path.display()
+            ),
+            "{args:?}"
         );
     }
     assert_eq!(
         std::fs::read(&path).unwrap(),
         before,
         "the file is untouched"
+    );
+}
+
+/// A database with no trees is no store for the reading and writing commands (they would make the
+/// store's trees in it), but `put --create` makes the store there, as `Store::open` does.
+#[test]
+fn an_empty_database_is_a_store_only_for_put_create() {
+    let (_dir, path) = temp_db("empty.folio");
+    drop(open_db(&path));
+    for args in [vec!["get", "k"], vec!["put", "k", "v"], vec!["range"]] {
+        let mut full = vec![OsStr::new(args[0]), path.as_os_str()];
+        full.extend(args[1..].iter().map(OsStr::new));
+        let out = folio(full);
+        assert!(
+            out.fails().ends_with(
+                "not a folio store (a folio database with no trees; `folio put --create` makes a store in it)"
+            ),
+            "{args:?}: {out:?}"
+        );
+    }
+    let out = folio([
+        "put".as_ref(),
+        "--create".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "v".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "revision 2\n");
+    assert_eq!(
+        folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]).ok(),
+        "v\n"
     );
 }
