@@ -80,7 +80,8 @@ pub enum Error {
         max: usize,
     },
 
-    /// A value was longer than [`crate::limits::VALUE_LEN_MAX`].
+    /// A value was longer than the limit: [`crate::limits::VALUE_LEN_MAX`] in a tree,
+    /// [`crate::limits::STORE_VALUE_LEN_MAX`] in a [`crate::Store`].
     #[error("value length {len} is over the limit of {max} bytes")]
     ValueTooLarge {
         /// The value's length.
@@ -152,6 +153,23 @@ pub enum Error {
         /// What the checker found.
         problems: String,
     },
+
+    /// A branch of a store transaction writes one key twice: two puts of it, or a put inside one
+    /// of its delete ranges. As etcd, the whole transaction is refused and changes nothing.
+    #[error(
+        "duplicate key given in txn request: a branch writes key \"{}\" twice (two puts, or a put inside one of its delete ranges)",
+        .key.escape_ascii()
+    )]
+    DuplicateKey {
+        /// The key written twice.
+        key: Vec<u8>,
+    },
+
+    /// The database's MVCC trees are not a well-formed store: one of the store's trees is missing
+    /// or holds bytes a store never writes. The pages passed their checks, so the bytes were
+    /// written this way, by something other than [`crate::Store`] or by a bug.
+    #[error("not a well-formed folio store: {0}")]
+    MalformedStore(String),
 
     /// An earlier commit failed after it began writing its meta page, so the state on disk is
     /// unknown to this process. Reads of existing snapshots still work; reopen the database to write.

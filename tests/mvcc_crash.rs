@@ -77,14 +77,19 @@ impl Model {
         live
     }
 
-    /// Revisions stored once a compaction at `floor` has finished: every change after it, and
-    /// the revision of each key live at it.
+    /// Revisions stored once a compaction at `floor` has finished: every change after it, the
+    /// revision of each key live at it, and the tombstones exactly at it (etcd 3.5.16 keeps them).
     fn stored(&self, floor: i64) -> u64 {
-        if floor == 0 {
+        if floor < 0 {
             return self.changes.len() as u64;
         }
         let after = self.changes.iter().filter(|c| c.main > floor).count();
-        (after + self.live_at(floor).len()) as u64
+        let tombstones = self
+            .changes
+            .iter()
+            .filter(|c| c.main == floor && c.value.is_none())
+            .count();
+        (after + self.live_at(floor).len() + tombstones) as u64
     }
 }
 
@@ -297,7 +302,7 @@ impl Watched<Arc<Mutex<Vec<Call>>>> {
 struct Base {
     image: Vec<u8>,
     model: Model,
-    /// The floor before the compaction under test (0 for none).
+    /// The floor before the compaction under test (-1 for none).
     floor: i64,
 }
 
@@ -312,7 +317,7 @@ fn base(dir: &Path, name: &str, revisions: i64, keys: u64, first: Option<i64>) -
         .unwrap();
     let store = Store::with_db(db).unwrap();
     let model = workload(&store, revisions, keys);
-    let floor = first.map_or(0, |f| {
+    let floor = first.map_or(-1, |f| {
         store.compact(f).unwrap();
         f
     });
@@ -427,6 +432,24 @@ fn check_crash_image(
     assert_store(&store, model, floor, every, what);
     let half_done = new_floor && stored_at_crash > model.stored(target);
     if new_floor {
+        // The hash of the target: the one the compaction recorded (as before the compaction,
+        // against the old floor), or, when the open had to finish the compaction, none recorded
+        // (its first attempt may have deleted what the hash needs) and one against the new floor.
+        let h = store.hash_by_rev(target).unwrap();
+        if half_done {
+            assert_eq!(
+                h.compact_revision, target,
+                "{what}: a resumed compaction's hash"
+            );
+        } else if h.compact_revision == base.floor {
+            let (_, db) = open_image(dir, &format!("{name}-before"), &base.image, durability);
+            let before = Store::with_db(db).unwrap().hash_by_rev(target).unwrap();
+            assert_eq!(
+                (h.hash, h.compact_revision),
+                (before.hash, before.compact_revision),
+                "{what}: the recorded hash is the hash before the compaction"
+            );
+        }
         // The compaction has finished: a second open has nothing left to do.
         drop(store);
         let commits = counter.commits();
@@ -606,7 +629,7 @@ fn a_crash_at_any_call_of_a_batched_compaction_leaves_the_old_floor_or_a_compact
  {
     let dir = tempfile::tempdir().unwrap();
     let base = base(dir.path(), "base", 300, 24, None);
-    // At the current revision: the newest revision, a delete, is compacted away with its keys.
+    // At the current revision: the newest revision, a delete, keeps its tombstones (etcd 3.5.16).
     let target = base.model.current;
     crash_at_every_call(&Plan {
         test: "batches of 16, floor at the current revision",

@@ -2,8 +2,9 @@
 //! puts, deletes, transactions with compares, compactions, hashes, reopens and reads at random
 //! revisions (with limits, count only and keys only) run against a plain model: the list of every
 //! change ever written, `(main, sub, key, value or tombstone, lease)`, from which the expected
-//! `KeyValue` (create revision, mod revision, version), the compaction floor and every expected
-//! error are computed. The store and the model must agree on every answer and every error, on the
+//! `KeyValue` (create revision, mod revision, version), the compaction floor, the exact hash at
+//! every revision (etcd's rule, with the hashes compactions record), the transactions refused for
+//! a duplicate key, and every expected error are computed. The store and the model must agree on every answer and every error, on the
 //! revisions, on the number of revisions still stored after compaction, and after every reopen;
 //! `check` must find the database clean at the end of each case.
 //!
@@ -19,7 +20,7 @@
 mod common;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
@@ -96,13 +97,15 @@ fn is(got: &Error, want: Expected) -> bool {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Model {
     changes: Vec<Change>,
     /// The store's current revision: the main revision of the last write.
     current: i64,
-    /// The compaction floor: 0 before any compaction.
+    /// The compaction floor: -1 before any compaction, as in etcd.
     compacted: i64,
+    /// The hash each of the last compactions recorded: revision -> (previous floor, hash).
+    recorded: BTreeMap<i64, (i64, u32)>,
 }
 
 impl Model {
@@ -133,7 +136,9 @@ impl Model {
         Ok(at)
     }
 
-    /// What `compact(rev)` must do: etcd checks the floor first, then the future.
+    /// What `compact(rev)` must do: etcd checks the floor first, then the future. A compaction
+    /// records the hash of its revision against the floor before it (etcd's `hashStorage`
+    /// keeps 10).
     fn compact(&mut self, rev: i64) -> Result<(), Expected> {
         if rev <= self.compacted {
             return Err(Expected::Compacted {
@@ -147,15 +152,85 @@ impl Model {
                 current: self.current,
             });
         }
+        let hash = self.hash(rev, self.compacted);
+        self.recorded.insert(rev, (self.compacted, hash));
+        while self.recorded.len() > 10 {
+            self.recorded.pop_first();
+        }
         self.compacted = rev;
         Ok(())
     }
 
+    /// Every change's entry in the store's `key` tree, `(key, record)`, in revision order, as
+    /// `docs/format.md` lays them out.
+    fn entries(&self) -> Vec<(&Change, Vec<u8>, Vec<u8>)> {
+        let mut live = Live::new();
+        self.changes
+            .iter()
+            .map(|c| {
+                apply(&mut live, c);
+                let mut k = Vec::new();
+                k.extend_from_slice(&(c.main as u64).to_be_bytes());
+                k.extend_from_slice(&(c.sub as u64).to_be_bytes());
+                let kv = match &c.value {
+                    Some(_) => live[&c.key].clone(),
+                    None => {
+                        k.push(b't');
+                        KeyValue {
+                            key: c.key.clone(),
+                            ..KeyValue::default()
+                        }
+                    }
+                };
+                let mut v = (kv.key.len() as u32).to_le_bytes().to_vec();
+                v.extend_from_slice(&kv.key);
+                for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
+                    v.extend_from_slice(&n.to_le_bytes());
+                }
+                v.extend_from_slice(&kv.value);
+                (c, k, v)
+            })
+            .collect()
+    }
+
+    /// etcd's hash of revision `at` against the floor `floor`: every revision in (floor, at],
+    /// and of those at or below the floor only the ones visible at `at`.
+    fn hash(&self, at: i64, floor: i64) -> u32 {
+        let live = self.live_at(at);
+        let mut h = crc32fast::Hasher::new();
+        for (c, k, v) in self.entries() {
+            let visible =
+                c.value.is_some() && live.get(&c.key).is_some_and(|kv| kv.mod_revision == c.main);
+            if c.main <= at && (c.main > floor || visible) {
+                h.update(&k);
+                h.update(&v);
+            }
+        }
+        h.finalize()
+    }
+
+    /// What `hash_by_rev(rev)` must answer: `(hash, compact revision, revision hashed)`.
+    fn hash_by_rev(&self, rev: i64) -> Result<(u32, i64, i64), Expected> {
+        let at = if rev <= 0 { self.current } else { rev };
+        if at > self.current {
+            return Err(Expected::Future {
+                requested: at,
+                current: self.current,
+            });
+        }
+        if let Some(&(previous, hash)) = self.recorded.get(&at) {
+            return Ok((hash, previous, at));
+        }
+        let at = self.read_at(at)?;
+        Ok((self.hash(at, self.compacted), self.compacted, at))
+    }
+
     /// How many revisions the store must still hold: every change after the floor, plus, for each
-    /// key live at the floor, the one revision visible there. Everything else at or below the
-    /// floor (older values, tombstones, whole dead generations) is gone.
+    /// key live at the floor, the one revision visible there, plus the tombstones exactly at the
+    /// floor (etcd 3.5.16 and later keep them). Everything else at or below the floor (older
+    /// values, older tombstones, whole dead generations) is gone.
     fn stored(&self) -> u64 {
-        if self.compacted == 0 {
+        if self.compacted < 0 {
             return self.changes.len() as u64;
         }
         let after = self
@@ -163,7 +238,12 @@ impl Model {
             .iter()
             .filter(|c| c.main > self.compacted)
             .count();
-        (after + self.live_at(self.compacted).len()) as u64
+        let tombstones = self
+            .changes
+            .iter()
+            .filter(|c| c.main == self.compacted && c.value.is_none())
+            .count();
+        (after + self.live_at(self.compacted).len() + tombstones) as u64
     }
 }
 
@@ -521,14 +601,16 @@ fn pick_rev(x: u16, m: &Model) -> i64 {
     if x.is_multiple_of(6) {
         return 0;
     }
-    let lo = (m.compacted - 2).max(1);
+    // Down to well below the floor, where the hashes of earlier compactions are still answered.
+    let lo = (m.compacted - 8).max(1);
     let hi = m.current + 2;
     lo + i64::from(x) % (hi - lo + 1)
 }
 
-/// A revision to compact at: from one below the floor to one past the current revision.
+/// A revision to compact at: from one below the floor to one past the current revision (0 on a
+/// new store).
 fn pick_compaction(x: u16, m: &Model) -> i64 {
-    let lo = (m.compacted - 1).max(1);
+    let lo = (m.compacted - 1).max(0);
     let hi = m.current + 1;
     lo + i64::from(x) % (hi - lo + 1)
 }
@@ -810,14 +892,25 @@ fn check_delete(
     }
 }
 
+/// Whether a branch puts a key twice or puts a key inside one of its delete ranges.
+fn writes_a_key_twice(ops: &[TxnOp]) -> bool {
+    let puts: Vec<&[u8]> = ops
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Put { key, .. } => Some(key.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let twice = puts.iter().enumerate().any(|(i, k)| puts[..i].contains(k));
+    let inside = ops.iter().any(|op| match op {
+        TxnOp::Delete { keys, .. } => puts.iter().any(|k| keys.contains(k)),
+        _ => false,
+    });
+    twice || inside
+}
+
 /// Plays one step on the store and the model and compares every answer.
-fn play(
-    step: &Step,
-    store: &Store,
-    model: &mut Model,
-    hashes: &mut HashMap<(i64, i64, i64), u32>,
-    context: &str,
-) {
+fn play(step: &Step, store: &Store, model: &mut Model, context: &str) {
     match step {
         Step::Put {
             key,
@@ -876,13 +969,21 @@ fn play(
                 then.iter().map(|op| build_op(op, model)).unzip();
             let (else_ops, else_revs): (Vec<Op>, Vec<i64>) =
                 otherwise.iter().map(|op| build_op(op, model)).unzip();
-            let r = store
+            let got = store
                 .txn()
                 .when(built)
                 .then(then_ops)
                 .otherwise(else_ops)
-                .commit()
-                .expect("txn");
+                .commit();
+            // etcd's `checkIntervals`: either branch writing a key twice refuses the whole txn.
+            if writes_a_key_twice(then) || writes_a_key_twice(otherwise) {
+                assert!(
+                    matches!(got, Err(Error::DuplicateKey { .. })),
+                    "{context}: a duplicate key gave {got:?}"
+                );
+                return;
+            }
+            let r = got.expect("txn");
             assert_eq!(r.succeeded, succeeded, "{context}: succeeded");
             let (ops, revs) = if succeeded {
                 (then, &then_revs)
@@ -923,24 +1024,16 @@ fn play(
         }
         Step::Hash(x) => {
             let rev = pick_rev(*x, model);
-            let got = store.hash_by_rev(rev);
-            // etcd refuses a hash at the compacted revision itself, though it allows a range
-            // there. Either answer is accepted here; tests/mvcc_compaction.rs pins it down.
-            let boundary = rev > 0 && rev == model.compacted;
-            match (model.read_at(rev), got) {
-                (Ok(at), Ok(h)) => {
+            match (model.hash_by_rev(rev), store.hash_by_rev(rev)) {
+                (Ok((hash, compact_revision, at)), Ok(h)) => {
                     assert_eq!(h.revision, model.current, "{context}: hash revision");
+                    assert_eq!(h.hash_revision, at, "{context}: revision hashed");
                     assert_eq!(
-                        h.compact_revision, model.compacted,
+                        h.compact_revision, compact_revision,
                         "{context}: hash compact revision"
                     );
-                    // Same history and same compaction: the same hash, here or after a reopen.
-                    let key = (at, model.compacted, model.current);
-                    if let Some(earlier) = hashes.insert(key, h.hash) {
-                        assert_eq!(h.hash, earlier, "{context}: hash at {at} changed");
-                    }
+                    assert_eq!(h.hash, hash, "{context}: hash at {at}");
                 }
-                (Ok(_), Err(Error::Compacted { .. })) if boundary => {}
                 (Err(want), Err(e)) if is(&e, want) => {}
                 (want, got) => panic!("{context}: hash at {rev}: expected {want:?}, got {got:?}"),
             }
@@ -968,11 +1061,16 @@ fn run(batch: usize, steps: &[Step]) {
     let path = dir.path().join("mvcc.folio");
     let mut store = open_store(&path, batch);
     let mut model = Model {
+        changes: Vec::new(),
         current: store.current_revision(),
-        ..Model::default()
+        compacted: -1,
+        recorded: BTreeMap::new(),
     };
-    assert_eq!(store.compacted_revision(), 0, "a new store has no floor");
-    let mut hashes = HashMap::new();
+    assert_eq!(
+        store.compacted_revision(),
+        -1,
+        "a new store has no floor (etcd's -1)"
+    );
     for (i, step) in steps.iter().enumerate() {
         let context = format!("batch {batch}, step {i} {step:?}");
         if let Step::Reopen { by_path } = step {
@@ -992,7 +1090,7 @@ fn run(batch: usize, steps: &[Step]) {
             );
             continue;
         }
-        play(step, &store, &mut model, &mut hashes, &context);
+        play(step, &store, &mut model, &context);
         assert_eq!(
             store.current_revision(),
             model.current,
@@ -1140,7 +1238,6 @@ fn a_range_inside_a_txn_sees_the_txns_earlier_writes_and_a_read_at_the_old_revis
     let t = store
         .txn()
         .then([
-            Op::put(b"a", b"2"),
             Op::put(b"b", b"1"),
             Op::delete_range(b"a".as_slice()),
             Op::range(KeyRange::all(), RangeOptions::current()),
@@ -1149,15 +1246,15 @@ fn a_range_inside_a_txn_sees_the_txns_earlier_writes_and_a_read_at_the_old_revis
         .commit()
         .unwrap();
     assert_eq!(t.revision, before + 1);
-    let OpResponse::Range(now) = &t.responses[3] else {
-        panic!("{:?}", t.responses[3])
+    let OpResponse::Range(now) = &t.responses[2] else {
+        panic!("{:?}", t.responses[2])
     };
     assert_eq!(
         now.kvs.iter().map(|kv| &kv.key[..]).collect::<Vec<_>>(),
         [b"b"]
     );
-    let OpResponse::Range(old) = &t.responses[4] else {
-        panic!("{:?}", t.responses[4])
+    let OpResponse::Range(old) = &t.responses[3] else {
+        panic!("{:?}", t.responses[3])
     };
     assert_eq!(old.kvs.len(), 1);
     assert_eq!((&old.kvs[0].value[..], old.kvs[0].version), (&b"1"[..], 1));

@@ -55,6 +55,10 @@ struct Cli {
     /// Seconds to wait for a file another process has locked before failing (0: fail at once).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 2.0, value_parser = lock_wait)]
     lock_wait: f64,
+    /// Read without verifying page checksums: a damaged page may then be shown as data. By
+    /// default each page read is verified (once), and a damaged one is an error.
+    #[arg(long, global = true)]
+    no_verify: bool,
 }
 
 /// Parses `--lock-wait`: a number of seconds from 0 to a day.
@@ -331,6 +335,7 @@ fn main() -> ExitCode {
         }
     };
     open::set_lock_wait(std::time::Duration::from_secs_f64(cli.lock_wait));
+    open::set_verify(!cli.no_verify);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = run(cli.command, &mut out).and_then(|()| Ok(out.flush()?));

@@ -8,6 +8,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use folio::{Builder, Db, Store};
@@ -20,14 +21,24 @@ pub const LOCK_WAIT_DEFAULT: Duration = Duration::from_secs(2);
 
 static LOCK_WAIT: OnceLock<Duration> = OnceLock::new();
 
+/// Set by `--no-verify`: read without verifying page checksums.
+static NO_VERIFY: AtomicBool = AtomicBool::new(false);
+
 /// Sets how long every open of this run waits for a lock (from `--lock-wait`).
 pub fn set_lock_wait(wait: Duration) {
     let _ = LOCK_WAIT.set(wait);
 }
 
-/// Options for every open of this run: the lock wait.
+/// Makes every open of this command verify page checksums (the default) or not (`--no-verify`).
+pub fn set_verify(on: bool) {
+    NO_VERIFY.store(!on, Ordering::Relaxed);
+}
+
+/// Options for every open of this run: the lock wait and checksum verification.
 pub fn builder() -> Builder {
-    Db::builder().lock_timeout(*LOCK_WAIT.get().unwrap_or(&LOCK_WAIT_DEFAULT))
+    Db::builder()
+        .lock_timeout(*LOCK_WAIT.get().unwrap_or(&LOCK_WAIT_DEFAULT))
+        .verify_checksums(!NO_VERIFY.load(Ordering::Relaxed))
 }
 
 /// What a subcommand does with a store.

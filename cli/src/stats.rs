@@ -135,11 +135,15 @@ fn print_text(
     }
     if let Some(st) = store {
         writeln!(out)?;
+        // A store never compacted has compacted revision -1, as in etcd.
+        let compacted = match u64::try_from(st.compacted) {
+            Ok(rev) => format!("compacted at {}", count(rev)),
+            Err(_) => "never compacted".to_string(),
+        };
         writeln!(
             out,
-            "store        revision {}, compacted at {}, {}",
+            "store        revision {}, {compacted}, {}",
             count(st.revision as u64),
-            count(st.compacted as u64),
             counted(st.keys, "key", "keys")
         )?;
     }

@@ -27,7 +27,9 @@ fn bench_runs_every_phase_and_leaves_a_sound_store() {
         ("write", "2,000", "puts/s"),
         ("update", "2,000", "puts/s"),
         ("delete", "1,000", "deletes/s"),
-        ("compact", "4,000", "revisions/s"),
+        // 5,000 revisions less the 1,000 live keys' newest and the last delete transaction's
+        // 100 tombstones, which sit at the compaction revision and are kept (etcd 3.5.16).
+        ("compact", "3,900", "revisions/s"),
         ("get", "1,000", "gets/s"),
     ] {
         let line = text

@@ -70,9 +70,9 @@ fn pod_value(rng: &mut Rng, buf: &mut Vec<u8>) {
     buf.truncate(len);
 }
 
-/// Builds the store at `path` and compacts it one revision short of its last (so that
-/// `hash_by_rev` of the last revision, which etcd refuses at the compacted revision, still works). Writes skip the sync (a bulk
-/// load that can be redone); everything is synced before this returns.
+/// Builds the store at `path` and compacts it one revision short of its last (so that the last
+/// revision is above the floor, as in a live cluster). Writes skip the sync (a bulk load that can
+/// be redone); everything is synced before this returns.
 pub fn build(path: &Path, w: Workload) -> folio::Result<Built> {
     let started = Instant::now();
     let db = Db::builder().durability(Durability::None).open(path)?;

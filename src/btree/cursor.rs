@@ -1,5 +1,13 @@
 //! A cursor over a tree: a stack of (node, index) from the root to a leaf entry, and double-ended
 //! range iteration built from two cursors that meet in the middle.
+//!
+//! A corrupted tree can make a walk endless without any descent passing [`TREE_DEPTH_MAX`]: a
+//! subtree shared by many parents, at every level, is visited a number of times exponential in
+//! the depth. So a cursor that steps from one leaf to the next checks that the keys go on rising
+//! across leaves (the new leaf's first key past the old leaf's last, its own last not below its
+//! first), and refuses an empty leaf page below the root (commits never write one): a leaf reached
+//! a second time is then a [`crate::Error::Corrupted`] at once. Two key reads per leaf, none per
+//! entry.
 
 use std::ops::{Bound, RangeBounds};
 
@@ -165,6 +173,7 @@ impl<'a> RawCursor<'a> {
     /// Climbs to the nearest ancestor with a later child and descends to that child's first leaf
     /// entry; skips empty leaves.
     fn next_leaf(&mut self) -> Result<bool> {
+        let mut bound = self.leaf_key(true)?;
         loop {
             self.stack.pop();
             loop {
@@ -178,11 +187,48 @@ impl<'a> RawCursor<'a> {
                 self.stack.pop();
             }
             self.descend_edge(false)?;
-            let (node, _) = self.stack.last().expect("leaf");
-            if node.len() > 0 {
+            if self.entered_leaf(&mut bound, true)? {
                 return Ok(true);
             }
         }
+    }
+
+    /// The last (or first) key of the leaf under the cursor, if it has one.
+    fn leaf_key(&self, last: bool) -> Result<Option<&'a [u8]>> {
+        match self.stack.last() {
+            Some((node, _)) if node.is_leaf() && node.len() > 0 => {
+                let i = if last { node.len() - 1 } else { 0 };
+                node.key(i).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks the leaf just descended to against `bound`, the nearest key of the leaves left
+    /// behind (see the module docs), and moves the bound to its far end. Returns whether the leaf
+    /// has entries.
+    fn entered_leaf(&mut self, bound: &mut Option<&'a [u8]>, forward: bool) -> Result<bool> {
+        let (node, _) = *self.stack.last().expect("descended to a leaf");
+        if node.len() == 0 {
+            if self.stack.len() > 1 && matches!(node, NodeAccess::Page(_)) {
+                return Err(corrupted(self.page(), "an empty leaf page below the root"));
+            }
+            return Ok(false);
+        }
+        let (near, far) = if forward {
+            (node.key(0)?, node.key(node.len() - 1)?)
+        } else {
+            (node.key(node.len() - 1)?, node.key(0)?)
+        };
+        let rising = |a: &[u8], b: &[u8]| if forward { a < b } else { a > b };
+        if bound.is_some_and(|b| !rising(b, near)) || rising(far, near) {
+            return Err(corrupted(
+                self.page(),
+                "keys out of order between leaves (a page reached twice?)",
+            ));
+        }
+        *bound = Some(far);
+        Ok(true)
     }
 
     /// Moves to the previous entry. Returns whether there is one.
@@ -196,6 +242,7 @@ impl<'a> RawCursor<'a> {
                 }
             }
         }
+        let mut bound = self.leaf_key(false)?;
         loop {
             self.stack.pop();
             loop {
@@ -209,8 +256,7 @@ impl<'a> RawCursor<'a> {
                 self.stack.pop();
             }
             self.descend_edge(true)?;
-            let (node, _) = self.stack.last().expect("leaf");
-            if node.len() > 0 {
+            if self.entered_leaf(&mut bound, false)? {
                 return Ok(true);
             }
         }

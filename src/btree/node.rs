@@ -8,6 +8,10 @@
 //! ```
 //! Slots hold entry offsets from the start of the page, in key order. A branch's key `i` is the
 //! smallest key under child `i` when it was written; key 0 also stands for everything below it.
+//!
+//! The views read bytes from disk, so this module is linted against indexing and unchecked
+//! arithmetic; the encoders, which fill pages this build sized, opt out one by one.
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::cmp::Ordering;
 
@@ -15,7 +19,7 @@ use crate::error::{PageId, Result, corrupted};
 use crate::limits::{
     BRANCH_ENTRY_HEADER_LEN, LEAF_ENTRY_HEADER_LEN, OVERFLOW_REF_LEN, PAGE_HEADER_LEN, SLOT_LEN,
 };
-use crate::page_file::page::{self, Header, PageKind, u16_at, u32_at, u64_at};
+use crate::page_file::page::{self, Header, PageKind, field, read_u16, read_u32, read_u64};
 
 const FLAG_OVERFLOW: u8 = 1;
 
@@ -56,8 +60,8 @@ impl<'a> PageView<'a> {
         if h.overflow != 0 {
             return Err(corrupted(id, "a node page claims overflow pages"));
         }
-        let count = h.count as usize;
-        if PAGE_HEADER_LEN + count * SLOT_LEN > page.len() {
+        let count = usize::from(h.count);
+        if slots_end(count).is_none_or(|end| end > page.len()) {
             return Err(corrupted(id, format!("{count} slots do not fit the page")));
         }
         match h.kind {
@@ -72,16 +76,34 @@ impl<'a> PageView<'a> {
     }
 }
 
+/// Where the entries begin: after the header and `count` slots (`None` if that overflows).
+fn slots_end(count: usize) -> Option<usize> {
+    count.checked_mul(SLOT_LEN)?.checked_add(PAGE_HEADER_LEN)
+}
+
 fn slot(page: &[u8], id: PageId, count: usize, i: usize, min_len: usize) -> Result<usize> {
-    let off = u16_at(page, PAGE_HEADER_LEN + i * SLOT_LEN) as usize;
-    if off < PAGE_HEADER_LEN + count * SLOT_LEN || off + min_len > page.len() {
-        return Err(corrupted(id, format!("slot {i} points outside the page")));
+    let outside = || corrupted(id, format!("slot {i} points outside the page"));
+    if i >= count {
+        return Err(corrupted(id, format!("entry {i} of a page with {count}")));
+    }
+    let at = slots_end(i).ok_or_else(outside)?;
+    let off = usize::from(read_u16(page, at, id)?);
+    let entries = slots_end(count).ok_or_else(outside)?;
+    if off < entries || off.checked_add(min_len).is_none_or(|end| end > page.len()) {
+        return Err(outside());
     }
     Ok(off)
 }
 
 fn bytes(page: &[u8], id: PageId, off: usize, len: usize) -> Result<&[u8]> {
-    page.get(off..off + len)
+    off.checked_add(len)
+        .and_then(|end| page.get(off..end))
+        .ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
+}
+
+/// `base + delta`, or a corruption of page `id` when it overflows.
+fn offset(base: usize, delta: usize, id: PageId) -> Result<usize> {
+    base.checked_add(delta)
         .ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
 }
 
@@ -95,28 +117,28 @@ impl<'a> LeafView<'a> {
     }
 
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
-        let off = slot(self.page, self.id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
-        let klen = u16_at(self.page, off + 1) as usize;
-        bytes(self.page, self.id, off + LEAF_ENTRY_HEADER_LEN, klen)
+        let (id, page) = (self.id, self.page);
+        let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
+        let klen = usize::from(read_u16(page, offset(off, 1, id)?, id)?);
+        bytes(page, id, offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen)
     }
 
     pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
-        let off = slot(self.page, self.id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
-        let flags = self.page[off];
-        let klen = u16_at(self.page, off + 1) as usize;
-        let vlen = u32_at(self.page, off + 3);
-        let at = off + LEAF_ENTRY_HEADER_LEN + klen;
+        let (id, page) = (self.id, self.page);
+        let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
+        let [flags] = field::<1>(page, off).ok_or_else(|| corrupted(id, "entry past the page"))?;
+        let klen = usize::from(read_u16(page, offset(off, 1, id)?, id)?);
+        let vlen = read_u32(page, offset(off, 3, id)?, id)?;
+        let at = offset(offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen, id)?;
         match flags {
-            0 => Ok(ValueRef::Inline(bytes(
-                self.page,
-                self.id,
-                at,
-                vlen as usize,
-            )?)),
+            0 => {
+                let vlen = usize::try_from(vlen).map_err(|_| corrupted(id, "value too long"))?;
+                Ok(ValueRef::Inline(bytes(page, id, at, vlen)?))
+            }
             FLAG_OVERFLOW => {
-                let p = bytes(self.page, self.id, at, OVERFLOW_REF_LEN)?;
+                let p = bytes(page, id, at, OVERFLOW_REF_LEN)?;
                 Ok(ValueRef::Overflow {
-                    page: u64_at(p, 0),
+                    page: read_u64(p, 0, id)?,
                     len: vlen,
                 })
             }
@@ -138,14 +160,15 @@ impl<'a> BranchView<'a> {
     }
 
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
-        let off = slot(self.page, self.id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
-        let klen = u16_at(self.page, off + 8) as usize;
-        bytes(self.page, self.id, off + BRANCH_ENTRY_HEADER_LEN, klen)
+        let (id, page) = (self.id, self.page);
+        let off = slot(page, id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
+        let klen = usize::from(read_u16(page, offset(off, 8, id)?, id)?);
+        bytes(page, id, offset(off, BRANCH_ENTRY_HEADER_LEN, id)?, klen)
     }
 
     pub fn child(&self, i: usize) -> Result<PageId> {
         let off = slot(self.page, self.id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
-        Ok(u64_at(self.page, off))
+        read_u64(self.page, off, self.id)
     }
 }
 
@@ -155,11 +178,12 @@ pub(crate) fn search<'k>(
     key: &[u8],
     key_at: impl Fn(usize) -> Result<&'k [u8]>,
 ) -> Result<(usize, bool)> {
-    let (mut lo, mut hi) = (0, count);
+    let (mut lo, mut hi) = (0usize, count);
     while lo < hi {
-        let mid = lo + (hi - lo) / 2;
+        // lo < hi, so neither step can overflow.
+        let mid = lo.midpoint(hi);
         match key_at(mid)?.cmp(key) {
-            Ordering::Less => lo = mid + 1,
+            Ordering::Less => lo = mid.saturating_add(1),
             Ordering::Equal => return Ok((mid, true)),
             Ordering::Greater => hi = mid,
         }
@@ -168,16 +192,19 @@ pub(crate) fn search<'k>(
 }
 
 /// Bytes a leaf entry takes in its page, slot included, given how its value is stored.
+#[allow(clippy::arithmetic_side_effects)] // lengths of at most a `u32` and a page: no overflow
 pub(crate) fn leaf_entry_len(key_len: usize, stored_value_len: usize) -> usize {
     SLOT_LEN + LEAF_ENTRY_HEADER_LEN + key_len + stored_value_len
 }
 
 /// Bytes a branch entry takes in its page, slot included.
+#[allow(clippy::arithmetic_side_effects)] // lengths of at most a `u32` and a page: no overflow
 pub(crate) fn branch_entry_len(key_len: usize) -> usize {
     SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len
 }
 
 /// Encodes a leaf page. Each entry is a key and its stored value; the caller has checked they fit.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_leaf<'e>(
     id: PageId,
     page_size: u32,
@@ -189,6 +216,7 @@ pub(crate) fn encode_leaf<'e>(
 }
 
 /// Encodes a leaf page into `buf` (exactly one page, zeroed).
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_leaf_into<'e>(
     buf: &mut [u8],
     id: PageId,
@@ -232,6 +260,7 @@ pub(crate) fn encode_leaf_into<'e>(
 }
 
 /// Encodes a branch page from (separator key, child page) pairs.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_branch<'e>(
     id: PageId,
     page_size: u32,
@@ -243,6 +272,7 @@ pub(crate) fn encode_branch<'e>(
 }
 
 /// Encodes a branch page into `buf` (exactly one page, zeroed).
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_branch_into<'e>(
     buf: &mut [u8],
     id: PageId,
@@ -271,11 +301,13 @@ pub(crate) fn encode_branch_into<'e>(
 }
 
 /// Pages an overflow run needs for a value of `len` bytes.
+#[allow(clippy::arithmetic_side_effects)] // lengths of at most a `u32` and a page: no overflow
 pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
     (PAGE_HEADER_LEN + len).div_ceil(page_size as usize) as u64
 }
 
 /// Encodes an overflow run holding `value`.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
     let pages = overflow_pages(value.len(), page_size);
     let mut buf = vec![0u8; (pages * page_size as u64) as usize];

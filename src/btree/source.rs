@@ -7,6 +7,19 @@ use crate::btree::node::{PageView, ValueRef};
 use crate::error::{PageId, Result, corrupted};
 use crate::limits::PAGE_HEADER_LEN;
 use crate::page_file::page::{self, Header, PageKind};
+use crate::page_file::verified::VerifiedPages;
+
+/// Which checksums [`Pages`] verifies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Verify<'a> {
+    /// None (`Builder::verify_checksums(false)`, and tools that verify for themselves).
+    Off,
+    /// Each page (or run) the first time it is read after it was written, remembered in the file's
+    /// bitmap: the default for readers and the writer of a registered snapshot.
+    Once(&'a VerifiedPages),
+    /// Every page read, every time, remembering nothing (defrag's copy).
+    Always,
+}
 
 /// The pages of one snapshot: a mapping, bounded by the snapshot's page count.
 #[derive(Clone, Copy, Debug)]
@@ -14,7 +27,7 @@ pub(crate) struct Pages<'a> {
     pub data: &'a [u8],
     pub page_size: u32,
     pub page_count: u64,
-    pub verify_checksums: bool,
+    pub verify: Verify<'a>,
 }
 
 impl<'a> Pages<'a> {
@@ -36,12 +49,24 @@ impl<'a> Pages<'a> {
             .ok_or_else(|| corrupted(id, "page lies beyond the end of the mapped file"))
     }
 
+    /// Verifies the checksum of `run`, which starts at page `id`, as [`Pages::verify`] says.
+    fn verify(&self, run: &[u8], id: PageId) -> Result<()> {
+        match self.verify {
+            Verify::Off => Ok(()),
+            Verify::Always => page::verify(run, id),
+            Verify::Once(verified) if verified.contains(id) => Ok(()),
+            Verify::Once(verified) => {
+                page::verify(run, id)?;
+                verified.insert(id);
+                Ok(())
+            }
+        }
+    }
+
     /// A branch or leaf page, viewed in place.
     pub fn node(&self, id: PageId) -> Result<PageView<'a>> {
         let bytes = self.run(id, 1)?;
-        if self.verify_checksums {
-            page::verify(bytes, id)?;
-        }
+        self.verify(bytes, id)?;
         PageView::new(bytes, id)
     }
 
@@ -66,9 +91,9 @@ impl<'a> Pages<'a> {
             ));
         }
         let run = self.run(id, pages)?;
-        if self.verify_checksums {
-            page::verify(run, id)?;
-        }
+        // The whole run, remembered by its first page: the header just read is part of what the
+        // checksum covers, so a remembered run has this length.
+        self.verify(run, id)?;
         Ok(&run[PAGE_HEADER_LEN..PAGE_HEADER_LEN + len as usize])
     }
 

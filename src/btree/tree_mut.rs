@@ -9,12 +9,21 @@
 //!    and a root that splits gains a new root above it.
 //! 4. A branch's key `i` is never greater than any key under child `i`, and every key under child
 //!    `i` is less than key `i + 1`. Spill sets each new separator to its page's actual first key.
+//! 5. Every descent over pages on disk ([`touch_path`], [`free_all`]) stops at
+//!    [`TREE_DEPTH_MAX`] levels, and a transaction frees each page at most once ([`Dirty::free`]):
+//!    a corrupted tree (a branch that points at itself or an ancestor, two branches that share a
+//!    child, two leaves that share an overflow run) is an [`crate::Error::Corrupted`], never a
+//!    loop or a page freed twice.
 
 use crate::btree::cursor::RawCursor;
 use crate::btree::node::{self, PageView, ValueRef};
 use crate::btree::source::{Node, NodeRef, Pages, Source, Value};
-use crate::error::{PageId, Result};
-use crate::limits::{OVERFLOW_REF_LEN, inline_entry_max, merge_threshold, page_capacity};
+use std::collections::BTreeMap;
+
+use crate::error::{PageId, Result, corrupted};
+use crate::limits::{
+    OVERFLOW_REF_LEN, TREE_DEPTH_MAX, inline_entry_max, merge_threshold, page_capacity,
+};
 
 /// The dirty state of one write transaction, shared by all its trees.
 #[derive(Debug, Default)]
@@ -23,6 +32,36 @@ pub(crate) struct Dirty {
     pub arena: Vec<Node>,
     /// Page runs this transaction stopped using: (first page, pages).
     pub freed: Vec<(PageId, u64)>,
+    /// `freed` by first page, to refuse a page freed twice.
+    freed_index: BTreeMap<PageId, u64>,
+}
+
+impl Dirty {
+    /// Records that this transaction stops using the run `start..start + len` (already bounded
+    /// by the snapshot's pages). A run that shares a page with one freed before means the tree
+    /// reaches that page twice: the file is corrupt.
+    pub fn free(&mut self, start: PageId, len: u64) -> Result<()> {
+        let end = start.saturating_add(len);
+        if let Some((&s, &l)) = self.freed_index.range(..end).next_back()
+            && s.saturating_add(l) > start
+        {
+            return Err(corrupted(
+                start.max(s),
+                "the tree reaches this page twice (a cycle, or a page shared by two parents)",
+            ));
+        }
+        self.freed_index.insert(start, len);
+        self.freed.push((start, len));
+        Ok(())
+    }
+}
+
+fn too_deep(r: NodeRef) -> crate::error::Error {
+    let page = match r {
+        NodeRef::Page(p) => p,
+        NodeRef::Dirty(_) => 0,
+    };
+    corrupted(page, "tree is deeper than the limit (a cycle?)")
 }
 
 /// The root and entry count of a tree as a write transaction has it.
@@ -67,7 +106,7 @@ fn touch(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<usize> {
             Node::Branch(entries)
         }
     };
-    d.freed.push((id, 1));
+    d.free(id, 1)?;
     d.arena.push(node);
     Ok(d.arena.len() - 1)
 }
@@ -85,7 +124,7 @@ fn touch_path(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u8]) -> 
     let root = t.root.expect("a path needs a root");
     let mut id = touch(d, pages, root)?;
     t.root = Some(NodeRef::Dirty(id));
-    loop {
+    for _ in 1..TREE_DEPTH_MAX {
         let (i, child) = match &d.arena[id] {
             Node::Leaf(_) => return Ok(id),
             Node::Branch(entries) => {
@@ -99,13 +138,21 @@ fn touch_path(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u8]) -> 
         }
         id = c;
     }
+    match &d.arena[id] {
+        Node::Leaf(_) => Ok(id),
+        Node::Branch(entries) => Err(too_deep(entries[branch_index(entries, key)].1)),
+    }
 }
 
-fn free_value(d: &mut Dirty, page_size: u32, v: &Value) {
+/// Frees the overflow run of a value this transaction drops, once its bounds are checked: a run
+/// named by a corrupted leaf must not free the metas or pages past the end.
+fn free_value(d: &mut Dirty, pages: Pages<'_>, v: &Value) -> Result<()> {
     if let Value::Overflow { page, len } = v {
-        d.freed
-            .push((*page, node::overflow_pages(*len as usize, page_size)));
+        let n = node::overflow_pages(*len as usize, pages.page_size);
+        pages.run(*page, n)?;
+        d.free(*page, n)?;
     }
+    Ok(())
 }
 
 /// Stores `value` under `key` (both already validated).
@@ -130,11 +177,11 @@ pub(crate) fn insert(
     match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
         Ok(i) => {
             let old = std::mem::replace(&mut entries[i].1, entry);
-            free_value(d, pages.page_size, &old);
+            free_value(d, pages, &old)?;
         }
         Err(i) => {
             entries.insert(i, (key.to_vec(), entry));
-            t.len += 1;
+            t.len = t.len.checked_add(1).ok_or_else(|| bad_count(t))?;
         }
     }
     Ok(())
@@ -161,45 +208,61 @@ pub(crate) fn remove(
             .binary_search_by(|(k, _)| k.as_slice().cmp(key))
             .expect("key was found");
         let (_, old) = entries.remove(i);
-        free_value(d, pages.page_size, &old);
-        t.len -= 1;
+        free_value(d, pages, &old)?;
+        t.len = t.len.checked_sub(1).ok_or_else(|| bad_count(t))?;
         return Ok(true);
     }
     Ok(false)
 }
 
-/// Frees every page of a tree (for deleting a whole tree).
+/// A tree whose recorded entry count cannot be right (it would pass zero or `u64::MAX`).
+fn bad_count(t: &TreeRoot) -> crate::error::Error {
+    let page = match t.root {
+        Some(NodeRef::Page(p)) => p,
+        _ => 0,
+    };
+    corrupted(
+        page,
+        format!("the tree records {} entries, which cannot be right", t.len),
+    )
+}
+
+/// Frees every page of a tree (for deleting a whole tree). Each page is freed once: a page
+/// reached twice, or a tree deeper than [`TREE_DEPTH_MAX`], is a corruption (see invariant 5).
 pub(crate) fn free_all(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<()> {
-    let mut stack = vec![r];
-    while let Some(r) = stack.pop() {
+    let mut stack = vec![(r, 1)];
+    while let Some((r, depth)) = stack.pop() {
+        if depth > TREE_DEPTH_MAX {
+            return Err(too_deep(r));
+        }
         match r {
             NodeRef::Page(id) => {
-                match pages.node(id)? {
+                let view = pages.node(id)?;
+                d.free(id, 1)?;
+                match view {
                     PageView::Leaf(l) => {
                         for i in 0..l.len() {
                             if let ValueRef::Overflow { page, len } = l.value(i)? {
-                                d.freed.push((
-                                    page,
-                                    node::overflow_pages(len as usize, pages.page_size),
-                                ));
+                                free_value(d, pages, &Value::Overflow { page, len })?;
                             }
                         }
                     }
                     PageView::Branch(b) => {
                         for i in 0..b.len() {
-                            stack.push(NodeRef::Page(b.child(i)?));
+                            stack.push((NodeRef::Page(b.child(i)?), depth + 1));
                         }
                     }
                 }
-                d.freed.push((id, 1));
             }
             NodeRef::Dirty(i) => match std::mem::replace(&mut d.arena[i], Node::Leaf(Vec::new())) {
                 Node::Leaf(entries) => {
                     for (_, v) in &entries {
-                        free_value(d, pages.page_size, v);
+                        free_value(d, pages, v)?;
                     }
                 }
-                Node::Branch(entries) => stack.extend(entries.into_iter().map(|(_, c)| c)),
+                Node::Branch(entries) => {
+                    stack.extend(entries.into_iter().map(|(_, c)| (c, depth + 1)))
+                }
             },
         }
     }

@@ -33,7 +33,7 @@ use memmap2::{Advice, Mmap};
 use crate::btree::node::{
     self, PageView, ValueRef, branch_entry_len, leaf_entry_len, overflow_pages,
 };
-use crate::btree::source::Pages;
+use crate::btree::source::{Pages, Verify};
 use crate::defrag::options::{DefragOptions, DefragProgress};
 use crate::defrag::readahead;
 use crate::error::{Error, PageId, Result, corrupted};
@@ -92,7 +92,7 @@ fn copy_trees<'a>(
     let meta = source.meta;
     let mut reader = Reader {
         prefetch_children,
-        pages: source.pages(true),
+        pages: source.pages_verified(Verify::Always),
         map: &source.map,
         visited: vec![0; meta.page_count.div_ceil(64) as usize],
         options,
@@ -106,7 +106,8 @@ fn copy_trees<'a>(
     let mut zeros = ZeroCrcs::default();
 
     // The catalog first, read whole (it is small), then each tree in name order.
-    let mut trees: Vec<(&[u8], Descriptor)> = Vec::with_capacity(meta.catalog_len as usize);
+    // Not sized by `catalog_len`: a count read from disk never sizes an allocation.
+    let mut trees: Vec<(&[u8], Descriptor)> = Vec::new();
     if meta.catalog_root != 0 {
         reader.walk(meta.catalog_root, &mut |name, value| {
             let ValueRef::Inline(raw) = value else {

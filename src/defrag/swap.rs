@@ -95,7 +95,7 @@ impl Db {
             temp.sync()?;
             let map = Arc::new(temp.map()?);
             temp.rename(&path)?;
-            Ok(Snapshot { meta, map })
+            Ok(Snapshot::new(meta, map))
         })();
         let snapshot = match built {
             Ok(s) => Arc::new(s),

@@ -16,14 +16,17 @@
 //! - At revision 3 nothing is visible: the first generation ended at 3.
 //! - At revision 4 the visible revision is 4.0 (version 1, created at 4).
 //!
-//! Compaction at C keeps, in the generation that holds C, the newest revision at or below C and
-//! everything after it, drops older generations, and drops a tombstone at or below C with its
-//! generation. The revisions it keeps at or below C are the ones the `key` tree must keep:
+//! Compaction at C drops every generation that ended (in a tombstone) before C, and in each
+//! generation left keeps its newest revision at or below C and everything after it. A tombstone
+//! exactly at C is kept, as etcd does since 3.5.16 (`keyIndex.doCompact` looks for the first
+//! generation whose tombstone is `>= atRev`), so a watcher from C still sees the delete at C. The
+//! revisions kept at or below C are the ones the `key` tree must keep:
 //!
 //! ```text
 //! compact(2): {empty} {4.0, 5.0(t)} {2.0, 3.0(t)}     keeps 2.0
 //! compact(4): {empty} {4.0, 5.0(t)}                   keeps 4.0
-//! compact(5): {empty}                                 the key is removed from the index
+//! compact(5): {empty} {5.0(t)}                        keeps 5.0(t)
+//! compact(6): {empty}                                 the key is removed from the index
 //! ```
 //!
 //! Invariants:
@@ -48,7 +51,7 @@ struct Generation {
 
 /// What is visible of a key at one revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Visible {
+pub(crate) struct VisibleRevision {
     pub modified: Revision,
     pub created: Revision,
     pub version: i64,
@@ -70,7 +73,7 @@ impl Default for KeyIndex {
 
 impl KeyIndex {
     /// Records a put at `rev`; returns what is visible at `rev` afterwards.
-    pub fn put(&mut self, rev: Revision) -> Visible {
+    pub fn put(&mut self, rev: Revision) -> VisibleRevision {
         let g = self.generations.last_mut().expect("always one generation");
         debug_assert!(
             g.revs.last().is_none_or(|&last| last < rev),
@@ -81,7 +84,7 @@ impl KeyIndex {
         }
         g.revs.push(rev);
         g.version += 1;
-        Visible {
+        VisibleRevision {
             modified: rev,
             created: g.created,
             version: g.version,
@@ -151,7 +154,7 @@ impl KeyIndex {
     }
 
     /// What is visible of the key at `at`, if it exists then.
-    pub fn get(&self, at: i64) -> Option<Visible> {
+    pub fn get(&self, at: i64) -> Option<VisibleRevision> {
         let last = self.generations.len() - 1;
         for (i, g) in self.generations.iter().enumerate().rev() {
             let (Some(first), Some(newest)) = (g.revs.first(), g.revs.last()) else {
@@ -163,7 +166,7 @@ impl KeyIndex {
             }
             if first.main <= at {
                 let n = g.revs.partition_point(|r| r.main <= at);
-                return Some(Visible {
+                return Some(VisibleRevision {
                     modified: g.revs[n - 1],
                     created: g.created,
                     version: g.version - (g.revs.len() - n) as i64,
@@ -176,34 +179,33 @@ impl KeyIndex {
     /// Compacts at `at` (see the module docs), adding the revisions kept at or below `at` to
     /// `keep`. Returns whether the key is gone from the index.
     ///
-    /// A generation that ended exactly at `at` is passed over: a transaction at `at` may have
-    /// deleted the key and put it again, and the new generation holds the revision to keep.
+    /// Every generation still alive at `at` keeps its newest revision at or below it. Normally
+    /// that is one generation; a store written before transactions refused to touch a key twice
+    /// may hold a delete and a put of one key at one main revision, and then both the tombstone
+    /// and the put at `at` are kept.
     pub fn compact(&mut self, at: i64, keep: &mut HashSet<Revision>) -> bool {
-        // The first generation that ends after `at` (or the last one).
-        let mut gi = 0;
-        while gi < self.generations.len() - 1 {
-            let tomb = self.generations[gi]
-                .revs
-                .last()
-                .expect("ended generations are not empty");
-            if tomb.main > at {
-                break;
-            }
-            gi += 1;
-        }
         let last = self.generations.len() - 1;
-        let g = &mut self.generations[gi];
-        if let Some(n) = g.revs.iter().rposition(|r| r.main <= at) {
-            keep.insert(g.revs[n]);
-            g.revs.drain(..n);
-            // A generation left holding only its tombstone is over: drop it with the tombstone.
-            if g.revs.len() == 1 && gi != last {
-                keep.remove(&g.revs[0]);
-                gi += 1;
+        let mut i = 0;
+        self.generations.retain_mut(|g| {
+            let ended = i != last;
+            i += 1;
+            if ended && g.revs.last().is_some_and(|tomb| tomb.main < at) {
+                return false;
             }
-        }
-        self.generations.drain(..gi);
+            if let Some(n) = g.revs.iter().rposition(|r| r.main <= at) {
+                keep.insert(g.revs[n]);
+                g.revs.drain(..n);
+            }
+            true
+        });
         self.generations.len() == 1 && self.generations[0].revs.is_empty()
+    }
+
+    /// The revision visible at `at` if it is at or below `floor`: what a hash at `at` over a
+    /// store compacted at `floor` includes of this key from at or below the floor (etcd's
+    /// `keyIndex.keep`, which leaves out a tombstone).
+    pub fn kept_at(&self, at: i64, floor: i64) -> Option<Revision> {
+        self.get(at).map(|v| v.modified).filter(|r| r.main <= floor)
     }
 }
 
@@ -232,7 +234,7 @@ mod tests {
         assert_eq!(k.get(0), None);
         assert_eq!(
             k.get(2),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(2),
                 created: r(1),
                 version: 2
@@ -241,7 +243,7 @@ mod tests {
         assert_eq!(k.get(3), None);
         assert_eq!(
             k.get(4),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(4),
                 created: r(4),
                 version: 1
@@ -259,7 +261,7 @@ mod tests {
         assert_eq!(keep, HashSet::from([r(2)]));
         assert_eq!(
             k.get(2),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(2),
                 created: r(1),
                 version: 2
@@ -270,14 +272,18 @@ mod tests {
         assert_eq!(keep, HashSet::from([r(4)]));
         assert_eq!(
             k.get(4),
-            Some(Visible {
+            Some(VisibleRevision {
                 modified: r(4),
                 created: r(4),
                 version: 1
             })
         );
         keep.clear();
-        assert!(k.compact(5, &mut keep));
+        assert!(!k.compact(5, &mut keep), "the tombstone at 5 is kept");
+        assert_eq!(keep, HashSet::from([r(5)]));
+        assert_eq!(k.get(5), None);
+        keep.clear();
+        assert!(k.compact(6, &mut keep));
         assert!(keep.is_empty());
     }
 
@@ -297,22 +303,45 @@ mod tests {
 
     #[test]
     fn compacting_at_a_delete_and_put_in_one_transaction_keeps_the_put() {
+        // Such histories come only from stores written before duplicate keys were refused.
         let mut k = KeyIndex::default();
         k.put(r(1));
         k.tombstone(Revision { main: 2, sub: 0 });
         k.put(Revision { main: 2, sub: 1 });
         let mut keep = HashSet::new();
         assert!(!k.compact(2, &mut keep));
-        assert_eq!(keep, HashSet::from([Revision { main: 2, sub: 1 }]));
+        assert_eq!(
+            keep,
+            HashSet::from([Revision { main: 2, sub: 0 }, Revision { main: 2, sub: 1 }])
+        );
         assert_eq!(k.get(2).map(|v| v.version), Some(1));
     }
 
+    /// etcd 3.5.16 and later keep a tombstone at the compaction revision (etcd PR 18274).
     #[test]
-    fn compacting_at_a_tombstone_drops_its_generation() {
+    fn compacting_at_a_tombstone_keeps_it_and_the_next_compaction_drops_it() {
         let mut keep = HashSet::new();
         let mut k = foo();
         assert!(!k.compact(3, &mut keep));
-        assert!(keep.is_empty());
+        assert_eq!(keep, HashSet::from([r(3)]));
+        assert_eq!(k.get(3), None);
         assert_eq!(k.get(4).map(|v| v.version), Some(1));
+        keep.clear();
+        assert!(!k.compact(4, &mut keep));
+        assert_eq!(keep, HashSet::from([r(4)]));
+        assert_eq!(k.get(4).map(|v| v.modified), Some(r(4)));
+    }
+
+    #[test]
+    fn a_hash_keeps_only_the_revision_visible_at_its_revision_and_never_a_tombstone() {
+        let k = foo();
+        assert_eq!(k.kept_at(2, 2), Some(r(2)));
+        assert_eq!(
+            k.kept_at(2, 1),
+            None,
+            "2.0 is above the floor, hashed anyway"
+        );
+        assert_eq!(k.kept_at(3, 3), None, "a tombstone is not kept");
+        assert_eq!(k.kept_at(4, 4), Some(r(4)));
     }
 }

@@ -1,12 +1,14 @@
 //! The MVCC store: etcd's revisioned key-value model on top of the B+tree.
 
 pub(crate) mod compaction;
+pub(crate) mod hash;
 pub(crate) mod key_index;
 pub(crate) mod revision;
 pub(crate) mod store;
 pub(crate) mod types;
 pub(crate) mod write;
 
+pub use compaction::Compaction;
 pub use revision::{KeyValue, Revision};
 pub use store::Store;
 pub use types::{

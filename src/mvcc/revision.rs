@@ -15,6 +15,7 @@
 //! A tombstone's record holds the key and zeros.
 
 use crate::error::{Error, Result};
+use crate::limits::STORE_RECORD_FIXED_LEN as FIXED_LEN;
 
 /// A point in the store's history: the main revision of a write transaction and the position of
 /// one change inside it.
@@ -71,8 +72,6 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
-const FIXED_LEN: usize = 4 + 4 * 8;
-
 impl KeyValue {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(FIXED_LEN + self.key.len() + self.value.len());
@@ -124,12 +123,10 @@ impl KeyValue {
 }
 
 /// Bytes of the store's own trees that make no sense: the tree pages were valid, so this is a bug
-/// or a file written by something else.
+/// or a file written by something else. (Not [`Error::Corrupted`]: the page is not known here, and
+/// page 0 is a real meta page.)
 pub(crate) fn malformed(what: String) -> Error {
-    Error::Corrupted {
-        page: 0,
-        reason: format!("malformed MVCC data: {what}"),
-    }
+    Error::MalformedStore(what)
 }
 
 #[cfg(test)]

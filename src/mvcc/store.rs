@@ -1,16 +1,16 @@
 //! The store: etcd's revisioned key-value model over a [`Db`].
 //!
 //! Invariants:
-//! 1. `State::current` is the newest revision whose records are committed and visible in the
+//! 1. `StoreState::current` is the newest revision whose records are committed and visible in the
 //!    database. A reader reads `current`, the index and a database snapshot under one read lock, so
 //!    the snapshot holds every record the index sends it to.
-//! 2. Writers are serialized by `Inner::writer`. A writer puts its revisions into the index as it
+//! 2. Writers are serialized by `StoreInner::writer`. A writer puts its revisions into the index as it
 //!    goes (they lie above `current`, so readers ignore them), commits, then raises `current`.
 //!    If anything fails, it unwinds the index to `current`.
 //! 3. Compaction at C raises `compacted` to C before it deletes anything; every record a read at
 //!    C or later needs is kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
+use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
@@ -33,16 +34,16 @@ pub(crate) const SCHEDULED: &[u8] = b"compact.scheduled";
 pub(crate) const FINISHED: &[u8] = b"compact.finished";
 
 #[derive(Debug, Default)]
-pub(crate) struct State {
+pub(crate) struct StoreState {
     pub index: BTreeMap<Vec<u8>, KeyIndex>,
     pub current: i64,
     pub compacted: i64,
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct StoreInner {
     pub db: Db,
-    pub state: RwLock<State>,
+    pub state: RwLock<StoreState>,
     /// Held by whoever writes: a put, a delete, a transaction, or one compaction batch.
     pub writer: Mutex<()>,
     /// Held for a whole compaction, so two never interleave.
@@ -69,12 +70,21 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+/// The compacted revision of a store never compacted, as in etcd (`compactMainRev: -1`), so that
+/// `compact(0)` is a valid first compaction.
+pub(crate) const NEVER_COMPACTED: i64 = -1;
+
+/// The error for one of the store's trees missing from its database.
+pub(crate) fn missing(tree: &[u8]) -> Error {
+    malformed(format!("tree `{}` is missing", tree.escape_ascii()))
 }
 
 fn meta_rev(tree: &Tree<'_>, key: &[u8]) -> Result<i64> {
     match tree.get(key)? {
-        None => Ok(0),
+        None => Ok(NEVER_COMPACTED),
         Some(b) => {
             Ok(i64::from_le_bytes(b.try_into().map_err(|_| {
                 malformed(format!("meta value of {} bytes", b.len()))
@@ -89,6 +99,15 @@ impl Store {
     /// [`Error::NotAStore`] (see [`Store::with_db_options`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         Store::with_db(Db::builder().durability(Durability::Group).open(path)?)
+    }
+
+    /// Opens (or creates) a store at `path` with `builder`'s options, as
+    /// `Db::builder().durability(Durability::Group).verify_checksums(false)` (which reads without
+    /// verifying page checksums). [`Store::open`] uses group commit and verifies checksums. A
+    /// database at `path` that holds other trees and no store is refused with
+    /// [`Error::NotAStore`].
+    pub fn open_with(path: impl AsRef<Path>, builder: &crate::Builder) -> Result<Store> {
+        Store::with_db(builder.open(path)?)
     }
 
     /// Opens a store in `db`, making its trees if `db` has no trees at all (see
@@ -106,15 +125,13 @@ impl Store {
     /// database by accident. Trees of your own may still live beside a store: make them through
     /// [`Store::db`] once the store exists.
     pub fn with_db_options(db: Db, options: StoreOptions) -> Result<Store> {
-        // The trees of a database that holds no store yet.
-        let trees_without_store = {
+        let (has_keys, has_meta, trees) = {
             let tx = db.begin_read()?;
-            match tx.tree(KEY_TREE)? {
-                Some(_) => None,
-                None => Some(tx.tree_names()?),
-            }
+            let (has_keys, has_meta) =
+                (tx.tree(KEY_TREE)?.is_some(), tx.tree(META_TREE)?.is_some());
+            (has_keys, has_meta, tx.tree_names()?)
         };
-        if let Some(trees) = trees_without_store {
+        if !has_keys && !has_meta {
             if !trees.is_empty() {
                 return Err(Error::NotAStore {
                     trees: trees.iter().map(|t| t.escape_ascii().to_string()).collect(),
@@ -127,13 +144,12 @@ impl Store {
         }
         let (state, scheduled) = {
             let tx = db.begin_read()?;
-            let missing = || malformed("the store's trees are missing".into());
-            let keys = tx.tree(KEY_TREE)?.ok_or_else(missing)?;
-            let meta = tx.tree(META_TREE)?.ok_or_else(missing)?;
+            let keys = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
+            let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
             // As in etcd, a new store is at revision 1 and its first write is revision 2.
-            let mut state = State {
+            let mut state = StoreState {
                 current: 1,
-                ..State::default()
+                ..StoreState::default()
             };
             for entry in keys.iter() {
                 let (k, v) = entry?;
@@ -157,7 +173,7 @@ impl Store {
             (state, scheduled)
         };
         let store = Store {
-            inner: Arc::new(Inner {
+            inner: Arc::new(StoreInner {
                 db,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
@@ -192,7 +208,7 @@ impl Store {
         self.inner.state.read().current
     }
 
-    /// The revision of the last compaction (0 before any). Reads below it fail.
+    /// The revision of the last compaction, -1 before any (as in etcd). Reads below it fail.
     pub fn compacted_revision(&self) -> i64 {
         self.inner.state.read().compacted
     }
@@ -214,9 +230,7 @@ impl Store {
         let kvs = if options.count_only {
             Vec::new()
         } else {
-            let tree = tx
-                .tree(KEY_TREE)?
-                .ok_or_else(|| malformed("the key tree is missing".into()))?;
+            let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
             load(&tree, &revs, options.keys_only)?
         };
         Ok(RangeResponse {
@@ -227,39 +241,72 @@ impl Store {
         })
     }
 
-    /// A crc32 over every stored revision at or below `rev` (0 for the current revision), so two
-    /// replicas with the same history and compactions can check they hold the same data.
+    /// A crc32 of the store at revision `rev` (0 for the current revision), so that replicas can
+    /// check they hold the same data: two stores with the same history and the same compaction
+    /// revision have the same hash at every revision from it on (see `src/mvcc/hash.rs` for what
+    /// is hashed). As in etcd:
+    /// - the hash of a revision does not change while a compaction runs;
+    /// - `hash_by_rev(C)` after `compact(C)` is what it was before, with the compact revision
+    ///   before C: the compaction recorded it (the last
+    ///   [`COMPACTION_HASHES_KEPT`](crate::limits::COMPACTION_HASHES_KEPT) compactions are
+    ///   kept, and answered even below the compacted revision);
+    /// - otherwise a revision below the compacted one is [`Error::Compacted`] (the compacted
+    ///   revision itself is hashed), and one past the current revision
+    ///   [`Error::FutureRevision`].
     pub fn hash_by_rev(&self, rev: i64) -> Result<HashResponse> {
         let state = self.inner.state.read();
-        // As in etcd, the hash needs a revision above the compacted one.
-        if rev > 0 && rev <= state.compacted {
-            return Err(Error::Compacted {
-                requested: rev,
-                compacted: state.compacted,
+        let (current, compacted) = (state.current, state.compacted);
+        let at = if rev <= 0 { current } else { rev };
+        if at > current {
+            return Err(Error::FutureRevision {
+                requested: at,
+                current,
             });
         }
-        let at = read_revision(rev, state.current, state.compacted)?;
+        // Taken under the lock, the snapshot holds every revision up to `current`.
         let tx = self.inner.db.begin_read()?;
-        let (current, compacted) = (state.current, state.compacted);
+        let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
+        if let Some(r) = hash::recorded(&meta, at)? {
+            return Ok(HashResponse {
+                hash: r.hash,
+                revision: current,
+                compact_revision: r.previous,
+                hash_revision: at,
+            });
+        }
+        if at < compacted {
+            return Err(Error::Compacted {
+                requested: at,
+                compacted,
+            });
+        }
+        // etcd's `treeIndex.Keep(at)`: of the revisions at or below the floor, the visible ones.
+        let keep: HashSet<Revision> = if compacted > 0 {
+            state
+                .index
+                .values()
+                .filter_map(|ki| ki.kept_at(at, compacted))
+                .collect()
+        } else {
+            HashSet::new()
+        };
         drop(state);
-        let tree = tx
-            .tree(KEY_TREE)?
-            .ok_or_else(|| malformed("the key tree is missing".into()))?;
+        let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
         let end = Revision {
             main: at + 1,
             sub: 0,
         }
         .encode(false);
-        let mut h = crc32fast::Hasher::new();
+        let mut h = Hasher::new(compacted, at, &keep);
         for entry in tree.range(..end.as_slice())? {
             let (k, v) = entry?;
-            h.update(k);
-            h.update(v);
+            h.write(k, v)?;
         }
         Ok(HashResponse {
-            hash: h.finalize(),
+            hash: h.finish(),
             revision: current,
             compact_revision: compacted,
+            hash_revision: at,
         })
     }
 }

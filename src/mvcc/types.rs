@@ -201,15 +201,19 @@ pub struct DeleteResponse {
     pub prev_kvs: Vec<KeyValue>,
 }
 
-/// The answer to [`crate::Store::hash_by_rev`].
+/// The answer to [`crate::Store::hash_by_rev`], as etcd's `HashKVResponse`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashResponse {
-    /// crc32 over every stored revision at or below the revision asked for.
+    /// crc32 of the store at `hash_revision`, taken against `compact_revision`.
     pub hash: u32,
-    /// The store's current revision.
+    /// The store's current revision (etcd's header revision).
     pub revision: i64,
-    /// The store's compacted revision.
+    /// The compaction revision the hash was taken against: the store's compacted revision (-1
+    /// before any compaction), or, for a hash a compaction recorded, the one before it. Hashes of
+    /// one revision agree between stores when this agrees.
     pub compact_revision: i64,
+    /// The revision hashed (the current one when 0 was asked for).
+    pub hash_revision: i64,
 }
 
 /// Options of a [`crate::Store`].

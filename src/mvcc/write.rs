@@ -1,10 +1,13 @@
 //! Writes: put, delete range and transactions. Each is one write transaction of the database and
 //! one main revision of the store; each change in it takes the next sub revision.
 
-use crate::error::Result;
-use crate::mvcc::key_index::{KeyIndex, Visible};
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::limits::STORE_VALUE_LEN_MAX;
+use crate::mvcc::key_index::{KeyIndex, VisibleRevision};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
-use crate::mvcc::store::{Inner, KEY_TREE, Store, load, more, plan_range, read_revision};
+use crate::mvcc::store::{KEY_TREE, Store, StoreInner, load, more, plan_range, read_revision};
 use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
@@ -12,8 +15,8 @@ use crate::mvcc::types::{
 use crate::txn::WriteTxn;
 
 /// One store write in progress.
-struct Writer<'s> {
-    inner: &'s Inner,
+struct StoreWrite<'s> {
+    inner: &'s StoreInner,
     tx: WriteTxn<'s>,
     /// The current revision when the write began.
     base: i64,
@@ -23,7 +26,7 @@ struct Writer<'s> {
     touched: Vec<Vec<u8>>,
 }
 
-impl<'s> Writer<'s> {
+impl<'s> StoreWrite<'s> {
     fn main(&self) -> i64 {
         self.base + 1
     }
@@ -42,7 +45,7 @@ impl<'s> Writer<'s> {
         rev
     }
 
-    fn visible(&self, key: &[u8]) -> Option<Visible> {
+    fn visible(&self, key: &[u8]) -> Option<VisibleRevision> {
         self.inner
             .state
             .read()
@@ -66,6 +69,13 @@ impl<'s> Writer<'s> {
 
     fn put(&mut self, key: &[u8], value: &[u8], options: &PutOptions) -> Result<PutResponse> {
         crate::btree::tree::check_key(key, self.inner.db.page_size())?;
+        // The record holds more than the value; name the limit the caller can act on.
+        if value.len() > STORE_VALUE_LEN_MAX {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: STORE_VALUE_LEN_MAX,
+            });
+        }
         let prev_kv = match (options.prev_kv, self.visible(key)) {
             (true, Some(v)) => Some(self.record(v.modified)?),
             _ => None,
@@ -187,12 +197,12 @@ impl<'s> Writer<'s> {
 
 impl Store {
     /// Runs `f` as one write: one database transaction, at most one new main revision.
-    fn write<R>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<R>) -> Result<(R, i64)> {
+    fn write<R>(&self, f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>) -> Result<(R, i64)> {
         let inner = &*self.inner;
         let guard = inner.writer.lock();
         let tx = inner.db.begin_write()?;
         let base = inner.state.read().current;
-        let mut w = Writer {
+        let mut w = StoreWrite {
             inner,
             tx,
             base,
@@ -200,7 +210,7 @@ impl Store {
             touched: Vec::new(),
         };
         let result = f(&mut w);
-        let Writer {
+        let StoreWrite {
             tx, sub, touched, ..
         } = w;
         match result {
@@ -264,7 +274,7 @@ impl Store {
 }
 
 /// Takes a failed write's revisions (those above `base`) back out of the index.
-fn unwind_index(inner: &Inner, base: i64, touched: &[Vec<u8>]) {
+fn unwind_index(inner: &StoreInner, base: i64, touched: &[Vec<u8>]) {
     let mut state = inner.state.write();
     for key in touched {
         let gone = state
@@ -308,6 +318,10 @@ impl TxnBuilder<'_> {
 
     /// Runs the transaction atomically. All its writes share one new main revision; a
     /// transaction that writes nothing leaves the revision as it was.
+    ///
+    /// As in etcd, a branch may write each key once: a branch (either one, whichever would run)
+    /// that puts a key twice, or puts a key inside one of its delete ranges, is refused with
+    /// [`Error::DuplicateKey`] and nothing changes. Overlapping delete ranges are allowed.
     pub fn commit(self) -> Result<TxnResponse> {
         let TxnBuilder {
             store,
@@ -315,6 +329,8 @@ impl TxnBuilder<'_> {
             then,
             otherwise,
         } = self;
+        check_duplicates(&then)?;
+        check_duplicates(&otherwise)?;
         let ((succeeded, mut responses), revision) = store.write(|w| {
             let mut succeeded = true;
             for c in &compares {
@@ -353,4 +369,27 @@ impl TxnBuilder<'_> {
             responses,
         })
     }
+}
+
+/// etcd's `checkIntervals` (`server/etcdserver/api/v3rpc/key.go`) for one branch: each key is put
+/// at most once, and never inside a delete range of the same branch. (folio's transactions do
+/// not nest, so there are no child branches to merge.)
+fn check_duplicates(ops: &[Op]) -> Result<()> {
+    let mut puts = BTreeSet::new();
+    for op in ops {
+        if let Op::Put { key, .. } = op
+            && !puts.insert(key.as_slice())
+        {
+            return Err(Error::DuplicateKey { key: key.clone() });
+        }
+    }
+    for op in ops {
+        if let Op::DeleteRange { range, .. } = op
+            && let Some(bounds) = range.as_bounds()
+            && let Some(key) = puts.range::<[u8], _>(bounds).next()
+        {
+            return Err(Error::DuplicateKey { key: key.to_vec() });
+        }
+    }
+    Ok(())
 }

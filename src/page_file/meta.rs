@@ -14,10 +14,19 @@
 //!     80   16 reserved, zero
 //! ```
 //! The crc32 in the header covers bytes 0..96 (META_LEN); the rest of the page is zero.
+//!
+//! crc32 is easy to forge, so a meta with a good checksum is still bounded before anything trusts
+//! it: its page count against [`page_count_max`] at decode (so `page_count × page_size` cannot
+//! wrap) and against the file's length when it is chosen ([`read_newest`]), and its catalog
+//! length against what that many pages could hold ([`entries_max`]). Decoding is linted against
+//! indexing and unchecked arithmetic.
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::error::{Error, PageId, Result, corrupted};
-use crate::limits::{FORMAT_VERSION, META_LEN, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
-use crate::page_file::page::{self, Header, PageKind, u32_at, u64_at};
+use crate::limits::{
+    FORMAT_VERSION, META_LEN, PAGE_SIZE_MAX, PAGE_SIZE_MIN, entries_max, page_count_max,
+};
+use crate::page_file::page::{self, Header, PageKind, field, read_u32, read_u64};
 use crate::page_file::storage::Storage;
 
 /// The magic number in every meta page.
@@ -31,6 +40,7 @@ const OFF_CATALOG: usize = 48;
 const OFF_FREELIST: usize = 56;
 const OFF_PAGE_COUNT: usize = 64;
 const OFF_CATALOG_LEN: usize = 72;
+const OFF_MAGIC_END: usize = OFF_MAGIC + MAGIC.len();
 const _: () = assert!(OFF_CATALOG_LEN + 8 <= META_LEN);
 
 /// The decoded contents of a meta page.
@@ -49,7 +59,14 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// The bytes the pages of this meta take: its page count times its page size. Decoding bounds
+    /// the page count so that this cannot wrap.
+    pub fn bytes_needed(&self) -> u64 {
+        self.page_count.saturating_mul(u64::from(self.page_size))
+    }
+
     /// Encodes this meta as the page `slot` (0 or 1).
+    #[allow(clippy::indexing_slicing)] // an encoder: `buf` is a page this build sized
     pub fn encode(&self, slot: PageId) -> Vec<u8> {
         let mut buf = vec![0u8; self.page_size as usize];
         Header {
@@ -94,20 +111,24 @@ impl SlotError {
 }
 
 fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
-    if buf.len() < META_LEN || &buf[OFF_MAGIC..OFF_MAGIC + 8] != MAGIC {
+    let Some(meta) = buf.get(..META_LEN) else {
+        return Err(SlotError::NoMagic);
+    };
+    if field::<8>(meta, OFF_MAGIC).as_ref() != Some(MAGIC) {
         return Err(SlotError::NoMagic);
     }
-    let meta = &buf[..META_LEN];
     page::verify(meta, slot).map_err(SlotError::damaged)?;
     let header = Header::read(meta, slot).map_err(SlotError::damaged)?;
     if header.kind != PageKind::Meta {
         return Err(SlotError::Damaged("not a meta page".into()));
     }
-    let version = u32_at(meta, OFF_VERSION);
+    let get32 = |off| read_u32(meta, off, slot).map_err(SlotError::damaged);
+    let get64 = |off| read_u64(meta, off, slot).map_err(SlotError::damaged);
+    let version = get32(OFF_VERSION)?;
     if version != FORMAT_VERSION {
         return Err(SlotError::Version(version));
     }
-    let page_size = u32_at(meta, OFF_PAGE_SIZE);
+    let page_size = get32(OFF_PAGE_SIZE)?;
     if !page_size.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&page_size) {
         return Err(SlotError::Damaged(format!(
             "page size {page_size} out of range"
@@ -115,15 +136,32 @@ fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
     }
     let m = Meta {
         page_size,
-        txid: u64_at(meta, OFF_TXID),
-        catalog_root: u64_at(meta, OFF_CATALOG),
-        freelist: u64_at(meta, OFF_FREELIST),
-        page_count: u64_at(meta, OFF_PAGE_COUNT),
-        catalog_len: u64_at(meta, OFF_CATALOG_LEN),
+        txid: get64(OFF_TXID)?,
+        catalog_root: get64(OFF_CATALOG)?,
+        freelist: get64(OFF_FREELIST)?,
+        page_count: get64(OFF_PAGE_COUNT)?,
+        catalog_len: get64(OFF_CATALOG_LEN)?,
     };
+    if m.page_count > page_count_max(page_size) {
+        return Err(SlotError::Damaged(format!(
+            "page count {} is more than any file holds at page size {page_size}",
+            m.page_count
+        )));
+    }
     let in_range = |p: PageId| p == 0 || (2..m.page_count).contains(&p);
     if m.page_count < 2 || !in_range(m.catalog_root) || !in_range(m.freelist) {
         return Err(SlotError::Damaged("page number out of range".into()));
+    }
+    let catalog_max = if m.catalog_root == 0 {
+        0
+    } else {
+        entries_max(m.page_count, page_size)
+    };
+    if m.catalog_len > catalog_max {
+        return Err(SlotError::Damaged(format!(
+            "catalog length {} is more than {} pages hold",
+            m.catalog_len, m.page_count
+        )));
     }
     Ok(m)
 }
@@ -137,16 +175,29 @@ pub(crate) fn decode_slot(buf: &[u8], slot: PageId) -> Result<Meta> {
 }
 
 fn read_slot(storage: &dyn Storage, offset: u64, file_len: u64) -> Result<Vec<u8>> {
-    let n = (META_LEN as u64).min(file_len.saturating_sub(offset)) as usize;
+    let n =
+        usize::try_from((META_LEN as u64).min(file_len.saturating_sub(offset))).unwrap_or(META_LEN);
     let mut buf = vec![0u8; n];
     storage.read_at(&mut buf, offset)?;
     Ok(buf)
 }
 
 /// Reads both meta slots and picks the valid one with the higher txid. Returns the meta and the
-/// slot it came from.
+/// slot it came from. A chosen meta whose pages the file does not hold is [`Error::Truncated`].
 pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
     let file_len = storage.len()?;
+    let (meta, slot) = choose(storage, file_len)?;
+    let needed = meta.bytes_needed();
+    if needed > file_len {
+        return Err(Error::Truncated {
+            expected: needed,
+            actual: file_len,
+        });
+    }
+    Ok((meta, slot))
+}
+
+fn choose(storage: &dyn Storage, file_len: u64) -> Result<(Meta, PageId)> {
     if file_len == 0 {
         return Err(Error::EmptyFile);
     }
@@ -155,12 +206,14 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
     // Slot 1 sits one page in. Take the page size from slot 0, or, when slot 0 is bad, look for
     // slot 1 at every possible page size.
     let second = match &first {
-        Ok(m) => decode(&read_slot(storage, m.page_size as u64, file_len)?, 1),
+        Ok(m) => decode(&read_slot(storage, u64::from(m.page_size), file_len)?, 1),
         Err(_) => {
             let mut found = Err(SlotError::NoMagic);
-            let mut size = PAGE_SIZE_MIN;
-            while size <= PAGE_SIZE_MAX {
-                match decode(&read_slot(storage, size as u64, file_len)?, 1) {
+            let sizes = (0..u32::BITS)
+                .filter_map(|shift| 1u32.checked_shl(shift))
+                .filter(|size| (PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(size));
+            for size in sizes {
+                match decode(&read_slot(storage, u64::from(size), file_len)?, 1) {
                     Ok(m) if m.page_size == size => {
                         found = Ok(m);
                         break;
@@ -168,7 +221,6 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
                     Err(e @ (SlotError::Damaged(_) | SlotError::Version(_))) => found = Err(e),
                     _ => {}
                 }
-                size *= 2;
             }
             found
         }
@@ -189,7 +241,7 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
         (Err(SlotError::NoMagic), Err(SlotError::NoMagic)) => {
             if file_len < META_LEN as u64 && could_be_meta_start(&slot0) {
                 Err(Error::Truncated {
-                    expected: 2 * PAGE_SIZE_MIN as u64,
+                    expected: 2 * u64::from(PAGE_SIZE_MIN),
                     actual: file_len,
                 })
             } else {
@@ -206,15 +258,18 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
 /// Whether the bytes of a file too short to hold a meta agree with the start of meta page 0 (its
 /// header and magic), so that the file may be a folio database cut short rather than another file.
 fn could_be_meta_start(prefix: &[u8]) -> bool {
-    let mut start = [0u8; OFF_MAGIC + 8];
-    start[page::OFF_KIND] = PageKind::Meta as u8;
-    start[OFF_MAGIC..].copy_from_slice(MAGIC);
-    let crc = page::OFF_CRC..page::OFF_CRC + 4;
+    let crc = page::OFF_CRC..page::OFF_CRC_END;
+    let magic = OFF_MAGIC..OFF_MAGIC_END;
+    let expected = |i: usize| match i {
+        page::OFF_KIND => PageKind::Meta as u8,
+        i if magic.contains(&i) => MAGIC.get(i.wrapping_sub(OFF_MAGIC)).copied().unwrap_or(0),
+        _ => 0,
+    };
     prefix
         .iter()
-        .zip(start)
+        .take(magic.end)
         .enumerate()
-        .all(|(i, (&b, s))| crc.contains(&i) || b == s)
+        .all(|(i, &b)| crc.contains(&i) || b == expected(i))
 }
 
 fn describe(r: Result<Meta, SlotError>) -> String {

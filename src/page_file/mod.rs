@@ -7,6 +7,7 @@ pub(crate) mod meta;
 pub(crate) mod page;
 pub(crate) mod sim;
 pub(crate) mod storage;
+pub(crate) mod verified;
 
 pub use page::PageKind;
 pub use sim::{DirState, Fault, SECTOR, SimStorage};

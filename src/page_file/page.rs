@@ -11,6 +11,11 @@
 //!     16    4 crc32 (u32 LE) of the whole run with these four bytes taken as zero
 //!     20    4 reserved, zero
 //! ```
+//!
+//! Decoding is linted against indexing and unchecked arithmetic: bytes from disk reach every
+//! reader here, so a bad offset must be an error, never a panic. Encoders, which write buffers
+//! this build sized, say so where they opt out.
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::error::{PageId, Result, corrupted};
 use crate::limits::PAGE_HEADER_LEN;
@@ -73,6 +78,7 @@ pub(crate) struct Header {
 
 impl Header {
     /// Writes this header into the first bytes of `page`; the checksum is written by [`seal`].
+    #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder: `page` is ours
     pub fn write(&self, page: &mut [u8]) {
         page[..PAGE_HEADER_LEN].fill(0);
         page[OFF_ID..OFF_ID + 8].copy_from_slice(&self.id.to_le_bytes());
@@ -83,34 +89,44 @@ impl Header {
 
     /// Reads and validates the header of the page that should be `id`.
     pub fn read(page: &[u8], id: PageId) -> Result<Header> {
-        if page.len() < PAGE_HEADER_LEN {
+        let Some(header) = page.get(..PAGE_HEADER_LEN) else {
             return Err(corrupted(id, "page shorter than its header"));
-        }
-        let stored_id = u64_at(page, OFF_ID);
+        };
+        let stored_id = read_u64(header, OFF_ID, id)?;
         if stored_id != id {
             return Err(corrupted(id, format!("page header names page {stored_id}")));
         }
-        let kind = PageKind::from_u8(page[OFF_KIND])
-            .ok_or_else(|| corrupted(id, format!("unknown page kind {}", page[OFF_KIND])))?;
+        let kind_byte = field::<1>(header, OFF_KIND).map_or(0, |[b]| b);
+        let kind = PageKind::from_u8(kind_byte)
+            .ok_or_else(|| corrupted(id, format!("unknown page kind {kind_byte}")))?;
         Ok(Header {
             id,
             kind,
-            count: u16_at(page, OFF_COUNT),
-            overflow: u32_at(page, OFF_OVERFLOW),
+            count: read_u16(header, OFF_COUNT, id)?,
+            overflow: read_u32(header, OFF_OVERFLOW, id)?,
         })
     }
 }
 
-/// The checksum of a run of pages, with the header's crc field counted as zero.
+/// The checksum of a run of pages, with the header's crc field counted as zero (a run shorter
+/// than a header is hashed as it is).
 pub(crate) fn checksum(run: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&run[..OFF_CRC]);
-    h.update(&[0; 4]);
-    h.update(&run[OFF_CRC + 4..]);
+    match (run.get(..OFF_CRC), run.get(OFF_CRC_END..)) {
+        (Some(before), Some(after)) => {
+            h.update(before);
+            h.update(&[0; 4]);
+            h.update(after);
+        }
+        _ => h.update(run),
+    }
     h.finalize()
 }
 
+pub(crate) const OFF_CRC_END: usize = OFF_CRC + 4;
+
 /// Stores the checksum of `run` in its header.
+#[allow(clippy::indexing_slicing)] // an encoder: `run` is ours and holds a header
 pub(crate) fn seal(run: &mut [u8]) {
     let crc = checksum(run);
     run[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
@@ -121,9 +137,10 @@ pub(crate) fn seal(run: &mut [u8]) {
 /// the run again: the crc32 of two messages of one length that differ only in the id bytes differs
 /// by the crc32 of their difference, less the crc32 of as many zeros. The caller has verified the
 /// run's checksum; `zeros` caches the crc32 of zero runs by length.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // the caller verified the run
 pub(crate) fn move_run(first: &mut [u8], run_len: usize, to: PageId, zeros: &mut ZeroCrcs) {
-    let from = u64_at(first, OFF_ID);
-    let stored = u32_at(first, OFF_CRC);
+    let from = u64_at(first, OFF_ID).expect("a verified run holds a header");
+    let stored = u32_at(first, OFF_CRC).expect("a verified run holds a header");
     let mut delta = crc32fast::Hasher::new();
     delta.update(&(from ^ to).to_le_bytes());
     delta.combine(&crc32fast::Hasher::new_with_initial_len(
@@ -140,6 +157,7 @@ pub(crate) fn move_run(first: &mut [u8], run_len: usize, to: PageId, zeros: &mut
 pub(crate) struct ZeroCrcs(std::collections::HashMap<usize, u32>);
 
 impl ZeroCrcs {
+    #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // `n` ≤ `left`, `zeros`
     fn crc(&mut self, len: usize) -> u32 {
         *self.0.entry(len).or_insert_with(|| {
             let zeros = [0u8; 4096];
@@ -157,7 +175,7 @@ impl ZeroCrcs {
 
 /// Checks the stored checksum of a run against its bytes.
 pub(crate) fn verify(run: &[u8], id: PageId) -> Result<()> {
-    let stored = u32_at(run, OFF_CRC);
+    let stored = read_u32(run, OFF_CRC, id)?;
     let actual = checksum(run);
     if stored != actual {
         return Err(corrupted(
@@ -168,19 +186,50 @@ pub(crate) fn verify(run: &[u8], id: PageId) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(b[off..off + 2].try_into().expect("two bytes"))
+/// The `N` bytes of `b` at `off`, or `None` when they run past its end.
+pub(crate) fn field<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
+    b.get(off..off.checked_add(N)?)?.try_into().ok()
 }
 
-pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("four bytes"))
+/// The little-endian `u16` at `off`, or `None` past the end of `b`.
+pub(crate) fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    field(b, off).map(u16::from_le_bytes)
 }
 
-pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("eight bytes"))
+/// The little-endian `u32` at `off`, or `None` past the end of `b`.
+pub(crate) fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    field(b, off).map(u32::from_le_bytes)
+}
+
+/// The little-endian `u64` at `off`, or `None` past the end of `b`.
+pub(crate) fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    field(b, off).map(u64::from_le_bytes)
+}
+
+fn past_end(id: PageId, off: usize) -> crate::error::Error {
+    corrupted(
+        id,
+        format!("a field at byte {off} runs past the end of the page"),
+    )
+}
+
+/// The little-endian `u16` at `off` of page `id`; past the end of `b` it is a corruption.
+pub(crate) fn read_u16(b: &[u8], off: usize, id: PageId) -> Result<u16> {
+    u16_at(b, off).ok_or_else(|| past_end(id, off))
+}
+
+/// The little-endian `u32` at `off` of page `id`; past the end of `b` it is a corruption.
+pub(crate) fn read_u32(b: &[u8], off: usize, id: PageId) -> Result<u32> {
+    u32_at(b, off).ok_or_else(|| past_end(id, off))
+}
+
+/// The little-endian `u64` at `off` of page `id`; past the end of `b` it is a corruption.
+pub(crate) fn read_u64(b: &[u8], off: usize, id: PageId) -> Result<u64> {
+    u64_at(b, off).ok_or_else(|| past_end(id, off))
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

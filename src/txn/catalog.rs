@@ -3,11 +3,17 @@
 //! ```text
 //! descriptor: root page u64 LE (0 for an empty tree) | entry count u64 LE
 //! ```
+//!
+//! A descriptor comes from disk, so this module is linted against indexing and unchecked
+//! arithmetic. Its entry count is never trusted to size anything: the write path counts with
+//! checked arithmetic and the checker and defrag compare it with what they find.
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::btree::source::NodeRef;
 use crate::btree::tree::Tree;
 use crate::btree::tree_mut::TreeRoot;
 use crate::error::{PageId, Result, corrupted};
+use crate::page_file::page::u64_at;
 
 /// Where a named tree lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,18 +26,16 @@ pub(crate) const DESCRIPTOR_LEN: usize = 16;
 
 impl Descriptor {
     pub fn decode(raw: &[u8], catalog_page: PageId) -> Result<Descriptor> {
-        if raw.len() != DESCRIPTOR_LEN {
-            return Err(corrupted(
+        match (raw.len(), u64_at(raw, 0), u64_at(raw, 8)) {
+            (DESCRIPTOR_LEN, Some(root), Some(len)) => Ok(Descriptor { root, len }),
+            _ => Err(corrupted(
                 catalog_page,
                 format!("tree descriptor of {} bytes", raw.len()),
-            ));
+            )),
         }
-        Ok(Descriptor {
-            root: u64::from_le_bytes(raw[..8].try_into().expect("8 bytes")),
-            len: u64::from_le_bytes(raw[8..].try_into().expect("8 bytes")),
-        })
     }
 
+    #[allow(clippy::indexing_slicing)] // an encoder: a fixed array
     pub fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
         let mut b = [0u8; DESCRIPTOR_LEN];
         b[..8].copy_from_slice(&self.root.to_le_bytes());

@@ -15,7 +15,7 @@ use std::time::Duration;
 use memmap2::Mmap;
 use parking_lot::Mutex;
 
-use crate::btree::source::Pages;
+use crate::btree::source::{Pages, Verify};
 use crate::error::{Error, Result};
 use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
 use crate::page_file::create;
@@ -24,24 +24,57 @@ use crate::page_file::meta::{self, Meta};
 use crate::page_file::storage::{
     DEFRAG_SUFFIX, FileStorage, OpenMode, Storage, io_at, sibling_path,
 };
+use crate::page_file::verified::VerifiedPages;
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
 use crate::txn::write::{WriteTxn, Writer};
 
-/// One committed state of the database: its meta and a mapping that covers it.
+/// One committed state of the database: its meta, a mapping that covers it, and the verified
+/// pages of its file (shared by every snapshot of the file; see `page_file::verified`).
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub meta: Meta,
     pub map: Arc<Mmap>,
+    pub verified: Arc<VerifiedPages>,
 }
 
 impl Snapshot {
+    /// The first snapshot of a file just opened or built: none of its pages verified yet.
+    pub fn new(meta: Meta, map: Arc<Mmap>) -> Snapshot {
+        Snapshot {
+            meta,
+            map,
+            verified: Arc::default(),
+        }
+    }
+
+    /// A later snapshot of the same file (a commit), sharing its verified pages.
+    pub fn successor(&self, meta: Meta, map: Arc<Mmap>) -> Snapshot {
+        Snapshot {
+            meta,
+            map,
+            verified: self.verified.clone(),
+        }
+    }
+
+    /// The snapshot's pages for a registered reader or the writer: with `verify_checksums`, each
+    /// page is verified the first time it is read after it was written.
     pub fn pages(&self, verify_checksums: bool) -> Pages<'_> {
+        let verify = if verify_checksums {
+            Verify::Once(&self.verified)
+        } else {
+            Verify::Off
+        };
+        self.pages_verified(verify)
+    }
+
+    /// The snapshot's pages, verified as `verify` says.
+    pub fn pages_verified<'a>(&'a self, verify: Verify<'a>) -> Pages<'a> {
         Pages {
             data: &self.map[..],
             page_size: self.meta.page_size,
             page_count: self.meta.page_count,
-            verify_checksums,
+            verify,
         }
     }
 }
@@ -125,7 +158,7 @@ impl Default for Builder {
             options: Options {
                 durability: Durability::Immediate,
                 max_size: None,
-                verify_checksums: false,
+                verify_checksums: true,
                 strict: false,
             },
         }
@@ -179,8 +212,12 @@ impl Builder {
         self
     }
 
-    /// Verify every page's checksum when a reader first touches it (off by default: `check` and
-    /// defrag always verify, and meta pages are always verified on open).
+    /// Whether readers verify page checksums (on by default). With it on, a page's checksum is
+    /// verified the first time a transaction reads the page after it was written, and remembered
+    /// until the writer rewrites it, so a flipped byte on disk is [`Error::Corrupted`] rather than
+    /// data, at a cost only on a page's first read. Off, reads trust the bytes (structural bounds
+    /// are still checked); `check` and defrag verify every page either way, and meta pages and the
+    /// freelist are verified on open.
     pub fn verify_checksums(mut self, on: bool) -> Self {
         self.options.verify_checksums = on;
         self
@@ -369,7 +406,7 @@ impl Db {
             storage.sync()?;
         }
         let map = Arc::new(storage.map()?);
-        let snapshot = Arc::new(Snapshot { meta, map });
+        let snapshot = Arc::new(Snapshot::new(meta, map));
         let (freelist, freelist_run) = if meta.freelist == 0 {
             (FreeList::default(), None)
         } else {

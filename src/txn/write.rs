@@ -106,7 +106,7 @@ impl<'db> WriteTxn<'db> {
         // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
         // crash can fall back to a meta older than T.
         let bound = db.oldest_reader().unwrap_or(u64::MAX).min(db.sync.safe());
-        writer.freelist.release(bound);
+        writer.freelist.release(bound)?;
         let base = writer.latest.clone();
         let catalog = TreeRoot {
             root: (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root)),
@@ -264,7 +264,7 @@ impl<'db> WriteTxn<'db> {
         } else {
             self.base.map.clone()
         };
-        let snapshot = Arc::new(Snapshot { meta, map });
+        let snapshot = Arc::new(self.base.successor(meta, map));
         // Strict mode checks the commit before its meta is written, so that a failed check leaves
         // nothing on disk or in view that a caller would have to unwind.
         if db.options.strict
@@ -352,7 +352,7 @@ impl<'db> WriteTxn<'db> {
         //    and taking its front leaves a gap in that run. So the run is sized for one more.
         let mut freed = std::mem::take(&mut self.dirty.freed);
         freed.extend(writer.freelist_run);
-        alloc.freelist.add_pending(txid, freed);
+        alloc.freelist.add_pending(txid, freed)?;
         let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
         let freelist_page = alloc.allocate(run_pages)?;
         let runs = alloc.freelist.persisted_runs();
@@ -377,8 +377,13 @@ impl<'db> WriteTxn<'db> {
             writer.file_len = len;
         }
 
-        // 4. Write the dirty pages in page order, adjacent pages in one write.
+        // 4. Write the dirty pages in page order, adjacent pages in one write. Each page's
+        //    verified bit is cleared first (`page_file::verified`, invariant 1).
         out.sort_unstable_by_key(|(id, _)| *id);
+        for (id, bytes) in &out {
+            let len = (bytes.len() / page_size as usize) as u64;
+            self.base.verified.forget(*id, len);
+        }
         write_coalesced(&*self.db.storage(), &out, page_size)?;
         writer.freelist_run = Some((freelist_page, run_pages));
         Ok(Some(meta))
