@@ -112,6 +112,18 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A [`crate::Store`] was opened on a database that holds named trees but not a store's
+    /// (`mvcc.key` and `mvcc.meta`). A store makes its trees only in a database with no trees, so
+    /// it never adds them beside trees someone else made.
+    #[error(
+        "not a folio store: the database holds other trees ({}) but not the store's mvcc.key and mvcc.meta; open it with Db, or make the store in a new file",
+        .trees.join(", ")
+    )]
+    NotAStore {
+        /// The names of the trees the database holds, escaped as text.
+        trees: Vec<String>,
+    },
+
     /// A read or compaction asked for a revision the store has compacted away.
     #[error(
         "revision {requested} has been compacted (the oldest readable revision is {compacted})"

@@ -1,14 +1,108 @@
 //! # folio
 //!
-//! An embeddable storage engine: a copy-on-write B+tree page file with a freelist, two checksummed
-//! meta pages and crash-safe commits, in the family of LMDB and bbolt.
+//! folio is the storage stack Kubernetes runs on, etcd's revisioned `mvcc` store over a
+//! bbolt-style B+tree file, as one embeddable Rust crate, with a defrag that rewrites the file
+//! without stopping readers. It has three parts, each with a short tour below:
 //!
-//! - Many readers, one writer. A read transaction is a snapshot that never blocks the writer and is
-//!   never blocked by it; keys and values borrow straight from the memory map.
-//! - Named trees, each a B+tree with cursors and double-ended range iteration.
-//! - Commits are durable when they return (or share syncs with concurrent writers, or skip them:
-//!   see [`Durability`]). A crash at any point leaves the last commit, or the one in flight, whole.
-//! - Bad bytes on disk are an [`Error::Corrupted`] naming the page, never a panic.
+//! - **[`Store`]**, the MVCC key-value store with etcd's semantics: every write gets a revision,
+//!   reads can be made at any revision not yet compacted, transactions compare and then write.
+//! - **Defrag** ([`Store::defrag`], [`Db::defrag`], [`defrag()`] for a closed file): rewrites the
+//!   live pages into a packed file and swaps it in; readers keep going, writers wait for the copy.
+//! - **The `folio` command** (the `cli/` crate) for operators: stats, a map of the file, check,
+//!   defrag, compact, dumps, and the store from the shell.
+//!
+//! Under the store is [`Db`], a copy-on-write B+tree page file with named trees, one writer and
+//! any number of snapshot readers, crash-safe commits and checksummed pages, usable on its own as
+//! LMDB or bbolt are. Bad bytes on disk are an [`Error::Corrupted`] naming the page, never a panic.
+//!
+//! ## The store
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use folio::{Compare, KeyRange, Op, RangeOptions, Store};
+//!
+//! let store = Store::open(dir.path().join("kv.folio"))?; // creates the file if it is missing
+//! let r2 = store.put(b"/registry/pods/default/a", b"v1")?; // a new store is at revision 1
+//! let r3 = store.put(b"/registry/pods/default/a", b"v2")?;
+//! store.put(b"/registry/pods/default/b", b"v1")?;
+//!
+//! // Read a prefix now, or one key as it was at an older revision.
+//! let now = store.range(KeyRange::prefix(b"/registry/pods/"), RangeOptions::current())?;
+//! assert_eq!(now.count, 2);
+//! let then = store.range(b"/registry/pods/default/a", RangeOptions::at(r2))?;
+//! assert_eq!(then.kvs[0].value, b"v1");
+//!
+//! // Compare and write atomically, as etcd's Txn does.
+//! let txn = store
+//!     .txn()
+//!     .when([Compare::mod_revision(b"/registry/pods/default/a").eq(r3)])
+//!     .then([Op::put(b"/registry/pods/default/a", b"v3")])
+//!     .commit()?;
+//! assert!(txn.succeeded);
+//!
+//! // Drop the history below a revision; reads below it now fail.
+//! store.compact(txn.revision)?;
+//! assert!(store.range(b"/registry/pods/default/a", RangeOptions::at(r2)).is_err());
+//! # Ok::<(), folio::Error>(())
+//! ```
+//!
+//! [`Store::open`] commits with [`Durability::Group`], so concurrent writers share syncs; for
+//! other options open a [`Db`] with [`Db::builder`] and pass it to [`Store::with_db`]. A store
+//! is made only in a new file or a database with no trees: one that holds other trees is refused
+//! with [`Error::NotAStore`].
+//!
+//! ## Defrag
+//!
+//! Deletes and compaction leave free pages all through the file; the file never shrinks by
+//! itself. A defrag bulk-loads the newest snapshot into `<file>.defrag`, packed and written front
+//! to back, syncs it and renames it over the database. A crash at any step leaves the old file or
+//! the new one, whole.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("kv.folio");
+//! use folio::{DefragOptions, KeyRange, Store};
+//!
+//! let store = Store::open(&path)?;
+//! for i in 0..2_000 {
+//!     store.put(format!("/registry/pods/pod-{i:05}").as_bytes(), &[b'x'; 300])?;
+//! }
+//! store.delete_range(KeyRange::prefix(b"/registry/pods/pod-01"))?; // 1,000 of them
+//! store.compact(store.current_revision())?;
+//! let report = store.defrag(&DefragOptions::default())?; // readers go on; writers wait
+//! assert!(report.size_after < report.size_before);
+//! assert_eq!(store.db().stats()?.reclaimable_bytes(), 0); // no free page left
+//! drop(store);
+//!
+//! // A closed file, from another program: the free function.
+//! let report = folio::defrag(&path, &DefragOptions::default())?;
+//! println!("{report}"); // sizes before and after, pages written, seconds, seconds per GB
+//! # Ok::<(), folio::Error>(())
+//! ```
+//!
+//! ## The `folio` command
+//!
+//! `cargo install --path cli` (or `cargo build --release -p folio-cli`) builds `folio`:
+//!
+//! ```text
+//! folio put --create kv.folio /registry/pods/a v1   # only put --create makes a file
+//! folio get kv.folio /registry/pods/a                # exit code 3 when the key is not there
+//! folio range kv.folio --prefix /registry/ --limit 10
+//! folio stats kv.folio          # pages by kind, free space, what a defrag would give back
+//! folio map kv.folio            # the file drawn, one cell per run of pages (--out map.svg)
+//! folio check kv.folio          # every page reachable once or free once, checksums valid
+//! folio compact kv.folio --keep 1000
+//! folio defrag kv.folio         # a closed file; from inside a program use Store::defrag
+//! ```
+//!
+//! Reading commands open the file read-only, beside each other; `folio --help` lists every
+//! command and the exit codes.
+//!
+//! ## The B+tree database
+//!
+//! [`Db`] is the layer the store is built on: named trees (like bbolt's buckets) of byte keys and
+//! values, read in snapshots that borrow straight from the memory map and written in one write
+//! transaction at a time.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -20,9 +114,9 @@
 //!     users.put(b"alice", b"1")?;
 //!     users.put(b"bob", b"2")?;
 //! }
-//! tx.commit()?;
+//! tx.commit()?; // durable when it returns (see Durability)
 //!
-//! let tx = db.begin_read()?;
+//! let tx = db.begin_read()?; // a snapshot: never blocks the writer, never blocked by it
 //! let users = tx.tree(b"users")?.expect("created above");
 //! assert_eq!(users.get(b"alice")?, Some(&b"1"[..]));
 //! let names: Vec<&[u8]> = users.range(b"a".as_slice()..b"c")?.map(|e| e.map(|(k, _)| k)).collect::<Result<_, _>>()?;
@@ -30,6 +124,21 @@
 //! assert!(db.check()?.is_clean());
 //! # Ok::<(), folio::Error>(())
 //! ```
+//!
+//! Options are on [`Builder`] ([`Db::builder`]): durability, page size (fixed when the file is
+//! made), maximum size, checksum verification on every read, strict mode, read-only opens and
+//! the lock wait. Every bound is a named constant in [`limits`].
+//!
+//! ## Tools and internals
+//!
+//! - [`Db::check`] is the checker (also behind `folio check` and strict mode): [`CheckReport`].
+//! - [`Db::stats`] gives pages by kind, fill and free space ([`Stats`]); [`Db::page_map`] and
+//!   [`Db::dump_page`] show the file page by page ([`PageMap`], [`PageDump`]).
+//! - [`Storage`], [`FileStorage`], [`SimStorage`], [`Fault`] and [`DirState`] are the I/O layer
+//!   and the crash-testing harness the tests use to fail or lose any write; an application does
+//!   not need them.
+//! - `docs/design.md` in the repository holds the invariants, the commit recipe and the crash
+//!   tables; `docs/format.md` the byte layout of the file.
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]

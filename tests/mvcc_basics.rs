@@ -259,3 +259,48 @@ fn a_failed_strict_check_in_group_mode_commits_nothing_and_the_revision_is_not_u
             .is_empty()
     );
 }
+
+/// `Store::open` on a plain database that held trees of its own silently added the store's trees
+/// beside them (and the `folio` command then refused the file as a store and as a plain one).
+/// The store is made only in a database with no trees; any other is refused and left unchanged.
+#[test]
+fn a_store_refuses_a_database_of_other_trees_and_leaves_it_unchanged() {
+    use folio::Db;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.folio");
+    {
+        let db = Db::open(&path).unwrap();
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree(b"users").unwrap().put(b"alice", b"1").unwrap();
+        tx.open_tree(b"odd\nname").unwrap().put(b"k", b"v").unwrap();
+        tx.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotAStore { trees } if trees == &["odd\\nname", "users"]),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "not a folio store: the database holds other trees (odd\\nname, users) but not the store's mvcc.key and mvcc.meta; open it with Db, or make the store in a new file"
+    );
+    let err = Store::with_db(Db::open(&path).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::NotAStore { .. }), "{err:?}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is untouched"
+    );
+
+    // A database with no trees becomes a store, and trees of one's own may then live beside it.
+    let path = dir.path().join("empty.folio");
+    drop(Db::open(&path).unwrap());
+    let store = Store::open(&path).unwrap();
+    let mut tx = store.db().begin_write().unwrap();
+    tx.open_tree(b"mine").unwrap().put(b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    let rev = store.put(b"a", b"1").unwrap();
+    drop(store);
+    assert_eq!(Store::open(&path).unwrap().current_revision(), rev);
+}

@@ -36,15 +36,17 @@ fn open(path: &Path) -> Store {
     Store::with_db(open_db(path, PAGE_SIZE)).expect("open the store")
 }
 
-/// Drops `store` (and its database) and opens the same file again.
+/// Drops `store` (and its database) and opens the same file again, at the page size it was made
+/// with (a page size set for a file of another one is refused).
 fn reopen(store: Store) -> Store {
     let path: PathBuf = store
         .db()
         .path()
         .expect("a file-backed store")
         .to_path_buf();
+    let page_size = store.db().page_size();
     drop(store);
-    open(&path)
+    Store::with_db(open_db(&path, page_size)).expect("open the store")
 }
 
 /// Everything visible at `rev`.

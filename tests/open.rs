@@ -282,3 +282,36 @@ fn io_errors_of_an_open_name_the_file_and_keep_their_kind() {
     }
     assert_eq!(names(dir.path()), ["a-dir"]);
 }
+
+/// A page size set on the builder was silently ignored for an existing file of another page
+/// size; now the open says so, and an unset page size opens a file of any page size.
+#[test]
+fn a_page_size_set_for_an_existing_file_of_another_page_size_is_an_invalid_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small-pages.folio");
+    drop(Db::builder().page_size(1024).open(&path).unwrap());
+    let err = Db::builder().page_size(8192).open(&path).unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid option: page size 8192 was set, but the database at {} has pages of 1024 bytes, fixed when it was made (leave the page size unset to open it)",
+            path.display()
+        )
+    );
+    let err = Db::builder()
+        .page_size(4096)
+        .read_only(true)
+        .open_existing(&path)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+    assert_eq!(
+        Db::builder()
+            .page_size(1024)
+            .open(&path)
+            .unwrap()
+            .page_size(),
+        1024
+    );
+    assert_eq!(Db::open(&path).unwrap().page_size(), 1024);
+}

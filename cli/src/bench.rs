@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use folio::{Db, DefragOptions, Durability, KeyRange, Op, RangeOptions, Store};
 
-use crate::show::{at, count, size};
+use crate::show::{at, count, counted, size};
 use crate::{BenchArgs, CliResult, Failure};
 
 fn key(i: u64) -> Vec<u8> {
@@ -88,6 +88,12 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> CliResult {
     let temp;
     let dir: PathBuf = match &args.dir {
         Some(dir) if dir.is_dir() => dir.clone(),
+        Some(dir) if dir.exists() => {
+            return Err(Failure::new(format!(
+                "{}: not a directory; --dir names the directory bench makes its store in",
+                dir.display()
+            )));
+        }
         Some(dir) => {
             return Err(Failure::new(format!(
                 "{}: no such directory",
@@ -114,10 +120,10 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> CliResult {
     let n = args.keys;
     writeln!(
         out,
-        "folio bench: {} keys, {}-byte values, {} operations per transaction, durable commits, in {}",
-        count(n),
+        "folio bench: {}, {}-byte values, {} per transaction, durable commits, in {}",
+        counted(n, "key", "keys"),
         args.value_bytes,
-        count(args.batch),
+        counted(args.batch, "operation", "operations"),
         path.display()
     )?;
     writeln!(
@@ -210,8 +216,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> CliResult {
     }
     writeln!(
         out,
-        "check   ok: {} pages checked",
-        count(check.pages_checked)
+        "check   ok: {} checked",
+        counted(check.pages_checked, "page", "pages")
     )?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::show::{at, count};
+use crate::show::{at, count, counted};
 use crate::{CliResult, Failure, open};
 
 pub fn run(path: &Path, out: &mut dyn Write) -> CliResult {
@@ -22,9 +22,9 @@ pub fn run(path: &Path, out: &mut dyn Write) -> CliResult {
     }
     writeln!(
         out,
-        "{}: {} problem(s) at commit {} ({} pages checked):",
+        "{}: {} at commit {} ({} pages checked):",
         path.display(),
-        count(report.problems.len() as u64),
+        counted(report.problems.len() as u64, "problem", "problems"),
         count(report.txid),
         count(report.pages_checked)
     )?;
@@ -32,8 +32,8 @@ pub fn run(path: &Path, out: &mut dyn Write) -> CliResult {
         writeln!(out, "  {p}")?;
     }
     Err(Failure::new(format!(
-        "{}: check found {} problem(s)",
+        "{}: check found {}",
         path.display(),
-        report.problems.len()
+        counted(report.problems.len() as u64, "problem", "problems")
     )))
 }

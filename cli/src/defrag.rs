@@ -42,6 +42,11 @@ pub fn run(path: &Path, fill: f64, out: &mut dyn Write) -> CliResult {
     print_report(path, &report, out)
 }
 
+/// The least a defrag must write for its seconds per GB to mean something: one of its 8 MiB
+/// writes. Below it the fixed costs (two syncs, the rename, the directory sync) outweigh the copy,
+/// and a file of a few pages would show thousands of seconds per GB.
+pub const RATE_BYTES_MIN: u64 = 8 << 20;
+
 /// The report of a defrag, as `folio defrag` and `folio bench` print it.
 pub fn print_report(path: &Path, r: &DefragReport, out: &mut dyn Write) -> CliResult {
     let given_back = r.size_before.saturating_sub(r.size_after);
@@ -61,12 +66,21 @@ pub fn print_report(path: &Path, r: &DefragReport, out: &mut dyn Write) -> CliRe
         size(r.bytes_written()),
         size(r.live_bytes)
     )?;
-    writeln!(
-        out,
-        "time    {:.3} s, {:.2} s per GB written",
-        r.duration.as_secs_f64(),
-        r.seconds_per_gb()
-    )?;
+    if r.bytes_written() >= RATE_BYTES_MIN {
+        writeln!(
+            out,
+            "time    {:.3} s, {:.2} s per GB written",
+            r.duration.as_secs_f64(),
+            r.seconds_per_gb()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "time    {:.3} s (no rate per GB: under {} written, the time is mostly syncs and the rename)",
+            r.duration.as_secs_f64(),
+            size(RATE_BYTES_MIN)
+        )?;
+    }
     if let Some(warm) = r.warm {
         // The new file is written around the page cache; this read it back in afterwards.
         writeln!(

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use folio::KeyRange;
 
-use crate::show::{at, count};
+use crate::show::{at, counted};
 use crate::{CliResult, DelArgs, open};
 
 pub fn run(args: &DelArgs, out: &mut dyn Write) -> CliResult {
@@ -20,9 +20,8 @@ pub fn run(args: &DelArgs, out: &mut dyn Write) -> CliResult {
     let r = store.delete_range(range).map_err(at(path))?;
     writeln!(
         out,
-        "deleted {} key{}, revision {}",
-        count(r.deleted),
-        if r.deleted == 1 { "" } else { "s" },
+        "deleted {}, revision {}",
+        counted(r.deleted, "key", "keys"),
         r.revision
     )?;
     Ok(())

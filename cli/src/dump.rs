@@ -6,7 +6,7 @@ use std::path::Path;
 
 use folio::{Db, LeafValue, PageBody, PageDump, PageMap, PageUse};
 
-use crate::show::{self, at, bytes, bytes_cut, count};
+use crate::show::{self, at, bytes, bytes_cut, count, counted};
 use crate::{CliResult, DumpArgs, Failure, open};
 
 pub fn run(args: &DumpArgs, out: &mut dyn Write) -> CliResult {
@@ -36,10 +36,15 @@ fn overview(db: &Db, path: &Path, out: &mut dyn Write) -> CliResult {
         }
     }
     let names = tx.tree_names().map_err(at(path))?;
-    writeln!(out, "{} tree(s):", names.len())?;
+    writeln!(out, "{}:", counted(names.len() as u64, "tree", "trees"))?;
     for name in names {
         let len = tx.tree(&name).map_err(at(path))?.map_or(0, |t| t.len());
-        writeln!(out, "  {}  {} entries", bytes(&name), count(len))?;
+        writeln!(
+            out,
+            "  {}  {}",
+            bytes(&name),
+            counted(len, "entry", "entries")
+        )?;
     }
     Ok(())
 }
@@ -57,7 +62,7 @@ fn tree_dump(
         Ok(None) | Err(folio::Error::TreeNameLength { .. }) => {
             let names = tx.tree_names().map_err(at(path))?;
             let names: Vec<String> = names.iter().map(|n| bytes(n)).collect();
-            return Err(Failure::new(format!(
+            return Err(Failure::not_found(format!(
                 "{}: no tree named {:?} (the trees are: {})",
                 path.display(),
                 bytes(name),
@@ -70,7 +75,12 @@ fn tree_dump(
         }
         Err(e) => return Err(at(path)(e)),
     };
-    writeln!(out, "tree {}: {} entries", bytes(name), count(tree.len()))?;
+    writeln!(
+        out,
+        "tree {}: {}",
+        bytes(name),
+        counted(tree.len(), "entry", "entries")
+    )?;
     for entry in tree.iter() {
         let (key, value) = entry.map_err(at(path))?;
         writeln!(out, "{} = {}", bytes(key), bytes_cut(value, value_bytes))?;
@@ -172,13 +182,21 @@ fn print_body(d: &PageDump, value_bytes: usize, out: &mut dyn Write) -> CliResul
             )?;
         }
         PageBody::Branch(entries) => {
-            writeln!(out, "{head}, {} entries", entries.len())?;
+            writeln!(
+                out,
+                "{head}, {}",
+                counted(entries.len() as u64, "entry", "entries")
+            )?;
             for (i, e) in entries.iter().enumerate() {
                 writeln!(out, "{i:>5}  {} -> page {}", bytes(&e.key), e.child)?;
             }
         }
         PageBody::Leaf(entries) => {
-            writeln!(out, "{head}, {} entries", entries.len())?;
+            writeln!(
+                out,
+                "{head}, {}",
+                counted(entries.len() as u64, "entry", "entries")
+            )?;
             for (i, e) in entries.iter().enumerate() {
                 let value = match &e.value {
                     LeafValue::Inline(v) => bytes_cut(v, value_bytes),

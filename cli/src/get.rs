@@ -16,7 +16,7 @@ pub fn run(args: &GetArgs, out: &mut dyn Write) -> CliResult {
         .range(KeyRange::key(key), RangeOptions::at(args.rev.unwrap_or(0)))
         .map_err(at(path))?;
     let Some(kv) = r.kvs.first() else {
-        return Err(Failure::new(format!(
+        return Err(Failure::not_found(format!(
             "{}: key {:?} not found at revision {}",
             path.display(),
             bytes(key),

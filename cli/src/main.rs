@@ -24,6 +24,22 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// An error: the file is missing, locked, not a database or a store, damaged (`check` found
+/// problems), or the operation failed.
+const EXIT_ERROR: u8 = 1;
+/// What was asked for is not there: `get` of a key with no value at the revision, `dump --tree`
+/// of a tree the file does not have. (2 is clap's, for a usage error.)
+const EXIT_NOT_FOUND: u8 = 3;
+
+/// The exit codes, as `folio --help` ends.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (for check: the database is sound)
+  1  an error: no such file, locked, not a folio database or store, damaged (check found
+     problems), or the operation failed
+  2  a usage error: a missing or bad argument
+  3  not found: get of a key with no value at that revision, dump --tree of a missing tree";
+
 /// Operate folio databases: inspect, check, defragment and compact them, and read and write an
 /// MVCC store from the shell.
 ///
@@ -32,7 +48,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// compact, defrag) need it to themselves. Every command waits up to --lock-wait seconds (2 by
 /// default) for a file another process has locked, then fails with "database is locked".
 #[derive(Debug, Parser)]
-#[command(name = "folio", version, propagate_version = true)]
+#[command(name = "folio", version, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,7 +84,7 @@ enum Command {
     Compact(CompactArgs),
     /// Show a page or a tree, decoded, for debugging (without options: the metas and the trees).
     Dump(DumpArgs),
-    /// Read one key of a store.
+    /// Read one key of a store (exit code 3 when it has no value at that revision).
     Get(GetArgs),
     /// Write one key of a store (with --create, making the store if there is no file).
     Put(PutArgs),
@@ -186,7 +202,8 @@ struct PutArgs {
     db: PathBuf,
     /// The key.
     key: OsString,
-    /// The value (read from standard input when left out).
+    /// The value (read from standard input to its end when left out: at a terminal, end it
+    /// with Ctrl-D).
     value: Option<OsString>,
     /// Make a new store if there is no file at DB (without it, a missing file is an error, so a
     /// mistyped argument order never makes a store named like a key).
@@ -256,6 +273,9 @@ struct BenchArgs {
 pub enum Failure {
     /// Something a person should read: printed as `folio: <message>`, exit code 1.
     Message(String),
+    /// What was asked for is not there (a key, a tree) in a sound file: printed as
+    /// `folio: <message>`, exit code [`EXIT_NOT_FOUND`], so a script can tell it from an error.
+    NotFound(String),
     /// Standard output was closed (`folio dump … | head`): stop quietly.
     BrokenPipe,
 }
@@ -264,6 +284,11 @@ impl Failure {
     /// A failure with `message`.
     pub fn new(message: impl Into<String>) -> Failure {
         Failure::Message(message.into())
+    }
+
+    /// A "not found" with `message`.
+    pub fn not_found(message: impl Into<String>) -> Failure {
+        Failure::NotFound(message.into())
     }
 }
 
@@ -319,7 +344,12 @@ fn main() -> ExitCode {
         Err(Failure::Message(message)) => {
             let _ = out.flush();
             eprintln!("folio: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(Failure::NotFound(message)) => {
+            let _ = out.flush();
+            eprintln!("folio: {message}");
+            ExitCode::from(EXIT_NOT_FOUND)
         }
     }
 }

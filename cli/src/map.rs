@@ -12,7 +12,7 @@ use std::path::Path;
 
 use folio::{PageMap, PageUse};
 
-use crate::show::{at, count, percent, size};
+use crate::show::{self, at, count, counted, percent, size};
 use crate::{CliResult, ColorChoice, Failure, MapArgs, open};
 
 /// How a use is drawn: glyph, ANSI background and foreground for a cell of that use, ANSI
@@ -142,6 +142,9 @@ fn cells(map: &PageMap, pages_per_cell: u64) -> Cells {
 pub fn run(args: &MapArgs, out: &mut dyn Write) -> CliResult {
     let path = args.db.as_path();
     let db = open::db(path)?;
+    if let Some(svg_path) = &args.out {
+        check_output(svg_path)?;
+    }
     let map = db.page_map().map_err(at(path))?;
     drop(db);
     let pages_per_cell = args
@@ -159,12 +162,25 @@ pub fn run(args: &MapArgs, out: &mut dyn Write) -> CliResult {
     if let Some(svg_path) = &args.out {
         std::fs::write(svg_path, svg(path, &map, &picture, args.width)).map_err(|e| {
             Failure::new(format!(
-                "{}: cannot write the picture: {}",
-                svg_path.display(),
-                crate::show::io_error(&e)
+                "cannot write the picture: {}",
+                show::output_error(svg_path, &e)
             ))
         })?;
         writeln!(out, "wrote {}", svg_path.display())?;
+    }
+    Ok(())
+}
+
+/// Fails before any drawing when the picture could not be written to `svg_path`: a directory
+/// there, or no directory to put it in.
+fn check_output(svg_path: &Path) -> CliResult {
+    let parent = svg_path.parent().filter(|d| !d.as_os_str().is_empty());
+    if svg_path.is_dir() || parent.is_some_and(|d| !d.is_dir()) {
+        let e = std::io::Error::from(std::io::ErrorKind::NotFound);
+        return Err(Failure::new(format!(
+            "cannot write the picture: {}",
+            show::output_error(svg_path, &e)
+        )));
     }
     Ok(())
 }
@@ -201,15 +217,14 @@ fn summary(map: &PageMap) -> String {
     let unused = map.pages(PageUse::Unused);
     let holes = map.holes();
     format!(
-        "live {} pages ({}) · free {} ({}) · unused {} ({}) · {} hole{}",
-        count(live),
+        "live {} ({}) · free {} ({}) · unused {} ({}) · {}",
+        counted(live, "page", "pages"),
         percent(live, total),
         count(free),
         percent(free, total),
         count(unused),
         percent(unused, total),
-        count(holes),
-        if holes == 1 { "" } else { "s" }
+        counted(holes, "hole", "holes")
     )
 }
 
@@ -253,8 +268,8 @@ fn terminal(path: &Path, map: &PageMap, picture: &Cells, width: u64, color: bool
     if !map.problems.is_empty() {
         let _ = writeln!(
             s,
-            "the checker found {} problem(s) in this file: run `folio check`",
-            map.problems.len()
+            "the checker found {} in this file: run `folio check`",
+            counted(map.problems.len() as u64, "problem", "problems")
         );
     }
     s

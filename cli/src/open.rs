@@ -78,7 +78,9 @@ pub fn db(path: &Path) -> CliResult<Db> {
 
 /// Opens the store at `path` for `access`. With [`Access::Create`], a missing file becomes a new
 /// store, and so does an existing database with no trees; otherwise the file must already hold a
-/// store.
+/// store. A database with trees but not the store's is refused by the library
+/// ([`folio::Error::NotAStore`]), whose rule this follows: a store is made only where there are no
+/// trees.
 pub fn store(path: &Path, access: Access) -> CliResult<Store> {
     let create = access == Access::Create;
     if create
@@ -107,9 +109,9 @@ pub fn store(path: &Path, access: Access) -> CliResult<Store> {
             .begin_read()
             .and_then(|tx| tx.tree_names())
             .map_err(at(path))?;
-        if !(create && trees.is_empty()) {
+        if trees.is_empty() && !create {
             return Err(Failure::new(format!(
-                "{}: not a folio store (a folio database without the store's trees mvcc.key and mvcc.meta)",
+                "{}: not a folio store (a folio database with no trees; `folio put --create` makes a store in it)",
                 path.display()
             )));
         }

@@ -1,6 +1,6 @@
 //! `folio put`: write one key of a store; with `--create`, the only subcommand that creates a file.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::open::Access;
@@ -17,11 +17,22 @@ pub fn run(args: &PutArgs, out: &mut dyn Write) -> CliResult {
             path.display()
         )));
     }
+    if !args.create {
+        // Before any typing: a file that cannot be the store fails now, not after the value.
+        open::require_file(path)?;
+    }
     let value = match &args.value {
         Some(v) => v.as_bytes().to_vec(),
         None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                // Without this, a forgotten value looks like a hang.
+                eprintln!(
+                    "folio put: reading the value from the terminal until Ctrl-D (or give it after the key)"
+                );
+            }
             let mut v = Vec::new();
-            std::io::stdin().read_to_end(&mut v)?;
+            stdin.lock().read_to_end(&mut v)?;
             v
         }
     };

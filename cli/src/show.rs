@@ -80,6 +80,11 @@ pub fn count(n: u64) -> String {
     s
 }
 
+/// A count and its noun, singular for one: `1 key`, `2 keys`, `1,000 entries`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// A part of a whole as a percentage: `42%`, `0.3%`.
 pub fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
@@ -98,9 +103,27 @@ pub fn io_error(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "no such file".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::IsADirectory => "is a directory, not a folio database".into(),
+        io::ErrorKind::IsADirectory => "is a directory".into(),
         io::ErrorKind::StorageFull => "no space left on the device".into(),
         _ => e.to_string(),
+    }
+}
+
+/// Why a file the command writes (not a database: `map --out`) cannot be written at `path`,
+/// blaming what is wrong: a missing directory, a directory where the file should go, or the
+/// operating system's reason.
+pub fn output_error(path: &Path, e: &io::Error) -> String {
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if path.is_dir() {
+        format!("{}: is a directory; give a file name", path.display())
+    } else if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+        if dir.exists() {
+            format!("{}: not a directory", dir.display())
+        } else {
+            format!("{}: no such directory", dir.display())
+        }
+    } else {
+        format!("{}: {}", path.display(), io_error(e))
     }
 }
 
@@ -150,5 +173,8 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(percent(1, 3), "33%");
         assert_eq!(percent(1, 1000), "0.1%");
+        assert_eq!(counted(1, "key", "keys"), "1 key");
+        assert_eq!(counted(0, "key", "keys"), "0 keys");
+        assert_eq!(counted(1_000, "entry", "entries"), "1,000 entries");
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use folio::{KeyRange, RangeOptions, Stats, Store, TreeStats};
 use serde_json::json;
 
-use crate::show::{self, at, count, percent, size};
+use crate::show::{self, at, count, counted, percent, size};
 use crate::{CliResult, open};
 
 /// A store's figures.
@@ -142,9 +142,9 @@ fn print_text(
         };
         writeln!(
             out,
-            "store        revision {}, {compacted}, {} keys",
+            "store        revision {}, {compacted}, {}",
             count(st.revision as u64),
-            count(st.keys)
+            counted(st.keys, "key", "keys")
         )?;
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::folio;
+use common::{folio, temp_db};
 
 #[test]
 fn bench_runs_every_phase_and_leaves_a_sound_store() {
@@ -41,7 +41,12 @@ fn bench_runs_every_phase_and_leaves_a_sound_store() {
         assert_eq!(words.last(), Some(&unit), "{line}");
     }
     assert!(text.contains("before defrag: "), "{text}");
-    assert!(text.contains(" s per GB written"), "{text}");
+    // 2,000 small keys make a file far under the 8 MiB a rate per GB needs.
+    assert!(
+        text.contains("(no rate per GB: under 8.0 MiB written"),
+        "{text}"
+    );
+    assert!(!text.contains(" s per GB written"), "{text}");
     assert!(text.contains("check   ok: "), "{text}");
 
     let path = dir.path().join("bench.folio");
@@ -81,4 +86,25 @@ fn bench_without_a_directory_cleans_up_after_itself() {
         .expect("the path in the first line");
     assert!(!path.exists(), "{} is removed", path.display());
     assert!(!path.parent().unwrap().exists());
+}
+
+/// `bench --dir` naming a file said "no such directory", though the path was there.
+#[test]
+fn bench_dir_naming_a_file_says_it_is_not_a_directory() {
+    let (_dir, file) = temp_db("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = folio(["bench".as_ref(), "--dir".as_ref(), file.as_os_str()]);
+    assert_eq!(
+        out.fails(),
+        format!(
+            "folio: {}: not a directory; --dir names the directory bench makes its store in",
+            file.display()
+        )
+    );
+    let missing = file.with_file_name("missing");
+    let out = folio(["bench".as_ref(), "--dir".as_ref(), missing.as_os_str()]);
+    assert_eq!(
+        out.fails(),
+        format!("folio: {}: no such directory", missing.display())
+    );
 }

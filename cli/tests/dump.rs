@@ -14,7 +14,7 @@ fn dump_without_options_shows_both_metas_and_the_trees() {
     assert!(text.contains("page 0: meta, checksum 0x"), "{text}");
     assert!(text.contains("page 1: meta, checksum 0x"), "{text}");
     assert!(text.contains("the current meta: txid "), "{text}");
-    assert!(text.contains("2 tree(s):"), "{text}");
+    assert!(text.contains("2 trees:"), "{text}");
     assert!(text.contains("  mvcc.key  "), "{text}");
 }
 
@@ -216,7 +216,7 @@ fn dump_tree_that_does_not_exist_names_the_trees_there_are() {
         "nope".as_ref(),
     ]);
     assert!(
-        out.fails()
+        out.not_found()
             .ends_with("no tree named \"nope\" (the trees are: mvcc.key, mvcc.meta)"),
         "{out:?}"
     );

@@ -181,6 +181,24 @@ fn usage_errors_exit_with_2_and_help_with_0() {
     }
 }
 
+/// The exit codes were nowhere written down, and "not found" shared 1 with every error.
+#[test]
+fn the_help_lists_every_exit_code() {
+    let help = folio(["--help"]);
+    let text = help.ok();
+    let codes = &text[text.find("Exit codes:").expect("an exit codes section")..];
+    for line in [
+        "  0  done",
+        "  1  an error",
+        "  2  a usage error",
+        "  3  not found",
+    ] {
+        assert!(codes.contains(line), "{line:?} in:\n{codes}");
+    }
+    let get = folio(["get", "--help"]);
+    assert!(get.ok().contains("exit code 3"), "{get:?}");
+}
+
 #[test]
 fn a_closed_stdout_ends_the_output_quietly() {
     use std::process::{Command, Stdio};

@@ -219,22 +219,50 @@ fn map_writes_an_svg_with_every_kind_drawn_and_a_legend() {
     assert!(svg.contains("holes"));
 }
 
+/// `--out /missing/x.svg` blamed the file ("no such file"); the directory is what is missing.
+/// The check comes before the drawing, so nothing is printed for a picture that cannot be saved.
 #[test]
-fn map_reports_an_svg_it_cannot_write() {
+fn map_out_into_a_missing_directory_names_the_directory() {
     let (dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 50);
-    let svg_path = dir.path().join("no-such-dir").join("map.svg");
+    let missing = dir.path().join("no-such-dir");
+    let svg_path = missing.join("map.svg");
     let out = folio([
         "map".as_ref(),
         path.as_os_str(),
         "--out".as_ref(),
         svg_path.as_os_str(),
     ]);
-    assert!(
-        out.fails()
-            .contains("cannot write the picture: no such file"),
-        "{out:?}"
+    assert_eq!(
+        out.fails(),
+        format!(
+            "folio: cannot write the picture: {}: no such directory",
+            missing.display()
+        )
     );
+    assert_eq!(out.stdout, "", "nothing drawn");
+    assert!(!missing.exists());
+}
+
+/// `map --out adir` said "is a directory, not a folio database" about the picture's path.
+#[test]
+fn map_out_naming_a_directory_says_so_without_calling_it_a_database() {
+    let (dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 50);
+    let out = folio([
+        "map".as_ref(),
+        path.as_os_str(),
+        "--out".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert_eq!(
+        out.fails(),
+        format!(
+            "folio: cannot write the picture: {}: is a directory; give a file name",
+            dir.path().display()
+        )
+    );
+    assert!(!out.stderr.contains("database"), "{out:?}");
 }
 
 #[test]

@@ -91,3 +91,52 @@ fn stats_of_a_plain_database_has_its_trees_and_no_store() {
     assert!(doc["store"].is_null());
     assert_eq!(doc["trees"][0]["entries"], 1);
 }
+
+/// A store of one key said "1 keys", and its trees "1 entries": a count of one reads in the
+/// singular in every command that counts.
+#[test]
+fn a_count_of_one_reads_in_the_singular() {
+    let (_dir, path) = temp_db("kv.folio");
+    folio([
+        "put".as_ref(),
+        "--create".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "v".as_ref(),
+    ])
+    .ok();
+    let stats = folio(["stats".as_ref(), path.as_os_str()]);
+    assert!(stats.ok().ends_with(", 1 key\n"), "{stats:?}");
+    let dump = folio(["dump".as_ref(), path.as_os_str()]);
+    assert!(dump.ok().contains("  mvcc.key  1 entry\n"), "{dump:?}");
+    let tree = folio([
+        "dump".as_ref(),
+        path.as_os_str(),
+        "--tree".as_ref(),
+        "mvcc.key".as_ref(),
+    ]);
+    assert!(
+        tree.ok().starts_with("tree mvcc.key: 1 entry\n"),
+        "{tree:?}"
+    );
+    let del = folio(["del".as_ref(), path.as_os_str(), "k".as_ref()]);
+    assert_eq!(del.ok(), "deleted 1 key, revision 3\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bench = folio([
+        "bench".as_ref(),
+        "--keys".as_ref(),
+        "1".as_ref(),
+        "--batch".as_ref(),
+        "1".as_ref(),
+        "--dir".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert!(
+        bench
+            .ok()
+            .starts_with("folio bench: 1 key, 100-byte values, 1 operation per transaction,"),
+        "{bench:?}"
+    );
+    assert!(!bench.stdout.contains(" 1 pages"), "{bench:?}");
+}

@@ -54,6 +54,7 @@ fn put_reads_the_value_from_stdin_and_get_raw_writes_it_back_exactly() {
         value,
     );
     out.ok();
+    assert_eq!(out.stderr, "", "no hint when the value comes from a pipe");
     let shown = folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]);
     assert_eq!(shown.ok(), "line 1\\nline 2\\x00\\xff\n");
     let raw = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
@@ -69,8 +70,10 @@ fn put_reads_the_value_from_stdin_and_get_raw_writes_it_back_exactly() {
     assert_eq!(raw.stdout, value);
 }
 
+/// `get` exited 1 both for a key that is not there and for a real error, so a script could not
+/// tell "absent" from "broken": not found is exit code 3, an error stays 1.
 #[test]
-fn get_of_a_missing_key_fails_and_says_so() {
+fn get_of_a_missing_key_exits_3_and_a_real_error_exits_1() {
     let (_dir, path) = temp_db("kv.folio");
     folio([
         "put".as_ref(),
@@ -82,8 +85,60 @@ fn get_of_a_missing_key_fails_and_says_so() {
     .ok();
     let out = folio(["get".as_ref(), path.as_os_str(), "b".as_ref()]);
     assert!(
-        out.fails().ends_with("key \"b\" not found at revision 2"),
+        out.not_found()
+            .ends_with("key \"b\" not found at revision 2"),
         "{out:?}"
+    );
+    let missing = path.with_file_name("missing.folio");
+    let out = folio(["get".as_ref(), missing.as_os_str(), "b".as_ref()]);
+    assert!(out.fails().ends_with("no such file"), "{out:?}");
+    let out = folio([
+        "get".as_ref(),
+        path.as_os_str(),
+        "a".as_ref(),
+        "--rev".as_ref(),
+        "9".as_ref(),
+    ]);
+    assert!(out.fails().contains("is in the future"), "{out:?}");
+}
+
+/// `put` with no value waited on a terminal with no word of what it waited for.
+#[test]
+fn put_with_a_terminal_on_stdin_says_it_reads_the_value_until_ctrl_d() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (_dir, path) = temp_db("kv.folio");
+    let mut terminal = common::terminal();
+    let stdin = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&terminal.slave)
+        .expect("open the terminal side");
+    let child = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args([
+            "put".as_ref(),
+            "--create".as_ref(),
+            path.as_os_str(),
+            "k".as_ref(),
+        ])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A line typed, then Ctrl-D on a line of its own: the end of the input.
+    terminal.master.write_all(b"typed\n\x04").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "folio put: reading the value from the terminal until Ctrl-D (or give it after the key)\n"
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "revision 2\n");
+    assert_eq!(
+        folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]).ok(),
+        "typed\\n\n"
     );
 }
 
@@ -215,7 +270,7 @@ fn del_removes_a_key_a_range_or_a_prefix() {
     let count = folio(["range".as_ref(), path.as_os_str(), "--count-only".as_ref()]);
     assert_eq!(count.ok(), "20\n");
     let gone = folio(["get".as_ref(), path.as_os_str(), key.as_ref()]);
-    gone.fails();
+    gone.not_found();
     let before = folio([
         "get".as_ref(),
         path.as_os_str(),
@@ -284,6 +339,7 @@ fn store_commands_refuse_a_database_that_is_not_a_store_and_leave_it_unchanged()
     for args in [
         vec!["get", "alice"],
         vec!["put", "alice", "2"],
+        vec!["put", "--create", "alice", "2"],
         vec!["del", "alice"],
         vec!["range"],
         vec!["compact", "--keep", "1"],
@@ -291,14 +347,49 @@ fn store_commands_refuse_a_database_that_is_not_a_store_and_leave_it_unchanged()
         let mut full = vec![OsStr::new(args[0]), path.as_os_str()];
         full.extend(args[1..].iter().map(OsStr::new));
         let out = folio(full);
-        assert!(
-            out.fails().contains("not a folio store"),
-            "{args:?}: {out:?}"
+        assert_eq!(
+            out.fails(),
+            format!(
+                "folio: {}: not a folio store: the database holds other trees (users) but not the store's mvcc.key and mvcc.meta; open it with Db, or make the store in a new file",
+                path.display()
+            ),
+            "{args:?}"
         );
     }
     assert_eq!(
         std::fs::read(&path).unwrap(),
         before,
         "the file is untouched"
+    );
+}
+
+/// A database with no trees is no store for the reading and writing commands (they would make the
+/// store's trees in it), but `put --create` makes the store there, as `Store::open` does.
+#[test]
+fn an_empty_database_is_a_store_only_for_put_create() {
+    let (_dir, path) = temp_db("empty.folio");
+    drop(open_db(&path));
+    for args in [vec!["get", "k"], vec!["put", "k", "v"], vec!["range"]] {
+        let mut full = vec![OsStr::new(args[0]), path.as_os_str()];
+        full.extend(args[1..].iter().map(OsStr::new));
+        let out = folio(full);
+        assert!(
+            out.fails().ends_with(
+                "not a folio store (a folio database with no trees; `folio put --create` makes a store in it)"
+            ),
+            "{args:?}: {out:?}"
+        );
+    }
+    let out = folio([
+        "put".as_ref(),
+        "--create".as_ref(),
+        path.as_os_str(),
+        "k".as_ref(),
+        "v".as_ref(),
+    ]);
+    assert_eq!(out.ok(), "revision 2\n");
+    assert_eq!(
+        folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]).ok(),
+        "v\n"
     );
 }

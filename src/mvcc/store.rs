@@ -95,30 +95,48 @@ fn meta_rev(tree: &Tree<'_>, key: &[u8]) -> Result<i64> {
 
 impl Store {
     /// Opens (or creates) a store at `path`, with group commit so concurrent writers share syncs.
+    /// A database at `path` that holds other trees and no store is refused with
+    /// [`Error::NotAStore`] (see [`Store::with_db_options`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         Store::with_db(Db::builder().durability(Durability::Group).open(path)?)
     }
 
     /// Opens (or creates) a store at `path` with `builder`'s options, as
     /// `Db::builder().durability(Durability::Group).verify_checksums(false)` (which reads without
-    /// verifying page checksums). [`Store::open`] uses group commit and verifies checksums.
+    /// verifying page checksums). [`Store::open`] uses group commit and verifies checksums. A
+    /// database at `path` that holds other trees and no store is refused with
+    /// [`Error::NotAStore`].
     pub fn open_with(path: impl AsRef<Path>, builder: &crate::Builder) -> Result<Store> {
         Store::with_db(builder.open(path)?)
     }
 
-    /// Opens a store in `db` (creating its trees if needed).
+    /// Opens a store in `db`, making its trees if `db` has no trees at all (see
+    /// [`Store::with_db_options`]).
     pub fn with_db(db: Db) -> Result<Store> {
         Store::with_db_options(db, StoreOptions::default())
     }
 
     /// Opens a store in `db` with `options`. Rebuilds the key index from the `key` tree and
     /// finishes a compaction that a crash interrupted.
+    ///
+    /// A database with no trees becomes a store: its trees `mvcc.key` and `mvcc.meta` are made
+    /// (which needs a read-write `db`). A database that holds other trees but not the store's
+    /// is refused with [`Error::NotAStore`] and left as it is, so a store is never mixed into a
+    /// database by accident. Trees of your own may still live beside a store: make them through
+    /// [`Store::db`] once the store exists.
     pub fn with_db_options(db: Db, options: StoreOptions) -> Result<Store> {
-        let (has_keys, has_meta) = {
+        let (has_keys, has_meta, trees) = {
             let tx = db.begin_read()?;
-            (tx.tree(KEY_TREE)?.is_some(), tx.tree(META_TREE)?.is_some())
+            let (has_keys, has_meta) =
+                (tx.tree(KEY_TREE)?.is_some(), tx.tree(META_TREE)?.is_some());
+            (has_keys, has_meta, tx.tree_names()?)
         };
         if !has_keys && !has_meta {
+            if !trees.is_empty() {
+                return Err(Error::NotAStore {
+                    trees: trees.iter().map(|t| t.escape_ascii().to_string()).collect(),
+                });
+            }
             let mut tx = db.begin_write()?;
             tx.open_tree(KEY_TREE)?;
             tx.open_tree(META_TREE)?;

@@ -139,7 +139,9 @@ pub struct Db {
 /// Options for opening or creating a database; see [`Db::builder`].
 #[derive(Clone, Debug)]
 pub struct Builder {
-    page_size: u32,
+    /// `None` unless [`Builder::page_size`] was called: only a page size asked for is checked
+    /// against an existing file's.
+    page_size: Option<u32>,
     initial_size: u64,
     read_only: bool,
     lock_timeout: Duration,
@@ -149,7 +151,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            page_size: PAGE_SIZE_DEFAULT,
+            page_size: None,
             initial_size: 0,
             read_only: false,
             lock_timeout: Duration::ZERO,
@@ -164,11 +166,31 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// The page size for a new database: a power of two from 512 to 32768. An existing database
-    /// keeps the page size it was created with.
+    /// The page size for a new database: a power of two from 512 to 32768 (4096 when not set).
+    /// An existing database keeps the page size it was created with: opening one whose pages
+    /// differ from a page size set here fails with [`Error::InvalidOption`] rather than ignore
+    /// it (leave it unset to open a file of any page size).
     pub fn page_size(mut self, bytes: u32) -> Self {
-        self.page_size = bytes;
+        self.page_size = Some(bytes);
         self
+    }
+
+    /// The page size a new database gets.
+    fn page_size_new(&self) -> u32 {
+        self.page_size.unwrap_or(PAGE_SIZE_DEFAULT)
+    }
+
+    /// Fails when a page size was set and `db`'s (an existing file's) is another.
+    fn check_page_size(&self, db: &Db, path: Option<&Path>) -> Result<()> {
+        match self.page_size {
+            Some(asked) if asked != db.page_size() => Err(Error::InvalidOption(format!(
+                "page size {asked} was set, but the database{} has pages of {} bytes, fixed when it was made (leave the page size unset to open it)",
+                path.map(|p| format!(" at {}", p.display()))
+                    .unwrap_or_default(),
+                db.page_size()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The default durability of commits (each transaction may override it).
@@ -234,12 +256,10 @@ impl Builder {
     }
 
     fn validate(&self) -> Result<()> {
-        if !self.page_size.is_power_of_two()
-            || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&self.page_size)
-        {
+        let page_size = self.page_size_new();
+        if !page_size.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&page_size) {
             return Err(Error::InvalidOption(format!(
-                "page size {} must be a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}",
-                self.page_size
+                "page size {page_size} must be a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
             )));
         }
         Ok(())
@@ -276,11 +296,13 @@ impl Builder {
             // A creator that crashed may have left its temporary name; the lock holder removes it.
             create::remove_stale(path, true);
         }
-        Db::from_storage(
+        let db = Db::from_storage(
             Box::new(storage),
             Some(path.to_path_buf()),
             self.options.clone(),
-        )
+        )?;
+        self.check_page_size(&db, Some(path))?;
+        Ok(db)
     }
 
     /// Opens the file at `path`, or creates it (see `page_file::create` for the protocol that
@@ -293,7 +315,8 @@ impl Builder {
                 Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                 opened => return opened,
             }
-            let made = create::create(path, |s| format(s, self.page_size, self.initial_size))?;
+            let made =
+                create::create(path, |s| format(s, self.page_size_new(), self.initial_size))?;
             if let Some(storage) = made {
                 return Ok(storage);
             }
@@ -313,14 +336,16 @@ impl Builder {
                 "create_with needs an empty storage".into(),
             ));
         }
-        format(&*storage, self.page_size, self.initial_size)?;
+        format(&*storage, self.page_size_new(), self.initial_size)?;
         storage.sync()?;
         Db::from_storage(storage, None, self.options.clone())
     }
 
     /// Opens an existing database held by `storage`.
     pub fn open_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
-        Db::from_storage(storage, None, self.options.clone())
+        let db = Db::from_storage(storage, None, self.options.clone())?;
+        self.check_page_size(&db, None)?;
+        Ok(db)
     }
 }
 

@@ -44,6 +44,19 @@ impl Run {
         line
     }
 
+    /// Asserts the run found nothing (exit code 3, not an error's 1) and printed one `folio: `
+    /// line; returns that line.
+    pub fn not_found(&self) -> &str {
+        assert_eq!(self.code, Some(3), "folio should find nothing: {self:#?}");
+        self.no_panic();
+        let line = self.stderr.trim_end();
+        assert!(
+            line.starts_with("folio: ") && !line.contains('\n'),
+            "one `folio: ` line expected on stderr: {self:#?}"
+        );
+        line
+    }
+
     /// Asserts nothing looks like a panic or a stack trace.
     pub fn no_panic(&self) {
         for sign in [
@@ -197,4 +210,26 @@ pub fn damage_page(path: &Path, page: u64) {
     let mut b = [0u8; 1];
     file.read_exact_at(&mut b, at).expect("read");
     file.write_all_at(&[!b[0]], at).expect("write");
+}
+
+/// A pseudo-terminal: the master side, which a test writes to as a person types, and the path of
+/// the terminal side, which a child opens as its standard input.
+pub struct Terminal {
+    pub master: std::fs::File,
+    pub slave: PathBuf,
+}
+
+/// Opens a new pseudo-terminal (in canonical mode: a line is read once its newline is typed, and
+/// Ctrl-D on a line of its own is the end of input).
+pub fn terminal() -> Terminal {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = PathBuf::from(name.to_str().expect("a terminal's name is text"));
+    Terminal {
+        master: master.into(),
+        slave,
+    }
 }
