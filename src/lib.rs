@@ -134,9 +134,9 @@
 //! - [`Db::check`] is the checker (also behind `folio check` and strict mode): [`CheckReport`].
 //! - [`Db::stats`] gives pages by kind, fill and free space ([`Stats`]); [`Db::page_map`] and
 //!   [`Db::dump_page`] show the file page by page ([`PageMap`], [`PageDump`]).
-//! - [`Storage`], [`FileStorage`], [`SimStorage`], [`Fault`] and [`DirState`] are the I/O layer
-//!   and the crash-testing harness the tests use to fail or lose any write; an application does
-//!   not need them.
+//! - [`storage`] holds the I/O layer ([`storage::Storage`], [`storage::FileStorage`]) for
+//!   those who bring their own; [`sim`] holds the crash-testing harness ([`sim::SimStorage`]) that
+//!   fails or loses any write. An application needs neither.
 //! - `docs/design.md` in the repository holds the invariants, the commit recipe and the crash
 //!   tables; `docs/format.md` the byte layout of the file.
 
