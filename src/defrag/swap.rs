@@ -19,15 +19,13 @@
 //! bring back the old name, so nothing more may be committed until a reopen shows which file won.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::defrag::options::{DefragOptions, DefragReport};
 use crate::defrag::{load, readahead};
 use crate::error::Result;
-use crate::page_file::freelist::FreeList;
-use crate::page_file::storage::{DEFRAG_SUFFIX, sibling_path};
-use crate::txn::db::{Db, Snapshot};
+use crate::txn::db::Db;
+use crate::txn::swap::NewFile;
 
 /// Defragments the database at `path`, which no process may have open: rewrites its live pages
 /// into a fresh, contiguous file and renames that over it. Fails with [`crate::Error::Locked`]
@@ -63,76 +61,35 @@ impl Db {
     /// case later commits fail until a reopen.
     pub fn defrag(&self, options: &DefragOptions) -> Result<DefragReport> {
         options.validate()?;
-        let inner = &*self.inner;
+        let _one = self.one_defrag();
         let started = Instant::now();
 
         // 1. Writers wait.
-        inner.sync.check_poisoned()?;
-        let mut writer = inner.writer.lock();
-
-        // 2. Every commit durable: no round will touch the old file again.
-        let old = inner.storage();
-        inner.sync.wait_synced(inner.sync.committed_txid())?;
-        let source = writer.latest.clone();
-        let size_before = old.len()?;
+        let mut held = self.hold_writers()?;
+        let source = held.latest().clone();
+        let size_before = self.inner.storage().len()?;
         let page_size = source.meta.page_size as u64;
-        let freelist_pages = writer.freelist_run.map_or(0, |(_, n)| n);
-        let free_pages = writer.freelist.free_page_count() + writer.freelist.pending_page_count();
-        let pages_total = (source.meta.page_count - 2).saturating_sub(freelist_pages + free_pages);
-        let mut unused = writer.freelist.persisted_runs();
-        unused.extend(writer.freelist_run);
-        unused.sort_unstable();
+        let usage = held.usage();
+        let pages_total =
+            (source.meta.page_count - 2).saturating_sub(usage.freelist_pages + usage.free_pages);
 
-        // 3. The new file, beside the old one.
-        let path = old.path();
-        let temp_path = sibling_path(&path, DEFRAG_SUFFIX);
-        old.remove_sibling(&temp_path)?;
-        let temp = old.create_sibling(&temp_path)?;
+        // 2-4. The new file, beside the old one: copy, sync, open.
+        let new = NewFile::create(self, |out| {
+            load::copy(&source, out, options, pages_total, &usage.unused).map(|_| ())
+        })?;
 
-        // 4. Copy, sync, map; 5. rename over the database.
-        let built = (|| {
-            let meta = load::copy(&source, &*temp, options, pages_total, &unused)?;
-            temp.sync()?;
-            let map = Arc::new(temp.map()?);
-            temp.rename(&path)?;
-            Ok(Snapshot { meta, map })
-        })();
-        let snapshot = match built {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                drop(temp);
-                // Best effort: the error that stopped the copy is the one to report, and a
-                // leftover is removed by the next defrag or open.
-                let _ = old.remove_sibling(&temp_path);
-                return Err(e);
-            }
-        };
-
-        // 6. Make the rename durable.
-        let dir_synced = temp.sync_dir();
-
-        // 7. Swap.
-        let meta = snapshot.meta;
+        // 5-7. Rename, sync the directory, swap.
+        let swapped = held.swap(new)?;
+        let meta = swapped.snapshot.meta;
         let size_after = meta.page_count * page_size;
-        inner.sync.restart(Arc::from(temp), meta, 1);
-        writer.freelist = FreeList::default();
-        writer.freelist_run = None;
-        writer.file_len = size_after;
-        let replaced = std::mem::replace(&mut writer.latest, snapshot.clone());
-        if dir_synced.is_err() {
-            // Before the write lock is released, so that no writer commits into a file whose
-            // name a crash could still take back.
-            inner.sync.poison();
-        }
-        inner.publish(snapshot);
         // The warm-up reads the new file as a registered reader, so that commits after the swap do
         // not reuse (and rewrite) pages while it reads them.
         let warm_reader = options.warm_cache.then(|| self.begin_read().ok()).flatten();
-        drop(writer);
+        drop(held);
         let duration = started.elapsed();
         // Unmapping the old file (if no reader holds it) waits for no one: writers are free now.
-        drop((replaced, source, old));
-        dir_synced?;
+        drop((swapped.old_snapshot, swapped.old_storage, source));
+        swapped.dir_synced?;
 
         // 8. Warm the cache, with readers and writers already going on.
         let started = Instant::now();
@@ -141,7 +98,7 @@ impl Db {
         Ok(DefragReport {
             size_before,
             size_after,
-            live_bytes: (2 + freelist_pages + pages_total) * page_size,
+            live_bytes: (2 + usage.freelist_pages + pages_total) * page_size,
             pages_written: meta.page_count,
             duration,
             warm,

@@ -1,5 +1,20 @@
 //! The database handle: opening and creating files, snapshots, and the reader registry.
 //!
+//! Lock order. A thread that holds one of these locks takes only locks further down the list:
+//! 1. the store's compaction lock (`mvcc::store::Inner::compaction`), held for a whole compaction;
+//! 2. the store's writer lock (`mvcc::store::Inner::writer`), held by one store write or one
+//!    compaction batch; the store's state lock (`mvcc::store::Inner::state`) is taken under it, and
+//!    a reader holds the state's read lock while it takes the database's `shared` lock (4);
+//! 3. the database's defrag lock (`Inner::defrag`), held for a whole defrag, which holds no store
+//!    lock; then the database's writer lock (`Inner::writer`), held by the write transaction, and
+//!    by a defrag for its final pause and swap;
+//! 4. the database's `shared` lock (`Inner::shared`): the newest snapshot and the reader registry,
+//!    held only for a few instructions;
+//! 5. the sync state's lock (`SyncState`), innermost; a round never holds it across I/O.
+//!
+//! A defrag's new file is a database of its own ([`crate::txn::swap::NewFile`]); its locks are
+//! taken only by the defrag, after this database's and in the same order.
+//!
 //! Invariants:
 //! 1. `Shared::current` is the newest snapshot a new reader may see. A reader takes it and registers
 //!    its txid under the same lock, so the writer never frees a page a registering reader can see.
@@ -47,29 +62,31 @@ impl Snapshot {
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub current: Arc<Snapshot>,
+pub(super) struct Shared {
+    pub(super) current: Arc<Snapshot>,
     /// Open readers by snapshot txid.
-    pub readers: BTreeMap<u64, usize>,
+    pub(super) readers: BTreeMap<u64, usize>,
 }
 
 /// Options fixed when a database is opened.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    pub durability: Durability,
-    pub max_size: Option<u64>,
-    pub verify_checksums: bool,
-    pub strict: bool,
+    pub(super) durability: Durability,
+    pub(super) max_size: Option<u64>,
+    pub(super) verify_checksums: bool,
+    pub(super) strict: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub path: Option<PathBuf>,
-    pub options: Options,
-    pub page_size: u32,
-    pub shared: Mutex<Shared>,
-    pub writer: Mutex<Writer>,
-    pub sync: SyncState,
+    pub(super) path: Option<PathBuf>,
+    pub(super) options: Options,
+    pub(super) page_size: u32,
+    pub(super) shared: Mutex<Shared>,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) sync: SyncState,
+    /// Held by a defrag for its whole run, so that two never build a new file at once.
+    pub(super) defrag: Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -240,7 +257,7 @@ impl Builder {
             create::remove_stale(path, true);
         }
         Db::from_storage(
-            Box::new(storage),
+            Arc::new(storage),
             Some(path.to_path_buf()),
             self.options.clone(),
         )
@@ -278,12 +295,12 @@ impl Builder {
         }
         format(&*storage, self.page_size, self.initial_size)?;
         storage.sync()?;
-        Db::from_storage(storage, None, self.options.clone())
+        Db::from_storage(Arc::from(storage), None, self.options.clone())
     }
 
     /// Opens an existing database held by `storage`.
     pub fn open_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
-        Db::from_storage(storage, None, self.options.clone())
+        Db::from_storage(Arc::from(storage), None, self.options.clone())
     }
 }
 
@@ -318,8 +335,8 @@ impl Db {
         Builder::default()
     }
 
-    fn from_storage(
-        storage: Box<dyn Storage>,
+    pub(super) fn from_storage(
+        storage: Arc<dyn Storage>,
         path: Option<PathBuf>,
         options: Options,
     ) -> Result<Db> {
@@ -374,7 +391,8 @@ impl Db {
                     readers: BTreeMap::new(),
                 }),
                 writer: Mutex::new(writer),
-                sync: SyncState::new(Arc::from(storage), meta, slot),
+                sync: SyncState::new(storage, meta, slot),
+                defrag: Mutex::new(()),
             }),
         };
         Ok(db)
@@ -443,11 +461,16 @@ impl Inner {
         self.shared.lock().readers.keys().next().copied()
     }
 
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+    /// Pages freed by commits and not yet reusable.
+    pub fn pending_pages(&self) -> u64 {
+        self.writer.lock().freelist.pending_page_count()
+    }
+
+    pub(super) fn publish(&self, snapshot: Arc<Snapshot>) {
         self.shared.lock().current = snapshot;
     }
 
-    pub fn unregister_reader(&self, txid: u64) {
+    pub(super) fn unregister_reader(&self, txid: u64) {
         let mut shared = self.shared.lock();
         if let Some(n) = shared.readers.get_mut(&txid) {
             *n -= 1;

@@ -106,14 +106,34 @@ impl SyncState {
 
     /// Starts over on `storage`, a new file whose newest meta, `meta`, is durable in `slot` (a
     /// defrag's swap), and returns the storage it replaces. Waits for a running round, so none is
-    /// left writing to the old file, and every later round writes the new one.
+    /// left writing to the old file, and every later round writes the new one. The old file's
+    /// commits need not be durable there: `meta` is at least as new as every one of them and
+    /// durable in the new file, so a waiter for any of them finds it durable.
     pub fn restart(&self, storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> Arc<dyn Storage> {
         let mut s = self.state.lock();
         while s.leader {
             self.round_done.wait(&mut s);
         }
-        debug_assert!(!s.poisoned && s.synced >= s.committed.txid);
+        debug_assert!(meta.txid >= s.committed.txid, "the new file is behind");
         std::mem::replace(&mut *s, State::durable(storage, meta, slot)).storage
+    }
+
+    /// The newest committed meta and the slot holding the newest written meta, once no round runs.
+    pub fn written(&self) -> (Meta, PageId) {
+        let mut s = self.state.lock();
+        while s.leader {
+            self.round_done.wait(&mut s);
+        }
+        (s.committed, s.written_slot)
+    }
+
+    /// Records that the caller synced the storage after the newest commit's meta was written
+    /// (with [`Durability::None`]), so that it is durable and nothing is left to sync.
+    pub fn synced_by_caller(&self) {
+        let mut s = self.state.lock();
+        debug_assert!(!s.leader && !s.poisoned);
+        s.synced = s.committed.txid;
+        s.safe = s.committed.txid;
     }
 
     /// Refuses every later commit until a reopen: the state on disk is unknown to this process.

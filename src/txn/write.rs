@@ -43,13 +43,13 @@ impl Visible<'_> {
 /// State owned by whoever holds the write lock.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    pub freelist: FreeList,
+    pub(super) freelist: FreeList,
     /// The current freelist run (first page, pages), if any.
-    pub freelist_run: Option<(PageId, u64)>,
+    pub(super) freelist_run: Option<(PageId, u64)>,
     /// The newest commit, as the next writer starts from it.
-    pub latest: Arc<Snapshot>,
+    pub(super) latest: Arc<Snapshot>,
     /// The file's length as this process last set or saw it.
-    pub file_len: u64,
+    pub(super) file_len: u64,
 }
 
 #[derive(Debug)]
@@ -71,6 +71,11 @@ pub struct WriteTxn<'db> {
     trees: BTreeMap<Vec<u8>, OpenTree>,
     deleted: bool,
     durability: Durability,
+    /// The id this transaction's commit will have: the base's plus one, unless
+    /// [`WriteTxn::commit_as`] raised it.
+    txid: u64,
+    /// Commit even if nothing changed (to carry a raised txid).
+    forced: bool,
 }
 
 /// Allocates from the freelist first, then from the end of the used pages.
@@ -108,6 +113,7 @@ impl<'db> WriteTxn<'db> {
         let bound = db.oldest_reader().unwrap_or(u64::MAX).min(db.sync.safe());
         writer.freelist.release(bound);
         let base = writer.latest.clone();
+        let txid = base.meta.txid + 1;
         let catalog = TreeRoot {
             root: (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root)),
             len: base.meta.catalog_len,
@@ -121,6 +127,8 @@ impl<'db> WriteTxn<'db> {
             trees: BTreeMap::new(),
             deleted: false,
             durability: db.options.durability,
+            txid,
+            forced: false,
         })
     }
 
@@ -135,7 +143,17 @@ impl<'db> WriteTxn<'db> {
 
     /// The id this transaction's commit will have.
     pub fn txid(&self) -> u64 {
-        self.base.meta.txid + 1
+        self.txid
+    }
+
+    /// Commits as [`WriteTxn::commit`] does, with the id `txid` (above the base's) rather than the
+    /// next one, and even if nothing changed. A defrag's new file takes the txids of the database
+    /// it catches up with this way (see `txn::swap`).
+    pub(crate) fn commit_as(mut self, txid: u64) -> Result<()> {
+        assert!(txid > self.base.meta.txid, "txids only go up");
+        self.txid = txid;
+        self.forced = true;
+        self.commit()
     }
 
     fn lookup(&self, name: &[u8]) -> Result<Option<TreeRoot>> {
@@ -303,12 +321,13 @@ impl<'db> WriteTxn<'db> {
     /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write, or
     /// `None` when the transaction changed nothing.
     fn write_pages(&mut self) -> Result<Option<Meta>> {
-        let changed = self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
+        let changed =
+            self.forced || self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
         if !changed {
             return Ok(None);
         }
         let page_size = self.base.meta.page_size;
-        let txid = self.base.meta.txid + 1;
+        let txid = self.txid;
         let pages = self.base.pages(self.db.options.verify_checksums);
         let page_count_max = match self.db.options.max_size {
             Some(max) => max / page_size as u64,
