@@ -102,7 +102,11 @@ impl Db {
             let round = catch_up(&base, &next, new.db(), false)?;
             base = next;
             options.round(&round);
-            let shrinking = rounds.last().is_none_or(|p| round.entries < p.entries);
+            // A round that copied more than a non-empty one before it: writers outpace the
+            // catch-up, and more rounds would not shrink the last one.
+            let shrinking = rounds
+                .last()
+                .is_none_or(|p| p.entries == 0 || round.entries < p.entries);
             rounds.push(round);
             if round.duration <= options.pause_budget {
                 break;
