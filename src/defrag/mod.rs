@@ -5,6 +5,7 @@
 //! - `load`: the bulk loader that writes every tree of a snapshot into a new file, sequentially.
 //! - `readahead`: reading the source's live pages in file order while the loader walks them.
 //! - `diff`: the difference between two snapshots, by page id, for the catch-up rounds.
+//! - `release`: shrinking the old file in steps once no reader maps it.
 //! - `online`: the recipe: copy while writers go on, catch up, and ask `txn::swap` to swap.
 
 mod diff;
@@ -12,6 +13,7 @@ mod load;
 mod online;
 mod options;
 mod readahead;
+mod release;
 
 pub use online::defrag;
 pub use options::{DefragOptions, DefragProgress, DefragReport, DefragRound};

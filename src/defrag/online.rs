@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use crate::defrag::diff::{self, Side, TreeChange};
 use crate::defrag::options::{DefragOptions, DefragReport, DefragRound};
-use crate::defrag::{load, readahead};
+use crate::defrag::{load, readahead, release};
 use crate::error::{Error, Result};
 use crate::txn::ReadTxn;
 use crate::txn::db::{Db, Snapshot};
@@ -143,8 +143,8 @@ impl Db {
         let duration = started.elapsed();
 
         // 6. Release the old file; it waits for no one, writers are free.
-        drop(last);
-        drop((swapped.old_snapshot, swapped.old_storage));
+        drop((last, swapped.old_snapshot));
+        release::release(swapped.old_storage, swapped.old_maps);
         swapped.dir_synced?;
 
         // 7. Warm the cache, with readers and writers already going on.

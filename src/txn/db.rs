@@ -378,6 +378,7 @@ impl Db {
         let writer = Writer {
             freelist,
             freelist_run,
+            maps: vec![Arc::downgrade(&snapshot.map)],
             latest: snapshot.clone(),
             file_len,
         };

@@ -36,8 +36,9 @@
 //!    of them finishes; the caller gets the old storage back to release it gently.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use memmap2::Mmap;
 use parking_lot::MutexGuard;
 
 use crate::error::{Error, PageId, Result};
@@ -117,6 +118,7 @@ struct Parts {
     freelist: FreeList,
     freelist_run: Option<(PageId, u64)>,
     file_len: u64,
+    maps: Vec<Weak<Mmap>>,
 }
 
 impl Db {
@@ -146,6 +148,7 @@ impl Db {
             freelist,
             freelist_run: w.freelist_run,
             file_len: w.file_len,
+            maps: w.maps.clone(),
         })
     }
 
@@ -193,6 +196,9 @@ pub(crate) struct Swapped {
     pub old_storage: Arc<dyn Storage>,
     /// The old file's newest snapshot.
     pub old_snapshot: Arc<Snapshot>,
+    /// Every mapping of the old file that may still be alive: the old file is mapped by no one
+    /// once all of them are dead.
+    pub old_maps: Vec<Weak<Mmap>>,
     /// The new file's newest snapshot, now the database's.
     pub snapshot: Arc<Snapshot>,
     /// The directory sync after the rename: an error has poisoned the database (invariant 4).
@@ -262,6 +268,7 @@ impl WritersHeld<'_> {
         w.freelist = parts.freelist;
         w.freelist_run = parts.freelist_run;
         w.file_len = parts.file_len;
+        let old_maps = std::mem::replace(&mut w.maps, parts.maps);
         let old_snapshot = std::mem::replace(&mut w.latest, parts.snapshot.clone());
         if dir_synced.is_err() {
             // Before the writers are released (invariant 4).
@@ -273,6 +280,7 @@ impl WritersHeld<'_> {
         Ok(Swapped {
             old_storage,
             old_snapshot,
+            old_maps,
             snapshot: parts.snapshot,
             dir_synced,
         })

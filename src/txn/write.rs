@@ -7,8 +7,9 @@
 //! free space. A failure while making the meta durable poisons the database (see `sync.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use memmap2::Mmap;
 use parking_lot::MutexGuard;
 
 use crate::btree::source::{NodeRef, Pages, Source};
@@ -50,6 +51,9 @@ pub(crate) struct Writer {
     pub(super) latest: Arc<Snapshot>,
     /// The file's length as this process last set or saw it.
     pub(super) file_len: u64,
+    /// Every mapping of the file that may still be alive (readers hold them), so that a swap can
+    /// tell when no one maps the old file any more.
+    pub(super) maps: Vec<Weak<Mmap>>,
 }
 
 #[derive(Debug)]
@@ -273,7 +277,12 @@ impl<'db> WriteTxn<'db> {
         // Map the grown file before the meta is written: a failure here still rolls back.
         let map = if self.writer.file_len as usize > self.base.map.len() {
             match db.storage().map() {
-                Ok(m) => Arc::new(m),
+                Ok(m) => {
+                    let m = Arc::new(m);
+                    self.writer.maps.retain(|w| w.strong_count() > 0);
+                    self.writer.maps.push(Arc::downgrade(&m));
+                    m
+                }
                 Err(e) => {
                     (self.writer.freelist, self.writer.freelist_run) = saved;
                     return Err(e);
