@@ -419,7 +419,7 @@ fn progress_counts_every_source_page_once_and_ends_at_the_total() {
 }
 
 #[test]
-fn the_page_cache_is_warmed_after_the_swap_unless_turned_off() {
+fn the_page_cache_is_warmed_before_the_swap_unless_turned_off() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warm.folio");
     let db = small_db(&path);

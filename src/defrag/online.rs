@@ -6,18 +6,19 @@
 //! 2. create `<file>.defrag` beside the database and bulk-load the snapshot into it
 //!    (`load::copy`), then sync it and open it as a database of its own (`txn::swap::NewFile`);
 //!    writers commit to the old file meanwhile;
-//! 3. catch up, without holding writers: take a newer snapshot, diff it against the pinned one by
+//! 3. read the new file into the page cache (it was written around it), so that readers after
+//!    the swap do not wait for the disk;
+//! 4. catch up, without holding writers: take a newer snapshot, diff it against the pinned one by
 //!    page id (`diff`), apply the difference to the new file in one commit that takes the newer
 //!    snapshot's txid, and pin the newer snapshot in place of the older; repeat while a round takes
 //!    longer than the pause budget, the rounds shrink, and the round limit allows;
-//! 4. hold writers; the last catch-up round, which brings the new file to the newest commit;
-//! 5. swap (`txn::swap`): sync the new file, rename it over the database, sync the directory, and
+//! 5. hold writers; the last catch-up round, which brings the new file to the newest commit;
+//! 6. swap (`txn::swap`): sync the new file, rename it over the database, sync the directory, and
 //!    let new readers and the next writer use it; readers that began earlier keep the old file;
-//! 6. release writers, and the old file gently (`release`): its blocks are freed in steps once no
-//!    reader maps it;
-//! 7. read the new file into the page cache: it was written around it.
+//! 7. release writers, and the old file gently (`release`): its blocks are freed in steps once no
+//!    reader maps it.
 //!
-//! Until the rename in step 5 the database is untouched: a failure removes the new file and
+//! Until the rename in step 6 the database is untouched: a failure removes the new file and
 //! returns the error, and a crash leaves the old database and at most a leftover `.defrag` file
 //! that the next open removes. Every commit acknowledged before the rename is durable in the old
 //! file, and from the rename on in the new one, which holds every commit. The rename is atomic:
@@ -64,7 +65,7 @@ impl Db {
     /// with what they committed, and holds them only for its last catch-up round and the swap
     /// (the report's [`DefragReport::pause`]). Readers are never held: a snapshot taken before
     /// the swap keeps reading the old file to its end. The new file is written around the page
-    /// cache; once writers are free again, this reads it into the cache before returning, unless
+    /// cache; before the swap, with writers going on, this reads it into the cache, unless
     /// [`DefragOptions::warm_cache`] says not to. On an error the database goes on as before,
     /// unless the error is [`crate::Error::Poisoned`]-worthy (the directory sync after the rename
     /// failed), in which case later commits fail until a reopen. A write transaction open on this
@@ -95,11 +96,22 @@ impl Db {
             Ok(())
         })?;
 
-        // 3. Catch up while writers go on.
+        // 3. Warm the page cache with the new file (it was written around it), so that readers
+        //    after the swap do not wait for the disk. Writers go on.
+        let warm = if options.warm_cache {
+            let started = Instant::now();
+            let reader = new.db().begin_read()?;
+            readahead::warm(&reader.snapshot().map).then(|| started.elapsed())
+        } else {
+            None
+        };
+
+        // 4. Catch up while writers go on.
         let mut rounds: Vec<DefragRound> = Vec::new();
         loop {
             let next = self.begin_read()?;
             let round = catch_up(&base, &next, new.db(), false)?;
+            new.write_back()?;
             base = next;
             options.round(&round);
             // A round that copied more than a non-empty one before it: writers outpace the
@@ -123,7 +135,7 @@ impl Db {
             }
         }
 
-        // 4. Hold writers: the last round.
+        // 5. Hold writers: the last round.
         let mut held = self.hold_writers()?;
         let paused = Instant::now();
         let last = self.begin_read()?;
@@ -132,25 +144,17 @@ impl Db {
         options.round(&round);
         rounds.push(round);
 
-        // 5. Swap.
+        // 6. Swap.
         let swapped = held.swap(new)?;
         let size_after = swapped.snapshot.meta.page_count * page_size;
-        // The warm-up reads the new file as a registered reader, so that commits after the swap do
-        // not reuse (and rewrite) pages while it reads them.
-        let warm_reader = options.warm_cache.then(|| self.begin_read().ok()).flatten();
         drop(held);
         let pause = paused.elapsed();
         let duration = started.elapsed();
 
-        // 6. Release the old file; it waits for no one, writers are free.
+        // 7. Release the old file; it waits for no one, writers are free.
         drop((last, swapped.old_snapshot));
         release::release(swapped.old_storage, swapped.old_maps);
         swapped.dir_synced?;
-
-        // 7. Warm the cache, with readers and writers already going on.
-        let started = Instant::now();
-        let warmed = warm_reader.is_some_and(|r| readahead::warm(&r.snapshot().map));
-        let warm = warmed.then(|| started.elapsed());
         Ok(DefragReport {
             size_before,
             size_after,

@@ -128,11 +128,11 @@ impl DefragOptions {
         }
     }
 
-    /// Whether to read the new file into the page cache after the swap, before returning (the
-    /// default: yes, when it fits in half of the available memory). Readers and writers are not
-    /// held up by it: the write lock is released first. The defrag writes its file around the
-    /// cache, at the disk's speed and without taking page-cache memory while writers wait; without
-    /// this, the first read of each page after it comes from the disk.
+    /// Whether to read the new file into the page cache before the swap (the default: yes, when
+    /// it fits in half of the available memory). Readers and writers are not held up by it: it
+    /// runs between the copy and the catch-up rounds. The defrag writes its file around the
+    /// cache, at the disk's speed and without taking page-cache memory; without this, the first
+    /// read of each page after the swap comes from the disk.
     pub fn warm_cache(mut self, warm: bool) -> Self {
         self.warm_cache = warm;
         self
@@ -174,9 +174,8 @@ pub struct DefragReport {
     pub pause: Duration,
     /// The catch-up rounds, in order; the last one ran with writers held.
     pub rounds: Vec<DefragRound>,
-    /// How long reading the new file into the page cache took after the swap, with readers and
-    /// writers already going on; `None` when it was not done (see
-    /// [`DefragOptions::warm_cache`]).
+    /// How long reading the new file into the page cache took, before the swap, with readers and
+    /// writers going on; `None` when it was not done (see [`DefragOptions::warm_cache`]).
     pub warm: Option<Duration>,
 }
 

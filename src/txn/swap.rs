@@ -9,7 +9,8 @@
 //! 1. sync the new file: every page and the newest meta of it are durable;
 //! 2. rename it over the database's path;
 //! 3. sync the directory;
-//! 4. restart the sync state on the new file (waiting for a running round on the old one);
+//! 4. restart the sync state on the new file (a round still running on the old one finishes
+//!    there and changes nothing: the new file holds its commit);
 //! 5. hand the writer the new file's freelist, freelist run, length and newest snapshot;
 //! 6. publish that snapshot to new readers.
 //!
@@ -30,8 +31,8 @@
 //! 4. If step 3 fails, the path already names the new file, so the swap goes ahead and the
 //!    database is poisoned before the writers are released: a crash could still bring back the
 //!    old name, so nothing more may be committed until a reopen shows which file won.
-//! 5. Steps 4 to 6 run under the writer lock, so no commit sees half of them; a round on the old
-//!    file that was running finishes first, and every later round writes the new file.
+//! 5. Steps 4 to 6 run under the writer lock, so no commit sees half of them; every round that
+//!    begins after step 4 writes the new file.
 //! 6. Readers that began before the swap keep the old file's mappings, which live until the last
 //!    of them finishes; the caller gets the old storage back to release it gently.
 
@@ -90,6 +91,13 @@ impl NewFile {
     /// The new file's database: commits to it are not synced until the swap.
     pub fn db(&self) -> &Db {
         self.db.as_ref().expect("a new file not yet swapped in")
+    }
+
+    /// Writes back what the commits so far wrote, so that the swap's sync (with writers held)
+    /// has only the last round's pages left to write. Makes nothing durable that counts: the
+    /// file is not in place yet.
+    pub fn write_back(&self) -> Result<()> {
+        self.db().inner.storage().sync()
     }
 
     /// Closes the new file, writing nothing more to it, and removes it.
