@@ -13,8 +13,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use folio::{Db, DefragOptions, Durability, KeyRange, Op, RangeOptions, Store};
 
@@ -371,4 +371,121 @@ fn a_store_keeps_every_acknowledged_write_and_every_readable_hash_through_online
             .collect();
         assert_eq!(hashes, reopened, "seed {seed}");
     }
+}
+
+/// A database whose defrag's rounds see writers commit from the round callback: `sizes[i]` puts
+/// after round `i` (none after the last round, when writers are held).
+fn defrag_beside(
+    db: &Db,
+    tag: &'static str,
+    sizes: Vec<u32>,
+    options: DefragOptions,
+) -> folio::Result<folio::DefragReport> {
+    let writer = db.clone();
+    let rounds = Mutex::new(0usize);
+    let lasts = Arc::new(AtomicU64::new(0));
+    let seen = lasts.clone();
+    let options = options
+        .pause_budget(std::time::Duration::ZERO)
+        .warm_cache(false)
+        .on_round(move |round| {
+            if round.last {
+                seen.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut i = rounds.lock().unwrap();
+            if let Some(&n) = sizes.get(*i) {
+                let mut tx = writer.begin_write().unwrap();
+                let mut t = tx.open_tree(b"during").unwrap();
+                for k in 0..n {
+                    t.put(format!("{tag}{}-{k:05}", *i).as_bytes(), b"v")
+                        .unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            *i += 1;
+        });
+    let report = db.defrag(&options);
+    if report.is_ok() {
+        assert_eq!(
+            lasts.load(Ordering::Relaxed),
+            1,
+            "the last round is reported once"
+        );
+    }
+    report
+}
+
+fn filled_db(path: &std::path::Path) -> Db {
+    let db = Db::builder().page_size(512).open(path).unwrap();
+    let mut tx = db.begin_write().unwrap();
+    let mut t = tx.open_tree(b"base").unwrap();
+    for i in 0..2000u32 {
+        t.put(format!("k{i:05}").as_bytes(), &[i as u8; 40])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    db
+}
+
+#[test]
+fn catch_up_rounds_copy_what_writers_committed_between_them_and_the_last_holds_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = filled_db(&dir.path().join("rounds.folio"));
+    let report = defrag_beside(
+        &db,
+        "r",
+        vec![300, 200, 100],
+        DefragOptions::default().rounds_max(3),
+    )
+    .unwrap();
+    let entries: Vec<u64> = report.rounds.iter().map(|r| r.entries).collect();
+    // Round 1 saw nothing new; rounds 2 and 3 and the last copied each commit made before them.
+    assert_eq!(entries, [0, 300, 200, 100], "{report}");
+    assert_eq!(
+        report.rounds.iter().map(|r| r.last).collect::<Vec<_>>(),
+        [false, false, false, true]
+    );
+    assert!(report.pause <= report.duration);
+    let tx = db.begin_read().unwrap();
+    assert_eq!(tx.tree(b"during").unwrap().unwrap().len(), 600);
+    assert_eq!(tx.tree(b"base").unwrap().unwrap().len(), 2000);
+    drop(tx);
+    assert!(db.check().unwrap().is_clean());
+}
+
+#[test]
+fn a_defrag_told_to_give_up_fails_when_writers_outpace_it_and_leaves_the_database_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("behind.folio");
+    let db = filled_db(&path);
+    // The rounds grow: writers outpace the catch-up.
+    let err = defrag_beside(
+        &db,
+        "a",
+        vec![10, 100, 1000],
+        DefragOptions::default().give_up(true),
+    )
+    .expect_err("the rounds do not shrink");
+    assert!(
+        matches!(err, folio::Error::DefragBehind { rounds: 3, .. }),
+        "{err}"
+    );
+    assert!(!dir.path().join("behind.folio.defrag").exists());
+    let tx = db.begin_read().unwrap();
+    assert_eq!(tx.tree(b"during").unwrap().unwrap().len(), 1110);
+    drop(tx);
+    assert!(db.check().unwrap().is_clean());
+    // Without give_up the same defrag finishes, holding writers for the last round.
+    let report = defrag_beside(&db, "b", vec![10, 100, 1000], DefragOptions::default()).unwrap();
+    assert_eq!(report.rounds.len(), 4, "{report}");
+    assert_eq!(
+        db.begin_read()
+            .unwrap()
+            .tree(b"during")
+            .unwrap()
+            .unwrap()
+            .len(),
+        1110 + 1110
+    );
 }

@@ -120,7 +120,7 @@ impl Db {
                 .last()
                 .is_none_or(|p| p.entries == 0 || round.entries < p.entries);
             rounds.push(round);
-            if round.duration <= options.pause_budget {
+            if round.duration < options.pause_budget {
                 break;
             }
             if !shrinking || rounds.len() >= options.rounds_max as usize {

@@ -99,8 +99,9 @@ impl DefragOptions {
     }
 
     /// How long the last catch-up round, the one that holds writers, may be expected to take
-    /// (default 5 ms). A round that took longer is followed by another without holding writers,
-    /// while the rounds shrink and up to [`DefragOptions::rounds_max`]. The writers' pause is
+    /// (default 5 ms). A round that took as long or longer is followed by another without
+    /// holding writers, while the rounds shrink and up to [`DefragOptions::rounds_max`]; zero
+    /// always runs them all. The writers' pause is
     /// this plus the syncs and the rename.
     pub fn pause_budget(mut self, budget: Duration) -> Self {
         self.pause_budget = budget;
