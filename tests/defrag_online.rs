@@ -489,3 +489,17 @@ fn a_defrag_told_to_give_up_fails_when_writers_outpace_it_and_leaves_the_databas
         1110 + 1110
     );
 }
+
+/// What broke: a defrag (or a second write transaction) asked for on a thread whose write
+/// transaction is still open waits for that thread's own writer lock for ever. Debug builds check
+/// the lock order and panic instead.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "already holds the database's writer lock")]
+fn a_defrag_on_a_thread_holding_a_write_transaction_panics_in_debug_builds_instead_of_deadlocking()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let db = filled_db(&dir.path().join("deadlock.folio"));
+    let _tx = db.begin_write().unwrap();
+    let _ = db.defrag(&DefragOptions::default());
+}

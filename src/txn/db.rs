@@ -12,6 +12,10 @@
 //!    held only for a few instructions;
 //! 5. the sync state's lock (`SyncState`), innermost; a round never holds it across I/O.
 //!
+//! Debug builds check the rule where it is cheap: a thread that already holds a database's writer
+//! lock (an open write transaction, or a defrag's hold) and asks for it again would wait for
+//! itself for ever, and panics instead ([`WriterHeld`]).
+//!
 //! A defrag's new file is a database of its own ([`crate::txn::swap::NewFile`]); its locks are
 //! taken only by the defrag, after this database's and in the same order.
 //!
@@ -42,6 +46,52 @@ use crate::page_file::storage::{
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
 use crate::txn::write::{WriteTxn, Writer};
+
+#[cfg(debug_assertions)]
+thread_local! {
+    /// The databases (by the address of their shared state) whose writer lock this thread holds.
+    static WRITERS_HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A record, in debug builds, that this thread holds a database's writer lock (see the lock order
+/// at the top of this module). Taken before the lock is waited for; dropped with the lock.
+#[derive(Debug)]
+pub(super) struct WriterHeld {
+    #[cfg(debug_assertions)]
+    inner: usize,
+}
+
+impl WriterHeld {
+    /// Asserts that this thread does not hold `inner`'s writer lock already, and records it.
+    pub(super) fn take(inner: &Inner) -> WriterHeld {
+        #[cfg(debug_assertions)]
+        {
+            let at = inner as *const Inner as usize;
+            WRITERS_HELD.with(|held| {
+                let mut held = held.borrow_mut();
+                assert!(
+                    !held.contains(&at),
+                    "this thread already holds the database's writer lock (an open write \
+                     transaction or a defrag): waiting for it again would deadlock"
+                );
+                held.push(at);
+            });
+            WriterHeld { inner: at }
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = inner;
+            WriterHeld {}
+        }
+    }
+}
+
+impl Drop for WriterHeld {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        WRITERS_HELD.with(|held| held.borrow_mut().retain(|&i| i != self.inner));
+    }
+}
 
 /// One committed state of the database: its meta and a mapping that covers it.
 #[derive(Debug)]
@@ -417,8 +467,9 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         self.inner.sync.check_poisoned()?;
+        let held = WriterHeld::take(&self.inner);
         let writer = self.inner.writer.lock();
-        WriteTxn::new(&self.inner, writer)
+        WriteTxn::new(&self.inner, writer, held)
     }
 
     /// Makes every commit so far durable (useful after commits with [`Durability::None`]). A later
@@ -464,6 +515,7 @@ impl Inner {
 
     /// Pages freed by commits and not yet reusable.
     pub fn pending_pages(&self) -> u64 {
+        let _held = WriterHeld::take(self);
         self.writer.lock().freelist.pending_page_count()
     }
 

@@ -45,7 +45,7 @@ use parking_lot::MutexGuard;
 use crate::error::{Error, PageId, Result};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::storage::{DEFRAG_SUFFIX, Storage, sibling_path};
-use crate::txn::db::{Db, Options, Snapshot};
+use crate::txn::db::{Db, Options, Snapshot, WriterHeld};
 use crate::txn::sync::Durability;
 use crate::txn::write::Writer;
 
@@ -143,6 +143,7 @@ impl Db {
             return Err(e);
         }
         inner.sync.synced_by_caller();
+        let _held = WriterHeld::take(inner);
         let w = inner.writer.lock();
         debug_assert_eq!(w.latest.meta, meta);
         let mut freelist = w.freelist.clone();
@@ -168,9 +169,11 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         self.inner.sync.check_poisoned()?;
+        let held = WriterHeld::take(&self.inner);
         Ok(WritersHeld {
             db: self,
             writer: self.inner.writer.lock(),
+            _held: held,
         })
     }
 
@@ -196,6 +199,8 @@ pub(crate) struct Usage {
 pub(crate) struct WritersHeld<'db> {
     db: &'db Db,
     writer: MutexGuard<'db, Writer>,
+    /// Dropped after `writer` (fields drop in order).
+    _held: WriterHeld,
 }
 
 /// What a swap replaced, and how its directory sync went.

@@ -20,7 +20,7 @@ use crate::limits::{GROWTH_STEP_MAX, INITIAL_PAGES_MIN};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::Meta;
 use crate::txn::catalog::{self, Descriptor};
-use crate::txn::db::{Inner, Snapshot};
+use crate::txn::db::{Inner, Snapshot, WriterHeld};
 use crate::txn::sync::Durability;
 
 /// A commit that is visible and may still be waiting for its sync (see
@@ -69,6 +69,8 @@ struct OpenTree {
 pub struct WriteTxn<'db> {
     db: &'db Inner,
     writer: MutexGuard<'db, Writer>,
+    /// Dropped after `writer` (fields drop in order).
+    _held: WriterHeld,
     base: Arc<Snapshot>,
     dirty: Dirty,
     catalog: TreeRoot,
@@ -108,9 +110,10 @@ impl Allocate for Allocator<'_> {
 }
 
 impl<'db> WriteTxn<'db> {
-    pub(crate) fn new(
+    pub(super) fn new(
         db: &'db Inner,
         mut writer: MutexGuard<'db, Writer>,
+        held: WriterHeld,
     ) -> Result<WriteTxn<'db>> {
         // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
         // crash can fall back to a meta older than T.
@@ -125,6 +128,7 @@ impl<'db> WriteTxn<'db> {
         Ok(WriteTxn {
             db,
             writer,
+            _held: held,
             base,
             dirty: Dirty::default(),
             catalog,
