@@ -149,9 +149,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.duration.as_secs_f64(),
         report.seconds_per_gb()
     );
+    println!(
+        "writers held {:.1} ms (the last of {} catch-up rounds and the swap)",
+        report.pause.as_secs_f64() * 1e3,
+        report.rounds.len()
+    );
     if let Some(warm) = report.warm {
         println!(
-            "then, writers free again, the new file read into the page cache in {:.3} s",
+            "the new file read into the page cache in {:.3} s, before the swap",
             warm.as_secs_f64()
         );
     }

@@ -447,8 +447,7 @@ impl Db {
     pub fn stats(&self) -> Result<Stats> {
         let tx = self.begin_read()?;
         let mut stats = walk(tx.snapshot(), self.inner.storage().len()?).stats;
-        let w = self.inner.writer.lock();
-        stats.pending_pages = w.freelist.pending_page_count();
+        stats.pending_pages = self.inner.pending_pages();
         Ok(stats)
     }
 }

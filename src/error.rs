@@ -34,6 +34,19 @@ pub enum Error {
     #[error("the file is empty: it is not a folio database (remove it to create a new database)")]
     EmptyFile,
 
+    /// An online defrag asked to give up ([`crate::DefragOptions::give_up`]) did: its catch-up
+    /// rounds did not get within the pause budget. The database is as it was; try again when
+    /// writes are slower, or allow a longer pause.
+    #[error(
+        "defrag gave up after {rounds} catch-up rounds: writers commit faster than it catches up (the last round took {last_ms} ms, over the pause budget)"
+    )]
+    DefragBehind {
+        /// Catch-up rounds run.
+        rounds: u32,
+        /// How long the last of them took, in milliseconds.
+        last_ms: u64,
+    },
+
     /// Neither meta page carries folio's magic number.
     #[error("not a folio database (no folio header in either meta page)")]
     NotADatabase,

@@ -159,7 +159,7 @@ mod txn;
 
 pub use btree::{Cursor, Range, Tree, TreeMut};
 pub use check::{CheckReport, Problem};
-pub use defrag::{DefragOptions, DefragProgress, DefragReport, defrag};
+pub use defrag::{DefragOptions, DefragProgress, DefragReport, DefragRound, defrag};
 pub use error::{Error, PageId, Result};
 pub use inspect::{
     BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,

@@ -117,6 +117,14 @@ pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;
 /// The lowest defrag fill factor: half a page, so that any entry (at most half a page, see
 /// [`inline_entry_max`]) fits and every page holds at least one.
 pub const DEFRAG_FILL_MIN: f64 = 0.5;
+/// How long an online defrag expects its last catch-up round, with writers held, may take.
+pub const DEFRAG_PAUSE_BUDGET_DEFAULT: std::time::Duration = std::time::Duration::from_millis(5);
+/// The most catch-up rounds an online defrag runs without holding writers, by default.
+pub const DEFRAG_ROUNDS_DEFAULT: u32 = 16;
+/// A defrag's old file is shrunk by this many bytes at a time once no reader maps it.
+pub const DEFRAG_RELEASE_STEP: u64 = 64 << 20;
+/// The pause between two steps of shrinking a defrag's old file.
+pub const DEFRAG_RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Bytes a defrag gathers before each write to the new file.
 pub const DEFRAG_WRITE_LEN: usize = 8 << 20;
 /// Write buffers a defrag fills while earlier ones are being written.

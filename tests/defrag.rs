@@ -1,5 +1,5 @@
 //! Defrag: the new file holds exactly what the old one did, packed, with no free pages; readers
-//! that began before an online defrag read their snapshot to the end; writers resume after it; the
+//! that began before an online defrag read their snapshot to the end; writers commit during it; the
 //! options, the report and the errors of the offline call.
 //!
 //! The model test runs random operation streams over three trees (small and overflow values,
@@ -291,7 +291,9 @@ fn a_reader_that_began_before_an_online_defrag_reads_its_snapshot_to_the_end() {
 }
 
 #[test]
-fn a_writer_waits_for_an_online_defrag_and_then_commits_into_the_new_file() {
+/// Writers no longer wait for the copy (they did before the defrag went online): they commit to
+/// the old file while it runs and every commit is in the new file after it.
+fn writers_commit_during_online_defrags_and_every_commit_lands_in_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("writer.folio");
     let db = Db::builder().page_size(PAGE_SIZE).open(&path).unwrap();
@@ -417,7 +419,7 @@ fn progress_counts_every_source_page_once_and_ends_at_the_total() {
 }
 
 #[test]
-fn the_page_cache_is_warmed_after_the_swap_unless_turned_off() {
+fn the_page_cache_is_warmed_before_the_swap_unless_turned_off() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warm.folio");
     let db = small_db(&path);

@@ -4,12 +4,16 @@
 //! - `options`: what a caller chooses and what it gets back.
 //! - `load`: the bulk loader that writes every tree of a snapshot into a new file, sequentially.
 //! - `readahead`: reading the source's live pages in file order while the loader walks them.
-//! - `swap`: the recipe that builds the file beside the database and renames it into place.
+//! - `diff`: the difference between two snapshots, by page id, for the catch-up rounds.
+//! - `release`: shrinking the old file in steps once no reader maps it.
+//! - `online`: the recipe: copy while writers go on, catch up, and ask `txn::swap` to swap.
 
+mod diff;
 mod load;
+mod online;
 mod options;
 mod readahead;
-mod swap;
+mod release;
 
-pub use options::{DefragOptions, DefragProgress, DefragReport};
-pub use swap::defrag;
+pub use online::defrag;
+pub use options::{DefragOptions, DefragProgress, DefragReport, DefragRound};

@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limits::{DEFRAG_FILL_DEFAULT, DEFRAG_FILL_MIN};
+use crate::limits::{
+    DEFRAG_FILL_DEFAULT, DEFRAG_FILL_MIN, DEFRAG_PAUSE_BUDGET_DEFAULT, DEFRAG_ROUNDS_DEFAULT,
+};
 
 /// A defrag's progress: source pages copied so far, of those the snapshot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,14 +17,32 @@ pub struct DefragProgress {
     pub pages_total: u64,
 }
 
+/// One catch-up round of an online defrag: what it copied into the new file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefragRound {
+    /// Entries put or deleted in the new file (a created or deleted tree counts as one).
+    pub entries: u64,
+    /// Bytes of keys and values put.
+    pub bytes: u64,
+    /// From the snapshot it began with to its commit in the new file.
+    pub duration: Duration,
+    /// Whether it ran with writers held: the last round, before the swap.
+    pub last: bool,
+}
+
 type ProgressFn = Arc<dyn Fn(DefragProgress) + Send + Sync>;
+type RoundFn = Arc<dyn Fn(&DefragRound) + Send + Sync>;
 
 /// Options for [`crate::defrag`], [`crate::Db::defrag`] and [`crate::Store::defrag`].
 #[derive(Clone)]
 pub struct DefragOptions {
     pub(crate) fill: f64,
     pub(crate) progress: Option<ProgressFn>,
+    pub(crate) on_round: Option<RoundFn>,
     pub(crate) warm_cache: bool,
+    pub(crate) pause_budget: Duration,
+    pub(crate) rounds_max: u32,
+    pub(crate) give_up: bool,
 }
 
 impl Default for DefragOptions {
@@ -30,7 +50,11 @@ impl Default for DefragOptions {
         DefragOptions {
             fill: DEFRAG_FILL_DEFAULT,
             progress: None,
+            on_round: None,
             warm_cache: true,
+            pause_budget: DEFRAG_PAUSE_BUDGET_DEFAULT,
+            rounds_max: DEFRAG_ROUNDS_DEFAULT,
+            give_up: false,
         }
     }
 }
@@ -40,7 +64,11 @@ impl fmt::Debug for DefragOptions {
         f.debug_struct("DefragOptions")
             .field("fill", &self.fill)
             .field("progress", &self.progress.is_some())
+            .field("on_round", &self.on_round.is_some())
             .field("warm_cache", &self.warm_cache)
+            .field("pause_budget", &self.pause_budget)
+            .field("rounds_max", &self.rounds_max)
+            .field("give_up", &self.give_up)
             .finish()
     }
 }
@@ -54,17 +82,58 @@ impl DefragOptions {
     }
 
     /// Calls `f` as the copy goes on (every 2,048 source pages, and once at the end). It runs on
-    /// the defragging thread while the write lock is held: it must not begin a write transaction.
+    /// the defragging thread while the copy runs, with no lock held; it should return quickly,
+    /// since the copy waits for it.
     pub fn progress(mut self, f: impl Fn(DefragProgress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
         self
     }
 
-    /// Whether to read the new file into the page cache after the swap, before returning (the
-    /// default: yes, when it fits in half of the available memory). Readers and writers are not
-    /// held up by it: the write lock is released first. The defrag writes its file around the
-    /// cache, at the disk's speed and without taking page-cache memory while writers wait; without
-    /// this, the first read of each page after it comes from the disk.
+    /// Calls `f` after each catch-up round, on the defragging thread. After every round but the
+    /// last no lock is held, and `f` may write to the database (the next round copies it); after
+    /// the last one writers are held and have been since the round began: `f` must not write
+    /// then (see [`DefragRound::last`]).
+    pub fn on_round(mut self, f: impl Fn(&DefragRound) + Send + Sync + 'static) -> Self {
+        self.on_round = Some(Arc::new(f));
+        self
+    }
+
+    /// How long the last catch-up round, the one that holds writers, may be expected to take
+    /// (default 5 ms). A round that took as long or longer is followed by another without
+    /// holding writers, while the rounds shrink and up to [`DefragOptions::rounds_max`]; zero
+    /// always runs them all. The writers' pause is
+    /// this plus the syncs and the rename.
+    pub fn pause_budget(mut self, budget: Duration) -> Self {
+        self.pause_budget = budget;
+        self
+    }
+
+    /// The most catch-up rounds run without holding writers (default 16; at least 1). After
+    /// them the defrag holds writers for the last round whatever it costs, or, with
+    /// [`DefragOptions::give_up`], fails with [`crate::Error::DefragBehind`].
+    pub fn rounds_max(mut self, rounds: u32) -> Self {
+        self.rounds_max = rounds.max(1);
+        self
+    }
+
+    /// Whether to fail rather than hold writers for longer than the pause budget when the rounds
+    /// did not get within it (default: no, finish anyway). The database is then as it was.
+    pub fn give_up(mut self, give_up: bool) -> Self {
+        self.give_up = give_up;
+        self
+    }
+
+    pub(crate) fn round(&self, round: &DefragRound) {
+        if let Some(f) = &self.on_round {
+            f(round);
+        }
+    }
+
+    /// Whether to read the new file into the page cache before the swap (the default: yes, when
+    /// it fits in half of the available memory). Readers and writers are not held up by it: it
+    /// runs between the copy and the catch-up rounds. The defrag writes its file around the
+    /// cache, at the disk's speed and without taking page-cache memory; without this, the first
+    /// read of each page after the swap comes from the disk.
     pub fn warm_cache(mut self, warm: bool) -> Self {
         self.warm_cache = warm;
         self
@@ -97,13 +166,17 @@ pub struct DefragReport {
     /// Bytes of the pages that were live in the source: metas, tree pages, overflow runs and the
     /// freelist (what a copy that kept the source's layout would have to write).
     pub live_bytes: u64,
-    /// Pages written to the new file, metas included.
+    /// Pages written to the new file by the bulk copy, metas included.
     pub pages_written: u64,
-    /// From taking the write lock to the swap: how long writers waited.
+    /// From the start to the swap: the copy, every catch-up round and the swap.
     pub duration: Duration,
-    /// How long reading the new file into the page cache took after the swap, with readers and
-    /// writers already going on; `None` when it was not done (see
-    /// [`DefragOptions::warm_cache`]).
+    /// How long writers were held: the last catch-up round, the sync of the new file, the rename,
+    /// the directory sync and the swap.
+    pub pause: Duration,
+    /// The catch-up rounds, in order; the last one ran with writers held.
+    pub rounds: Vec<DefragRound>,
+    /// How long reading the new file into the page cache took, before the swap, with readers and
+    /// writers going on; `None` when it was not done (see [`DefragOptions::warm_cache`]).
     pub warm: Option<Duration>,
 }
 
@@ -111,6 +184,13 @@ impl DefragReport {
     /// Bytes written to the new file.
     pub fn bytes_written(&self) -> u64 {
         self.size_after
+    }
+
+    /// Entries and bytes the catch-up rounds copied, in all.
+    pub fn caught_up(&self) -> (u64, u64) {
+        self.rounds
+            .iter()
+            .fold((0, 0), |(e, b), r| (e + r.entries, b + r.bytes))
     }
 
     /// Seconds per GB (10^9 bytes) written: the figure to compare with a plain copy.
@@ -135,6 +215,14 @@ impl fmt::Display for DefragReport {
             self.pages_written,
             self.duration.as_secs_f64(),
             self.seconds_per_gb()
+        )?;
+        let (entries, bytes) = self.caught_up();
+        write!(
+            f,
+            "; writers held {:.1} ms; {} catch-up round{} copied {entries} entries ({bytes} bytes)",
+            self.pause.as_secs_f64() * 1e3,
+            self.rounds.len(),
+            if self.rounds.len() == 1 { "" } else { "s" },
         )?;
         if let Some(warm) = self.warm {
             write!(f, "; page cache warmed in {:.3} s", warm.as_secs_f64())?;

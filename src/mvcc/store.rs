@@ -192,8 +192,11 @@ impl Store {
         Ok(store)
     }
 
-    /// Defragments the database under this store (see [`Db::defrag`]): writes wait, reads go on.
-    /// The store's revisions, key index and `hash_by_rev` are unchanged by it.
+    /// Defragments the database under this store (see [`Db::defrag`]) online: reads and writes
+    /// go on, and writes wait only for the defrag's last catch-up round and swap. The store's
+    /// revisions, key index and `hash_by_rev` are unchanged by it: it copies the key tree entry
+    /// for entry. A compaction may run during it; its deletes are part of what the catch-up
+    /// rounds copy, so they need no lock here (the defrag holds no store lock at all).
     pub fn defrag(&self, options: &crate::DefragOptions) -> Result<crate::DefragReport> {
         self.inner.db.defrag(options)
     }

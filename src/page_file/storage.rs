@@ -70,6 +70,14 @@ pub trait Storage: Send + Sync + Debug {
     fn read_only(&self) -> bool {
         false
     }
+
+    /// Whether a file that no name points to any more (a defrag's old file) should be shrunk in
+    /// steps before it is closed: a real file system frees all of a file's blocks at its last
+    /// close, at once, and the journal work that takes lands on the commits of the file that
+    /// replaced it. The default is `false`: close it at once.
+    fn shrink_in_steps(&self) -> bool {
+        false
+    }
 }
 
 /// A database file on disk, locked for as long as this value lives: exclusively when it is opened
@@ -411,6 +419,10 @@ impl Storage for FileStorage {
 
     fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    fn shrink_in_steps(&self) -> bool {
+        !self.read_only
     }
 }
 

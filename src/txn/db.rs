@@ -1,5 +1,24 @@
 //! The database handle: opening and creating files, snapshots, and the reader registry.
 //!
+//! Lock order. A thread that holds one of these locks takes only locks further down the list:
+//! 1. the store's compaction lock (`mvcc::store::Inner::compaction`), held for a whole compaction;
+//! 2. the store's writer lock (`mvcc::store::Inner::writer`), held by one store write or one
+//!    compaction batch; the store's state lock (`mvcc::store::Inner::state`) is taken under it, and
+//!    a reader holds the state's read lock while it takes the database's `shared` lock (4);
+//! 3. the database's defrag lock (`Inner::defrag`), held for a whole defrag, which holds no store
+//!    lock; then the database's writer lock (`Inner::writer`), held by the write transaction, and
+//!    by a defrag for its final pause and swap;
+//! 4. the database's `shared` lock (`Inner::shared`): the newest snapshot and the reader registry,
+//!    held only for a few instructions;
+//! 5. the sync state's lock (`SyncState`), innermost; a round never holds it across I/O.
+//!
+//! Debug builds check the rule where it is cheap: a thread that already holds a database's writer
+//! lock (an open write transaction, or a defrag's hold) and asks for it again would wait for
+//! itself for ever, and panics instead ([`WriterHeld`]).
+//!
+//! A defrag's new file is a database of its own ([`crate::txn::swap::NewFile`]); its locks are
+//! taken only by the defrag, after this database's and in the same order.
+//!
 //! Invariants:
 //! 1. `Shared::current` is the newest snapshot a new reader may see. A reader takes it and registers
 //!    its txid under the same lock, so the writer never frees a page a registering reader can see.
@@ -28,6 +47,52 @@ use crate::page_file::verified::VerifiedPages;
 use crate::txn::read::ReadTxn;
 use crate::txn::sync::{Durability, SyncState};
 use crate::txn::write::{WriteTxn, Writer};
+
+#[cfg(debug_assertions)]
+thread_local! {
+    /// The databases (by the address of their shared state) whose writer lock this thread holds.
+    static WRITERS_HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A record, in debug builds, that this thread holds a database's writer lock (see the lock order
+/// at the top of this module). Taken before the lock is waited for; dropped with the lock.
+#[derive(Debug)]
+pub(super) struct WriterHeld {
+    #[cfg(debug_assertions)]
+    inner: usize,
+}
+
+impl WriterHeld {
+    /// Asserts that this thread does not hold `inner`'s writer lock already, and records it.
+    pub(super) fn take(inner: &Inner) -> WriterHeld {
+        #[cfg(debug_assertions)]
+        {
+            let at = inner as *const Inner as usize;
+            WRITERS_HELD.with(|held| {
+                let mut held = held.borrow_mut();
+                assert!(
+                    !held.contains(&at),
+                    "this thread already holds the database's writer lock (an open write \
+                     transaction or a defrag): waiting for it again would deadlock"
+                );
+                held.push(at);
+            });
+            WriterHeld { inner: at }
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = inner;
+            WriterHeld {}
+        }
+    }
+}
+
+impl Drop for WriterHeld {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        WRITERS_HELD.with(|held| held.borrow_mut().retain(|&i| i != self.inner));
+    }
+}
 
 /// One committed state of the database: its meta, a mapping that covers it, and the verified
 /// pages of its file (shared by every snapshot of the file; see `page_file::verified`).
@@ -80,29 +145,31 @@ impl Snapshot {
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub current: Arc<Snapshot>,
+pub(super) struct Shared {
+    pub(super) current: Arc<Snapshot>,
     /// Open readers by snapshot txid.
-    pub readers: BTreeMap<u64, usize>,
+    pub(super) readers: BTreeMap<u64, usize>,
 }
 
 /// Options fixed when a database is opened.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    pub durability: Durability,
-    pub max_size: Option<u64>,
-    pub verify_checksums: bool,
-    pub strict: bool,
+    pub(super) durability: Durability,
+    pub(super) max_size: Option<u64>,
+    pub(super) verify_checksums: bool,
+    pub(super) strict: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub path: Option<PathBuf>,
-    pub options: Options,
-    pub page_size: u32,
-    pub shared: Mutex<Shared>,
-    pub writer: Mutex<Writer>,
-    pub sync: SyncState,
+    pub(super) path: Option<PathBuf>,
+    pub(super) options: Options,
+    pub(super) page_size: u32,
+    pub(super) shared: Mutex<Shared>,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) sync: SyncState,
+    /// Held by a defrag for its whole run, so that two never build a new file at once.
+    pub(super) defrag: Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -297,7 +364,7 @@ impl Builder {
             create::remove_stale(path, true);
         }
         let db = Db::from_storage(
-            Box::new(storage),
+            Arc::new(storage),
             Some(path.to_path_buf()),
             self.options.clone(),
         )?;
@@ -338,12 +405,12 @@ impl Builder {
         }
         format(&*storage, self.page_size_new(), self.initial_size)?;
         storage.sync()?;
-        Db::from_storage(storage, None, self.options.clone())
+        Db::from_storage(Arc::from(storage), None, self.options.clone())
     }
 
     /// Opens an existing database held by `storage`.
     pub fn open_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
-        let db = Db::from_storage(storage, None, self.options.clone())?;
+        let db = Db::from_storage(Arc::from(storage), None, self.options.clone())?;
         self.check_page_size(&db, None)?;
         Ok(db)
     }
@@ -380,8 +447,8 @@ impl Db {
         Builder::default()
     }
 
-    fn from_storage(
-        storage: Box<dyn Storage>,
+    pub(super) fn from_storage(
+        storage: Arc<dyn Storage>,
         path: Option<PathBuf>,
         options: Options,
     ) -> Result<Db> {
@@ -423,6 +490,7 @@ impl Db {
         let writer = Writer {
             freelist,
             freelist_run,
+            maps: vec![Arc::downgrade(&snapshot.map)],
             latest: snapshot.clone(),
             file_len,
         };
@@ -436,7 +504,8 @@ impl Db {
                     readers: BTreeMap::new(),
                 }),
                 writer: Mutex::new(writer),
-                sync: SyncState::new(Arc::from(storage), meta, slot),
+                sync: SyncState::new(storage, meta, slot),
+                defrag: Mutex::new(()),
             }),
         };
         Ok(db)
@@ -460,8 +529,9 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         self.inner.sync.check_poisoned()?;
+        let held = WriterHeld::take(&self.inner);
         let writer = self.inner.writer.lock();
-        WriteTxn::new(&self.inner, writer)
+        WriteTxn::new(&self.inner, writer, held)
     }
 
     /// Makes every commit so far durable (useful after commits with [`Durability::None`]). A later
@@ -505,11 +575,17 @@ impl Inner {
         self.shared.lock().readers.keys().next().copied()
     }
 
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+    /// Pages freed by commits and not yet reusable.
+    pub fn pending_pages(&self) -> u64 {
+        let _held = WriterHeld::take(self);
+        self.writer.lock().freelist.pending_page_count()
+    }
+
+    pub(super) fn publish(&self, snapshot: Arc<Snapshot>) {
         self.shared.lock().current = snapshot;
     }
 
-    pub fn unregister_reader(&self, txid: u64) {
+    pub(super) fn unregister_reader(&self, txid: u64) {
         let mut shared = self.shared.lock();
         if let Some(n) = shared.readers.get_mut(&txid) {
             *n -= 1;

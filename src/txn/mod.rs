@@ -3,6 +3,7 @@
 pub(crate) mod catalog;
 pub(crate) mod db;
 pub(crate) mod read;
+pub(crate) mod swap;
 pub(crate) mod sync;
 pub(crate) mod write;
 

@@ -15,7 +15,9 @@
 //! 5. The state owns the storage its rounds write to. A round takes the storage and the meta it
 //!    writes under the same lock, so it writes a commit's meta into the file that commit's pages
 //!    went to. A defrag's swap replaces both at once ([`SyncState::restart`]); a waiter that began
-//!    before the swap and leads a round after it writes the new file, never the old one.
+//!    before the swap and leads a round after it writes the new file, never the old one. A round
+//!    that was already running on the old file when the swap came finishes there and changes
+//!    nothing here: the swap's new file holds its commit durably (see `txn::swap`).
 
 use std::sync::Arc;
 
@@ -53,12 +55,16 @@ struct State {
     safe: u64,
     leader: bool,
     poisoned: bool,
+    /// Raised by every [`SyncState::restart`]: a round that began under an older one wrote a file
+    /// that is no longer the database's, and leaves this state alone.
+    generation: u64,
 }
 
 impl State {
     /// `storage`, whose newest meta, `meta`, is durable in `slot`.
-    fn durable(storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> State {
+    fn durable(storage: Arc<dyn Storage>, meta: Meta, slot: PageId, generation: u64) -> State {
         State {
+            generation,
             storage,
             committed: meta,
             written_slot: slot,
@@ -92,7 +98,7 @@ impl SyncState {
     /// The state of `storage`, whose newest meta, `meta`, is durable in `slot`.
     pub fn new(storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> SyncState {
         SyncState {
-            state: Mutex::new(State::durable(storage, meta, slot)),
+            state: Mutex::new(State::durable(storage, meta, slot, 0)),
             round_done: Condvar::new(),
             #[cfg(test)]
             before_round: Mutex::new(None),
@@ -105,15 +111,34 @@ impl SyncState {
     }
 
     /// Starts over on `storage`, a new file whose newest meta, `meta`, is durable in `slot` (a
-    /// defrag's swap), and returns the storage it replaces. Waits for a running round, so none is
-    /// left writing to the old file, and every later round writes the new one.
+    /// defrag's swap), and returns the storage it replaces. Every later round writes the new file.
+    /// The old file's commits need not be durable there: `meta` is at least as new as every one
+    /// of them and durable in the new file, so a waiter for any of them finds it durable. A round
+    /// still running on the old file is not waited for (it would cost the swap two syncs): it
+    /// finishes on the old file and leaves the new state alone (see `generation`).
     pub fn restart(&self, storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> Arc<dyn Storage> {
+        let mut s = self.state.lock();
+        debug_assert!(meta.txid >= s.committed.txid, "the new file is behind");
+        let generation = s.generation + 1;
+        std::mem::replace(&mut *s, State::durable(storage, meta, slot, generation)).storage
+    }
+
+    /// The newest committed meta and the slot holding the newest written meta, once no round runs.
+    pub fn written(&self) -> (Meta, PageId) {
         let mut s = self.state.lock();
         while s.leader {
             self.round_done.wait(&mut s);
         }
-        debug_assert!(!s.poisoned && s.synced >= s.committed.txid);
-        std::mem::replace(&mut *s, State::durable(storage, meta, slot)).storage
+        (s.committed, s.written_slot)
+    }
+
+    /// Records that the caller synced the storage after the newest commit's meta was written
+    /// (with [`Durability::None`]), so that it is durable and nothing is left to sync.
+    pub fn synced_by_caller(&self) {
+        let mut s = self.state.lock();
+        debug_assert!(!s.leader && !s.poisoned);
+        s.synced = s.committed.txid;
+        s.safe = s.committed.txid;
     }
 
     /// Refuses every later commit until a reopen: the state on disk is unknown to this process.
@@ -186,7 +211,7 @@ impl SyncState {
     /// One round: waits for any running round, then writes (and with `sync`, syncs) the newest
     /// committed meta into the current storage. Returns the txid written.
     fn lead(&self, sync: bool) -> Result<u64> {
-        let (storage, meta, slot) = {
+        let (storage, meta, slot, generation) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -195,7 +220,12 @@ impl SyncState {
                 return Err(Error::Poisoned);
             }
             s.leader = true;
-            (s.storage.clone(), s.committed, 1 - s.written_slot)
+            (
+                s.storage.clone(),
+                s.committed,
+                1 - s.written_slot,
+                s.generation,
+            )
         };
         let result = (|| {
             if sync {
@@ -208,6 +238,12 @@ impl SyncState {
             Ok(())
         })();
         let mut s = self.state.lock();
+        if s.generation != generation {
+            // A swap replaced the file under this round. The new file holds this round's commit,
+            // durably: the round's outcome on the old file no longer matters.
+            self.round_done.notify_all();
+            return Ok(meta.txid);
+        }
         s.leader = false;
         match &result {
             Ok(()) => {
@@ -232,14 +268,31 @@ mod tests {
 
     use super::*;
 
-    /// A storage that only logs the calls a round makes, by file name.
-    #[derive(Debug)]
+    type Hook = Mutex<Option<Box<dyn FnOnce() + Send>>>;
+
+    /// A storage that only logs the calls a round makes, by file name, and may run a hook (once)
+    /// in the middle of its first sync.
     struct Logged {
         name: &'static str,
         log: Arc<Mutex<Vec<String>>>,
+        on_sync: Hook,
+    }
+
+    impl std::fmt::Debug for Logged {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.name)
+        }
     }
 
     impl Logged {
+        fn new(name: &'static str, log: &Arc<Mutex<Vec<String>>>) -> Logged {
+            Logged {
+                name,
+                log: log.clone(),
+                on_sync: Mutex::new(None),
+            }
+        }
+
         fn record(&self, call: String) -> Result<()> {
             self.log.lock().push(format!("{} {call}", self.name));
             Ok(())
@@ -260,6 +313,10 @@ mod tests {
             unimplemented!("a sync round never resizes")
         }
         fn sync(&self) -> Result<()> {
+            let hook = self.on_sync.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
             self.record("sync".into())
         }
         fn map(&self) -> Result<Mmap> {
@@ -300,14 +357,8 @@ mod tests {
     #[test]
     fn a_round_led_after_a_swap_syncs_the_new_file_and_never_the_old() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let old: Arc<dyn Storage> = Arc::new(Logged {
-            name: "old",
-            log: log.clone(),
-        });
-        let new: Arc<dyn Storage> = Arc::new(Logged {
-            name: "new",
-            log: log.clone(),
-        });
+        let old: Arc<dyn Storage> = Arc::new(Logged::new("old", &log));
+        let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = Arc::new(SyncState::new(old, meta(1), 1));
         // Writer A's group commit 2, on the old file, not durable yet.
         sync.set_committed(meta(2));
@@ -340,5 +391,42 @@ mod tests {
         // B's commit is durable: its wait returns without another round.
         sync.wait_synced(3).expect("B's wait");
         assert_eq!(sync.state.lock().synced, 3);
+    }
+
+    /// What broke: a swap waited for a round running on the old file (two syncs of a file about
+    /// to be dropped, with every writer held). It no longer waits; the round must then finish on
+    /// the old file without touching the new state: had it recorded the slot it wrote in the old
+    /// file, the next round would overwrite the new file's only durable meta.
+    #[test]
+    fn a_round_running_on_the_old_file_during_a_swap_leaves_the_new_state_alone() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let old = Arc::new(Logged::new("old", &log));
+        let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
+        let sync = Arc::new(SyncState::new(old.clone(), meta(1), 1));
+        sync.set_committed(meta(2));
+        // In the middle of the round that makes commit 2 durable in the old file, a defrag swaps
+        // in a new file holding commit 2 durably in slot 1, and a writer commits 3 there.
+        let swap = sync.clone();
+        *old.on_sync.lock() = Some(Box::new(move || {
+            swap.restart(new, meta(2), 1);
+            swap.set_committed(meta(3));
+        }));
+        drop(old);
+        sync.wait_synced(2).expect("the round on the old file");
+        assert_eq!(sync.written(), (meta(3), 1), "the new state is untouched");
+        sync.wait_synced(3).expect("a round on the new file");
+        let log = log.lock().clone();
+        assert_eq!(
+            log,
+            [
+                "old sync",
+                "old write@0",
+                "old sync",
+                "new sync",
+                "new write@0",
+                "new sync"
+            ],
+            "the round after the swap writes the new file's other slot"
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! free space. A failure while making the meta durable poisons the database (see `sync.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use memmap2::Mmap;
 use parking_lot::MutexGuard;
 
 use crate::btree::source::{NodeRef, Pages, Source};
@@ -19,7 +20,7 @@ use crate::limits::{GROWTH_STEP_MAX, INITIAL_PAGES_MIN};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::Meta;
 use crate::txn::catalog::{self, Descriptor};
-use crate::txn::db::{Inner, Snapshot};
+use crate::txn::db::{Inner, Snapshot, WriterHeld};
 use crate::txn::sync::Durability;
 
 /// A commit that is visible and may still be waiting for its sync (see
@@ -43,13 +44,16 @@ impl Visible<'_> {
 /// State owned by whoever holds the write lock.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    pub freelist: FreeList,
+    pub(super) freelist: FreeList,
     /// The current freelist run (first page, pages), if any.
-    pub freelist_run: Option<(PageId, u64)>,
+    pub(super) freelist_run: Option<(PageId, u64)>,
     /// The newest commit, as the next writer starts from it.
-    pub latest: Arc<Snapshot>,
+    pub(super) latest: Arc<Snapshot>,
     /// The file's length as this process last set or saw it.
-    pub file_len: u64,
+    pub(super) file_len: u64,
+    /// Every mapping of the file that may still be alive (readers hold them), so that a swap can
+    /// tell when no one maps the old file any more.
+    pub(super) maps: Vec<Weak<Mmap>>,
 }
 
 #[derive(Debug)]
@@ -65,12 +69,19 @@ struct OpenTree {
 pub struct WriteTxn<'db> {
     db: &'db Inner,
     writer: MutexGuard<'db, Writer>,
+    /// Dropped after `writer` (fields drop in order).
+    _held: WriterHeld,
     base: Arc<Snapshot>,
     dirty: Dirty,
     catalog: TreeRoot,
     trees: BTreeMap<Vec<u8>, OpenTree>,
     deleted: bool,
     durability: Durability,
+    /// The id this transaction's commit will have: the base's plus one, unless
+    /// [`WriteTxn::commit_as`] raised it.
+    txid: u64,
+    /// Commit even if nothing changed (to carry a raised txid).
+    forced: bool,
 }
 
 /// Allocates from the freelist first, then from the end of the used pages.
@@ -99,15 +110,17 @@ impl Allocate for Allocator<'_> {
 }
 
 impl<'db> WriteTxn<'db> {
-    pub(crate) fn new(
+    pub(super) fn new(
         db: &'db Inner,
         mut writer: MutexGuard<'db, Writer>,
+        held: WriterHeld,
     ) -> Result<WriteTxn<'db>> {
         // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
         // crash can fall back to a meta older than T.
         let bound = db.oldest_reader().unwrap_or(u64::MAX).min(db.sync.safe());
         writer.freelist.release(bound)?;
         let base = writer.latest.clone();
+        let txid = base.meta.txid + 1;
         let catalog = TreeRoot {
             root: (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root)),
             len: base.meta.catalog_len,
@@ -115,12 +128,15 @@ impl<'db> WriteTxn<'db> {
         Ok(WriteTxn {
             db,
             writer,
+            _held: held,
             base,
             dirty: Dirty::default(),
             catalog,
             trees: BTreeMap::new(),
             deleted: false,
             durability: db.options.durability,
+            txid,
+            forced: false,
         })
     }
 
@@ -135,7 +151,17 @@ impl<'db> WriteTxn<'db> {
 
     /// The id this transaction's commit will have.
     pub fn txid(&self) -> u64 {
-        self.base.meta.txid + 1
+        self.txid
+    }
+
+    /// Commits as [`WriteTxn::commit`] does, with the id `txid` (above the base's) rather than the
+    /// next one, and even if nothing changed. A defrag's new file takes the txids of the database
+    /// it catches up with this way (see `txn::swap`).
+    pub(crate) fn commit_as(mut self, txid: u64) -> Result<()> {
+        assert!(txid > self.base.meta.txid, "txids only go up");
+        self.txid = txid;
+        self.forced = true;
+        self.commit()
     }
 
     fn lookup(&self, name: &[u8]) -> Result<Option<TreeRoot>> {
@@ -255,7 +281,12 @@ impl<'db> WriteTxn<'db> {
         // Map the grown file before the meta is written: a failure here still rolls back.
         let map = if self.writer.file_len as usize > self.base.map.len() {
             match db.storage().map() {
-                Ok(m) => Arc::new(m),
+                Ok(m) => {
+                    let m = Arc::new(m);
+                    self.writer.maps.retain(|w| w.strong_count() > 0);
+                    self.writer.maps.push(Arc::downgrade(&m));
+                    m
+                }
                 Err(e) => {
                     (self.writer.freelist, self.writer.freelist_run) = saved;
                     return Err(e);
@@ -303,12 +334,13 @@ impl<'db> WriteTxn<'db> {
     /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write, or
     /// `None` when the transaction changed nothing.
     fn write_pages(&mut self) -> Result<Option<Meta>> {
-        let changed = self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
+        let changed =
+            self.forced || self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
         if !changed {
             return Ok(None);
         }
         let page_size = self.base.meta.page_size;
-        let txid = self.base.meta.txid + 1;
+        let txid = self.txid;
         let pages = self.base.pages(self.db.options.verify_checksums);
         let page_count_max = match self.db.options.max_size {
             Some(max) => max / page_size as u64,

@@ -1,0 +1,220 @@
+//! The defrag recipe: copy a pinned snapshot into a new file while writers go on, catch up with
+//! what they committed, and swap the new file in under a short pause.
+//!
+//! One step each (see [`Db::defrag`]):
+//! 1. pin a snapshot: a registered reader, so no page it can reach is reused while it lives;
+//! 2. create `<file>.defrag` beside the database and bulk-load the snapshot into it
+//!    (`load::copy`), then sync it and open it as a database of its own (`txn::swap::NewFile`);
+//!    writers commit to the old file meanwhile;
+//! 3. read the new file into the page cache (it was written around it), so that readers after
+//!    the swap do not wait for the disk;
+//! 4. catch up, without holding writers: take a newer snapshot, diff it against the pinned one by
+//!    page id (`diff`), apply the difference to the new file in one commit that takes the newer
+//!    snapshot's txid, and pin the newer snapshot in place of the older; repeat while a round takes
+//!    longer than the pause budget, the rounds shrink, and the round limit allows;
+//! 5. hold writers; the last catch-up round, which brings the new file to the newest commit;
+//! 6. swap (`txn::swap`): sync the new file, rename it over the database, sync the directory, and
+//!    let new readers and the next writer use it; readers that began earlier keep the old file;
+//! 7. release writers, and the old file gently (`release`): its blocks are freed in steps once no
+//!    reader maps it.
+//!
+//! Until the rename in step 6 the database is untouched: a failure removes the new file and
+//! returns the error, and a crash leaves the old database and at most a leftover `.defrag` file
+//! that the next open removes. Every commit acknowledged before the rename is durable in the old
+//! file, and from the rename on in the new one, which holds every commit. The rename is atomic:
+//! after a crash the path holds either file, each whole and synced. If the directory sync fails
+//! after the rename, the swap goes ahead and the database is poisoned (see `txn::swap`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::defrag::diff::{self, Side, TreeChange};
+use crate::defrag::options::{DefragOptions, DefragReport, DefragRound};
+use crate::defrag::{load, readahead, release};
+use crate::error::{Error, Result};
+use crate::txn::ReadTxn;
+use crate::txn::db::{Db, Snapshot};
+use crate::txn::swap::NewFile;
+
+/// Defragments the database at `path`, which no process may have open: rewrites its live pages
+/// into a fresh, contiguous file and renames that over it. Fails with [`crate::Error::Locked`]
+/// if another process has it open, and with an I/O error (not found) if there is no file.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("data.folio");
+/// # {
+/// #     let db = folio::Db::open(&path)?;
+/// #     let mut tx = db.begin_write()?;
+/// #     tx.open_tree(b"t")?.put(b"k", b"v")?;
+/// #     tx.commit()?;
+/// # }
+/// let report = folio::defrag(&path, &folio::DefragOptions::default())?;
+/// assert_eq!(report.size_after, std::fs::metadata(&path)?.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn defrag(path: impl AsRef<Path>, options: &DefragOptions) -> Result<DefragReport> {
+    Db::builder().open_existing(path)?.defrag(options)
+}
+
+impl Db {
+    /// Rewrites the live pages into a fresh, contiguous, fully packed file and swaps it in
+    /// atomically (see the module docs for each step and what a crash leaves).
+    ///
+    /// Writers go on while the copy runs, committing to the old file; the defrag then catches up
+    /// with what they committed, and holds them only for its last catch-up round and the swap
+    /// (the report's [`DefragReport::pause`]). Readers are never held: a snapshot taken before
+    /// the swap keeps reading the old file to its end. The new file is written around the page
+    /// cache; before the swap, with writers going on, this reads it into the cache, unless
+    /// [`DefragOptions::warm_cache`] says not to. On an error the database goes on as before,
+    /// unless the error is [`crate::Error::Poisoned`]-worthy (the directory sync after the rename
+    /// failed), in which case later commits fail until a reopen. A write transaction open on this
+    /// thread would deadlock the last step: commit or drop it first.
+    pub fn defrag(&self, options: &DefragOptions) -> Result<DefragReport> {
+        options.validate()?;
+        let _one = self.one_defrag();
+        let started = Instant::now();
+
+        // 1. Pin a snapshot, and read its free space with it.
+        let (mut base, usage, size_before) = {
+            let held = self.hold_writers()?;
+            let base = self.begin_read()?;
+            debug_assert_eq!(base.txid(), held.latest().meta.txid);
+            (base, held.usage(), self.inner.storage().len()?)
+        };
+        let source = base.snapshot();
+        let page_size = source.meta.page_size as u64;
+        let pages_total =
+            (source.meta.page_count - 2).saturating_sub(usage.freelist_pages + usage.free_pages);
+        let live_bytes = (2 + usage.freelist_pages + pages_total) * page_size;
+
+        // 2. The new file, beside the old one: copy, sync, open. Writers go on.
+        let mut pages_written = 0;
+        let new = NewFile::create(self, |out| {
+            let meta = load::copy(source, out, options, pages_total, &usage.unused)?;
+            pages_written = meta.page_count;
+            Ok(())
+        })?;
+
+        // 3. Warm the page cache with the new file (it was written around it), so that readers
+        //    after the swap do not wait for the disk. Writers go on.
+        let warm = if options.warm_cache {
+            let started = Instant::now();
+            let reader = new.db().begin_read()?;
+            readahead::warm(&reader.snapshot().map).then(|| started.elapsed())
+        } else {
+            None
+        };
+
+        // 4. Catch up while writers go on.
+        let mut rounds: Vec<DefragRound> = Vec::new();
+        loop {
+            let next = self.begin_read()?;
+            let round = catch_up(&base, &next, new.db(), false)?;
+            new.write_back()?;
+            base = next;
+            options.round(&round);
+            // A round that copied more than a non-empty one before it: writers outpace the
+            // catch-up, and more rounds would not shrink the last one.
+            let shrinking = rounds
+                .last()
+                .is_none_or(|p| p.entries == 0 || round.entries < p.entries);
+            rounds.push(round);
+            if round.duration < options.pause_budget {
+                break;
+            }
+            if !shrinking || rounds.len() >= options.rounds_max as usize {
+                if options.give_up {
+                    // `new` is removed as it drops.
+                    return Err(Error::DefragBehind {
+                        rounds: rounds.len() as u32,
+                        last_ms: round.duration.as_millis() as u64,
+                    });
+                }
+                break;
+            }
+        }
+
+        // 5. Hold writers: the last round.
+        let mut held = self.hold_writers()?;
+        let paused = Instant::now();
+        let last = self.begin_read()?;
+        let round = catch_up(&base, &last, new.db(), true)?;
+        drop(base);
+        options.round(&round);
+        rounds.push(round);
+
+        // 6. Swap.
+        let swapped = held.swap(new)?;
+        let size_after = swapped.snapshot.meta.page_count * page_size;
+        drop(held);
+        let pause = paused.elapsed();
+        let duration = started.elapsed();
+
+        // 7. Release the old file; it waits for no one, writers are free.
+        drop((last, swapped.old_snapshot));
+        release::release(swapped.old_storage, swapped.old_maps);
+        swapped.dir_synced?;
+        Ok(DefragReport {
+            size_before,
+            size_after,
+            live_bytes,
+            pages_written,
+            duration,
+            pause,
+            rounds,
+            warm,
+        })
+    }
+}
+
+/// One catch-up round: what `next` holds beyond `base` (both snapshots of the database, `base`
+/// pinned), applied to the new file's database `file` in one commit with `next`'s txid.
+fn catch_up(base: &ReadTxn<'_>, next: &ReadTxn<'_>, file: &Db, last: bool) -> Result<DefragRound> {
+    let started = Instant::now();
+    let mut round = DefragRound {
+        entries: 0,
+        bytes: 0,
+        duration: Default::default(),
+        last,
+    };
+    let (old, new) = (base.snapshot(), next.snapshot());
+    if new.meta.txid > old.meta.txid {
+        let changes = diff::catalog(side(old), side(new))?;
+        let mut tx = file.begin_write()?;
+        for (name, change) in changes {
+            match change {
+                TreeChange::Deleted => {
+                    tx.delete_tree(name)?;
+                    round.entries += 1;
+                }
+                TreeChange::Changed(entries) => {
+                    let mut tree = tx.open_tree(name)?;
+                    for (key, value) in entries {
+                        match value {
+                            Some(value) => {
+                                tree.put(key, value)?;
+                                round.bytes += (key.len() + value.len()) as u64;
+                            }
+                            None => {
+                                tree.delete(key)?;
+                            }
+                        }
+                        round.entries += 1;
+                    }
+                }
+            }
+        }
+        tx.commit_as(new.meta.txid)?;
+    }
+    round.duration = started.elapsed();
+    Ok(round)
+}
+
+/// A snapshot's catalog, for a diff; every page read is verified.
+fn side(s: &Snapshot) -> Side<'_> {
+    Side {
+        pages: s.pages(true),
+        root: (s.meta.catalog_root != 0).then_some(s.meta.catalog_root),
+    }
+}

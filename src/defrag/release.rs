@@ -1,0 +1,102 @@
+//! Releasing the old file after a swap without stalling anyone.
+//!
+//! A file system frees a file's blocks when its last name is gone and its last descriptor and
+//! mapping are closed, all at once: for a file of gigabytes that is a burst of journal work, and
+//! every `fdatasync` of the new file waits behind it. So the old file is handed to a thread of its
+//! own, which:
+//! 1. waits until no reader maps the old file any more (every mapping the writer made of it is
+//!    dead: the readers that began before the swap have finished), checking every few
+//!    milliseconds and never blocking a reader or a writer;
+//! 2. shrinks it in steps of [`DEFRAG_RELEASE_STEP`] bytes, pausing [`DEFRAG_RELEASE_PAUSE`]
+//!    between steps, so that the freeing is spread out;
+//! 3. closes it, with nothing left to free.
+//!
+//! Shrinking while a mapping is alive would make a reader fault (SIGBUS) on the pages cut off,
+//! hence step 1. A storage that does not ask for it ([`Storage::shrink_in_steps`], e.g. the
+//! simulated one in tests) is closed at once. An error while shrinking stops the shrinking; the
+//! file is closed and the file system frees the rest.
+
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use memmap2::Mmap;
+
+use crate::limits::{DEFRAG_RELEASE_PAUSE, DEFRAG_RELEASE_STEP};
+use crate::page_file::storage::Storage;
+
+/// Releases `old` (a file no name points to) once every mapping in `maps` is dead.
+pub(crate) fn release(old: Arc<dyn Storage>, maps: Vec<Weak<Mmap>>) -> Option<JoinHandle<()>> {
+    if !old.shrink_in_steps() {
+        return None;
+    }
+    spawn(old, maps, DEFRAG_RELEASE_STEP, DEFRAG_RELEASE_PAUSE)
+}
+
+fn spawn(
+    old: Arc<dyn Storage>,
+    maps: Vec<Weak<Mmap>>,
+    step: u64,
+    pause: Duration,
+) -> Option<JoinHandle<()>> {
+    // If no thread can be started, the storage drops here and the file closes at once.
+    std::thread::Builder::new()
+        .name("folio-release".into())
+        .spawn(move || shrink(&*old, &maps, step, pause))
+        .ok()
+}
+
+fn shrink(old: &dyn Storage, maps: &[Weak<Mmap>], step: u64, pause: Duration) {
+    // 1. Wait for the last reader of the old file.
+    let mut wait = Duration::from_millis(1);
+    while maps.iter().any(|m| m.strong_count() > 0) {
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+    // 2. Shrink in steps.
+    let Ok(mut len) = old.len() else { return };
+    while len > 0 {
+        len = len.saturating_sub(step);
+        if old.set_len(len).is_err() {
+            return;
+        }
+        std::thread::sleep(pause);
+    }
+    // 3. The caller's storage closes as the thread ends.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page_file::storage::FileStorage;
+
+    /// What broke: closing a defrag's old file freed gigabytes at once, and the commits of the
+    /// new file stalled behind the file system; shrinking it while a reader still mapped it would
+    /// make that reader fault.
+    #[test]
+    fn the_old_file_is_shrunk_to_nothing_in_steps_once_no_reader_maps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.folio");
+        let storage = FileStorage::create_new(&path).unwrap();
+        let len = 10 << 20;
+        storage.set_len(len).unwrap();
+        storage.write_at(&[7; 4096], len - 4096).unwrap();
+        let map = Arc::new(storage.map().unwrap());
+        let watch = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        let handle = spawn(
+            Arc::new(storage),
+            vec![Arc::downgrade(&map)],
+            4 << 20,
+            Duration::ZERO,
+        )
+        .unwrap();
+        // The reader reads to the end of its mapping: it is still whole.
+        assert_eq!(map[len as usize - 1], 7);
+        assert_eq!(watch.metadata().unwrap().len(), len);
+        drop(map);
+        handle.join().unwrap();
+        assert_eq!(watch.metadata().unwrap().len(), 0);
+    }
+}

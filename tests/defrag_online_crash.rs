@@ -1,0 +1,236 @@
+//! Crash safety of an online defrag with a writer committing during it, through `SimStorage`.
+//!
+//! The writer commits from the defrag's round callback (between catch-up rounds, when no lock is
+//! held), so the interleaving is the same in every run: the bulk copy, then commit A, a round,
+//! commit B, a round, commit C, the last round (writers held) and the swap, then commit D after
+//! the defrag. A power loss (torn or reordered, directory as synced or as it stood) or a process
+//! crash at every storage call of that sequence leaves at the database path the old file or the
+//! new one, whole: it opens, passes `check`, and holds every commit acknowledged before the crash
+//! (and perhaps the one in flight), nothing less and nothing else.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use common::{point_seed, reorder_seeds};
+use folio::sim::{DirState, Fault, SimStorage};
+use folio::{Db, DefragOptions, Durability};
+
+type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+const PAGE_SIZE: u32 = 512;
+
+fn contents(db: &Db) -> Model {
+    let tx = db.begin_read().unwrap();
+    let mut model = Model::new();
+    for name in tx.tree_names().unwrap() {
+        let tree = tx.tree(&name).unwrap().unwrap();
+        let entries = tree
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        model.insert(name, entries);
+    }
+    model
+}
+
+fn value(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+}
+
+/// A fragmented database: commits that overwrite and delete in two trees, with overflow values.
+fn fragmented_image(dir: &Path) -> Vec<u8> {
+    let path = dir.join("source.folio");
+    let sim = SimStorage::create(&path).unwrap();
+    let db = Db::builder()
+        .page_size(PAGE_SIZE)
+        .durability(Durability::None)
+        .create_with(Box::new(sim.clone()))
+        .unwrap();
+    for round in 0..4u32 {
+        let mut tx = db.begin_write().unwrap();
+        for i in 0..1500u32 {
+            let k = format!("key-{:05}", (i * 7919 + round * 13) % 3000);
+            let len = if i % 4 == 0 {
+                700
+            } else {
+                40 + (i % 90) as usize
+            };
+            let tree: &[u8] = if i % 3 == 0 { b"beta" } else { b"alpha" };
+            tx.open_tree(tree)
+                .unwrap()
+                .put(k.as_bytes(), &value(i + round, len))
+                .unwrap();
+        }
+        for i in (0..3000u32).step_by(5 + round as usize) {
+            let k = format!("key-{i:05}");
+            tx.open_tree(b"alpha")
+                .unwrap()
+                .delete(k.as_bytes())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    db.sync().unwrap();
+    drop(db);
+    sim.crash_image(None)
+}
+
+/// The writer's commit number `n` (0 to 3: A, B and C during the defrag, D after it): each puts
+/// and deletes fewer keys than the one before, so that the rounds shrink; C also creates a tree
+/// and B deletes one.
+fn commit(db: &Db, n: u32) -> folio::Result<()> {
+    let mut tx = db.begin_write()?;
+    let mut t = tx.open_tree(b"alpha")?;
+    for i in 0..(40 - n * 10) {
+        let len = if i % 5 == 0 { 900 } else { 60 };
+        t.put(format!("during-{n}-{i:03}").as_bytes(), &value(i + n, len))?;
+        t.put(format!("key-{:05}", i * 37 + n).as_bytes(), &value(n, 30))?;
+    }
+    for i in 0..(10 - n * 2) {
+        t.delete(format!("key-{:05}", i * 101 + n).as_bytes())?;
+    }
+    match n {
+        1 => {
+            tx.delete_tree(b"beta")?;
+        }
+        2 => {
+            tx.open_tree(b"gamma")?.put(b"g", b"new tree")?;
+        }
+        _ => {}
+    }
+    tx.commit()
+}
+
+fn open(dir: &Path, name: &str, image: &[u8]) -> (PathBuf, SimStorage, Db) {
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let sim = SimStorage::with_image(&path, image).unwrap();
+    let db = Db::builder()
+        .durability(Durability::Immediate)
+        .open_with(Box::new(sim.clone()))
+        .unwrap();
+    (path, sim, db)
+}
+
+/// Runs the sequence on `db`: a defrag with commits A, B, C between its rounds, then D. Returns
+/// how many commits were acknowledged, and whether the defrag returned.
+fn run(db: &Db) -> (u32, bool) {
+    let acked = Arc::new(Mutex::new(0u32));
+    let (writer, done) = (db.clone(), acked.clone());
+    let options = DefragOptions::default()
+        .pause_budget(std::time::Duration::ZERO)
+        .rounds_max(3)
+        .warm_cache(false)
+        .on_round(move |round| {
+            let n = *done.lock().unwrap();
+            if !round.last && n < 3 && commit(&writer, n).is_ok() {
+                *done.lock().unwrap() += 1;
+            }
+        });
+    let defragged = db.defrag(&options);
+    drop(options);
+    let mut n = *acked.lock().unwrap();
+    if let Ok(report) = &defragged {
+        assert_eq!(n, 3, "A, B and C commit during the defrag: {report}");
+        assert_eq!(report.rounds.len(), 4, "{report}");
+        if commit(db, 3).is_ok() {
+            n += 1;
+        }
+    }
+    (n, defragged.is_ok())
+}
+
+/// What a crash keeps.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// A power loss: nothing unsynced, or a torn prefix of the last write.
+    Torn(Option<usize>),
+    /// A power loss keeping a subset of the written sectors, chosen by this seed.
+    Reordered(u64),
+    /// The process dies: every write that went ahead is in the file, names as they stand.
+    Process,
+}
+
+#[test]
+fn a_crash_at_any_call_of_an_online_defrag_beside_a_writer_keeps_every_acknowledged_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = fragmented_image(dir.path());
+
+    // The dry run: the states after 0 to 4 commits, and the calls made.
+    let (_, sim, db) = open(dir.path(), "dry.folio", &image);
+    let mut states = vec![contents(&db)];
+    for n in 0..4 {
+        let (_, _, db) = open(dir.path(), &format!("state-{n}.folio"), &image);
+        for m in 0..=n {
+            commit(&db, m).unwrap();
+        }
+        states.push(contents(&db));
+    }
+    let start = sim.calls();
+    assert_eq!(run(&db), (4, true));
+    assert_eq!(contents(&db), states[4]);
+    let calls = sim.calls() - start;
+    drop(db);
+
+    let reorder = reorder_seeds("online defrag crash", 2);
+    let mut outcomes = BTreeMap::<String, usize>::new();
+    for n in 1..=calls {
+        let (path, sim, db) = open(dir.path(), &format!("crash-{n}.folio"), &image);
+        sim.arm(n, Fault::Crash);
+        let (acked, defragged) = run(&db);
+        assert!(sim.crashed(), "call {n} was never made");
+        drop(db);
+        let torn = [None, Some(0), Some(PAGE_SIZE as usize / 2)].map(Loss::Torn);
+        let reordered = reorder
+            .iter()
+            .map(|&s| Loss::Reordered(point_seed(s, n as usize)));
+        let losses: Vec<Loss> = torn
+            .into_iter()
+            .chain(reordered)
+            .chain([Loss::Process])
+            .collect();
+        for dir_state in [DirState::Synced, DirState::Current] {
+            for &loss in &losses {
+                if matches!(loss, Loss::Process) && dir_state == DirState::Synced {
+                    continue;
+                }
+                let context = format!(
+                    "crash at call {n} of {calls} ({acked} commits acknowledged, defrag returned: \
+                     {defragged}), directory {dir_state:?}, {loss:?}"
+                );
+                let image = match loss {
+                    Loss::Torn(torn) => sim.crash_image_at(&path, dir_state, torn),
+                    Loss::Reordered(seed) => sim.crash_image_reordered_at(&path, dir_state, seed),
+                    Loss::Process => std::fs::read(&path).ok(),
+                }
+                .unwrap_or_else(|| panic!("{context}: no file at the database path"));
+                let name = format!("crash-{n}-reopened.folio");
+                let (_, _, db) = open(dir.path(), &name, &image);
+                let report = db.check().unwrap();
+                assert!(report.is_clean(), "{context}: {report}");
+                let got = contents(&db);
+                let k = acked as usize;
+                let state = (k..=(k + 1).min(4))
+                    .find(|&s| got == states[s])
+                    .unwrap_or_else(|| {
+                        panic!("{context}: not the state after {k} or {} commits", k + 1)
+                    });
+                *outcomes.entry(format!("{state} commits")).or_default() += 1;
+            }
+        }
+    }
+    println!("outcomes: {outcomes:?}");
+    // Crashes before, during and after the defrag each left their own state.
+    for s in 0..=4 {
+        assert!(
+            outcomes
+                .keys()
+                .any(|k| k.starts_with(&format!("{s} commits"))),
+            "no crash left the state after {s} commits: {outcomes:?}"
+        );
+    }
+}
