@@ -10,8 +10,6 @@
 //!
 //! Each run prints its seed; rerun one with `FOLIO_SEED=<seed> cargo test --test defrag_online`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +40,7 @@ fn seeds(n: usize) -> Vec<u64> {
     match std::env::var("FOLIO_SEED") {
         Ok(s) => vec![s.parse().expect("FOLIO_SEED is a number")],
         Err(_) => (0..n as u64)
-            .map(|i| common::random_seed().wrapping_add(i.wrapping_mul(0x9e37_79b9)))
+            .map(|i| crate::common::random_seed().wrapping_add(i.wrapping_mul(0x9e37_79b9)))
             .collect(),
     }
 }

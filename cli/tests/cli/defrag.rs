@@ -1,8 +1,6 @@
 //! `folio defrag`: the holes go, the data stays, and a file in use is refused.
 
-mod common;
-
-use common::{folio, folio_once, fragmented_store, open_db, open_store, temp_db};
+use crate::common::{folio, folio_once, fragmented_store, open_db, open_store, temp_db};
 
 /// The number in the map's summary line `… · N holes`.
 fn holes(map_output: &str) -> u64 {
@@ -174,7 +172,7 @@ fn defrag_that_writes_8_mib_or_more_prints_its_rate_per_gb() {
         for chunk in (0..2_500u32).collect::<Vec<_>>().chunks(250) {
             let ops = chunk
                 .iter()
-                .map(|&i| folio::Op::put(&common::pod(i), &[b'v'; 4096]));
+                .map(|&i| folio::Op::put(&crate::common::pod(i), &[b'v'; 4096]));
             store.txn().then(ops).commit().unwrap();
         }
     }

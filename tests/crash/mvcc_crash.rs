@@ -16,13 +16,11 @@
 //! floor; the current revision must not move; the next write must get the next revision; and
 //! `check` must find the file clean. Once a crash point leaves the new floor, every later one must.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
+use crate::common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::sim::{Fault, SimStorage};
 use folio::{Db, Durability, Error, KeyRange, KeyValue, Op, RangeOptions, Store, StoreOptions};
 
@@ -356,7 +354,7 @@ fn assert_store(store: &Store, model: &Model, floor: i64, every: i64, what: &str
         "{what}: current revision"
     );
     assert_eq!(
-        common::key_tree_len(store.db()),
+        crate::common::key_tree_len(store.db()),
         model.stored(floor),
         "{what}: revisions stored"
     );
@@ -414,7 +412,7 @@ fn check_crash_image(
     let model = &base.model;
     // What the crash left on disk, before the store opens and finishes it.
     let (_, db) = open_image(dir, &format!("{name}-peek"), image, durability);
-    let stored_at_crash = common::key_tree_len(&db);
+    let stored_at_crash = crate::common::key_tree_len(&db);
     drop(db);
 
     let (counter, db) = open_image(dir, name, image, durability);

@@ -17,8 +17,6 @@
 //! failure is shrunk, printed, and saved to `tests/mvcc_model.proptest-regressions`, which
 //! proptest replays first on every later run.
 
-mod common;
-
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
@@ -701,7 +699,7 @@ fn check_history(store: &Store, model: &Model, context: &str) {
         }
     }
     assert_eq!(
-        common::key_tree_len(store.db()),
+        crate::common::key_tree_len(store.db()),
         model.stored(),
         "{context}: revisions stored in the key tree"
     );
@@ -1016,7 +1014,7 @@ fn play(step: &Step, store: &Store, model: &mut Model, context: &str) {
                 (want, got) => panic!("{context}: compact({rev}): expected {want:?}, got {got:?}"),
             }
             assert_eq!(
-                common::key_tree_len(store.db()),
+                crate::common::key_tree_len(store.db()),
                 model.stored(),
                 "{context}: revisions stored after compact({rev})"
             );
@@ -1122,7 +1120,7 @@ fn run(batch: usize, steps: &[Step]) {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config("mvcc_model", CASES))]
+    #![proptest_config(crate::common::proptest_config("mvcc_model", CASES))]
 
     #[test]
     fn random_puts_deletes_txns_compactions_and_reopens_match_an_etcd_model_at_every_revision(

@@ -1,8 +1,6 @@
 //! `folio map`: the picture of the file in the terminal and as SVG.
 
-mod common;
-
-use common::{folio, fragmented_store, open_db, temp_db};
+use crate::common::{folio, fragmented_store, open_db, temp_db};
 use folio::PageUse;
 
 #[test]

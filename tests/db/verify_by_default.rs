@@ -1,14 +1,12 @@
 //! Corrupted bytes came back as data by default (issue 11, defect 2): `verify_checksums` was off
 //! unless asked for, `Store::open` could not turn it on, and a flipped byte of a value was read as
 //! the flipped value. Now every read verifies with default options: for a flip of any byte of any
-//! page but the two metas (whose damage falls back to the other meta; `tests/corruption.rs`), each
+//! page but the two metas (whose damage falls back to the other meta; `tests/db/corruption.rs`), each
 //! read through `Db` (get, range, cursor) and `Store` (get, range) gives exactly the undamaged
 //! answer or fails with `Error::Corrupted`, never other data.
 //!
 //! A page is verified once and trusted until the writer rewrites it: the last tests check that a
 //! page rewritten after it was verified, and the pages of a defrag's new file, are verified again.
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -41,7 +39,7 @@ fn seed(test: &str) -> u64 {
     let seed = std::env::var("FOLIO_FLIP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(common::random_seed);
+        .unwrap_or_else(crate::common::random_seed);
     println!("{test}: seed {seed} (rerun with FOLIO_FLIP_SEED={seed})");
     seed
 }

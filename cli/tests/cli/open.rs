@@ -7,14 +7,12 @@
 //! file the user could only read and beside each other; two short commands on one file failed at
 //! once instead of waiting; `folio put key db value` made a new store named like the key.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{folio, folio_once, fragmented_store, temp_db};
+use crate::common::{folio, folio_once, fragmented_store, temp_db};
 use folio::Db;
 
 fn spawn(args: &[&std::ffi::OsStr]) -> Child {

@@ -1,8 +1,6 @@
 //! `folio compact`: to a revision, or keeping the last N.
 
-mod common;
-
-use common::{folio, open_store, temp_db};
+use crate::common::{folio, open_store, temp_db};
 
 /// A store with one key written at revisions 2..=11 (values "1" to "10").
 fn ten_revisions(path: &std::path::Path) {

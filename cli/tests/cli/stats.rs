@@ -1,8 +1,6 @@
 //! `folio stats`: the figures an operator reads, as text and as JSON.
 
-mod common;
-
-use common::{folio, fragmented_store, open_db, temp_db};
+use crate::common::{folio, fragmented_store, open_db, temp_db};
 
 #[test]
 fn stats_shows_pages_free_space_trees_and_the_store_revisions() {

@@ -1,8 +1,6 @@
 //! `folio check`: exit code 0 for a sound file; 1, with every problem listed, for a damaged one.
 
-mod common;
-
-use common::{damage_page, first_page, folio, fragmented_store, open_db, temp_db};
+use crate::common::{damage_page, first_page, folio, fragmented_store, open_db, temp_db};
 use folio::PageUse;
 
 #[test]

@@ -14,8 +14,6 @@
 //!   `tests/model.proptest-regressions`, which proptest replays first on every later run.
 //! - The long stream prints its seed; rerun it with `FOLIO_SEED=<seed> cargo test --test model`.
 
-mod common;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -448,7 +446,7 @@ fn run(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config("model", CASES))]
+    #![proptest_config(crate::common::proptest_config("model", CASES))]
 
     #[test]
     fn random_operation_streams_over_three_trees_match_a_btreemap_model(
@@ -507,7 +505,7 @@ fn long_value(rng: &mut Rng) -> Vec<u8> {
 fn a_long_random_stream_grows_trees_four_levels_deep_and_still_matches_the_model() {
     let seed = match std::env::var("FOLIO_SEED") {
         Ok(s) => s.parse().expect("FOLIO_SEED is a u64"),
-        Err(_) => common::random_seed(),
+        Err(_) => crate::common::random_seed(),
     };
     println!("long stream seed {seed} (rerun with FOLIO_SEED={seed})");
     long_stream(seed);

@@ -13,12 +13,10 @@
 //! beside it, and the next commit works. The one exception is a failed directory sync after the
 //! rename, which poisons the database (the name may not survive a crash) until a reopen.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{point_seed, reorder_seeds};
+use crate::common::{point_seed, reorder_seeds};
 use folio::sim::{DirState, Fault, SimStorage};
 use folio::{Db, DefragOptions, Durability, Error};
 

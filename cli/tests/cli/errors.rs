@@ -1,11 +1,9 @@
 //! Every error is one line a person understands, with a non-zero exit code, and never a panic; and
 //! no command but `put --create` creates a database.
 
-mod common;
-
 use std::path::Path;
 
-use common::{folio, folio_once, fragmented_store, open_db, temp_db};
+use crate::common::{folio, folio_once, fragmented_store, open_db, temp_db};
 
 /// Every subcommand that reads or changes an existing file, with the arguments it needs.
 fn commands_on(path: &Path) -> Vec<Vec<std::ffi::OsString>> {

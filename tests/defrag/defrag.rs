@@ -6,8 +6,6 @@
 //! deletes, a deleted tree) at 512-byte pages, defrags, and compares every tree with a `BTreeMap`.
 //! It prints its seed; rerun with `PROPTEST_RNG_SEED=<seed> cargo test --test defrag`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -135,7 +133,7 @@ fn small_db(path: &Path) -> Db {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config("defrag_model", 48))]
+    #![proptest_config(crate::common::proptest_config("defrag_model", 48))]
 
     #[test]
     fn a_defragged_file_holds_exactly_the_same_trees_packed_with_no_free_pages(
@@ -363,12 +361,12 @@ fn a_store_keeps_every_revision_and_hash_through_a_defrag() {
         .collect();
     let before: Vec<_> = revs.iter().map(|&r| at(&store, r)).collect();
     let hash_before = store.hash_by_rev(current).unwrap();
-    let keys_before = common::key_tree_len(store.db());
+    let keys_before = crate::common::key_tree_len(store.db());
 
     let report = store.defrag(&DefragOptions::default()).unwrap();
     assert!(report.size_after < report.size_before);
     assert_packed(store.db(), &path, "the store after a defrag");
-    assert_eq!(common::key_tree_len(store.db()), keys_before);
+    assert_eq!(crate::common::key_tree_len(store.db()), keys_before);
     assert_eq!(store.hash_by_rev(current).unwrap(), hash_before);
     for (r, want) in revs.iter().zip(&before) {
         assert_eq!(&at(&store, *r), want, "revision {r}");

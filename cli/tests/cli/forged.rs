@@ -4,11 +4,9 @@
 //! (both metas resealed with a correct crc32) is one clear line and exit code 1 from `folio check`
 //! and `folio stats`, never an abort; a forgery of the newest meta alone falls back to the other.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{folio, open_db, temp_db};
+use crate::common::{folio, open_db, temp_db};
 
 const PAGE: usize = 4096;
 const META_LEN: usize = 96;

@@ -11,13 +11,11 @@
 //! it promises only to survive a process crash; its power-loss images are opened and read only to
 //! show that doing so never panics, whatever they hold.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
+use crate::common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::sim::{Fault, SimStorage};
 use folio::storage::Storage;
 use folio::{Db, Durability, Error, WriteTxn};

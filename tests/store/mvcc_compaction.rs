@@ -9,8 +9,6 @@
 //! revision, `hash_by_rev` agreeing between stores with the same history, and writers and readers
 //! going on while a compaction of more than 10,000 revisions runs in batches.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,7 +111,7 @@ fn assert_compacted(
             }
         }
         assert_eq!(
-            common::key_tree_len(store.db()),
+            crate::common::key_tree_len(store.db()),
             stored,
             "{what}: revisions stored"
         );
@@ -222,7 +220,7 @@ fn compaction_keeps_create_revision_and_version_of_a_key_whose_first_revisions_i
         ],
     );
     store.compact(revs[2]).unwrap();
-    assert_eq!(common::key_tree_len(store.db()), 1);
+    assert_eq!(crate::common::key_tree_len(store.db()), 1);
     assert_eq!(
         meta(&store, b"k", revs[2]),
         Some((revs[0], revs[2], 3, b"v3".to_vec()))
@@ -267,7 +265,7 @@ fn a_tombstone_at_the_floor_stays_until_a_compaction_above_it_and_the_next_put_s
     );
     store.compact(revs[2]).unwrap();
     assert_eq!(
-        common::key_tree_len(store.db()),
+        crate::common::key_tree_len(store.db()),
         1,
         "only the tombstone of k is left"
     );
@@ -283,7 +281,7 @@ fn a_tombstone_at_the_floor_stays_until_a_compaction_above_it_and_the_next_put_s
     assert_eq!(meta(&store, b"k", r4), Some((r4, r4, 1, b"v3".to_vec())));
     store.compact(r4).unwrap();
     assert_eq!(
-        common::key_tree_len(store.db()),
+        crate::common::key_tree_len(store.db()),
         1,
         "the tombstone is gone, the new put stays"
     );
@@ -367,7 +365,7 @@ fn compacting_at_a_multi_key_txn_keeps_each_keys_change_in_it_and_its_tombstones
     let r3 = t.revision;
     assert_eq!(r3, r2 + 1);
     let r4 = store.put(b"b", b"b2").unwrap();
-    assert_eq!(common::key_tree_len(store.db()), 7);
+    assert_eq!(crate::common::key_tree_len(store.db()), 7);
     assert_eq!(meta(&store, b"a", r3), Some((r2, r3, 2, b"a2".to_vec())));
     let before = history(&store);
 
@@ -573,11 +571,11 @@ fn compaction_removes_superseded_revisions_from_the_key_tree() {
     // A write after the deletes, so that their tombstones lie below the floor (one at the floor
     // would be kept).
     store.put(b"key-00", b"last").unwrap();
-    assert_eq!(common::key_tree_len(store.db()), 1000 + 10 + 1);
+    assert_eq!(crate::common::key_tree_len(store.db()), 1000 + 10 + 1);
     let pages_before = key_tree_pages(store.db());
     store.compact(store.current_revision()).unwrap();
     assert_eq!(
-        common::key_tree_len(store.db()),
+        crate::common::key_tree_len(store.db()),
         40,
         "one revision per live key"
     );
@@ -588,7 +586,7 @@ fn compaction_removes_superseded_revisions_from_the_key_tree() {
     );
     assert_clean(store.db(), "after compaction");
     let store = reopen(store);
-    assert_eq!(common::key_tree_len(store.db()), 40);
+    assert_eq!(crate::common::key_tree_len(store.db()), 40);
     assert_eq!(all_at(&store, 0).len(), 40);
 }
 
@@ -762,7 +760,7 @@ fn writers_and_readers_go_on_while_a_compaction_of_ten_thousand_revisions_runs_i
         Err(Error::Compacted { .. })
     ));
     assert_eq!(
-        common::key_tree_len(store.db()),
+        crate::common::key_tree_len(store.db()),
         KEYS + written.len() as u64,
         "one revision per key at the floor, and every revision after it"
     );

@@ -8,13 +8,11 @@
 //! new one, whole: it opens, passes `check`, and holds every commit acknowledged before the crash
 //! (and perhaps the one in flight), nothing less and nothing else.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::{point_seed, reorder_seeds};
+use crate::common::{point_seed, reorder_seeds};
 use folio::sim::{DirState, Fault, SimStorage};
 use folio::{Db, DefragOptions, Durability};
 

@@ -1,8 +1,6 @@
 //! `folio bench`: every phase runs and reports a rate, and the store it leaves is sound.
 
-mod common;
-
-use common::{folio, temp_db};
+use crate::common::{folio, temp_db};
 
 #[test]
 fn bench_runs_every_phase_and_leaves_a_sound_store() {

@@ -5,11 +5,9 @@
 //! exactly what they print for the undamaged store, or fail with a corruption, never other data.
 //! `--no-verify` is the documented way back to unverified reads.
 
-mod common;
-
 use std::path::Path;
 
-use common::{folio, open_db, open_store, pod, temp_db};
+use crate::common::{folio, open_db, open_store, pod, temp_db};
 use folio::PageUse;
 
 /// A seed from the clock, or `FOLIO_FLIP_SEED`; printed.
@@ -151,7 +149,7 @@ fn no_verify_reads_a_damaged_value_that_a_default_read_refuses() {
         .find(|r| r.page_use == PageUse::Overflow)
         .unwrap()
         .start;
-    common::damage_page(&path, big);
+    crate::common::damage_page(&path, big);
     let db = path.display().to_string();
     let line = folio(["get", &db, "big"]).fails().to_string();
     assert!(line.contains(&format!("corrupted page {big}")), "{line}");

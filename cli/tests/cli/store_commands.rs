@@ -1,10 +1,8 @@
 //! `folio get`, `put`, `del` and `range`: the MVCC store from the shell.
 
-mod common;
-
 use std::ffi::OsStr;
 
-use common::{folio, folio_with_input, open_db, open_store, pod, temp_db};
+use crate::common::{folio, folio_with_input, open_db, open_store, pod, temp_db};
 
 #[test]
 fn put_creates_a_store_and_get_reads_it_back() {
@@ -108,7 +106,7 @@ fn put_with_a_terminal_on_stdin_says_it_reads_the_value_until_ctrl_d() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let (_dir, path) = temp_db("kv.folio");
-    let mut terminal = common::terminal();
+    let mut terminal = crate::common::terminal();
     let stdin = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -1,8 +1,6 @@
 //! `folio dump`: pages and trees decoded, keys shown safely, damaged pages as clear errors.
 
-mod common;
-
-use common::{damage_page, first_page, folio, fragmented_store, open_db, temp_db};
+use crate::common::{damage_page, first_page, folio, fragmented_store, open_db, temp_db};
 use folio::PageUse;
 
 #[test]

@@ -14,10 +14,8 @@
 //! - a put just over the value limit named the internal record length, and a store missing one of
 //!   its trees was "corrupted page 0".
 //!
-//! The tombstone kept at the compaction revision (etcd 3.5.16) is in tests/mvcc_compaction.rs,
-//! and the exact hash rule at random histories in tests/mvcc_model.rs.
-
-mod common;
+//! The tombstone kept at the compaction revision (etcd 3.5.16) is in tests/store/mvcc_compaction.rs,
+//! and the exact hash rule at random histories in tests/store/mvcc_model.rs.
 
 use std::path::Path;
 
@@ -115,14 +113,14 @@ fn the_hash_of_every_revision_from_the_floor_is_the_same_at_every_step_of_a_runn
     let mut running = store.begin_compaction(floor).unwrap();
     let reference: Vec<HashResponse> = (floor..=current).map(|r| hash(&store, r)).collect();
     assert!(reference.iter().all(|h| h.compact_revision == floor));
-    let mut stored = vec![common::key_tree_len(store.db())];
+    let mut stored = vec![crate::common::key_tree_len(store.db())];
     let mut steps = 0u64;
     loop {
         let done = running.step().unwrap();
         steps += 1;
         // A writer between batches: its revision is above every one hashed here.
         store.put(b"writer", format!("{steps}").as_bytes()).unwrap();
-        stored.push(common::key_tree_len(store.db()) - steps);
+        stored.push(crate::common::key_tree_len(store.db()) - steps);
         for (r, want) in (floor..=current).zip(&reference) {
             let got = hash(&store, r);
             if done && r == floor {
