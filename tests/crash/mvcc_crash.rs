@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::common::rng::XorShift64Star as Rng;
 use crate::common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::sim::{Fault, SimStorage};
 use folio::{Db, Durability, Error, KeyRange, KeyValue, Op, RangeOptions, Store, StoreOptions};
@@ -169,22 +170,6 @@ impl Writer<'_> {
                 value: None,
             });
         }
-    }
-}
-
-/// xorshift64*: small, fast and enough to drive a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
+use crate::common::data::Value;
 use folio::{
     Compare, CompareValue, Db, DeleteResponse, Durability, Error, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, RangeOptions, RangeResponse, Store, StoreOptions,
@@ -318,21 +319,6 @@ impl Pending {
 // ---------------------------------------------------------------------------------------------
 // Operations
 // ---------------------------------------------------------------------------------------------
-
-/// A value described by its length and a seed, so failing cases print short.
-#[derive(Clone, Copy, Debug)]
-struct Value {
-    len: usize,
-    seed: u8,
-}
-
-impl Value {
-    fn bytes(self) -> Vec<u8> {
-        (0..self.len)
-            .map(|i| self.seed.wrapping_add((i as u8).wrapping_mul(31)))
-            .collect()
-    }
-}
 
 /// Which keys an operation covers.
 #[derive(Clone, Debug)]
