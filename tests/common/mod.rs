@@ -1,12 +1,14 @@
 //! Helpers shared by the test files: the proptest configuration that prints its seed, a look at
 //! the MVCC store's key tree, a database's whole contents, and a `SimStorage` whose calls a test
 //! can watch; in submodules, the seeded generators ([`rng`]), the keys and values of the workloads
-//! ([`data`]) and the fragmented image the defrag tests start from ([`fragmented`]). Each test
+//! ([`data`]) and the fragmented image the defrag tests start from ([`fragmented`]), and the MVCC
+//! models' live keys ([`mvcc`]). Each test
 //! binary declares `mod common;` and uses only what it needs.
 #![allow(dead_code)]
 
 pub mod data;
 pub mod fragmented;
+pub mod mvcc;
 pub mod rng;
 
 use std::collections::BTreeMap;
