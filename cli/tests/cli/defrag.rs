@@ -59,7 +59,7 @@ fn map_at_one_scale_shows_the_file_shorter_and_without_mixed_cells_after_defrag(
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 1200);
     let map = |path: &std::path::Path| {
-        let out = folio_on("map", &path, &["--pages-per-cell", "4"]);
+        let out = folio_on("map", path, &["--pages-per-cell", "4"]);
         let rows: Vec<String> = out
             .ok()
             .lines()
