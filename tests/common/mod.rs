@@ -1,8 +1,17 @@
 //! Helpers shared by the test files: the proptest configuration that prints its seed, a look at
-//! the MVCC store's key tree, and a `SimStorage` whose calls a test can watch. Each test file that
-//! needs them declares `mod common;` and uses only what it needs.
+//! the MVCC store's key tree, a database's whole contents, and a `SimStorage` whose calls a test
+//! can watch; in submodules, the seeded generators ([`rng`]), the keys and values of the workloads
+//! ([`data`]) and the fragmented image the defrag tests start from ([`fragmented`]), and the MVCC
+//! models' live keys ([`mvcc`]). Each test
+//! binary declares `mod common;` and uses only what it needs.
 #![allow(dead_code)]
 
+pub mod data;
+pub mod fragmented;
+pub mod mvcc;
+pub mod rng;
+
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +49,29 @@ pub fn random_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos());
     (nanos as u64 ^ (nanos >> 64) as u64 ^ u64::from(std::process::id())) | 1
+}
+
+/// Every tree, by name, and its entries.
+pub type Contents = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// Every tree of `db`'s newest commit and its entries, or the error met reading them.
+pub fn read_contents(db: &Db) -> folio::Result<Contents> {
+    let tx = db.begin_read()?;
+    let mut out = Contents::new();
+    for name in tx.tree_names()? {
+        let tree = tx.tree(&name)?.expect("a listed tree exists");
+        let entries = tree
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()?;
+        out.insert(name, entries);
+    }
+    Ok(out)
+}
+
+/// Every tree of `db`'s newest commit and its entries; panics on an error.
+pub fn contents(db: &Db) -> Contents {
+    read_contents(db).unwrap()
 }
 
 /// Entries in the MVCC store's key tree (one per stored revision).

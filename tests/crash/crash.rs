@@ -15,15 +15,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
+use crate::common::data::{big, key, value};
+use crate::common::{Contents, StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::sim::{Fault, SimStorage};
 use folio::storage::Storage;
 use folio::{Db, Durability, Error, WriteTxn};
 
 const PAGE_SIZE: u32 = 512;
-
-/// Every tree, by name, and its entries.
-type Contents = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 // ---------------------------------------------------------------------------------------------
 // The workload and its model
@@ -35,25 +33,6 @@ enum Op {
     Put(&'static str, Vec<u8>, Vec<u8>),
     Delete(&'static str, Vec<u8>),
     DeleteTree(&'static str),
-}
-
-fn key(i: u32) -> Vec<u8> {
-    format!("key-{i:05}").into_bytes()
-}
-
-/// A value of 8 to 97 bytes that differs by key and by generation.
-fn value(i: u32, generation: u32) -> Vec<u8> {
-    let len = 8 + (i * 37 + generation * 11) % 90;
-    (0..len)
-        .map(|j| b'a' + ((i + j + generation) % 26) as u8)
-        .collect()
-}
-
-/// A value too large for a 512-byte leaf: it lives in an overflow run.
-fn big(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|j| (j.wrapping_mul(31).wrapping_add(seed) % 251) as u8)
-        .collect()
 }
 
 /// Six commits at page size 512: the file grows, trees split and merge, overflow runs come and

@@ -16,71 +16,26 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::{point_seed, reorder_seeds};
+use crate::common::fragmented::{self, PAGE_SIZE, Shape, value};
+use crate::common::{Contents, contents, point_seed, reorder_seeds};
 use folio::sim::{DirState, Fault, SimStorage};
 use folio::{Db, DefragOptions, Durability, Error};
 
-type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
-
-const PAGE_SIZE: u32 = 512;
-
-fn contents(db: &Db) -> Model {
-    let tx = db.begin_read().unwrap();
-    let mut model = Model::new();
-    for name in tx.tree_names().unwrap() {
-        let tree = tx.tree(&name).unwrap().unwrap();
-        let entries = tree
-            .iter()
-            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .unwrap();
-        model.insert(name, entries);
-    }
-    model
-}
-
-fn value(i: u32, len: usize) -> Vec<u8> {
-    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
-}
+type Model = Contents;
 
 /// A fragmented database image of more than one defrag write (8 MiB): commits that
 /// overwrite and delete in two trees, with overflow values.
 fn fragmented_image(dir: &Path) -> Vec<u8> {
-    let path = dir.join("source.folio");
-    let sim = SimStorage::create(&path).unwrap();
-    let db = Db::builder()
-        .page_size(PAGE_SIZE)
-        .durability(Durability::None)
-        .create_with(Box::new(sim.clone()))
-        .unwrap();
-    for round in 0..8u32 {
-        let mut tx = db.begin_write().unwrap();
-        for i in 0..8000u32 {
-            let k = format!("key-{:06}", (i * 7919 + round * 13) % 20_000);
-            // Half the values take a two-page overflow run at 512-byte pages.
-            let len = if i % 2 == 0 {
-                700
-            } else {
-                60 + (i % 90) as usize
-            };
-            let tree: &[u8] = if i % 3 == 0 { b"beta" } else { b"alpha" };
-            tx.open_tree(tree)
-                .unwrap()
-                .put(k.as_bytes(), &value(i + round, len))
-                .unwrap();
-        }
-        for i in (0..20_000u32).step_by(5 + round as usize) {
-            let k = format!("key-{i:06}");
-            tx.open_tree(b"alpha")
-                .unwrap()
-                .delete(k.as_bytes())
-                .unwrap();
-        }
-        tx.commit().unwrap();
-    }
-    db.sync().unwrap();
-    drop(db);
-    sim.crash_image(None)
+    let shape = Shape {
+        rounds: 8,
+        puts: 8000,
+        keys: 20_000,
+        digits: 6,
+        // Half the values take a two-page overflow run at 512-byte pages.
+        overflow_every: 2,
+        small_len: 60,
+    };
+    fragmented::image(dir, &shape)
 }
 
 /// The commit made after the defrag.

@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::common::mvcc::{Live, apply};
+use crate::common::rng::XorShift64Star as Rng;
 use crate::common::{StorageCall, Watch, Watched, point_seed, reorder_seeds};
 use folio::sim::{Fault, SimStorage};
 use folio::{Db, Durability, Error, KeyRange, KeyValue, Op, RangeOptions, Store, StoreOptions};
@@ -38,8 +40,6 @@ struct Change {
     value: Option<Vec<u8>>,
 }
 
-type Live = BTreeMap<Vec<u8>, KeyValue>;
-
 #[derive(Clone, Debug, Default)]
 struct Model {
     changes: Vec<Change>,
@@ -50,25 +50,7 @@ impl Model {
     fn live_at(&self, rev: i64) -> Live {
         let mut live = Live::new();
         for c in self.changes.iter().take_while(|c| c.main <= rev) {
-            match &c.value {
-                Some(value) => {
-                    let (create_revision, version) = live
-                        .get(&c.key)
-                        .map_or((c.main, 1), |p| (p.create_revision, p.version + 1));
-                    let kv = KeyValue {
-                        key: c.key.clone(),
-                        create_revision,
-                        mod_revision: c.main,
-                        version,
-                        value: value.clone(),
-                        lease: 0,
-                    };
-                    live.insert(c.key.clone(), kv);
-                }
-                None => {
-                    live.remove(&c.key);
-                }
-            }
+            apply(&mut live, c.main, &c.key, c.value.as_deref(), 0);
         }
         live
     }
@@ -169,22 +151,6 @@ impl Writer<'_> {
                 value: None,
             });
         }
-    }
-}
-
-/// xorshift64*: small, fast and enough to drive a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

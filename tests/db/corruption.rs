@@ -8,38 +8,20 @@
 //! file itself (`docs/format.md`): the newest meta, the freelist run, and the run each live page
 //! belongs to. Every page below the allocation frontier that is not free is live.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::common::data::{big, key, value};
+use crate::common::{Contents, read_contents};
 use folio::{Db, Error};
 
 const PAGE_SIZE: usize = 512;
 /// Bytes of a meta page covered by its checksum.
 const META_LEN: usize = 96;
 
-/// Every tree, by name, and its entries.
-type Contents = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
-
 // ---------------------------------------------------------------------------------------------
 // The database under test
 // ---------------------------------------------------------------------------------------------
-
-fn key(i: u32) -> Vec<u8> {
-    format!("key-{i:05}").into_bytes()
-}
-
-fn value(i: u32, generation: u32) -> Vec<u8> {
-    let len = 8 + (i * 37 + generation * 11) % 90;
-    (0..len)
-        .map(|j| b'a' + ((i + j + generation) % 26) as u8)
-        .collect()
-}
-
-fn big(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|j| (j.wrapping_mul(31).wrapping_add(seed) % 251) as u8)
-        .collect()
-}
 
 /// Where each page of the undamaged file stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,20 +252,6 @@ fn open_damaged(path: &Path, verify: bool, flip: &Flip) -> Option<Db> {
         }
         Err(e) => panic!("{}: open failed with {e:?}", flip.what()),
     }
-}
-
-fn read_contents(db: &Db) -> folio::Result<Contents> {
-    let tx = db.begin_read()?;
-    let mut out = Contents::new();
-    for name in tx.tree_names()? {
-        let tree = tx.tree(&name)?.expect("a listed tree exists");
-        let entries = tree
-            .iter()
-            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()?;
-        out.insert(name, entries);
-    }
-    Ok(out)
 }
 
 fn assert_clean_and_equal(db: &Db, model: &Contents, what: &str) {

@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
+use crate::common::data::Value;
+use crate::common::rng::XorShift64Star as Rng;
 use folio::{Db, Durability, Tree};
 use proptest::prelude::*;
 
@@ -34,21 +36,6 @@ const CASES: u32 = 256;
 // ---------------------------------------------------------------------------------------------
 // Operations
 // ---------------------------------------------------------------------------------------------
-
-/// A value described by its length and a seed, so failing cases print short.
-#[derive(Clone, Copy, Debug)]
-struct Value {
-    len: usize,
-    seed: u8,
-}
-
-impl Value {
-    fn bytes(self) -> Vec<u8> {
-        (0..self.len)
-            .map(|i| self.seed.wrapping_add((i as u8).wrapping_mul(31)))
-            .collect()
-    }
-}
 
 #[derive(Clone, Debug)]
 enum Order {
@@ -459,26 +446,6 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // The long deterministic stream
 // ---------------------------------------------------------------------------------------------
-
-/// xorshift64*: small, fast and enough to drive a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
 
 /// Key `id` of the long stream: 6 to 55 bytes, so branches hold few separators and trees grow tall.
 fn long_key(id: u64) -> Vec<u8> {

@@ -12,27 +12,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::common::rng::SplitMix64 as Rng;
 use folio::{Db, Durability, Error, KeyRange, PageUse, RangeOptions, RangeResponse, Store};
 
 const PAGE_SIZE: u32 = 512;
-
-/// A small, seeded generator (splitmix64), so each run's flips can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A byte mask with at least one bit set.
-    fn mask(&mut self) -> u8 {
-        (self.next() % 255 + 1) as u8
-    }
-}
 
 /// The seed for this run: `FOLIO_FLIP_SEED` if set, else random; printed.
 fn seed(test: &str) -> u64 {

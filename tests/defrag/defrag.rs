@@ -10,25 +10,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::common::{Contents, contents};
 use folio::{
     Db, DefragOptions, DefragProgress, Durability, Error, KeyRange, RangeOptions, Store, Tree,
 };
 use proptest::prelude::*;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
-type Model = BTreeMap<Vec<u8>, Map>;
+type Model = Contents;
 
 const PAGE_SIZE: u32 = 512;
-
-fn contents(db: &Db) -> Model {
-    let tx = db.begin_read().unwrap();
-    let mut model = Model::new();
-    for name in tx.tree_names().unwrap() {
-        let tree = tx.tree(&name).unwrap().unwrap();
-        model.insert(name, entries(&tree));
-    }
-    model
-}
 
 fn entries(tree: &Tree<'_>) -> Map {
     tree.iter()

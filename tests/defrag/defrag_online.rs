@@ -14,26 +14,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::common::rng::SplitMix64 as Rng;
+use crate::common::{Contents, contents};
 use folio::{Db, DefragOptions, Durability, KeyRange, Op, RangeOptions, Store};
 
-type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
-
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+type Model = Contents;
 
 /// The seeds to run: `FOLIO_SEED` alone if set, else `n` fresh ones.
 fn seeds(n: usize) -> Vec<u64> {
@@ -54,21 +39,6 @@ fn value(rng: &mut Rng, tag: u64) -> Vec<u8> {
     let mut v = tag.to_le_bytes().to_vec();
     v.resize(len.max(8), (tag % 251) as u8);
     v
-}
-
-fn contents(db: &Db) -> Model {
-    let tx = db.begin_read().unwrap();
-    let mut model = Model::new();
-    for name in tx.tree_names().unwrap() {
-        let tree = tx.tree(&name).unwrap().unwrap();
-        let entries = tree
-            .iter()
-            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .unwrap();
-        model.insert(name, entries);
-    }
-    model
 }
 
 /// One writer's random operations against `db`, recorded in `model` once acknowledged.

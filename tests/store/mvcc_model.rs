@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
+use crate::common::data::Value;
+use crate::common::mvcc::{self, Live};
 use folio::{
     Compare, CompareValue, Db, DeleteResponse, Durability, Error, KeyRange, KeyValue, Op,
     OpResponse, PutOptions, RangeOptions, RangeResponse, Store, StoreOptions,
@@ -46,32 +48,9 @@ struct Change {
     lease: i64,
 }
 
-/// The keys visible at one revision, with their values as a read returns them.
-type Live = BTreeMap<Vec<u8>, KeyValue>;
-
-/// Applies one change to `live`, the way etcd's index does: a put on a live key keeps its create
-/// revision and adds one to its version; a put on a missing key creates it at version 1; a
-/// tombstone ends the key's generation. Returns the key's previous value.
+/// Applies one change to `live` (see [`mvcc::apply`]). Returns the key's previous value.
 fn apply(live: &mut Live, c: &Change) -> Option<KeyValue> {
-    match &c.value {
-        Some(value) => {
-            let prev = live.get(&c.key).cloned();
-            let (create_revision, version) = prev
-                .as_ref()
-                .map_or((c.main, 1), |p| (p.create_revision, p.version + 1));
-            let kv = KeyValue {
-                key: c.key.clone(),
-                create_revision,
-                mod_revision: c.main,
-                version,
-                value: value.clone(),
-                lease: c.lease,
-            };
-            live.insert(c.key.clone(), kv);
-            prev
-        }
-        None => live.remove(&c.key),
-    }
+    mvcc::apply(live, c.main, &c.key, c.value.as_deref(), c.lease)
 }
 
 /// An error the store must return.
@@ -318,21 +297,6 @@ impl Pending {
 // ---------------------------------------------------------------------------------------------
 // Operations
 // ---------------------------------------------------------------------------------------------
-
-/// A value described by its length and a seed, so failing cases print short.
-#[derive(Clone, Copy, Debug)]
-struct Value {
-    len: usize,
-    seed: u8,
-}
-
-impl Value {
-    fn bytes(self) -> Vec<u8> {
-        (0..self.len)
-            .map(|i| self.seed.wrapping_add((i as u8).wrapping_mul(31)))
-            .collect()
-    }
-}
 
 /// Which keys an operation covers.
 #[derive(Clone, Debug)]

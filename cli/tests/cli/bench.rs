@@ -1,6 +1,6 @@
 //! `folio bench`: every phase runs and reports a rate, and the store it leaves is sound.
 
-use crate::common::{folio, temp_db};
+use crate::common::{folio, folio_on, temp_db};
 
 #[test]
 fn bench_runs_every_phase_and_leaves_a_sound_store() {
@@ -49,7 +49,7 @@ fn bench_runs_every_phase_and_leaves_a_sound_store() {
 
     let path = dir.path().join("bench.folio");
     folio(["check".as_ref(), path.as_os_str()]).ok();
-    let count = folio(["range".as_ref(), path.as_os_str(), "--count-only".as_ref()]);
+    let count = folio_on("range", &path, &["--count-only"]);
     assert_eq!(count.ok(), "1000\n");
     let map = folio(["map".as_ref(), path.as_os_str()]);
     assert!(

@@ -1,6 +1,8 @@
 //! `folio check`: exit code 0 for a sound file; 1, with every problem listed, for a damaged one.
 
-use crate::common::{damage_page, first_page, folio, fragmented_store, open_db, temp_db};
+use crate::common::{
+    damage_page, folio, fragmented_store, open_db, store_with_damaged_leaf, temp_db,
+};
 use folio::PageUse;
 
 #[test]
@@ -14,10 +16,7 @@ fn check_exits_zero_on_a_sound_database() {
 
 #[test]
 fn check_exits_nonzero_and_lists_the_corrupt_page() {
-    let (_dir, path) = temp_db("kv.folio");
-    fragmented_store(&path, 300);
-    let leaf = first_page(&path, PageUse::Leaf);
-    damage_page(&path, leaf);
+    let (_dir, path, leaf) = store_with_damaged_leaf(300);
     let out = folio(["check".as_ref(), path.as_os_str()]);
     let message = out.fails();
     assert!(message.contains("check found "), "{message}");

@@ -1,6 +1,6 @@
 //! `folio compact`: to a revision, or keeping the last N.
 
-use crate::common::{folio, open_store, temp_db};
+use crate::common::{folio, folio_on, open_store, temp_db};
 
 /// A store with one key written at revisions 2..=11 (values "1" to "10").
 fn ten_revisions(path: &std::path::Path) {
@@ -14,44 +14,21 @@ fn ten_revisions(path: &std::path::Path) {
 fn compact_rev_drops_the_revisions_below_it() {
     let (_dir, path) = temp_db("kv.folio");
     ten_revisions(&path);
-    let out = folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "6".as_ref(),
-    ]);
+    let out = folio_on("compact", &path, &["--rev", "6"]);
     assert_eq!(
         out.ok(),
         "compacted at revision 6: reads below it now fail; stored revisions 10 -> 6 (current revision 11)\n"
     );
-    let kept = folio([
-        "get".as_ref(),
-        path.as_os_str(),
-        "k".as_ref(),
-        "--rev".as_ref(),
-        "6".as_ref(),
-    ]);
+    let kept = folio_on("get", &path, &["k", "--rev", "6"]);
     assert_eq!(kept.ok(), "5\n");
-    folio([
-        "get".as_ref(),
-        path.as_os_str(),
-        "k".as_ref(),
-        "--rev".as_ref(),
-        "5".as_ref(),
-    ])
-    .fails();
+    folio_on("get", &path, &["k", "--rev", "5"]).fails();
 }
 
 #[test]
 fn compact_keep_leaves_the_last_n_revisions_readable() {
     let (_dir, path) = temp_db("kv.folio");
     ten_revisions(&path);
-    let out = folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--keep".as_ref(),
-        "3".as_ref(),
-    ]);
+    let out = folio_on("compact", &path, &["--keep", "3"]);
     assert!(out.ok().starts_with("compacted at revision 9:"), "{out:?}");
     for (rev, value) in [("9", "8\n"), ("10", "9\n"), ("11", "10\n")] {
         let r = folio([
@@ -63,20 +40,8 @@ fn compact_keep_leaves_the_last_n_revisions_readable() {
         ]);
         assert_eq!(r.ok(), value);
     }
-    folio([
-        "get".as_ref(),
-        path.as_os_str(),
-        "k".as_ref(),
-        "--rev".as_ref(),
-        "8".as_ref(),
-    ])
-    .fails();
-    let again = folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--keep".as_ref(),
-        "3".as_ref(),
-    ]);
+    folio_on("get", &path, &["k", "--rev", "8"]).fails();
+    let again = folio_on("compact", &path, &["--keep", "3"]);
     assert!(again.ok().starts_with("nothing to compact"), "{again:?}");
 }
 
@@ -84,39 +49,18 @@ fn compact_keep_leaves_the_last_n_revisions_readable() {
 fn compact_refuses_a_compacted_or_future_revision_and_bad_arguments() {
     let (_dir, path) = temp_db("kv.folio");
     ten_revisions(&path);
-    folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "5".as_ref(),
-    ])
-    .ok();
-    let out = folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "4".as_ref(),
-    ]);
+    folio_on("compact", &path, &["--rev", "5"]).ok();
+    let out = folio_on("compact", &path, &["--rev", "4"]);
     assert!(
         out.fails().contains("revision 4 has been compacted"),
         "{out:?}"
     );
-    let out = folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "12".as_ref(),
-    ]);
+    let out = folio_on("compact", &path, &["--rev", "12"]);
     assert!(
         out.fails().contains("revision 12 is in the future"),
         "{out:?}"
     );
-    let out = folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--keep".as_ref(),
-        "0".as_ref(),
-    ]);
+    let out = folio_on("compact", &path, &["--keep", "0"]);
     assert!(out.fails().contains("--keep needs at least 1"), "{out:?}");
     let neither = folio(["compact".as_ref(), path.as_os_str()]);
     assert_eq!(neither.code, Some(2), "a usage error: {neither:?}");

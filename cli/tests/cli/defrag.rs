@@ -1,6 +1,6 @@
 //! `folio defrag`: the holes go, the data stays, and a file in use is refused.
 
-use crate::common::{folio, folio_once, fragmented_store, open_db, open_store, temp_db};
+use crate::common::{folio, folio_on, folio_once, fragmented_store, open_db, open_store, temp_db};
 
 /// The number in the map's summary line `… · N holes`.
 fn holes(map_output: &str) -> u64 {
@@ -24,7 +24,7 @@ fn defrag_closes_every_hole_that_map_shows_and_keeps_every_key() {
     let before = folio(["map".as_ref(), path.as_os_str()]);
     assert!(holes(before.ok()) > 1, "the fixture has holes: {before:?}");
     assert!(before.stdout.contains('.'), "free pages drawn: {before:?}");
-    let keys_before = folio(["range".as_ref(), path.as_os_str(), "--keys-only".as_ref()]);
+    let keys_before = folio_on("range", &path, &["--keys-only"]);
     let size_before = std::fs::metadata(&path).unwrap().len();
 
     let out = folio(["defrag".as_ref(), path.as_os_str()]);
@@ -47,7 +47,7 @@ fn defrag_closes_every_hole_that_map_shows_and_keeps_every_key() {
         .collect();
     assert!(!cells.contains('.') && !cells.contains('_'), "{after:?}");
     folio(["check".as_ref(), path.as_os_str()]).ok();
-    let keys_after = folio(["range".as_ref(), path.as_os_str(), "--keys-only".as_ref()]);
+    let keys_after = folio_on("range", &path, &["--keys-only"]);
     assert_eq!(keys_after.ok(), keys_before.ok());
     let store = open_store(&path);
     assert_eq!(store.current_revision(), rev);
@@ -59,12 +59,7 @@ fn map_at_one_scale_shows_the_file_shorter_and_without_mixed_cells_after_defrag(
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 1200);
     let map = |path: &std::path::Path| {
-        let out = folio([
-            "map".as_ref(),
-            path.as_os_str(),
-            "--pages-per-cell".as_ref(),
-            "4".as_ref(),
-        ]);
+        let out = folio_on("map", path, &["--pages-per-cell", "4"]);
         let rows: Vec<String> = out
             .ok()
             .lines()
@@ -95,23 +90,12 @@ fn map_at_one_scale_shows_the_file_shorter_and_without_mixed_cells_after_defrag(
 fn defrag_with_a_lower_fill_leaves_room_in_the_pages() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 1200);
-    folio([
-        "defrag".as_ref(),
-        path.as_os_str(),
-        "--fill".as_ref(),
-        "0.5".as_ref(),
-    ])
-    .ok();
+    folio_on("defrag", &path, &["--fill", "0.5"]).ok();
     let packed_half = open_db(&path).stats().unwrap();
     folio(["defrag".as_ref(), path.as_os_str()]).ok();
     let packed_full = open_db(&path).stats().unwrap();
     assert!(packed_half.leaf_pages > packed_full.leaf_pages);
-    let out = folio([
-        "defrag".as_ref(),
-        path.as_os_str(),
-        "--fill".as_ref(),
-        "0.2".as_ref(),
-    ]);
+    let out = folio_on("defrag", &path, &["--fill", "0.2"]);
     assert!(
         out.fails()
             .contains("defrag fill 0.2 must be from 0.5 to 1.0"),

@@ -1,6 +1,8 @@
 //! `folio dump`: pages and trees decoded, keys shown safely, damaged pages as clear errors.
 
-use crate::common::{damage_page, first_page, folio, fragmented_store, open_db, temp_db};
+use crate::common::{
+    first_page, folio, folio_on, fragmented_store, open_db, store_with_damaged_leaf, temp_db,
+};
 use folio::PageUse;
 
 #[test]
@@ -144,10 +146,7 @@ fn dump_page_shows_an_overflow_run_and_points_from_its_inner_pages_to_its_start(
 
 #[test]
 fn dump_page_of_a_damaged_page_is_an_error_that_names_it() {
-    let (_dir, path) = temp_db("kv.folio");
-    fragmented_store(&path, 100);
-    let leaf = first_page(&path, PageUse::Leaf);
-    damage_page(&path, leaf);
+    let (_dir, path, leaf) = store_with_damaged_leaf(100);
     let out = folio([
         "dump".as_ref(),
         path.as_os_str(),
@@ -165,12 +164,7 @@ fn dump_page_of_a_damaged_page_is_an_error_that_names_it() {
 fn dump_page_past_the_end_of_the_file_is_an_error() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 50);
-    let out = folio([
-        "dump".as_ref(),
-        path.as_os_str(),
-        "--page".as_ref(),
-        "999999".as_ref(),
-    ]);
+    let out = folio_on("dump", &path, &["--page", "999999"]);
     assert!(
         out.fails()
             .contains("page 999999 is past the end of the file"),
@@ -191,14 +185,7 @@ fn dump_tree_lists_its_entries_in_key_order_and_cuts_long_values() {
         }
         tx.commit().unwrap();
     }
-    let out = folio([
-        "dump".as_ref(),
-        path.as_os_str(),
-        "--tree".as_ref(),
-        "t".as_ref(),
-        "--value-bytes".as_ref(),
-        "10".as_ref(),
-    ]);
+    let out = folio_on("dump", &path, &["--tree", "t", "--value-bytes", "10"]);
     let expected = "tree t: 2 entries\na\\t = short\nb = xxxxxxxxxx… (100 bytes)\n";
     assert_eq!(out.ok(), expected);
 }
@@ -207,12 +194,7 @@ fn dump_tree_lists_its_entries_in_key_order_and_cuts_long_values() {
 fn dump_tree_that_does_not_exist_names_the_trees_there_are() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 10);
-    let out = folio([
-        "dump".as_ref(),
-        path.as_os_str(),
-        "--tree".as_ref(),
-        "nope".as_ref(),
-    ]);
+    let out = folio_on("dump", &path, &["--tree", "nope"]);
     assert!(
         out.not_found()
             .ends_with("no tree named \"nope\" (the trees are: mvcc.key, mvcc.meta)"),

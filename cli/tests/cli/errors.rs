@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{folio, folio_once, fragmented_store, open_db, temp_db};
+use crate::common::{folio, folio_on, folio_once, fragmented_store, open_db, temp_db};
 
 /// Every subcommand that reads or changes an existing file, with the arguments it needs.
 fn commands_on(path: &Path) -> Vec<Vec<std::ffi::OsString>> {
@@ -58,7 +58,7 @@ fn a_file_that_is_not_a_database_is_named_as_such_and_left_alone() {
             "{args:?}: {out:?}"
         );
     }
-    let out = folio(["put".as_ref(), path.as_os_str(), "k".as_ref(), "v".as_ref()]);
+    let out = folio_on("put", &path, &["k", "v"]);
     assert!(out.fails().contains("not a folio database"), "{out:?}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 }
@@ -88,12 +88,7 @@ fn a_directory_is_not_a_database() {
             "{args:?}: {out:?}"
         );
     }
-    let out = folio([
-        "put".as_ref(),
-        dir.path().as_os_str(),
-        "k".as_ref(),
-        "v".as_ref(),
-    ]);
+    let out = folio_on("put", dir.path(), &["k", "v"]);
     assert!(
         out.fails()
             .ends_with("is a directory, not a folio database"),

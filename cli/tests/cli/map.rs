@@ -1,6 +1,6 @@
 //! `folio map`: the picture of the file in the terminal and as SVG.
 
-use crate::common::{folio, fragmented_store, open_db, temp_db};
+use crate::common::{folio, folio_on, fragmented_store, open_db, temp_db};
 use folio::PageUse;
 
 #[test]
@@ -58,12 +58,7 @@ fn map_draws_one_glyph_per_page_with_a_legend_and_counts() {
 fn map_uses_ansi_colours_when_asked() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 100);
-    let out = folio([
-        "map".as_ref(),
-        path.as_os_str(),
-        "--color".as_ref(),
-        "always".as_ref(),
-    ]);
+    let out = folio_on("map", &path, &["--color", "always"]);
     let text = out.ok();
     assert!(
         text.contains("\x1b[45;97mMM\x1b[0m"),
@@ -131,14 +126,7 @@ fn map_puts_many_pages_in_a_cell_and_shows_live_pages_among_free_ones_in_lowerca
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 300);
     let map = open_db(&path).page_map().unwrap();
-    let out = folio([
-        "map".as_ref(),
-        path.as_os_str(),
-        "--width".as_ref(),
-        "8".as_ref(),
-        "--height".as_ref(),
-        "2".as_ref(),
-    ]);
+    let out = folio_on("map", &path, &["--width", "8", "--height", "2"]);
     let text = out.ok();
     let per_cell = map.file_pages().div_ceil(16);
     assert!(per_cell > 1);
@@ -169,14 +157,7 @@ fn map_draws_at_the_scale_asked_for() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 300);
     let map = open_db(&path).page_map().unwrap();
-    let out = folio([
-        "map".as_ref(),
-        path.as_os_str(),
-        "--pages-per-cell".as_ref(),
-        "3".as_ref(),
-        "--width".as_ref(),
-        "10".as_ref(),
-    ]);
+    let out = folio_on("map", &path, &["--pages-per-cell", "3", "--width", "10"]);
     let text = out.ok();
     assert!(text.contains("one cell per 3 pages (12.0 KiB)"), "{text}");
     let cells = drawn_cells(text);

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use crate::common::{folio, folio_once, fragmented_store, temp_db};
+use crate::common::{folio, folio_on, folio_once, fragmented_store, temp_db};
 use folio::Db;
 
 fn spawn(args: &[&std::ffi::OsStr]) -> Child {
@@ -159,7 +159,7 @@ fn a_command_waits_by_default_for_a_lock_that_is_let_go() {
 #[test]
 fn put_without_create_refuses_a_missing_file_and_says_how_to_make_one() {
     let (dir, path) = temp_db("kv.folio");
-    let out = folio(["put".as_ref(), path.as_os_str(), "k".as_ref(), "v".as_ref()]);
+    let out = folio_on("put", &path, &["k", "v"]);
     assert_eq!(
         out.fails(),
         format!(

@@ -1,6 +1,6 @@
 //! `folio stats`: the figures an operator reads, as text and as JSON.
 
-use crate::common::{folio, fragmented_store, open_db, temp_db};
+use crate::common::{folio, folio_on, fragmented_store, open_db, temp_db};
 
 #[test]
 fn stats_shows_pages_free_space_trees_and_the_store_revisions() {
@@ -40,7 +40,7 @@ fn stats_json_carries_the_same_figures_as_the_library() {
     let (_dir, path) = temp_db("kv.folio");
     let rev = fragmented_store(&path, 300);
     let expected = open_db(&path).stats().unwrap();
-    let out = folio(["stats".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    let out = folio_on("stats", &path, &["--json"]);
     let doc: serde_json::Value = serde_json::from_str(out.ok()).expect("valid JSON");
     assert_eq!(doc["file_bytes"], expected.file_bytes);
     assert_eq!(doc["page_size"], expected.page_size);
@@ -84,7 +84,7 @@ fn stats_of_a_plain_database_has_its_trees_and_no_store() {
         "tree names are escaped:\n{text}"
     );
     assert!(!text.contains("store "), "{text}");
-    let json = folio(["stats".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    let json = folio_on("stats", &path, &["--json"]);
     let doc: serde_json::Value = serde_json::from_str(json.ok()).unwrap();
     assert!(doc["store"].is_null());
     assert_eq!(doc["trees"][0]["entries"], 1);
@@ -107,17 +107,12 @@ fn a_count_of_one_reads_in_the_singular() {
     assert!(stats.ok().ends_with(", 1 key\n"), "{stats:?}");
     let dump = folio(["dump".as_ref(), path.as_os_str()]);
     assert!(dump.ok().contains("  mvcc.key  1 entry\n"), "{dump:?}");
-    let tree = folio([
-        "dump".as_ref(),
-        path.as_os_str(),
-        "--tree".as_ref(),
-        "mvcc.key".as_ref(),
-    ]);
+    let tree = folio_on("dump", &path, &["--tree", "mvcc.key"]);
     assert!(
         tree.ok().starts_with("tree mvcc.key: 1 entry\n"),
         "{tree:?}"
     );
-    let del = folio(["del".as_ref(), path.as_os_str(), "k".as_ref()]);
+    let del = folio_on("del", &path, &["k"]);
     assert_eq!(del.ok(), "deleted 1 key, revision 3\n");
 
     let dir = tempfile::tempdir().unwrap();

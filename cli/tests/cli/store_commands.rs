@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 
-use crate::common::{folio, folio_with_input, open_db, open_store, pod, temp_db};
+use crate::common::{folio, folio_on, folio_with_input, open_db, open_store, pod, temp_db};
 
 #[test]
 fn put_creates_a_store_and_get_reads_it_back() {
@@ -23,17 +23,8 @@ fn put_creates_a_store_and_get_reads_it_back() {
         "two".as_ref(),
     ]);
     assert_eq!(out.ok(), "revision 3\n");
-    assert_eq!(
-        folio(["get".as_ref(), path.as_os_str(), "/a".as_ref()]).ok(),
-        "two\n"
-    );
-    let old = folio([
-        "get".as_ref(),
-        path.as_os_str(),
-        "/a".as_ref(),
-        "--rev".as_ref(),
-        "2".as_ref(),
-    ]);
+    assert_eq!(folio_on("get", &path, &["/a"]).ok(), "two\n");
+    let old = folio_on("get", &path, &["/a", "--rev", "2"]);
     assert_eq!(old.ok(), "one\n");
     assert!(open_db(&path).check().unwrap().is_clean());
 }
@@ -53,7 +44,7 @@ fn put_reads_the_value_from_stdin_and_get_raw_writes_it_back_exactly() {
     );
     out.ok();
     assert_eq!(out.stderr, "", "no hint when the value comes from a pipe");
-    let shown = folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]);
+    let shown = folio_on("get", &path, &["k"]);
     assert_eq!(shown.ok(), "line 1\\nline 2\\x00\\xff\n");
     let raw = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
         .args([
@@ -81,7 +72,7 @@ fn get_of_a_missing_key_exits_3_and_a_real_error_exits_1() {
         "1".as_ref(),
     ])
     .ok();
-    let out = folio(["get".as_ref(), path.as_os_str(), "b".as_ref()]);
+    let out = folio_on("get", &path, &["b"]);
     assert!(
         out.not_found()
             .ends_with("key \"b\" not found at revision 2"),
@@ -90,13 +81,7 @@ fn get_of_a_missing_key_exits_3_and_a_real_error_exits_1() {
     let missing = path.with_file_name("missing.folio");
     let out = folio(["get".as_ref(), missing.as_os_str(), "b".as_ref()]);
     assert!(out.fails().ends_with("no such file"), "{out:?}");
-    let out = folio([
-        "get".as_ref(),
-        path.as_os_str(),
-        "a".as_ref(),
-        "--rev".as_ref(),
-        "9".as_ref(),
-    ]);
+    let out = folio_on("get", &path, &["a", "--rev", "9"]);
     assert!(out.fails().contains("is in the future"), "{out:?}");
 }
 
@@ -134,10 +119,7 @@ fn put_with_a_terminal_on_stdin_says_it_reads_the_value_until_ctrl_d() {
         "folio put: reading the value from the terminal until Ctrl-D (or give it after the key)\n"
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "revision 2\n");
-    assert_eq!(
-        folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]).ok(),
-        "typed\\n\n"
-    );
+    assert_eq!(folio_on("get", &path, &["k"]).ok(), "typed\\n\n");
 }
 
 #[test]
@@ -157,24 +139,13 @@ fn range_reads_a_prefix_with_limit_keys_only_and_count_only() {
         "{all:?}"
     );
 
-    let prefix = folio([
-        "range".as_ref(),
-        path.as_os_str(),
-        "--prefix".as_ref(),
-        "/registry/pods/ns-3/".as_ref(),
-    ]);
+    let prefix = folio_on("range", &path, &["--prefix", "/registry/pods/ns-3/"]);
     assert_eq!(
         prefix.ok(),
         "/registry/pods/ns-3/pod-00003\tv3\n/registry/pods/ns-3/pod-00013\tv13\n/registry/pods/ns-3/pod-00023\tv23\n"
     );
 
-    let limited = folio([
-        "range".as_ref(),
-        path.as_os_str(),
-        "--limit".as_ref(),
-        "2".as_ref(),
-        "--keys-only".as_ref(),
-    ]);
+    let limited = folio_on("range", &path, &["--limit", "2", "--keys-only"]);
     assert_eq!(
         limited.stdout,
         "/registry/pods/ns-0/pod-00000\n/registry/pods/ns-0/pod-00010\n"
@@ -182,22 +153,22 @@ fn range_reads_a_prefix_with_limit_keys_only_and_count_only() {
     assert_eq!(limited.code, Some(0));
     assert!(limited.stderr.contains("2 of 30 keys shown"), "{limited:?}");
 
-    let count = folio([
-        "range".as_ref(),
-        path.as_os_str(),
-        "--prefix".as_ref(),
-        "/registry/pods/ns-1".as_ref(),
-        "--count-only".as_ref(),
-    ]);
+    let count = folio_on(
+        "range",
+        &path,
+        &["--prefix", "/registry/pods/ns-1", "--count-only"],
+    );
     assert_eq!(count.ok(), "3\n");
 
-    let between = folio([
-        "range".as_ref(),
-        path.as_os_str(),
-        "/registry/pods/ns-1/".as_ref(),
-        "/registry/pods/ns-2/".as_ref(),
-        "--keys-only".as_ref(),
-    ]);
+    let between = folio_on(
+        "range",
+        &path,
+        &[
+            "/registry/pods/ns-1/",
+            "/registry/pods/ns-2/",
+            "--keys-only",
+        ],
+    );
     assert_eq!(between.ok().lines().count(), 3);
 }
 
@@ -228,12 +199,7 @@ fn range_at_an_old_revision_sees_the_old_values() {
         "later".as_ref(),
     ])
     .ok();
-    let out = folio([
-        "range".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "2".as_ref(),
-    ]);
+    let out = folio_on("range", &path, &["--rev", "2"]);
     assert_eq!(out.ok(), "k\told\n");
 }
 
@@ -251,21 +217,15 @@ fn del_removes_a_key_a_range_or_a_prefix() {
         folio(["del".as_ref(), path.as_os_str(), key.as_ref()]).ok(),
         "deleted 1 key, revision 32\n"
     );
-    let out = folio([
-        "del".as_ref(),
-        path.as_os_str(),
-        "/registry/pods/ns-1/".as_ref(),
-        "--prefix".as_ref(),
-    ]);
+    let out = folio_on("del", &path, &["/registry/pods/ns-1/", "--prefix"]);
     assert_eq!(out.ok(), "deleted 3 keys, revision 33\n");
-    let out = folio([
-        "del".as_ref(),
-        path.as_os_str(),
-        "/registry/pods/ns-2/".as_ref(),
-        "/registry/pods/ns-4/".as_ref(),
-    ]);
+    let out = folio_on(
+        "del",
+        &path,
+        &["/registry/pods/ns-2/", "/registry/pods/ns-4/"],
+    );
     assert_eq!(out.ok(), "deleted 6 keys, revision 34\n");
-    let count = folio(["range".as_ref(), path.as_os_str(), "--count-only".as_ref()]);
+    let count = folio_on("range", &path, &["--count-only"]);
     assert_eq!(count.ok(), "20\n");
     let gone = folio(["get".as_ref(), path.as_os_str(), key.as_ref()]);
     gone.not_found();
@@ -292,31 +252,14 @@ fn reads_below_the_compacted_revision_or_past_the_current_one_fail_clearly() {
         ])
         .ok();
     }
-    folio([
-        "compact".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "3".as_ref(),
-    ])
-    .ok();
-    let out = folio([
-        "get".as_ref(),
-        path.as_os_str(),
-        "k".as_ref(),
-        "--rev".as_ref(),
-        "2".as_ref(),
-    ]);
+    folio_on("compact", &path, &["--rev", "3"]).ok();
+    let out = folio_on("get", &path, &["k", "--rev", "2"]);
     assert!(
         out.fails()
             .ends_with("revision 2 has been compacted (the oldest readable revision is 3)"),
         "{out:?}"
     );
-    let out = folio([
-        "range".as_ref(),
-        path.as_os_str(),
-        "--rev".as_ref(),
-        "9".as_ref(),
-    ]);
+    let out = folio_on("range", &path, &["--rev", "9"]);
     assert!(
         out.fails()
             .ends_with("revision 9 is in the future (the current revision is 4)"),
@@ -386,8 +329,5 @@ fn an_empty_database_is_a_store_only_for_put_create() {
         "v".as_ref(),
     ]);
     assert_eq!(out.ok(), "revision 2\n");
-    assert_eq!(
-        folio(["get".as_ref(), path.as_os_str(), "k".as_ref()]).ok(),
-        "v\n"
-    );
+    assert_eq!(folio_on("get", &path, &["k"]).ok(), "v\n");
 }

@@ -35,19 +35,18 @@ impl Run {
     /// Asserts the run failed with exit code 1 and one `folio: ` line; returns that line.
     pub fn fails(&self) -> &str {
         assert_eq!(self.code, Some(1), "folio should fail: {self:#?}");
-        self.no_panic();
-        let line = self.stderr.trim_end();
-        assert!(
-            line.starts_with("folio: ") && !line.contains('\n'),
-            "one `folio: ` line expected on stderr: {self:#?}"
-        );
-        line
+        self.one_line()
     }
 
     /// Asserts the run found nothing (exit code 3, not an error's 1) and printed one `folio: `
     /// line; returns that line.
     pub fn not_found(&self) -> &str {
         assert_eq!(self.code, Some(3), "folio should find nothing: {self:#?}");
+        self.one_line()
+    }
+
+    /// Asserts no panic and exactly one `folio: ` line on stderr; returns that line.
+    fn one_line(&self) -> &str {
         self.no_panic();
         let line = self.stderr.trim_end();
         assert!(
@@ -82,6 +81,13 @@ where
     S: AsRef<OsStr>,
 {
     folio_with_input(args, b"")
+}
+
+/// Runs `folio command path rest...`: a command on one file, with options given as text.
+pub fn folio_on(command: &str, path: &Path, rest: &[&str]) -> Run {
+    let mut args = vec![OsStr::new(command), path.as_os_str()];
+    args.extend(rest.iter().map(OsStr::new));
+    folio(args)
 }
 
 /// Runs `folio` with `args`, writing `input` to its standard input; runs it again while it finds
@@ -196,6 +202,16 @@ pub fn first_page(path: &Path, page_use: PageUse) -> u64 {
         .find(|r| r.page_use == page_use)
         .unwrap_or_else(|| panic!("no {page_use} page in {map:?}"))
         .start
+}
+
+/// A fragmented store of `keys` pods in a temporary directory, with its first leaf damaged:
+/// the directory, the path and that leaf's page.
+pub fn store_with_damaged_leaf(keys: u32) -> (tempfile::TempDir, PathBuf, u64) {
+    let (dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, keys);
+    let leaf = first_page(&path, PageUse::Leaf);
+    damage_page(&path, leaf);
+    (dir, path, leaf)
 }
 
 /// Flips every bit of one byte in the middle of page `page`, as a bad sector would.
