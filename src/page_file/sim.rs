@@ -88,6 +88,15 @@ impl Machine {
         id
     }
 
+    /// The file a crash would leave at `path`, with the directory as `dir` says.
+    fn file_at(&self, path: &Path, dir: DirState) -> Option<&FileState> {
+        let names = match dir {
+            DirState::Synced => &self.names_synced,
+            DirState::Current => &self.names,
+        };
+        names.get(path).map(|&id| &self.files[id])
+    }
+
     /// Counts a call and decides whether it goes ahead.
     fn enter(&mut self) -> Result<()> {
         if self.crashed {
@@ -192,17 +201,12 @@ impl SimStorage {
         seed: u64,
     ) -> Option<Vec<u8>> {
         let m = self.machine.lock();
-        let names = match dir {
-            DirState::Synced => &m.names_synced,
-            DirState::Current => &m.names,
-        };
-        names
-            .get(path)
-            .map(|&id| reordered_image_of(&m.files[id], seed))
+        m.file_at(path, dir).map(|f| reordered_image_of(f, seed))
     }
 
     /// How many distinct [`SECTOR`]-byte blocks this storage's file has written since its last
-    /// sync: a reordered image has 2 to the power of this many subsets to choose from.
+    /// sync: the blocks a reordered image chooses a version of (none: every image is the synced
+    /// one).
     pub fn unsynced_blocks(&self) -> usize {
         let m = self.machine.lock();
         touched_blocks(&m.files[self.id].unsynced).len()
@@ -217,13 +221,7 @@ impl SimStorage {
         torn_bytes: Option<usize>,
     ) -> Option<Vec<u8>> {
         let m = self.machine.lock();
-        let names = match dir {
-            DirState::Synced => &m.names_synced,
-            DirState::Current => &m.names,
-        };
-        names
-            .get(path)
-            .map(|&id| image_of(&m.files[id], torn_bytes))
+        m.file_at(path, dir).map(|f| image_of(f, torn_bytes))
     }
 
     fn enter(&self) -> Result<()> {
