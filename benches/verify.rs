@@ -18,22 +18,14 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use folio::{Db, Durability};
 
+#[path = "support/keys.rs"]
+mod keys;
+use keys::key;
+
 const KEYS: u64 = 500_000;
 const PER_TXN: u64 = 50_000;
 const VALUE_LEN: usize = 100;
 const SCAN: usize = 1_000;
-
-/// A random-looking but reproducible 16-byte key for index `i` (as in `benches/btree.rs`).
-fn key(i: u64) -> [u8; 16] {
-    let mut x = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&x.to_be_bytes());
-    k[8..].copy_from_slice(&i.to_be_bytes());
-    k
-}
 
 fn load(path: &Path) {
     let db = Db::builder()
