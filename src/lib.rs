@@ -166,9 +166,10 @@ pub use inspect::{
 };
 pub use mvcc::Compaction;
 pub use mvcc::{
-    Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
-    OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
-    StoreOptions, TxnBuilder, TxnResponse,
+    Clock, Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue,
+    LeaseGrant, LeaseStatus, ManualClock, MonotonicClock, Op, OpResponse, PutOptions, PutResponse,
+    RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
+    TxnBuilder, TxnResponse,
 };
 pub use page_file::PageKind;
 

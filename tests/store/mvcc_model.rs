@@ -684,6 +684,7 @@ fn open_store(path: &Path, batch: usize) -> Store {
         db,
         StoreOptions {
             compaction_batch: batch,
+            ..StoreOptions::default()
         },
     )
     .expect("open the store")
