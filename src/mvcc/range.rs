@@ -189,7 +189,7 @@ pub(crate) fn plan_range(
 /// `RangeStream`). Made by [`Store::range_stream`].
 ///
 /// It yields what [`Store::range`] returns in `kvs`, in the same order, and once it has ended
-/// [`RangeStream::count`] and [`RangeStream::more`] say what the range's `count` and `more`
+/// [`RangeStream::key_count`] and [`RangeStream::more`] say what the range's `count` and `more`
 /// would. A compaction past its revision while it runs ends it with [`Error::Compacted`]. Its
 /// snapshot keeps the pages it reads from being reused, as any read transaction does, until it
 /// is dropped.
@@ -276,8 +276,9 @@ impl RangeStream<'_> {
         self.revision
     }
 
-    /// How many keys the range holds at the stream's revision, once the stream has ended.
-    pub fn count(&self) -> Option<u64> {
+    /// How many keys the range holds at the stream's revision (a range's `count`), once the
+    /// stream has ended. (Not `count`, which is [`Iterator::count`].)
+    pub fn key_count(&self) -> Option<u64> {
         self.walked.then_some(self.count)
     }
 
