@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use folio::limits::LEASE_TTL_MAX;
 use folio::{
-    Compare, Db, Durability, Error, KeyRange, ManualClock, Op, PutOptions, RangeOptions, Store,
-    StoreOptions,
+    Compare, Db, DefragOptions, Durability, Error, KeyRange, ManualClock, Op, PutOptions,
+    RangeOptions, Store, StoreOptions,
 };
 
 fn open(path: &Path, clock: &Arc<ManualClock>) -> Store {
@@ -201,7 +201,7 @@ fn a_revoke_in_a_history_of_transactions_is_one_revision_of_deletes_between_them
 }
 
 #[test]
-fn a_reopened_store_keeps_its_leases_and_their_keys_and_gives_each_its_full_ttl() {
+fn a_reopened_store_keeps_its_leases_and_their_keys_through_a_defrag_and_gives_each_its_full_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.folio");
     let clock = Arc::new(ManualClock::new());
@@ -217,6 +217,8 @@ fn a_reopened_store_keeps_its_leases_and_their_keys_and_gives_each_its_full_ttl(
         store.delete_range(b"gone").unwrap();
         clock.advance(secs(9));
         assert_eq!(store.lease_time_to_live(short, false).unwrap().ttl, 1);
+        // The lease tree is copied by a defrag as any tree is.
+        store.defrag(&DefragOptions::default()).unwrap();
         (short, long)
     };
     let store = open(&path, &clock);
