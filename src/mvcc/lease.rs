@@ -188,6 +188,9 @@ impl Lessor {
                     let ttl = i64::from_le_bytes(v.try_into().map_err(|_| {
                         malformed(format!("lease {id} has a TTL of {} bytes", v.len()))
                     })?);
+                    if !(1..=LEASE_TTL_MAX).contains(&ttl) {
+                        return Err(malformed(format!("lease {id} has a TTL of {ttl} s")));
+                    }
                     lessor.leases.insert(
                         id,
                         Lease {

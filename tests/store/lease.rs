@@ -2,7 +2,7 @@
 //! key attached to it, in one revision, when it is revoked or its TTL runs out (time comes from an
 //! injected clock, so nothing here sleeps); a put naming a missing lease must change nothing; a
 //! key belongs to the lease of its last put; a reopened store keeps its leases and gives each its
-//! full TTL again (as etcd does).
+//! full TTL again (as etcd does); bad bytes in the lease tree fail the open, never panic.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -380,4 +380,52 @@ fn each_lease_error_names_its_case() {
     assert!(keys_at(&store, .., 0).is_empty());
     assert_eq!(store.leases().unwrap(), [6]);
     assert_clean(&store);
+}
+
+#[test]
+fn a_malformed_lease_tree_fails_the_open_with_malformed_store_and_never_panics() {
+    let bad: [(&str, &[(&[u8], &[u8])]); 5] = [
+        ("a key shorter than a lease id", &[(b"abc", b"")]),
+        ("a TTL of 3 bytes", &[(&7i64.to_be_bytes(), b"abc")]),
+        (
+            "a negative TTL",
+            &[(&7i64.to_be_bytes(), &(-5i64).to_le_bytes())],
+        ),
+        (
+            "a key attached to no lease",
+            &[(b"\0\0\0\0\0\0\0\x07key", b"")],
+        ),
+        (
+            "a key attached to two leases",
+            &[
+                (&7i64.to_be_bytes(), &60i64.to_le_bytes()),
+                (b"\0\0\0\0\0\0\0\x07key", b""),
+                (&8i64.to_be_bytes(), &60i64.to_le_bytes()),
+                (b"\0\0\0\0\0\0\0\x08key", b""),
+            ],
+        ),
+    ];
+    for (what, entries) in bad {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.folio");
+        let clock = Arc::new(ManualClock::new());
+        {
+            let store = open(&path, &clock);
+            let mut tx = store.db().begin_write().unwrap();
+            let mut tree = tx.open_tree(b"mvcc.lease").unwrap();
+            for (k, v) in entries {
+                tree.put(k, v).unwrap();
+            }
+            drop(tree);
+            tx.commit().unwrap();
+        }
+        let db = Db::builder()
+            .durability(Durability::None)
+            .open(&path)
+            .unwrap();
+        match Store::with_db(db) {
+            Err(Error::MalformedStore(reason)) => println!("{what}: {reason}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }
