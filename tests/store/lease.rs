@@ -384,7 +384,8 @@ fn each_lease_error_names_its_case() {
 
 #[test]
 fn a_malformed_lease_tree_fails_the_open_with_malformed_store_and_never_panics() {
-    let bad: [(&str, &[(&[u8], &[u8])]); 5] = [
+    type Entries<'a> = &'a [(&'a [u8], &'a [u8])];
+    let bad: [(&str, Entries<'_>); 5] = [
         ("a key shorter than a lease id", &[(b"abc", b"")]),
         ("a TTL of 3 bytes", &[(&7i64.to_be_bytes(), b"abc")]),
         (
@@ -412,11 +413,12 @@ fn a_malformed_lease_tree_fails_the_open_with_malformed_store_and_never_panics()
         {
             let store = open(&path, &clock);
             let mut tx = store.db().begin_write().unwrap();
-            let mut tree = tx.open_tree(b"mvcc.lease").unwrap();
-            for (k, v) in entries {
-                tree.put(k, v).unwrap();
+            {
+                let mut tree = tx.open_tree(b"mvcc.lease").unwrap();
+                for (k, v) in entries {
+                    tree.put(k, v).unwrap();
+                }
             }
-            drop(tree);
             tx.commit().unwrap();
         }
         let db = Db::builder()
