@@ -170,6 +170,7 @@ pub use mvcc::{
     OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
     StoreOptions, TxnBuilder, TxnResponse,
 };
+pub use mvcc::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
 pub use page_file::PageKind;
 
 /// Where a database's bytes live: the [`Storage`](storage::Storage) trait every byte passes through,

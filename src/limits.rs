@@ -103,6 +103,9 @@ pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
 /// answers as it did before the compaction (etcd's `hashStorageMaxSize`).
 pub const COMPACTION_HASHES_KEPT: usize = 10;
 
+/// Events a watcher buffers by default before it falls behind and catches up from the key tree.
+pub const WATCH_BUFFER_EVENTS_DEFAULT: usize = 1024;
+
 /// Bytes of a store record before its key and value: key length `u32`, create revision, mod
 /// revision, version and lease (`i64` each).
 pub const STORE_RECORD_FIXED_LEN: usize = 4 + 4 * 8;

@@ -6,6 +6,7 @@ pub(crate) mod key_index;
 pub(crate) mod revision;
 pub(crate) mod store;
 pub(crate) mod types;
+pub(crate) mod watch;
 pub(crate) mod write;
 
 pub use compaction::Compaction;
@@ -15,4 +16,5 @@ pub use types::{
     Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, Op, OpResponse,
     PutOptions, PutResponse, RangeOptions, RangeResponse, StoreOptions, TxnResponse,
 };
+pub use watch::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
 pub use write::TxnBuilder;

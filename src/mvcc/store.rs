@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
+use crate::mvcc::watch::WatchHub;
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
 use crate::txn::{Db, Durability};
 
@@ -49,6 +50,8 @@ pub(crate) struct StoreInner {
     /// Held for a whole compaction, so two never interleave.
     pub compaction: Mutex<()>,
     pub options: StoreOptions,
+    /// The watchers, and the events of revisions not yet durable.
+    pub watch: WatchHub,
 }
 
 /// A revisioned key-value store with etcd's semantics: every write gets a new revision, reads can
@@ -172,8 +175,10 @@ impl Store {
             state.current = state.current.max(scheduled);
             (state, scheduled)
         };
+        let durable = state.current;
         let store = Store {
             inner: Arc::new(StoreInner {
+                watch: WatchHub::new(durable),
                 db,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),

@@ -8,6 +8,7 @@ use crate::limits::STORE_VALUE_LEN_MAX;
 use crate::mvcc::key_index::{KeyIndex, VisibleRevision};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::store::{KEY_TREE, Store, StoreInner, load, more, plan_range, read_revision};
+use crate::mvcc::watch::RawEvent;
 use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
@@ -24,6 +25,8 @@ struct StoreWrite<'s> {
     sub: i64,
     /// Keys whose index entries this write changed, to unwind on failure.
     touched: Vec<Vec<u8>>,
+    /// The changes, for watchers.
+    events: Vec<RawEvent>,
 }
 
 impl<'s> StoreWrite<'s> {
@@ -101,6 +104,7 @@ impl<'s> StoreWrite<'s> {
         self.tx
             .open_tree(KEY_TREE)?
             .put(&rev.encode(false), &kv.encode())?;
+        self.events.push(RawEvent::put(kv));
         Ok(PutResponse {
             revision: rev.main,
             prev_kv,
@@ -145,6 +149,7 @@ impl<'s> StoreWrite<'s> {
             self.tx
                 .open_tree(KEY_TREE)?
                 .put(&rev.encode(true), &tombstone.encode())?;
+            self.events.push(RawEvent::delete(tombstone.key, rev.main));
         }
         Ok(response)
     }
@@ -208,10 +213,15 @@ impl Store {
             base,
             sub: 0,
             touched: Vec::new(),
+            events: Vec::new(),
         };
         let result = f(&mut w);
         let StoreWrite {
-            tx, sub, touched, ..
+            tx,
+            sub,
+            touched,
+            events,
+            ..
         } = w;
         match result {
             Err(e) => {
@@ -227,8 +237,11 @@ impl Store {
                 }
                 Ok(visible) => {
                     inner.state.write().current = base + 1;
+                    // Queued in revision order under the writer lock; sent once durable.
+                    inner.watch.queue(base + 1, events);
                     drop(guard);
                     visible.wait()?;
+                    inner.watch.release(base + 1);
                     Ok((r, base + 1))
                 }
             },
