@@ -444,6 +444,14 @@ impl Store {
     }
 }
 
+impl Store {
+    /// How many watchers are open on this store (dropped and cancelled ones, and those that
+    /// ended compacted, are not counted).
+    pub fn watcher_count(&self) -> usize {
+        self.inner.watch.hub.lock().watchers.len()
+    }
+}
+
 impl Watcher {
     /// This watcher's id, unique within its store while the store is open.
     pub fn id(&self) -> u64 {

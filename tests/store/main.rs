@@ -10,3 +10,4 @@ mod mvcc_basics;
 mod mvcc_compaction;
 mod mvcc_etcd;
 mod mvcc_model;
+mod watch;
