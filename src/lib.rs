@@ -51,6 +51,40 @@
 //! is made only in a new file or a database with no trees: one that holds other trees is refused
 //! with [`Error::NotAStore`].
 //!
+//! ## Watch
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use folio::{Error, EventKind, KeyRange, Store, WatchOptions, WatchResponse};
+//!
+//! let store = Store::open(dir.path().join("kv.folio"))?;
+//! let from = store.put(b"/registry/pods/a", b"v1")?;
+//! let watcher = store.watch(KeyRange::prefix(b"/registry/"), WatchOptions::new().start_revision(from))?;
+//! store.delete_range(b"/registry/pods/a")?;
+//! let mut kinds = Vec::new();
+//! while kinds.len() < 2 {
+//!     match watcher.recv()? {
+//!         // Every event of one or more whole revisions, in revision order, once durable.
+//!         WatchResponse::Events { events, .. } => kinds.extend(events.iter().map(|e| e.kind)),
+//!         WatchResponse::Progress { .. } => {}
+//!         // It fell behind and a compaction passed it: start over from a fresh read.
+//!         WatchResponse::Compacted { compact_revision } => panic!("compacted at {compact_revision}"),
+//!     }
+//! }
+//! assert_eq!(kinds, [EventKind::Put, EventKind::Delete]);
+//!
+//! // A start at or below the compacted revision is refused, with that revision.
+//! store.compact(store.current_revision())?;
+//! match store.watch(b"/registry/pods/a", WatchOptions::new().start_revision(from)) {
+//!     Err(Error::Compacted { requested, compacted }) => assert!(requested <= compacted),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), folio::Error>(())
+//! ```
+//!
+//! A watcher that nobody reads never holds up a writer: past its buffer it falls behind and
+//! catches up from the key tree inside its own `recv`. See [`Store::watch`] and [`Watcher`].
+//!
 //! ## Defrag
 //!
 //! Deletes and compaction leave free pages all through the file; the file never shrinks by

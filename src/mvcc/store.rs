@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::KeyIndex;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
-use crate::mvcc::watch::WatchHub;
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
+use crate::mvcc::watch::WatchHub;
 use crate::txn::{Db, Durability};
 
 /// The tree of records, keyed by revision.

@@ -568,7 +568,10 @@ impl Watcher {
         let inner = &self.store.inner;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            let entry = hub.watchers.get(&self.id).expect("a live watcher is registered");
+            let entry = hub
+                .watchers
+                .get(&self.id)
+                .expect("a live watcher is registered");
             if entry.synced {
                 return Ok(true);
             }

@@ -8,11 +8,11 @@ use crate::limits::STORE_VALUE_LEN_MAX;
 use crate::mvcc::key_index::{KeyIndex, VisibleRevision};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::store::{KEY_TREE, Store, StoreInner, load, more, plan_range, read_revision};
-use crate::mvcc::watch::RawEvent;
 use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
 };
+use crate::mvcc::watch::RawEvent;
 use crate::txn::WriteTxn;
 
 /// One store write in progress.

@@ -248,7 +248,10 @@ fn a_start_revision_at_or_below_the_compacted_one_is_refused_with_the_compact_re
     let w = store
         .watch(b"k", WatchOptions::new().start_revision(5))
         .unwrap();
-    assert_eq!(summary(&events_up_to(&w, 5)), [(EventKind::Put, b"k".to_vec(), 5)]);
+    assert_eq!(
+        summary(&events_up_to(&w, 5)),
+        [(EventKind::Put, b"k".to_vec(), 5)]
+    );
 }
 
 #[test]
@@ -262,7 +265,10 @@ fn a_future_start_revision_waits_for_it() {
     store.put(b"k", b"3").unwrap();
     assert_eq!(w.try_recv().unwrap(), None);
     store.put(b"k", b"4").unwrap();
-    assert_eq!(summary(&events_up_to(&w, 4)), [(EventKind::Put, b"k".to_vec(), 4)]);
+    assert_eq!(
+        summary(&events_up_to(&w, 4)),
+        [(EventKind::Put, b"k".to_vec(), 4)]
+    );
 }
 
 /// Holds every sync while `held` is set, so a group commit is visible and not durable.
@@ -327,7 +333,10 @@ fn a_watcher_sees_no_commit_before_it_is_durable() {
     *gate.held.lock().unwrap() = false;
     gate.released.notify_all();
     let rev = writer.join().unwrap();
-    assert_eq!(summary(&events_up_to(&w, rev)), [(EventKind::Put, b"k".to_vec(), rev)]);
+    assert_eq!(
+        summary(&events_up_to(&w, rev)),
+        [(EventKind::Put, b"k".to_vec(), rev)]
+    );
 }
 
 /// What broke (by design, had the buffer been unbounded or blocking): a watcher nobody reads
@@ -364,9 +373,7 @@ fn a_slow_watcher_holds_up_no_writer_and_catches_up_in_order() {
 fn a_watcher_left_behind_by_a_compaction_ends_with_the_compact_revision() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("kv.folio"));
-    let w = store
-        .watch(b"k", WatchOptions::new().buffer(1))
-        .unwrap();
+    let w = store.watch(b"k", WatchOptions::new().buffer(1)).unwrap();
     let r2 = store.put(b"k", b"1").unwrap(); // buffered
     for i in 0..5 {
         store.put(b"k", &[i]).unwrap(); // the buffer is full: left behind at 3
@@ -475,7 +482,11 @@ fn watchers_keep_working_across_an_online_defrag_and_restart_after_a_reopen() {
         thread::spawn(move || {
             let mut revs = Vec::new();
             for i in 0..300u32 {
-                revs.push(store.put(format!("k{}", i % 17).as_bytes(), &[0; 200]).unwrap());
+                revs.push(
+                    store
+                        .put(format!("k{}", i % 17).as_bytes(), &[0; 200])
+                        .unwrap(),
+                );
             }
             revs
         })
@@ -493,7 +504,10 @@ fn watchers_keep_working_across_an_online_defrag_and_restart_after_a_reopen() {
 
     let store = open(&path);
     let w = store
-        .watch(KeyRange::prefix(b"k"), WatchOptions::new().start_revision(last + 1))
+        .watch(
+            KeyRange::prefix(b"k"),
+            WatchOptions::new().start_revision(last + 1),
+        )
         .unwrap();
     revs = (0..3).map(|i| store.put(b"k0", &[i]).unwrap()).collect();
     let got: Vec<i64> = events_up_to(&w, store.current_revision())
@@ -519,7 +533,17 @@ enum Action {
     Txn,
 }
 
-const KEYS: &[&[u8]] = &[b"a", b"a/1", b"a/2", b"ab", b"b", b"b/1", b"c", b"\xff", b"\xff\xff"];
+const KEYS: &[&[u8]] = &[
+    b"a",
+    b"a/1",
+    b"a/2",
+    b"ab",
+    b"b",
+    b"b/1",
+    b"c",
+    b"\xff",
+    b"\xff\xff",
+];
 
 /// A watcher's range as the model keeps it.
 #[derive(Clone, Debug)]
@@ -562,7 +586,10 @@ impl Spec {
     }
 
     fn key_range(&self) -> KeyRange {
-        KeyRange::bounds::<[u8]>((self.start.as_ref().map(|v| v.as_slice()), self.end.as_ref().map(|v| v.as_slice())))
+        KeyRange::bounds::<[u8]>((
+            self.start.as_ref().map(|v| v.as_slice()),
+            self.end.as_ref().map(|v| v.as_slice()),
+        ))
     }
 
     fn contains(&self, key: &[u8]) -> bool {
@@ -628,7 +655,11 @@ impl Watching {
     fn take(&mut self, response: WatchResponse) {
         match response {
             WatchResponse::Events { revision, events } => {
-                assert!(revision > self.seen, "revision {revision} after {}", self.seen);
+                assert!(
+                    revision > self.seen,
+                    "revision {revision} after {}",
+                    self.seen
+                );
                 for e in &events {
                     assert!(e.kv.mod_revision > self.seen && e.kv.mod_revision <= revision);
                 }
@@ -693,7 +724,11 @@ fn random_write(store: &Store, rng: &mut SplitMix64, history: &Mutex<History>) {
     }
     if !changes.is_empty() {
         let old = history.lock().unwrap().insert(response.revision, changes);
-        assert!(old.is_none(), "revision {} written twice", response.revision);
+        assert!(
+            old.is_none(),
+            "revision {} written twice",
+            response.revision
+        );
     }
 }
 
