@@ -35,6 +35,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,8 @@ pub(crate) struct WatchHub {
     /// Revisions committed but not yet released, oldest first.
     queue: Mutex<VecDeque<(i64, Events)>>,
     hub: Mutex<HubState>,
+    /// `HubState::durable`, readable without the hub lock (written under it).
+    released: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -213,7 +216,6 @@ struct HubState {
 #[derive(Debug)]
 struct Entry {
     shared: Arc<Shared>,
-    synced: bool,
     next: i64,
 }
 
@@ -224,6 +226,9 @@ struct Shared {
     puts: bool,
     deletes: bool,
     buffer: usize,
+    /// Whether releases feed this watcher; changed only under both the hub lock and the inbox,
+    /// so either one is enough to read it.
+    synced: AtomicBool,
     inbox: Mutex<Inbox>,
     ready: Condvar,
 }
@@ -247,11 +252,12 @@ impl Shared {
         kind && contains(&self.range, &e.kv.key)
     }
 
-    fn notify(&self, inbox: &mut Inbox) {
+    /// Wakes a blocked receive; returns the async waker to wake once every lock is released
+    /// (a waker may poll the watcher at once, which takes the hub lock and the inbox).
+    #[must_use]
+    fn notify(&self, inbox: &mut Inbox) -> Option<Waker> {
         self.ready.notify_all();
-        if let Some(w) = inbox.waker.take() {
-            w.wake();
-        }
+        inbox.waker.take()
     }
 }
 
@@ -274,6 +280,7 @@ impl WatchHub {
     pub fn new(durable: i64) -> WatchHub {
         WatchHub {
             queue: Mutex::new(VecDeque::new()),
+            released: AtomicI64::new(durable),
             hub: Mutex::new(HubState {
                 durable,
                 next_id: 1,
@@ -293,6 +300,10 @@ impl WatchHub {
 
     /// Releases every queued revision up to `durable` (now durable) to the synced watchers.
     pub fn release(&self, durable: i64) {
+        // A writer whose revision another writer's release already passed has nothing to do.
+        if durable <= self.released.load(Ordering::Acquire) {
+            return;
+        }
         let mut hub = self.hub.lock();
         if durable <= hub.durable {
             return;
@@ -302,17 +313,21 @@ impl WatchHub {
             let n = q.iter().take_while(|(r, _)| *r <= durable).count();
             q.drain(..n).collect()
         };
+        let mut wakers = Vec::new();
         for (revision, events) in &ready {
-            fan_out(&mut hub, *revision, events);
+            fan_out(&mut hub, *revision, events, &mut wakers);
         }
         hub.durable = durable;
+        self.released.store(durable, Ordering::Release);
+        drop(hub);
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
 /// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3).
-fn fan_out(hub: &mut HubState, revision: i64, events: &Events) {
+fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
     for entry in hub.watchers.values_mut() {
-        if !entry.synced || revision < entry.next {
+        if !entry.shared.synced.load(Ordering::Relaxed) || revision < entry.next {
             continue;
         }
         let shared = &entry.shared;
@@ -325,9 +340,9 @@ fn fan_out(hub: &mut HubState, revision: i64, events: &Events) {
             inbox.events += mine.len();
             inbox.batches.push_back((revision, mine));
             entry.next = revision + 1;
-            shared.notify(&mut inbox);
+            wakers.extend(shared.notify(&mut inbox));
         } else {
-            entry.synced = false;
+            shared.synced.store(false, Ordering::Relaxed);
             entry.next = revision;
         }
     }
@@ -410,6 +425,7 @@ impl Store {
             puts: !options.filter_puts,
             deletes: !options.filter_deletes,
             buffer: options.buffer.max(1),
+            synced: AtomicBool::new(false),
             inbox: Mutex::new(Inbox {
                 batches: VecDeque::new(),
                 events: 0,
@@ -424,11 +440,11 @@ impl Store {
         let id = hub.next_id;
         hub.next_id += 1;
         let synced = start > hub.durable;
+        shared.synced.store(synced, Ordering::Relaxed);
         hub.watchers.insert(
             id,
             Entry {
                 shared: shared.clone(),
-                synced,
                 next: start,
             },
         );
@@ -494,7 +510,11 @@ impl Watcher {
     pub fn request_progress(&self) {
         let mut inbox = self.shared.inbox.lock();
         inbox.progress_requested = true;
-        self.shared.notify(&mut inbox);
+        let waker = self.shared.notify(&mut inbox);
+        drop(inbox);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Stops watching (dropping the watcher does the same).
@@ -504,40 +524,34 @@ impl Watcher {
         // One receive at a time: a catch-up reads from `next` and moves it.
         let _one = self.receiving.lock();
         loop {
-            {
-                let mut inbox = self.shared.inbox.lock();
-                if let Some(c) = inbox.compacted {
-                    return Ok(Some(WatchResponse::Compacted {
-                        compact_revision: c,
-                    }));
-                }
-                if !inbox.batches.is_empty() {
-                    let batches: Vec<_> = inbox.batches.drain(..).collect();
-                    inbox.events = 0;
-                    inbox.last_sent = Instant::now();
-                    drop(inbox);
-                    return self.events(batches).map(Some);
-                }
-            }
-            if !self.catch_up()? {
-                continue; // it read something, or ended: look again
-            }
-            // Synced: nothing is buffered up to `durable`.
-            let hub = self.store.inner.watch.hub.lock();
             let mut inbox = self.shared.inbox.lock();
-            if !inbox.batches.is_empty() {
-                continue;
+            if let Some(c) = inbox.compacted {
+                return Ok(Some(WatchResponse::Compacted {
+                    compact_revision: c,
+                }));
             }
+            if !inbox.batches.is_empty() {
+                let batches: Vec<_> = inbox.batches.drain(..).collect();
+                inbox.events = 0;
+                inbox.last_sent = Instant::now();
+                drop(inbox);
+                return self.events(batches).map(Some);
+            }
+            if !self.shared.synced.load(Ordering::Relaxed) {
+                drop(inbox);
+                self.catch_up()?;
+                continue; // it read something, synced, or ended: look again
+            }
+            // Synced and empty: nothing up to `released`, which a fan-out raises only after it
+            // has given this inbox (whose lock we hold) its events.
+            let released = self.store.inner.watch.released.load(Ordering::Acquire);
             let now = Instant::now();
             let due = self.progress_every.map(|every| inbox.last_sent + every);
             if inbox.progress_requested || due.is_some_and(|d| d <= now) {
                 inbox.progress_requested = false;
                 inbox.last_sent = now;
-                return Ok(Some(WatchResponse::Progress {
-                    revision: hub.durable,
-                }));
+                return Ok(Some(WatchResponse::Progress { revision: released }));
             }
-            drop(hub);
             let deadline = match (wait, due) {
                 (Wait::Never, _) => {
                     if let Some(cx) = cx.take() {
@@ -562,9 +576,9 @@ impl Watcher {
         }
     }
 
-    /// One catch-up step for an unsynced watcher (invariants 4 and 5). Returns true when the
-    /// watcher is synced, false when it read something (or ended) and should look again.
-    fn catch_up(&self) -> Result<bool> {
+    /// One catch-up step for an unsynced watcher (invariants 4 and 5): reads some of what it
+    /// missed into its inbox, rejoins the synced set once nothing is missing, or ends it.
+    fn catch_up(&self) -> Result<()> {
         let inner = &self.store.inner;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
@@ -572,9 +586,6 @@ impl Watcher {
                 .watchers
                 .get(&self.id)
                 .expect("a live watcher is registered");
-            if entry.synced {
-                return Ok(true);
-            }
             (entry.next, hub.durable)
         };
         let (tx, compacted) = {
@@ -585,7 +596,7 @@ impl Watcher {
             self.store.inner.watch.hub.lock().watchers.remove(&self.id);
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);
-            return Ok(false);
+            return Ok(());
         }
         // Read whole revisions from `next` up to `durable`, about one buffer's worth.
         let mut batches: Vec<(i64, Events)> = Vec::new();
@@ -635,15 +646,14 @@ impl Watcher {
             .expect("a live watcher is registered");
         entry.next = entry.next.max(read_to + 1);
         let mut inbox = self.shared.inbox.lock();
-        let read = !batches.is_empty();
         for b in batches {
             inbox.events += b.1.len();
             inbox.batches.push_back(b);
         }
         if entry.next > durable_now {
-            entry.synced = true;
+            self.shared.synced.store(true, Ordering::Relaxed);
         }
-        Ok(entry.synced && !read)
+        Ok(())
     }
 
     /// Turns buffered batches into one response, adding previous records if asked.

@@ -782,8 +782,11 @@ fn model_case(seed: u64, dir: &Path) {
     }
     let mut rng = SplitMix64(seed);
     let mut watching: Vec<Watching> = Vec::new();
+    let mut next_watcher = 0;
     while writing.load(Ordering::SeqCst) > 0 {
-        if watching.len() < 10 && rng.below(50) == 0 {
+        // A new watcher every dozen revisions or so, so they start all through the history.
+        if watching.len() < 12 && store.current_revision() >= next_watcher {
+            next_watcher = store.current_revision() + 8 + rng.below(10) as i64;
             let (current, compacted) = (store.current_revision(), store.compacted_revision());
             let low = compacted.max(2) - 1;
             let start = low + rng.below((current + 3 - low) as u64) as i64;
