@@ -643,6 +643,8 @@ struct Watching {
     spec: Spec,
     start: i64,
     buffer: usize,
+    /// Read one time in this many, so that the lazy ones fall behind.
+    patience: u64,
     watcher: Option<Watcher>,
     got: Vec<Event>,
     /// Every event up to here has been received.
@@ -798,6 +800,7 @@ fn model_case(seed: u64, dir: &Path) {
                     spec,
                     start,
                     buffer,
+                    patience: [3, 300][rng.below(2) as usize],
                     watcher: Some(w),
                     got: Vec::new(),
                     seen: start - 1,
@@ -811,7 +814,7 @@ fn model_case(seed: u64, dir: &Path) {
             }
         }
         for w in &mut watching {
-            if rng.below(3) == 0
+            if rng.below(w.patience) == 0
                 && let Some(watcher) = &w.watcher
                 && let Some(r) = watcher.try_recv().unwrap()
             {
@@ -851,7 +854,7 @@ fn model_case(seed: u64, dir: &Path) {
     for _ in 0..30 {
         random_write(&store, &mut rng, &history);
         for w in &mut watching {
-            if rng.below(3) == 0
+            if rng.below(w.patience) == 0
                 && let Some(watcher) = &w.watcher
                 && let Some(r) = watcher.try_recv().unwrap()
             {
