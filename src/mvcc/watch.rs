@@ -26,8 +26,14 @@
 //! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
 //!    lock, so no release can slip a newer revision in front of them.
 //!
-//! Lock order: (1) the store's writer lock, (2) `WatchHub::queue`; and separately (1) the hub
-//! lock, (2) a watcher's inbox. The store's state lock is never held while taking either.
+//! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
+//!    receive holding its inbox reads it without the hub lock; `WatchHub::released` mirrors
+//!    `durable` and is raised after the fan-out, so a synced receive that holds its inbox and
+//!    finds it empty has had every event up to `released`.
+//!
+//! Lock order: (1) the hub lock, (2) a watcher's inbox; `WatchHub::queue` is a leaf (taken under
+//! the store's writer lock, or under the hub lock by a release). The store's state lock is never
+//! held while taking any of them. Async wakers are woken after every lock is released.
 //!
 //! Leases: a lease revoke is a delete through the store's ordinary write path, so its events are
 //! queued and released as any other delete's (`StoreWrite::delete_range` records them).
