@@ -200,7 +200,9 @@ impl RawEvent {
     }
 }
 
-type Events = Vec<Arc<RawEvent>>;
+/// A revision's events (or a watcher's share of them): shared, so that a watcher that wants
+/// every event of a revision costs a reference count, not an allocation.
+type Events = Arc<[Arc<RawEvent>]>;
 
 /// The store's watchers and the events queued for them.
 #[derive(Debug)]
@@ -337,10 +339,12 @@ fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<
             continue;
         }
         let shared = &entry.shared;
-        let mine: Events = events.iter().filter(|e| shared.wants(e)).cloned().collect();
-        if mine.is_empty() {
-            continue;
-        }
+        let wanted = events.iter().filter(|e| shared.wants(e)).count();
+        let mine: Events = match wanted {
+            0 => continue,
+            n if n == events.len() => events.clone(),
+            _ => events.iter().filter(|e| shared.wants(e)).cloned().collect(),
+        };
         let mut inbox = shared.inbox.lock();
         if inbox.events == 0 || inbox.events + mine.len() <= shared.buffer {
             inbox.events += mine.len();
@@ -605,7 +609,7 @@ impl Watcher {
             return Ok(());
         }
         // Read whole revisions from `next` up to `durable`, about one buffer's worth.
-        let mut batches: Vec<(i64, Events)> = Vec::new();
+        let mut batches: Vec<(i64, Vec<Arc<RawEvent>>)> = Vec::new();
         let mut read_to = durable;
         if next <= durable {
             let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
@@ -652,9 +656,9 @@ impl Watcher {
             .expect("a live watcher is registered");
         entry.next = entry.next.max(read_to + 1);
         let mut inbox = self.shared.inbox.lock();
-        for b in batches {
-            inbox.events += b.1.len();
-            inbox.batches.push_back(b);
+        for (revision, events) in batches {
+            inbox.events += events.len();
+            inbox.batches.push_back((revision, events.into()));
         }
         if entry.next > durable_now {
             self.shared.synced.store(true, Ordering::Relaxed);
@@ -667,7 +671,7 @@ impl Watcher {
         let revision = batches.last().map_or(0, |(r, _)| *r);
         let mut events = Vec::with_capacity(batches.iter().map(|(_, e)| e.len()).sum());
         for (rev, raw) in batches {
-            for e in raw {
+            for e in raw.iter() {
                 let prev_kv = if self.prev_kv {
                     self.previous(&e.kv.key, rev)?
                 } else {
