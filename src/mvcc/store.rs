@@ -10,7 +10,7 @@
 //! 3. Compaction at C raises `compacted` to C before it deletes anything; every record a read at
 //!    C or later needs is kept.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
-use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::key_index::{self, Index};
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
 use crate::txn::{Db, Durability};
@@ -35,7 +35,7 @@ pub(crate) const FINISHED: &[u8] = b"compact.finished";
 
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
-    pub index: BTreeMap<Vec<u8>, KeyIndex>,
+    pub index: Index,
     pub current: i64,
     pub compacted: i64,
 }
@@ -146,26 +146,13 @@ impl Store {
             let tx = db.begin_read()?;
             let keys = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
             let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
+            let (index, newest) = key_index::rebuild(&keys)?;
             // As in etcd, a new store is at revision 1 and its first write is revision 2.
             let mut state = StoreState {
-                current: 1,
-                ..StoreState::default()
+                index,
+                current: newest.map_or(1, |n| n.max(1)),
+                compacted: NEVER_COMPACTED,
             };
-            for entry in keys.iter() {
-                let (k, v) = entry?;
-                let (rev, tombstone) = Revision::decode(k)?;
-                let kv = KeyValue::decode(v, true)?;
-                let created = Revision {
-                    main: kv.create_revision,
-                    sub: 0,
-                };
-                state
-                    .index
-                    .entry(kv.key)
-                    .or_default()
-                    .restore(rev, tombstone, created, kv.version);
-                state.current = state.current.max(rev.main);
-            }
             let scheduled = meta_rev(&meta, SCHEDULED)?;
             state.compacted = meta_rev(&meta, FINISHED)?;
             // Compaction may have removed the newest revisions (tombstones at or below it).
@@ -339,7 +326,7 @@ pub(crate) fn more(options: &RangeOptions, count: u64) -> bool {
 
 /// The revisions a range read returns (up to the limit) and how many keys it holds at `at`.
 pub(crate) fn plan_range(
-    index: &BTreeMap<Vec<u8>, KeyIndex>,
+    index: &Index,
     range: &KeyRange,
     at: i64,
     options: &RangeOptions,
