@@ -44,6 +44,8 @@
 //! rebuilt from the `key` tree by `rebuild.rs`, which reads only the head of each record.
 
 mod map;
+#[cfg(test)]
+mod model_tests;
 mod packed;
 mod rebuild;
 
@@ -248,27 +250,6 @@ fn put(gens: &mut [Generation], rev: Revision) -> VisibleRevision {
         modified: rev,
         created: g.created,
         version: g.version,
-    }
-}
-
-/// Records a revision read back from the `key` tree on open (in revision order).
-fn restore(
-    gens: &mut Vec<Generation>,
-    rev: Revision,
-    tombstone: bool,
-    created: Revision,
-    version: i64,
-) {
-    let g = gens.last_mut().expect("always one generation");
-    if g.revs.is_empty() {
-        // After a compaction the generation's first revisions may be gone: take what the
-        // record says.
-        g.created = created;
-    }
-    g.revs.push(rev);
-    g.version = version;
-    if tombstone {
-        gens.push(Generation::default());
     }
 }
 

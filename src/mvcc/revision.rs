@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(KeyValue::decode(&b, true).unwrap().value, b"");
         assert!(KeyValue::decode(&b[..10], false).is_err());
         let head = RecordHead::decode(&b).unwrap();
-        assert_eq!((head.key, head.create_revision, head.version), (&b"k"[..], 4, 3));
+        assert_eq!(
+            (head.key, head.create_revision, head.version),
+            (&b"k"[..], 4, 3)
+        );
         for len in [0, 3, 10, b.len() - 2] {
             assert!(RecordHead::decode(&b[..len]).is_err(), "{len} bytes");
         }

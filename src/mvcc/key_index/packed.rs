@@ -74,11 +74,7 @@ impl<'a> Reader<'a> {
             };
         }
         let version = self.i64();
-        let created = if tag & 1 == 1 {
-            None
-        } else {
-            Some(self.i64())
-        };
+        let created = if tag & 1 == 1 { None } else { Some(self.i64()) };
         Header {
             len,
             version,
@@ -109,25 +105,34 @@ pub(super) struct Header {
 /// Appends the packed form of `generations` to `out`.
 pub(super) fn encode(generations: &[Generation], out: &mut Vec<u8>) {
     for g in generations {
-        let Some(&first) = g.revs.first() else {
-            debug_assert_eq!(*g, Generation::default(), "an empty generation is blank");
-            put_varint(out, 0);
-            continue;
-        };
+        debug_assert!(
+            !g.revs.is_empty() || *g == Generation::default(),
+            "an empty generation is blank"
+        );
         debug_assert_eq!(g.created.sub, 0, "a key is created at a main revision");
-        let same = g.created.main == first.main;
-        put_varint(out, ((g.revs.len() as u64) << 1) | u64::from(same));
-        put_varint(out, g.version as u64);
-        if !same {
-            put_varint(out, g.created.main as u64);
-        }
-        let mut previous: Option<Revision> = None;
-        for r in &g.revs {
-            let main = previous.map_or(r.main, |p| r.main.wrapping_sub(p.main));
-            put_varint(out, main as u64);
-            put_varint(out, r.sub as u64);
-            previous = Some(*r);
-        }
+        encode_generation(out, g.version, g.created.main, &g.revs);
+    }
+}
+
+/// Appends one generation: `revs` (rising; none for the empty last generation), the version of
+/// the newest and the main revision that created the key.
+pub(super) fn encode_generation(out: &mut Vec<u8>, version: i64, created: i64, revs: &[Revision]) {
+    let Some(first) = revs.first() else {
+        put_varint(out, 0);
+        return;
+    };
+    let same = created == first.main;
+    put_varint(out, ((revs.len() as u64) << 1) | u64::from(same));
+    put_varint(out, version as u64);
+    if !same {
+        put_varint(out, created as u64);
+    }
+    let mut previous: Option<Revision> = None;
+    for r in revs {
+        let main = previous.map_or(r.main, |p| r.main.wrapping_sub(p.main));
+        put_varint(out, main as u64);
+        put_varint(out, r.sub as u64);
+        previous = Some(*r);
     }
 }
 

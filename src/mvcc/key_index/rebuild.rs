@@ -4,23 +4,28 @@
 //! key order. The rebuild reads every record once, in place, and keeps only what the index needs
 //! of it; then it groups and sorts:
 //!
-//! 1. **Scan** the tree: for each record its revision, tombstone mark, key, create revision and
-//!    version (the record's head: the value is never read, nothing is copied). Each key gets a
-//!    number the first time it is seen (a hash map of key slices into the mapping).
+//! 1. **Scan** the tree, its two halves of revisions on two threads: for each record its
+//!    revision, tombstone mark, key, create revision and version (the record's head: the value is
+//!    never read). Each key gets a number the first time a half sees it, and its bytes are copied
+//!    once into that half's arena ([`Names`]); the second half's numbers are then mapped onto the
+//!    first's.
 //! 2. **Group** the records by key number, keeping revision order (a counting sort).
-//! 3. **Sort** the key numbers by key.
-//! 4. **Pack** each key's history in key order and build the map from sorted keys, which fills
-//!    its nodes.
+//! 3. **Sort** the key numbers by key: by 8 bytes of the key at a time, carried in the array
+//!    being sorted (so the sort itself reads no key bytes), then again by the next 8 within each
+//!    run of equal bytes. The two halves of the key space sort on two threads.
+//! 4. **Pack** each key's history, in key order, on two threads, and build the map from sorted
+//!    keys, which fills its nodes.
 //!
 //! Only the keys and packed histories outlive the rebuild; the scratch (about 40 bytes per
-//! revision and 24 per key) is a few large allocations, returned when it ends.
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+//! revision and 60 per key) is a few large allocations, returned when it ends. None of it is
+//! freed before the last key and history are allocated: glibc's malloc serves an allocation of
+//! up to 32 MiB from the heap instead of a fresh mapping once a mapping that large has been
+//! freed, and scratch freed from below the index's small allocations would stay resident (a
+//! third more memory per key, measured).
 
 use crate::btree::tree::Tree;
 use crate::error::Result;
-use crate::mvcc::key_index::{Generation, Index, KeyIndex, packed, restore};
+use crate::mvcc::key_index::{Index, KeyIndex, packed};
 use crate::mvcc::revision::{RecordHead, Revision};
 
 /// One record's part in the index.
@@ -32,104 +37,298 @@ struct Record {
     tombstone: bool,
 }
 
-/// A fast hash for key slices (FxHash's mixing step): the map is private to the rebuild and its
-/// keys come from the store's own file, so no defence against chosen collisions is needed.
+/// FxHash's mixing step, then a finalizer so that the low bits (the slot) depend on every byte.
+/// The table is private to the rebuild and its keys come from the store's own file, so no
+/// defence against chosen collisions is needed.
+fn hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h.rotate_left(5) ^ word).wrapping_mul(K);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// The keys a scan has seen, numbered from 0 in the order first seen, their bytes in one arena.
 #[derive(Default)]
-struct FxHasher(u64);
+struct Names {
+    arena: Vec<u8>,
+    /// Where each key starts in `arena`; one more entry than keys.
+    starts: Vec<usize>,
+    hashes: Vec<u64>,
+    /// Open addressing: `(0, _)` is empty, otherwise a key's number + 1 and the high half of its
+    /// hash (so most mismatches are settled in the slot's own cache line). A power of two long.
+    slots: Vec<(u32, u32)>,
+    /// Tables outgrown, freed with the rest of the scratch (see [`rebuild`] on the allocator).
+    retired: Vec<Vec<(u32, u32)>>,
+}
 
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+impl Names {
+    fn new() -> Names {
+        Names {
+            starts: vec![0],
+            slots: vec![(0, 0); 1024],
+            ..Names::default()
         }
     }
 
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    fn len(&self) -> usize {
+        self.hashes.len()
     }
 
-    fn finish(&self) -> u64 {
-        self.0
+    fn get(&self, id: u32) -> &[u8] {
+        &self.arena[self.starts[id as usize]..self.starts[id as usize + 1]]
+    }
+
+    /// Where the probe for hash `h` begins.
+    fn home(&self, h: u64) -> usize {
+        h as usize & (self.slots.len() - 1)
+    }
+
+    /// The number of `key`, whose hash is `h`, given it if it is new.
+    fn id(&mut self, key: &[u8], h: u64) -> u32 {
+        let mask = self.slots.len() - 1;
+        let high = (h >> 32) as u32;
+        let mut i = h as usize & mask;
+        loop {
+            match self.slots[i] {
+                (0, _) => break,
+                (s, hh) if hh == high && self.get(s - 1) == key => return s - 1,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        let id = u32::try_from(self.len()).expect("fewer than 2^32 keys");
+        self.arena.extend_from_slice(key);
+        self.starts.push(self.arena.len());
+        self.hashes.push(h);
+        self.slots[i] = (id + 1, high);
+        if self.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        id
+    }
+
+    fn grow(&mut self) {
+        let mut slots = vec![(0u32, 0u32); self.slots.len() * 2];
+        let mask = slots.len() - 1;
+        for (id, &h) in self.hashes.iter().enumerate() {
+            let mut i = h as usize & mask;
+            while slots[i].0 != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (id as u32 + 1, (h >> 32) as u32);
+        }
+        self.retired.push(std::mem::replace(&mut self.slots, slots));
+    }
+}
+
+/// What a scan of some revisions found.
+struct Scan {
+    names: Names,
+    records: Vec<Record>,
+}
+
+/// 1. Scans the records with revision keys in `[from, to)` (`None`: unbounded).
+fn scan(keys: &Tree<'_>, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Scan> {
+    use std::ops::Bound;
+    let bound = |b: Option<&[u8]>, inclusive: bool| match b {
+        None => Bound::Unbounded,
+        Some(b) if inclusive => Bound::Included(b.to_vec()),
+        Some(b) => Bound::Excluded(b.to_vec()),
+    };
+    let mut s = Scan {
+        names: Names::new(),
+        records: Vec::new(),
+    };
+    // Records are taken a batch at a time, and the batch's hash slots loaded first, together:
+    // the loads are independent, so their cache misses overlap instead of following each other.
+    const BATCH: usize = 16;
+    let mut batch: Vec<(Revision, bool, RecordHead<'_>, u64)> = Vec::with_capacity(BATCH);
+    let mut entries = keys.range::<Vec<u8>, _>((bound(from, true), bound(to, false)))?;
+    loop {
+        batch.clear();
+        for entry in entries.by_ref().take(BATCH) {
+            let (k, v) = entry?;
+            let (rev, tombstone) = Revision::decode(k)?;
+            let head = RecordHead::decode(v)?;
+            batch.push((rev, tombstone, head, hash(head.key)));
+        }
+        let mut touched = 0u32;
+        for &(_, _, _, h) in &batch {
+            touched ^= s.names.slots[s.names.home(h)].0;
+        }
+        std::hint::black_box(touched);
+        for &(rev, tombstone, head, h) in &batch {
+            let key = s.names.id(head.key, h);
+            s.records.push(Record {
+                rev,
+                created: head.create_revision,
+                version: head.version,
+                key,
+                tombstone,
+            });
+        }
+        if batch.len() < BATCH {
+            return Ok(s);
+        }
+    }
+}
+
+/// 3. Sorts `items` (8 bytes of a key at `offset`, how many of its bytes remain there up to 8,
+///    its number) by key, given that they agree on the bytes before `offset`.
+fn sort_by_key(names: &Names, items: &mut [(u64, u8, u32)], offset: usize) {
+    for item in items.iter_mut() {
+        let key = names.get(item.2);
+        let rest = key.get(offset..).unwrap_or_default();
+        let n = rest.len().min(8);
+        let mut chunk = [0u8; 8];
+        chunk[..n].copy_from_slice(&rest[..n]);
+        // Big-endian: integer order is byte order; a shorter key sorts first among equal bytes.
+        *item = (u64::from_be_bytes(chunk), n as u8, item.2);
+    }
+    items.sort_unstable_by_key(|&(chunk, n, _)| (chunk, n));
+    let mut i = 0;
+    while i < items.len() {
+        let (chunk, n, _) = items[i];
+        let run = items[i..]
+            .iter()
+            .take_while(|&&(c, m, _)| (c, m) == (chunk, n))
+            .count();
+        if run > 1 && n == 8 {
+            // Equal so far and longer: distinct keys differ further on.
+            sort_by_key(names, &mut items[i..i + run], offset + 8);
+        }
+        i += run;
     }
 }
 
 /// Builds the index of the `key` tree `keys`; returns it and the newest main revision stored.
 pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
-    // 1. Scan.
-    let mut ids: HashMap<&[u8], u32, BuildHasherDefault<FxHasher>> = HashMap::default();
-    let mut names: Vec<&[u8]> = Vec::new();
-    let mut records: Vec<Record> = Vec::new();
-    let mut newest = None;
-    for entry in keys.iter() {
-        let (k, v) = entry?;
-        let (rev, tombstone) = Revision::decode(k)?;
-        let head = RecordHead::decode(v)?;
-        let key = *ids.entry(head.key).or_insert_with(|| {
-            names.push(head.key);
-            u32::try_from(names.len() - 1).expect("fewer than 2^32 keys")
-        });
-        records.push(Record {
-            rev,
-            created: head.create_revision,
-            version: head.version,
-            key,
-            tombstone,
-        });
-        newest = Some(rev.main);
+    let (Some((first, _)), Some((last, _))) = (keys.first()?, keys.last()?) else {
+        return Ok((Index::default(), None));
+    };
+    let (first, _) = Revision::decode(first)?;
+    let (newest, _) = Revision::decode(last)?;
+    let middle = Revision {
+        main: first.main + (newest.main - first.main) / 2,
+        sub: 0,
     }
-    drop(ids);
+    .encode(false);
+
+    // 1. Scan, the halves on two threads.
+    let (low, high) = std::thread::scope(|s| {
+        let high = s.spawn(|| scan(keys, Some(&middle), None));
+        let low = scan(keys, None, Some(&middle));
+        (low, high.join().expect("the scan does not panic"))
+    });
+    let (mut low, high) = (low?, high?);
+    // The high half's key numbers, as numbers of the low half's (which takes its new keys).
+    let renumber: Vec<u32> = (0..high.names.len() as u32)
+        .map(|id| {
+            low.names
+                .id(high.names.get(id), high.names.hashes[id as usize])
+        })
+        .collect();
+    let names = low.names;
+    let records = |i: usize| -> (&Record, u32) {
+        match low.records.get(i) {
+            Some(r) => (r, r.key),
+            None => {
+                let r = &high.records[i - low.records.len()];
+                (r, renumber[r.key as usize])
+            }
+        }
+    };
+    let total = low.records.len() + high.records.len();
 
     // 2. Group: `order` lists the records key by key, each key's in revision order.
     let mut start = vec![0usize; names.len() + 1];
-    for r in &records {
-        start[r.key as usize + 1] += 1;
+    for i in 0..total {
+        start[records(i).1 as usize + 1] += 1;
     }
     for i in 1..start.len() {
         start[i] += start[i - 1];
     }
     let mut next = start.clone();
-    let mut order = vec![0usize; records.len()];
-    for (i, r) in records.iter().enumerate() {
-        let slot = &mut next[r.key as usize];
+    let mut order = vec![0usize; total];
+    for i in 0..total {
+        let slot = &mut next[records(i).1 as usize];
         order[*slot] = i;
         *slot += 1;
     }
-    drop(next);
 
-    // 3. Sort.
-    let mut sorted: Vec<u32> = (0..names.len() as u32).collect();
-    sorted.sort_unstable_by(|&a, &b| names[a as usize].cmp(names[b as usize]));
+    // 3. Sort: split the numbers around a middling key, sort each side on its own thread.
+    let mut items: Vec<(u64, u8, u32)> = (0..names.len() as u32).map(|id| (0, 0, id)).collect();
+    let pivot = names.get(names.len() as u32 / 2);
+    let split = partition(&mut items, |&(_, _, id)| names.get(id) < pivot);
+    let (lower, upper) = items.split_at_mut(split);
+    std::thread::scope(|s| {
+        s.spawn(|| sort_by_key(&names, upper, 0));
+        sort_by_key(&names, lower, 0);
+    });
 
-    // 4. Pack.
-    let mut entries = Vec::with_capacity(names.len());
-    let mut gens = vec![Generation::default()];
-    let mut buf = Vec::new();
-    for id in sorted {
-        let (lo, hi) = (start[id as usize], start[id as usize + 1]);
-        gens.clear();
-        gens.push(Generation::default());
-        for &i in &order[lo..hi] {
-            let r = &records[i];
-            let created = Revision {
-                main: r.created,
-                sub: 0,
-            };
-            restore(&mut gens, r.rev, r.tombstone, created, r.version);
-        }
-        buf.clear();
-        packed::encode(&gens, &mut buf);
-        entries.push((
-            Box::<[u8]>::from(names[id as usize]),
-            KeyIndex {
+    // 4. Pack, in key number order (near the order the records were read), each half of the
+    //    numbers on its own thread; then take keys and histories out in key order.
+    let pack = |first: u32, out: &mut [Option<KeyIndex>]| {
+        let mut revs = Vec::new();
+        let mut buf = Vec::new();
+        for (id, slot) in (first..).zip(out) {
+            buf.clear();
+            let mut generation: Option<(i64, i64)> = None;
+            for &i in &order[start[id as usize]..start[id as usize + 1]] {
+                let (r, _) = records(i);
+                // As `restore`: a generation takes its creation from its first record, its
+                // version from its last; a tombstone ends it.
+                let created = generation.map_or(r.created, |(created, _)| created);
+                generation = Some((created, r.version));
+                revs.push(r.rev);
+                if r.tombstone {
+                    packed::encode_generation(&mut buf, r.version, created, &revs);
+                    revs.clear();
+                    generation = None;
+                }
+            }
+            let (created, version) = generation.unwrap_or_default();
+            packed::encode_generation(&mut buf, version, created, &revs);
+            revs.clear();
+            *slot = Some(KeyIndex {
                 packed: Box::from(buf.as_slice()),
-            },
-        ));
+            });
+        }
+    };
+    let half = names.len() / 2;
+    let mut histories: Vec<Option<KeyIndex>> = Vec::with_capacity(names.len());
+    histories.resize_with(names.len(), || None);
+    let (lower, upper) = histories.split_at_mut(half);
+    std::thread::scope(|s| {
+        s.spawn(|| pack(half as u32, upper));
+        pack(0, lower);
+    });
+    let entries: Vec<(Box<[u8]>, KeyIndex)> = items
+        .iter()
+        .map(|&(_, _, id)| {
+            let history = histories[id as usize].take().expect("each key once");
+            (Box::from(names.get(id)), history)
+        })
+        .collect();
+    Ok((Index::from_sorted(entries), Some(newest.main)))
+}
+
+/// Moves the items for which `is_low` holds to the front; returns how many there are.
+fn partition<T>(items: &mut [T], is_low: impl Fn(&T) -> bool) -> usize {
+    let mut split = 0;
+    for i in 0..items.len() {
+        if is_low(&items[i]) {
+            items.swap(i, split);
+            split += 1;
+        }
     }
-    Ok((Index::from_sorted(entries), newest))
+    split
 }
