@@ -120,8 +120,51 @@ impl KeyIndex {
     }
 
     /// Records a put at `rev`; returns what is visible at `rev` afterwards.
+    ///
+    /// The hot path of every write, so it does not unpack: it finds the last generation in the
+    /// packed bytes, writes its header anew (one more revision, one more version) and appends
+    /// `rev`, in one allocation.
     pub fn put(&mut self, rev: Revision) -> VisibleRevision {
-        self.change(|gens| put(gens, rev))
+        // The last generation: where it and its revisions start, its header, first and last
+        // revisions.
+        let mut r = packed::Reader::new(&self.packed);
+        let mut last = None;
+        while !r.is_empty() {
+            let at = r.position();
+            let h = r.header();
+            let revs_at = r.position();
+            let (mut first, mut newest) = (None, None);
+            for _ in 0..h.len {
+                let rev = r.revision(newest);
+                first = first.or(Some(rev));
+                newest = Some(rev);
+            }
+            last = Some((at, revs_at, h, first, newest));
+        }
+        let (at, revs_at, h, first, newest) = last.expect("always one generation");
+        debug_assert!(newest.is_none_or(|n| n < rev), "revisions rise");
+        let (first, created, version) = match first {
+            None => (rev.main, rev.main, 1),
+            Some(first) => (
+                first.main,
+                h.created.unwrap_or(first.main),
+                h.version.wrapping_add(1),
+            ),
+        };
+        let mut out = Vec::with_capacity(self.packed.len() + 24);
+        out.extend_from_slice(&self.packed[..at]);
+        packed::put_header(&mut out, h.len + 1, version, created, first);
+        out.extend_from_slice(&self.packed[revs_at..]);
+        packed::put_revision(&mut out, newest, rev);
+        self.packed = out.into_boxed_slice();
+        VisibleRevision {
+            modified: rev,
+            created: Revision {
+                main: created,
+                sub: 0,
+            },
+            version,
+        }
     }
 
     /// Records a delete at `rev`. The key must be alive.

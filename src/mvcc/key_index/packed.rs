@@ -40,6 +40,11 @@ impl<'a> Reader<'a> {
         Reader { bytes, pos: 0 }
     }
 
+    /// How many bytes have been read.
+    pub(super) fn position(&self) -> usize {
+        self.pos
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.pos >= self.bytes.len()
     }
@@ -121,19 +126,31 @@ pub(super) fn encode_generation(out: &mut Vec<u8>, version: i64, created: i64, r
         put_varint(out, 0);
         return;
     };
-    let same = created == first.main;
-    put_varint(out, ((revs.len() as u64) << 1) | u64::from(same));
+    put_header(out, revs.len(), version, created, first.main);
+    let mut previous: Option<Revision> = None;
+    for &r in revs {
+        put_revision(out, previous, r);
+        previous = Some(r);
+    }
+}
+
+/// Appends the header of a generation of `len` revisions (at least one), the first at main
+/// revision `first`.
+pub(super) fn put_header(out: &mut Vec<u8>, len: usize, version: i64, created: i64, first: i64) {
+    debug_assert!(len > 0, "an empty generation has no header but its length");
+    let same = created == first;
+    put_varint(out, ((len as u64) << 1) | u64::from(same));
     put_varint(out, version as u64);
     if !same {
         put_varint(out, created as u64);
     }
-    let mut previous: Option<Revision> = None;
-    for r in revs {
-        let main = previous.map_or(r.main, |p| r.main.wrapping_sub(p.main));
-        put_varint(out, main as u64);
-        put_varint(out, r.sub as u64);
-        previous = Some(*r);
-    }
+}
+
+/// Appends revision `r` of a generation, after `previous` (None for its first).
+pub(super) fn put_revision(out: &mut Vec<u8>, previous: Option<Revision>, r: Revision) {
+    let main = previous.map_or(r.main, |p| r.main.wrapping_sub(p.main));
+    put_varint(out, main as u64);
+    put_varint(out, r.sub as u64);
 }
 
 /// The generations packed in `bytes`.
