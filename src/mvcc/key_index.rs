@@ -36,9 +36,10 @@
 //! 3. A generation's `version` is the version of its newest revision; compaction trims the oldest
 //!    revisions but keeps `created` and `version`, so versions stay right.
 //! 4. A [`KeyIndex`] holds its generations packed (`packed.rs`): one allocation of a few bytes per
-//!    revision. Reads (`get`, `is_alive`) walk the packed bytes without allocating; changes unpack
-//!    the generations, change them as above and pack them again. The packing is canonical, so two
-//!    equal histories have equal bytes.
+//!    revision. Reads (`get`, `is_alive`) walk the packed bytes without allocating; a put rewrites
+//!    the last generation's header and appends; other changes unpack the generations, change them
+//!    as above and pack them again. The packing is canonical, so two equal histories have equal
+//!    bytes.
 //!
 //! The keys and their histories live in an [`Index`] (`map.rs`), an ordered map; on open it is
 //! rebuilt from the `key` tree by `rebuild.rs`, which reads only the head of each record.
