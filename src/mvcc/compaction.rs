@@ -148,7 +148,7 @@ impl Store {
                     gone.push(k.clone());
                 }
                 seen += 1;
-                last = Some(k.clone());
+                last = Some(k.to_vec());
             }
             for k in &gone {
                 state.index.remove(k);

@@ -35,16 +35,35 @@
 //!    deleted (or was never written).
 //! 3. A generation's `version` is the version of its newest revision; compaction trims the oldest
 //!    revisions but keeps `created` and `version`, so versions stay right.
+//! 4. A [`KeyIndex`] holds its generations packed (`packed.rs`): one allocation of a few bytes per
+//!    revision. Reads (`get`, `is_alive`) walk the packed bytes without allocating; a put rewrites
+//!    the last generation's header and appends; other changes unpack the generations, change them
+//!    as above and pack them again. The packing is canonical, so two equal histories have equal
+//!    bytes.
+//!
+//! The keys and their histories live in an [`Index`] (`map.rs`), an ordered map; on open it is
+//! rebuilt from the `key` tree by `rebuild.rs`, which reads only the head of each record.
+
+mod map;
+#[cfg(test)]
+mod model_tests;
+mod packed;
+mod rebuild;
 
 use std::collections::HashSet;
+use std::fmt;
 
 use crate::mvcc::revision::Revision;
+
+pub(crate) use map::Index;
+pub(crate) use rebuild::rebuild;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Generation {
     /// The version of the newest revision in `revs`.
     version: i64,
-    /// The revision that created the key in this life.
+    /// The revision that created the key in this life (its `sub` is always 0: only the main
+    /// revision is recorded, as in a record's `create_revision`).
     created: Revision,
     revs: Vec<Revision>,
 }
@@ -57,123 +76,184 @@ pub(crate) struct VisibleRevision {
     pub version: i64,
 }
 
-/// The history of one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The history of one key, packed (invariant 4).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
-    generations: Vec<Generation>,
+    packed: Box<[u8]>,
 }
 
 impl Default for KeyIndex {
     fn default() -> Self {
-        KeyIndex {
-            generations: vec![Generation::default()],
-        }
+        KeyIndex::pack(&[Generation::default()])
+    }
+}
+
+impl fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.unpack()).finish()
     }
 }
 
 impl KeyIndex {
-    /// Records a put at `rev`; returns what is visible at `rev` afterwards.
-    pub fn put(&mut self, rev: Revision) -> VisibleRevision {
-        let g = self.generations.last_mut().expect("always one generation");
-        debug_assert!(
-            g.revs.last().is_none_or(|&last| last < rev),
-            "revisions rise"
-        );
-        if g.revs.is_empty() {
-            g.created = rev;
+    fn pack(generations: &[Generation]) -> KeyIndex {
+        debug_assert!(!generations.is_empty(), "always one generation");
+        let mut out = Vec::with_capacity(16);
+        packed::encode(generations, &mut out);
+        KeyIndex {
+            packed: out.into_boxed_slice(),
         }
-        g.revs.push(rev);
-        g.version += 1;
+    }
+
+    fn unpack(&self) -> Vec<Generation> {
+        packed::decode(&self.packed)
+    }
+
+    /// Unpacks, lets `f` change the generations, and packs them again if they changed.
+    fn change<R>(&mut self, f: impl FnOnce(&mut Vec<Generation>) -> R) -> R {
+        let mut generations = self.unpack();
+        let r = f(&mut generations);
+        let mut out = Vec::with_capacity(self.packed.len() + 8);
+        packed::encode(&generations, &mut out);
+        if *out != *self.packed {
+            self.packed = out.into_boxed_slice();
+        }
+        r
+    }
+
+    /// Records a put at `rev`; returns what is visible at `rev` afterwards.
+    ///
+    /// The hot path of every write, so it does not unpack: it finds the last generation in the
+    /// packed bytes, writes its header anew (one more revision, one more version) and appends
+    /// `rev`, in one allocation.
+    pub fn put(&mut self, rev: Revision) -> VisibleRevision {
+        // The last generation: where it and its revisions start, its header, first and last
+        // revisions.
+        let mut r = packed::Reader::new(&self.packed);
+        let mut last = None;
+        while !r.is_empty() {
+            let at = r.position();
+            let h = r.header();
+            let revs_at = r.position();
+            let (mut first, mut newest) = (None, None);
+            for _ in 0..h.len {
+                let rev = r.revision(newest);
+                first = first.or(Some(rev));
+                newest = Some(rev);
+            }
+            last = Some((at, revs_at, h, first, newest));
+        }
+        let (at, revs_at, h, first, newest) = last.expect("always one generation");
+        debug_assert!(newest.is_none_or(|n| n < rev), "revisions rise");
+        let (first, created, version) = match first {
+            None => (rev.main, rev.main, 1),
+            Some(first) => (
+                first.main,
+                h.created.unwrap_or(first.main),
+                h.version.wrapping_add(1),
+            ),
+        };
+        let mut out = Vec::with_capacity(self.packed.len() + 24);
+        out.extend_from_slice(&self.packed[..at]);
+        packed::put_header(&mut out, h.len + 1, version, created, first);
+        out.extend_from_slice(&self.packed[revs_at..]);
+        packed::put_revision(&mut out, newest, rev);
+        self.packed = out.into_boxed_slice();
         VisibleRevision {
             modified: rev,
-            created: g.created,
-            version: g.version,
+            created: Revision {
+                main: created,
+                sub: 0,
+            },
+            version,
         }
     }
 
     /// Records a delete at `rev`. The key must be alive.
     pub fn tombstone(&mut self, rev: Revision) {
         debug_assert!(self.is_alive(), "tombstone of a deleted key");
-        self.put(rev);
-        self.generations.push(Generation::default());
-    }
-
-    /// Records a revision read back from the `key` tree on open (in revision order).
-    pub fn restore(&mut self, rev: Revision, tombstone: bool, created: Revision, version: i64) {
-        let g = self.generations.last_mut().expect("always one generation");
-        if g.revs.is_empty() {
-            // After a compaction the generation's first revisions may be gone: take what the
-            // record says.
-            g.created = created;
-        }
-        g.revs.push(rev);
-        g.version = version;
-        if tombstone {
-            self.generations.push(Generation::default());
-        }
+        self.change(|gens| {
+            put(gens, rev);
+            gens.push(Generation::default());
+        })
     }
 
     /// Removes every revision above `main` (those of a write that failed). Returns whether the key
     /// is left with no history at all.
     pub fn unwind(&mut self, main: i64) -> bool {
-        loop {
-            let n = self.generations.len();
-            let newest = self.generations[n - 1].revs.last().map(|r| r.main);
-            // An empty last generation follows a tombstone: unwind the tombstone if it is new.
-            let ended_above = n > 1
-                && self.generations[n - 2]
-                    .revs
-                    .last()
-                    .is_some_and(|r| r.main > main);
-            match newest {
-                Some(m) if m > main => {
-                    let g = &mut self.generations[n - 1];
-                    g.revs.pop();
-                    g.version -= 1;
-                    if g.revs.is_empty() {
-                        *g = Generation::default();
-                    }
-                }
-                None if ended_above => {
-                    self.generations.pop();
-                }
-                _ => break,
-            }
-        }
-        self.generations.len() == 1 && self.generations[0].revs.is_empty()
+        self.change(|gens| unwind(gens, main))
     }
 
     /// Whether the key exists now (its last generation is not empty).
     pub fn is_alive(&self) -> bool {
-        !self
-            .generations
-            .last()
-            .expect("always one generation")
-            .revs
-            .is_empty()
+        let mut r = packed::Reader::new(&self.packed);
+        let mut alive = false;
+        while !r.is_empty() {
+            let h = r.header();
+            let mut previous = None;
+            for _ in 0..h.len {
+                previous = Some(r.revision(previous));
+            }
+            alive = h.len > 0;
+        }
+        alive
     }
 
     /// What is visible of the key at `at`, if it exists then.
     pub fn get(&self, at: i64) -> Option<VisibleRevision> {
-        let last = self.generations.len() - 1;
-        for (i, g) in self.generations.iter().enumerate().rev() {
-            let (Some(first), Some(newest)) = (g.revs.first(), g.revs.last()) else {
-                continue;
-            };
-            if i != last && newest.main <= at {
-                // This generation ended (in a tombstone) at or before `at`.
-                return None;
-            }
-            if first.main <= at {
-                let n = g.revs.partition_point(|r| r.main <= at);
-                return Some(VisibleRevision {
-                    modified: g.revs[n - 1],
-                    created: g.created,
-                    version: g.version - (g.revs.len() - n) as i64,
-                });
-            }
+        // The newest generation that began at or before `at`, walked oldest first.
+        struct Candidate {
+            created: Revision,
+            version: i64,
+            /// Revisions in the generation, and how many of them are at or below `at`.
+            len: usize,
+            at_or_below: usize,
+            visible: Revision,
+            newest: Revision,
         }
-        None
+        let mut r = packed::Reader::new(&self.packed);
+        let mut candidate: Option<Candidate> = None;
+        let mut followed = false;
+        while !r.is_empty() {
+            let h = r.header();
+            if h.len == 0 {
+                followed = true;
+                break;
+            }
+            let first = r.revision(None);
+            if first.main > at {
+                followed = true;
+                break;
+            }
+            let (mut newest, mut visible, mut at_or_below) = (first, first, 1);
+            for _ in 1..h.len {
+                newest = r.revision(Some(newest));
+                if newest.main <= at {
+                    visible = newest;
+                    at_or_below += 1;
+                }
+            }
+            candidate = Some(Candidate {
+                created: Revision {
+                    main: h.created.unwrap_or(first.main),
+                    sub: 0,
+                },
+                version: h.version,
+                len: h.len,
+                at_or_below,
+                visible,
+                newest,
+            });
+        }
+        let c = candidate?;
+        if followed && c.newest.main <= at {
+            // This generation ended (in a tombstone) at or before `at`.
+            return None;
+        }
+        Some(VisibleRevision {
+            modified: c.visible,
+            created: c.created,
+            version: c.version.wrapping_sub((c.len - c.at_or_below) as i64),
+        })
     }
 
     /// Compacts at `at` (see the module docs), adding the revisions kept at or below `at` to
@@ -184,21 +264,7 @@ impl KeyIndex {
     /// may hold a delete and a put of one key at one main revision, and then both the tombstone
     /// and the put at `at` are kept.
     pub fn compact(&mut self, at: i64, keep: &mut HashSet<Revision>) -> bool {
-        let last = self.generations.len() - 1;
-        let mut i = 0;
-        self.generations.retain_mut(|g| {
-            let ended = i != last;
-            i += 1;
-            if ended && g.revs.last().is_some_and(|tomb| tomb.main < at) {
-                return false;
-            }
-            if let Some(n) = g.revs.iter().rposition(|r| r.main <= at) {
-                keep.insert(g.revs[n]);
-                g.revs.drain(..n);
-            }
-            true
-        });
-        self.generations.len() == 1 && self.generations[0].revs.is_empty()
+        self.change(|gens| compact(gens, at, keep))
     }
 
     /// The revision visible at `at` if it is at or below `floor`: what a hash at `at` over a
@@ -207,6 +273,70 @@ impl KeyIndex {
     pub fn kept_at(&self, at: i64, floor: i64) -> Option<Revision> {
         self.get(at).map(|v| v.modified).filter(|r| r.main <= floor)
     }
+}
+
+fn put(gens: &mut [Generation], rev: Revision) -> VisibleRevision {
+    let g = gens.last_mut().expect("always one generation");
+    debug_assert!(
+        g.revs.last().is_none_or(|&last| last < rev),
+        "revisions rise"
+    );
+    if g.revs.is_empty() {
+        // The key is created at a main revision (`created.sub` is always 0).
+        g.created = Revision {
+            main: rev.main,
+            sub: 0,
+        };
+    }
+    g.revs.push(rev);
+    g.version += 1;
+    VisibleRevision {
+        modified: rev,
+        created: g.created,
+        version: g.version,
+    }
+}
+
+fn unwind(gens: &mut Vec<Generation>, main: i64) -> bool {
+    loop {
+        let n = gens.len();
+        let newest = gens[n - 1].revs.last().map(|r| r.main);
+        // An empty last generation follows a tombstone: unwind the tombstone if it is new.
+        let ended_above = n > 1 && gens[n - 2].revs.last().is_some_and(|r| r.main > main);
+        match newest {
+            Some(m) if m > main => {
+                let g = &mut gens[n - 1];
+                g.revs.pop();
+                g.version -= 1;
+                if g.revs.is_empty() {
+                    *g = Generation::default();
+                }
+            }
+            None if ended_above => {
+                gens.pop();
+            }
+            _ => break,
+        }
+    }
+    gens.len() == 1 && gens[0].revs.is_empty()
+}
+
+fn compact(gens: &mut Vec<Generation>, at: i64, keep: &mut HashSet<Revision>) -> bool {
+    let last = gens.len() - 1;
+    let mut i = 0;
+    gens.retain_mut(|g| {
+        let ended = i != last;
+        i += 1;
+        if ended && g.revs.last().is_some_and(|tomb| tomb.main < at) {
+            return false;
+        }
+        if let Some(n) = g.revs.iter().rposition(|r| r.main <= at) {
+            keep.insert(g.revs[n]);
+            g.revs.drain(..n);
+        }
+        true
+    });
+    gens.len() == 1 && gens[0].revs.is_empty()
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@
 //! 3. Ties sort in key order; [`SortOrder::Descend`] is the exact reverse of
 //!    [`SortOrder::Ascend`] (etcd's sort is not stable, so any order of ties is etcd's).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::limits::{RANGE_STREAM_INDEX_CHUNK, RANGE_STREAM_LOAD_BATCH};
-use crate::mvcc::key_index::{KeyIndex, VisibleRevision};
+use crate::mvcc::key_index::{Index, KeyIndex, VisibleRevision};
 use crate::mvcc::revision::{KeyValue, Revision};
 use crate::mvcc::store::{KEY_TREE, Store, load, missing, read_revision};
 use crate::mvcc::types::{KeyRange, RangeOptions, SortOrder, SortTarget};
@@ -118,7 +118,7 @@ impl RangePlan {
 
 /// Plans a range read at `at` (see the module docs).
 pub(crate) fn plan_range(
-    index: &BTreeMap<Vec<u8>, KeyIndex>,
+    index: &Index,
     range: &KeyRange,
     at: i64,
     options: &RangeOptions,
@@ -302,7 +302,7 @@ impl RangeStream<'_> {
             return Ok(());
         };
         let entries = state.index.range::<[u8], _>(bounds);
-        let chunk: Vec<(&Vec<u8>, &KeyIndex)> = if self.backward {
+        let chunk: Vec<(&Box<[u8]>, &KeyIndex)> = if self.backward {
             entries.rev().take(RANGE_STREAM_INDEX_CHUNK).collect()
         } else {
             entries.take(RANGE_STREAM_INDEX_CHUNK).collect()

@@ -122,6 +122,39 @@ impl KeyValue {
     }
 }
 
+/// The head of a record: what the key index needs of it, read in place (no copy of the key,
+/// the value left unread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordHead<'a> {
+    pub key: &'a [u8],
+    pub create_revision: i64,
+    pub version: i64,
+}
+
+impl<'a> RecordHead<'a> {
+    /// Decodes the head of a record, checked as [`KeyValue::decode`] checks it.
+    pub(crate) fn decode(b: &'a [u8]) -> Result<RecordHead<'a>> {
+        let short = || malformed(format!("record of {} bytes", b.len()));
+        let klen = u32::from_le_bytes(b.get(..4).ok_or_else(short)?.try_into().expect("4 bytes"));
+        let fixed = (klen as usize)
+            .checked_add(FIXED_LEN)
+            .filter(|&n| n <= b.len())
+            .ok_or_else(|| {
+                malformed(format!("record of {} bytes with a key of {klen}", b.len()))
+            })?;
+        let key = &b[4..fixed - (FIXED_LEN - 4)];
+        let n = |i: usize| {
+            let at = 4 + key.len() + i * 8;
+            i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+        };
+        Ok(RecordHead {
+            key,
+            create_revision: n(0),
+            version: n(2),
+        })
+    }
+}
+
 /// Bytes of the store's own trees that make no sense: the tree pages were valid, so this is a bug
 /// or a file written by something else. (Not [`Error::Corrupted`]: the page is not known here, and
 /// page 0 is a real meta page.)
@@ -158,5 +191,13 @@ mod tests {
         assert_eq!(KeyValue::decode(&b, false).unwrap(), kv);
         assert_eq!(KeyValue::decode(&b, true).unwrap().value, b"");
         assert!(KeyValue::decode(&b[..10], false).is_err());
+        let head = RecordHead::decode(&b).unwrap();
+        assert_eq!(
+            (head.key, head.create_revision, head.version),
+            (&b"k"[..], 4, 3)
+        );
+        for len in [0, 3, 10, b.len() - 2] {
+            assert!(RecordHead::decode(&b[..len]).is_err(), "{len} bytes");
+        }
     }
 }

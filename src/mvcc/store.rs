@@ -10,7 +10,7 @@
 //! 3. Compaction at C raises `compacted` to C before it deletes anything; every record a read at
 //!    C or later needs is kept.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
-use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::key_index::{self, Index};
 use crate::mvcc::lease::Lessor;
 use crate::mvcc::range::plan_range;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
@@ -38,7 +38,7 @@ pub(crate) const FINISHED: &[u8] = b"compact.finished";
 
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
-    pub index: BTreeMap<Vec<u8>, KeyIndex>,
+    pub index: Index,
     pub current: i64,
     pub compacted: i64,
 }
@@ -153,26 +153,13 @@ impl Store {
             let tx = db.begin_read()?;
             let keys = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
             let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
+            let (index, newest) = key_index::rebuild(&keys)?;
             // As in etcd, a new store is at revision 1 and its first write is revision 2.
             let mut state = StoreState {
-                current: 1,
-                ..StoreState::default()
+                index,
+                current: newest.map_or(1, |n| n.max(1)),
+                compacted: NEVER_COMPACTED,
             };
-            for entry in keys.iter() {
-                let (k, v) = entry?;
-                let (rev, tombstone) = Revision::decode(k)?;
-                let kv = KeyValue::decode(v, true)?;
-                let created = Revision {
-                    main: kv.create_revision,
-                    sub: 0,
-                };
-                state
-                    .index
-                    .entry(kv.key)
-                    .or_default()
-                    .restore(rev, tombstone, created, kv.version);
-                state.current = state.current.max(rev.main);
-            }
             let scheduled = meta_rev(&meta, SCHEDULED)?;
             state.compacted = meta_rev(&meta, FINISHED)?;
             // Compaction may have removed the newest revisions (tombstones at or below it).

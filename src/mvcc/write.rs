@@ -130,7 +130,7 @@ impl<'s> StoreWrite<'s> {
                 .read()
                 .index
                 .range::<[u8], _>(bounds)
-                .filter_map(|(k, ki)| ki.get(at).map(|v| (k.clone(), v.modified)))
+                .filter_map(|(k, ki)| ki.get(at).map(|v| (k.to_vec(), v.modified)))
                 .collect(),
         };
         let mut response = DeleteResponse {
