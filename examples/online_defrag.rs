@@ -14,10 +14,16 @@
 //! longest put and the longest read during it, throughput before and during, and the defrag's
 //! report: total time, the writers' pause, rounds and file sizes.
 //!
+//! Before the load starts it syncs and waits for the kernel to finish writing the built file back,
+//! so that the "before" figures are not the build's writeback. It also prints the longest puts
+//! and reads with when they happened relative to the defrag's steps (copy, warm-up, catch-up,
+//! pause, release), so a stall can be traced to its cause.
+//!
 //! Flags: `--live-mb N` (live value bytes, default 400: a file over 1 GiB), `--gib4` (live 1,600
 //! MiB: a file over 4 GiB), `--before-secs S`, `--dir D` (where to build; default a temporary
 //! directory under the current one), `--cold` (drop the page cache before the defrag; needs
-//! root).
+//! root), `--pace-mb N` (pace the defrag's own disk traffic to N MiB/s, see
+//! `DefragOptions::pace`; 0, the default, is unpaced).
 
 #[path = "support/etcd_workload.rs"]
 #[allow(dead_code)]
@@ -25,6 +31,7 @@ mod etcd_workload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_workload::{Rng, Workload, build, drop_caches, pod_key};
@@ -43,6 +50,7 @@ struct Args {
     before: Duration,
     dir: Option<PathBuf>,
     cold: bool,
+    pace_mb: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -51,6 +59,7 @@ fn args() -> Result<Args, String> {
         before: Duration::from_secs(5),
         dir: None,
         cold: false,
+        pace_mb: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +76,7 @@ fn args() -> Result<Args, String> {
             }
             "--dir" => a.dir = Some(value()?.into()),
             "--cold" => a.cold = true,
+            "--pace-mb" => a.pace_mb = value()?.parse().map_err(|e| format!("--pace-mb: {e}"))?,
             other => {
                 return Err(format!(
                     "unknown flag {other} (see the top of examples/online_defrag.rs)"
@@ -77,11 +87,75 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// One operation: its phase, when it ended (since the start) and how long it took.
+/// One operation: its phase, when it ended (since the load started) and how long it took.
 #[derive(Clone, Copy)]
 struct Sample {
     phase: u8,
+    at: Duration,
     latency: Duration,
+}
+
+/// Waits (up to a minute) until the kernel has written back all but a little of what is dirty,
+/// after a `sync`; returns how long that took.
+fn settle() -> Duration {
+    let started = Instant::now();
+    let _ = std::process::Command::new("sync").status();
+    let pending = || -> Option<u64> {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = |name: &str| -> Option<u64> {
+            info.lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some(kib("Dirty:")? + kib("Writeback:")?)
+    };
+    while started.elapsed() < Duration::from_secs(60) && pending().is_some_and(|k| k > 16 << 10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+/// The defrag's steps as seen from outside, since the load started.
+#[derive(Default)]
+struct Steps {
+    started: Duration,
+    copied: Option<Duration>,
+    rounds: Vec<(Duration, bool)>,
+    returned: Duration,
+}
+
+impl Steps {
+    /// Which step of the defrag an operation that ended at `at` overlapped.
+    fn name(&self, at: Duration) -> String {
+        let since = |t: Duration| format!("{:+.0} ms", (at.as_secs_f64() - t.as_secs_f64()) * 1e3);
+        if at < self.started {
+            return "before".into();
+        }
+        if at > self.returned {
+            return format!(
+                "after the swap ({} after it returned)",
+                since(self.returned)
+            );
+        }
+        match self.copied {
+            Some(c) if at <= c => format!("copy ({} from its start)", since(self.started)),
+            Some(c) => {
+                let first = self.rounds.first().map_or(self.returned, |r| r.0);
+                if at <= first {
+                    format!("warm-up ({} after the copy)", since(c))
+                } else {
+                    format!(
+                        "catch-up, pause or swap ({} from the first round)",
+                        since(first)
+                    )
+                }
+            }
+            None => format!("copy ({} from its start)", since(self.started)),
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -125,6 +199,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mib(workload.live_bytes)
     );
     let built = build(&path, workload)?;
+    let settled = settle();
+    println!(
+        "the built file was written back in {:.1} s before the load started",
+        settled.as_secs_f64()
+    );
     let pods = built.pods;
     let store = Store::open(&path)?;
     let size_before = std::fs::metadata(&path)?.len();
@@ -136,13 +215,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mib(size_before)
     );
 
+    let t0 = Instant::now();
+    let steps = Arc::new(Mutex::new(Steps::default()));
     let phase = AtomicU8::new(WARMUP);
     let stop = AtomicBool::new(false);
     let mut phase_time = [Duration::ZERO; 4];
     let (writers, readers, report) = std::thread::scope(|s| {
         let writers: Vec<_> = (0..WRITERS)
             .map(|t| {
-                let (store, phase, stop) = (&store, &phase, &stop);
+                let (store, phase, stop, t0) = (&store, &phase, &stop, t0);
                 s.spawn(move || {
                     let mut rng = Rng::new(0xa11ce + t);
                     let mut out = Vec::new();
@@ -160,6 +241,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         store.put(&key, &value).expect("put");
                         out.push(Sample {
                             phase: p.max(phase.load(Ordering::Relaxed)),
+                            at: t0.elapsed(),
                             latency: started.elapsed(),
                         });
                     }
@@ -169,7 +251,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let readers: Vec<_> = (0..READERS)
             .map(|t| {
-                let (store, phase, stop) = (&store, &phase, &stop);
+                let (store, phase, stop, t0) = (&store, &phase, &stop, t0);
                 s.spawn(move || {
                     let mut rng = Rng::new(0xbeef + t);
                     let mut out = Vec::new();
@@ -194,6 +276,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                         out.push(Sample {
                             phase: p.max(phase.load(Ordering::Relaxed)),
+                            at: t0.elapsed(),
                             latency: started.elapsed(),
                         });
                     }
@@ -211,7 +294,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         phase.store(DURING, Ordering::Relaxed);
         let started = Instant::now();
-        let report = store.defrag(&DefragOptions::default());
+        steps.lock().unwrap().started = t0.elapsed();
+        let (on_copy, on_round) = (steps.clone(), steps.clone());
+        let options = DefragOptions::default()
+            .pace((a.pace_mb > 0).then_some(a.pace_mb << 20))
+            .progress(move |p| {
+                if p.pages_done == p.pages_total {
+                    on_copy.lock().unwrap().copied = Some(t0.elapsed());
+                }
+            })
+            .on_round(move |r| {
+                on_round
+                    .lock()
+                    .unwrap()
+                    .rounds
+                    .push((t0.elapsed() - r.duration, r.last))
+            });
+        let report = store.defrag(&options);
+        steps.lock().unwrap().returned = t0.elapsed();
         phase_time[DURING as usize] = started.elapsed();
         phase.store(AFTER, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs(1));
@@ -227,7 +327,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("put latency per writer (p50 / p99 / p99.9 / max):");
     for (i, w) in writers.iter().enumerate() {
-        for (name, p) in [("before", BEFORE), ("during", DURING)] {
+        for (name, p) in [("before", BEFORE), ("during", DURING), ("1 s after", AFTER)] {
             let l = latencies(w, p);
             println!(
                 "  writer {i} {name}: {} / {} / {} / {} ({} puts)",
@@ -244,16 +344,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reads_before = latencies(&readers, BEFORE);
     let reads_during = latencies(&readers, DURING);
     let rate = |n: usize, p: u8| n as f64 / phase_time[p as usize].as_secs_f64();
+    let (after, reads_after) = (latencies(&all, AFTER), latencies(&readers, AFTER));
+    let longest = |l: &[Duration]| ms(l.last().copied().unwrap_or_default());
     println!(
-        "longest put: before {}, during the defrag {}",
-        ms(before.last().copied().unwrap_or_default()),
-        ms(during.last().copied().unwrap_or_default())
+        "longest put: before {}, during the defrag {}, in the second after it {}",
+        longest(&before),
+        longest(&during),
+        longest(&after)
     );
     println!(
-        "longest read (range or get): before {}, during the defrag {}",
-        ms(reads_before.last().copied().unwrap_or_default()),
-        ms(reads_during.last().copied().unwrap_or_default())
+        "longest read (range or get): before {}, during the defrag {}, in the second after it {}",
+        longest(&reads_before),
+        longest(&reads_during),
+        longest(&reads_after)
     );
+    let steps = steps.lock().unwrap();
+    for (what, samples) in [("puts", &all[..]), ("reads", &readers[..])] {
+        let mut slow: Vec<Sample> = samples
+            .iter()
+            .filter(|s| s.phase >= DURING)
+            .copied()
+            .collect();
+        slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.latency));
+        println!("  the longest {what} from the defrag's start, and where they ended:");
+        for s in slow.iter().take(5) {
+            println!("    {} in the {}", ms(s.latency), steps.name(s.at));
+        }
+    }
     println!(
         "write throughput: before {:.0} puts/s, during {:.0} puts/s ({:.0}%); reads: before {:.0}/s, during {:.0}/s",
         rate(before.len(), BEFORE),

@@ -140,6 +140,8 @@ pub const DEFRAG_RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_
 pub const DEFRAG_WRITE_LEN: usize = 8 << 20;
 /// Write buffers a defrag fills while earlier ones are being written.
 pub const DEFRAG_WRITE_BUFFERS: usize = 3;
+/// The largest request a paced defrag makes (see [`crate::DefragOptions::pace`]).
+pub const DEFRAG_PACE_PIECE: usize = 1 << 20;
 /// A defrag reads the source ahead in file order in requests of this many bytes.
 pub const DEFRAG_READAHEAD_CHUNK: usize = 8 << 20;
 /// A defrag reads through gaps between live pages of up to this many bytes rather than skip them.

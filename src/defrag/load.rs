@@ -35,6 +35,7 @@ use crate::btree::node::{
 };
 use crate::btree::source::{Pages, Verify};
 use crate::defrag::options::{DefragOptions, DefragProgress};
+use crate::defrag::pace::Pace;
 use crate::defrag::readahead;
 use crate::error::{Error, PageId, Result, corrupted};
 use crate::limits::{
@@ -67,9 +68,10 @@ pub(crate) fn copy(
     let (sink, writes, spare) = Sink::new(source.meta.page_size);
     let (copied, written) = std::thread::scope(|s| {
         if ahead {
-            s.spawn(|| readahead::run(&source.map, &ranges, &stop));
+            s.spawn(|| readahead::run(&source.map, &ranges, &stop, &mut Pace::new(options.pace)));
         }
-        let writer = s.spawn(move || write_all(out, writes, spare));
+        let mut pace = Pace::new(options.pace);
+        let writer = s.spawn(move || write_all(out, writes, spare, &mut pace));
         let copied = copy_trees(source, sink, options, pages_total, !ahead);
         stop.store(true, Ordering::Relaxed);
         (copied, writer.join())
@@ -340,17 +342,31 @@ fn write_all(
     out: &dyn Storage,
     writes: Receiver<Write<'_>>,
     spare: SyncSender<PageBuf>,
+    pace: &mut Pace,
 ) -> Result<()> {
     for write in writes {
         match write {
             Write::Pages(mut buf, offset) => {
-                out.write_bulk(buf.filled(), offset)?;
+                write_paced(out, buf.filled(), offset, pace)?;
                 buf.len = 0;
                 // The sink may have finished and gone: then nobody needs the buffer back.
                 let _ = spare.send(buf);
             }
-            Write::Run(run, offset) => out.write_bulk(run, offset)?,
+            Write::Run(run, offset) => write_paced(out, run, offset, pace)?,
         }
+    }
+    Ok(())
+}
+
+/// Writes `data` at `offset` in the pieces `pace` allows. Pieces of a page-aligned buffer at a
+/// page-aligned offset stay aligned, so they still go around the cache.
+fn write_paced(out: &dyn Storage, data: &[u8], offset: u64, pace: &mut Pace) -> Result<()> {
+    let mut at = 0;
+    while at < data.len() {
+        let n = pace.piece(data.len() - at);
+        out.write_bulk(&data[at..at + n], offset + at as u64)?;
+        pace.moved(n);
+        at += n;
     }
     Ok(())
 }

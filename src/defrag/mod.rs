@@ -3,6 +3,7 @@
 //!
 //! - `options`: what a caller chooses and what it gets back.
 //! - `load`: the bulk loader that writes every tree of a snapshot into a new file, sequentially.
+//! - `pace`: spreading the defrag's own disk traffic to a rate, for the commits beside it.
 //! - `readahead`: reading the source's live pages in file order while the loader walks them.
 //! - `diff`: the difference between two snapshots, by page id, for the catch-up rounds.
 //! - `release`: shrinking the old file in steps once no reader maps it.
@@ -12,6 +13,7 @@ mod diff;
 mod load;
 mod online;
 mod options;
+mod pace;
 mod readahead;
 mod release;
 

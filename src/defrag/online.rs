@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use crate::defrag::diff::{self, Side, TreeChange};
 use crate::defrag::options::{DefragOptions, DefragReport, DefragRound};
+use crate::defrag::pace::Pace;
 use crate::defrag::{load, readahead, release};
 use crate::error::{Error, Result};
 use crate::txn::ReadTxn;
@@ -101,7 +102,8 @@ impl Db {
         let warm = if options.warm_cache {
             let started = Instant::now();
             let reader = new.db().begin_read()?;
-            readahead::warm(&reader.snapshot().map).then(|| started.elapsed())
+            readahead::warm(&reader.snapshot().map, &mut Pace::new(options.pace))
+                .then(|| started.elapsed())
         } else {
             None
         };

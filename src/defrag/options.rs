@@ -43,6 +43,7 @@ pub struct DefragOptions {
     pub(crate) pause_budget: Duration,
     pub(crate) rounds_max: u32,
     pub(crate) give_up: bool,
+    pub(crate) pace: Option<u64>,
 }
 
 impl Default for DefragOptions {
@@ -55,6 +56,7 @@ impl Default for DefragOptions {
             pause_budget: DEFRAG_PAUSE_BUDGET_DEFAULT,
             rounds_max: DEFRAG_ROUNDS_DEFAULT,
             give_up: false,
+            pace: None,
         }
     }
 }
@@ -69,6 +71,7 @@ impl fmt::Debug for DefragOptions {
             .field("pause_budget", &self.pause_budget)
             .field("rounds_max", &self.rounds_max)
             .field("give_up", &self.give_up)
+            .field("pace", &self.pace)
             .finish()
     }
 }
@@ -139,12 +142,28 @@ impl DefragOptions {
         self
     }
 
+    /// Spreads the defrag's own disk traffic (writing the new file, reading it into the cache,
+    /// reading the old one ahead from a cold cache) to at most `bytes_per_second`, in requests of
+    /// at most 1 MiB, or lets it go as fast as the disk does (`None`, the default). Commits that
+    /// go on during an online defrag share the disk with it: unpaced, each commit's sync waits
+    /// behind the defrag's queued requests. A pace keeps their latency near what it is without
+    /// a defrag, at the cost of a longer defrag; the writers' pause does not change.
+    pub fn pace(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.pace = bytes_per_second;
+        self
+    }
+
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let fill = self.fill;
         if !(DEFRAG_FILL_MIN..=1.0).contains(&fill) {
             return Err(crate::Error::InvalidOption(format!(
                 "defrag fill {fill} must be from {DEFRAG_FILL_MIN} to 1.0"
             )));
+        }
+        if self.pace == Some(0) {
+            return Err(crate::Error::InvalidOption(
+                "a defrag pace of 0 bytes per second would never finish".into(),
+            ));
         }
         Ok(())
     }

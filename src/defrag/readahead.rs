@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{Advice, Mmap};
 
+use crate::defrag::pace::Pace;
 use crate::error::PageId;
 use crate::limits::{DEFRAG_READAHEAD_CHUNK, DEFRAG_READAHEAD_GAP_MAX, DEFRAG_READAHEAD_MAX};
 
@@ -64,16 +65,18 @@ fn memory_available() -> Option<u64> {
 /// the available memory; returns whether it did. A defrag writes its new file around the cache,
 /// and readers would otherwise take the first read of every page from the disk. The caller must
 /// keep the pages of `map` from being rewritten meanwhile (by holding a read transaction).
-pub(crate) fn warm(map: &Mmap) -> bool {
+/// Its requests go at `pace`.
+pub(crate) fn warm(map: &Mmap, pace: &mut Pace) -> bool {
     if !fits_in_memory(map.len() as u64) {
         return false;
     }
     let mut at = 0;
     while at < map.len() {
-        let n = (map.len() - at).min(DEFRAG_READAHEAD_CHUNK);
+        let n = pace.piece((map.len() - at).min(DEFRAG_READAHEAD_CHUNK));
         if !populate(map, at, n) {
             return false;
         }
+        pace.moved(n);
         at += n;
     }
     true
@@ -100,8 +103,8 @@ fn populate(map: &Mmap, offset: usize, len: usize) -> bool {
 }
 
 /// Asks the kernel to read `ranges` of `map`, in order, a chunk at a time, until done or until
-/// `stop` is set. A hint: a failed call changes nothing but speed.
-pub(crate) fn run(map: &Mmap, ranges: &[(u64, u64)], stop: &AtomicBool) {
+/// `stop` is set, its requests at `pace`. A hint: a failed call changes nothing but speed.
+pub(crate) fn run(map: &Mmap, ranges: &[(u64, u64)], stop: &AtomicBool, pace: &mut Pace) {
     for &(offset, len) in ranges {
         let end = (offset + len).min(map.len() as u64);
         let mut at = offset;
@@ -109,9 +112,10 @@ pub(crate) fn run(map: &Mmap, ranges: &[(u64, u64)], stop: &AtomicBool) {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let n = (end - at).min(DEFRAG_READAHEAD_CHUNK as u64);
-            let _ = map.advise_range(Advice::WillNeed, at as usize, n as usize);
-            at += n;
+            let n = pace.piece((end - at).min(DEFRAG_READAHEAD_CHUNK as u64) as usize);
+            let _ = map.advise_range(Advice::WillNeed, at as usize, n);
+            pace.moved(n);
+            at += n as u64;
         }
     }
 }

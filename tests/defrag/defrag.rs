@@ -430,7 +430,7 @@ fn the_page_cache_is_warmed_before_the_swap_unless_turned_off() {
 }
 
 #[test]
-fn a_fill_factor_outside_half_to_full_is_refused_and_changes_nothing() {
+fn a_fill_outside_half_to_full_or_a_pace_of_zero_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fill.folio");
     let db = small_db(&path);
@@ -441,6 +441,10 @@ fn a_fill_factor_outside_half_to_full_is_refused_and_changes_nothing() {
         let err = db.defrag(&DefragOptions::default().fill(fill)).unwrap_err();
         assert!(matches!(err, Error::InvalidOption(_)), "fill {fill}: {err}");
     }
+    let err = db
+        .defrag(&DefragOptions::default().pace(Some(0)))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "pace 0: {err}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
     assert_eq!(contents(&db), model);
 }
@@ -535,9 +539,14 @@ fn runs_around_the_write_buffer_size_are_copied_whole_at_every_page_size() {
     // buffer when it fits (after flushing a buffer it would overflow), or straight from the source
     // when it is larger than a buffer. Runs one page under, at, one page over and two buffers past
     // the size, between runs of small entries, take each path; the smallest, middle and largest
-    // page sizes put the runs at aligned and unaligned file offsets.
+    // page sizes put the runs at aligned and unaligned file offsets. Paced, every write is cut
+    // into pieces of DEFRAG_PACE_PIECE, which must land at the same offsets.
     let buffer = folio::limits::DEFRAG_WRITE_LEN;
-    for page_size in [512u32, 4096, 32768] {
+    let paces = [None, Some(4u64 << 30)];
+    for (page_size, pace) in [512u32, 4096, 32768]
+        .into_iter()
+        .flat_map(|p| paces.map(|pace| (p, pace)))
+    {
         let ps = page_size as usize;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.folio");
@@ -559,8 +568,8 @@ fn runs_around_the_write_buffer_size_are_copied_whole_at_every_page_size() {
                 .unwrap();
         }
         tx.commit().unwrap();
-        db.defrag(&DefragOptions::default()).unwrap();
-        assert_packed(&db, &path, &format!("page size {ps}"));
+        db.defrag(&DefragOptions::default().pace(pace)).unwrap();
+        assert_packed(&db, &path, &format!("page size {ps}, pace {pace:?}"));
         let same = |db: &Db, when: &str| {
             let tx = db.begin_read().unwrap();
             let t = tx.tree(b"t").unwrap().unwrap();
@@ -568,7 +577,7 @@ fn runs_around_the_write_buffer_size_are_copied_whole_at_every_page_size() {
                 let got = t.get(format!("b{i}").as_bytes()).unwrap();
                 assert!(
                     got == Some(&value(len, i as u8)[..]),
-                    "page size {ps}, {when}: the run of {} bytes changed",
+                    "page size {ps}, pace {pace:?}, {when}: the run of {} bytes changed",
                     runs[i]
                 );
                 for j in 0..i * 37 + 5 {
