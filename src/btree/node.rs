@@ -203,18 +203,6 @@ pub(crate) fn branch_entry_len(key_len: usize) -> usize {
     SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len
 }
 
-/// Encodes a leaf page. Each entry is a key and its stored value; the caller has checked they fit.
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
-pub(crate) fn encode_leaf<'e>(
-    id: PageId,
-    page_size: u32,
-    entries: impl ExactSizeIterator<Item = (&'e [u8], ValueRef<'e>)>,
-) -> Vec<u8> {
-    let mut buf = vec![0u8; page_size as usize];
-    encode_leaf_into(&mut buf, id, entries);
-    buf
-}
-
 /// Encodes a leaf page into `buf` (exactly one page, zeroed).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_leaf_into<'e>(
@@ -259,18 +247,6 @@ pub(crate) fn encode_leaf_into<'e>(
     page::seal(buf);
 }
 
-/// Encodes a branch page from (separator key, child page) pairs.
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
-pub(crate) fn encode_branch<'e>(
-    id: PageId,
-    page_size: u32,
-    entries: impl ExactSizeIterator<Item = (&'e [u8], PageId)>,
-) -> Vec<u8> {
-    let mut buf = vec![0u8; page_size as usize];
-    encode_branch_into(&mut buf, id, entries);
-    buf
-}
-
 /// Encodes a branch page into `buf` (exactly one page, zeroed).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_branch_into<'e>(
@@ -306,19 +282,18 @@ pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
     (PAGE_HEADER_LEN + len).div_ceil(page_size as usize) as u64
 }
 
-/// Encodes an overflow run holding `value`.
+/// Encodes an overflow run holding `value` into `buf` (exactly the run, zeroed).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
-pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_overflow_into(buf: &mut [u8], id: PageId, page_size: u32, value: &[u8]) {
     let pages = overflow_pages(value.len(), page_size);
-    let mut buf = vec![0u8; (pages * page_size as u64) as usize];
+    debug_assert_eq!(buf.len() as u64, pages * page_size as u64);
     Header {
         id,
         kind: PageKind::Overflow,
         count: 0,
         overflow: (pages - 1) as u32,
     }
-    .write(&mut buf);
+    .write(buf);
     buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
-    page::seal(&mut buf);
-    buf
+    page::seal(buf);
 }
