@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! data : entry | entry | dead entry | entry ...   (in the order written)
-//! slots: u32 offset of each live entry in `data`, in key order
+//! slots: offset of each live entry in `data`, in key order
 //! ```
 //!
 //! Invariants:
@@ -25,9 +25,9 @@
 use std::cmp::Ordering;
 use std::ops::Range;
 
-use crate::btree::node::{self, ValueRef};
+use crate::btree::node::{self, LeafView, ValueRef};
 use crate::btree::source::NodeRef;
-use crate::error::PageId;
+use crate::error::{PageId, Result, corrupted};
 use crate::limits::{
     BRANCH_ENTRY_HEADER_LEN, LEAF_ENTRY_HEADER_LEN, OVERFLOW_REF_LEN, PAGE_HEADER_LEN, SLOT_LEN,
 };
@@ -44,7 +44,7 @@ const FLAG_OVERFLOW: u8 = 1;
 pub(crate) struct Node {
     leaf: bool,
     data: Vec<u8>,
-    slots: Vec<u32>,
+    slots: Vec<usize>,
     dead: usize,
     page_size: u32,
     bytes: usize,
@@ -75,7 +75,7 @@ impl Node {
 
     /// Bytes of buffer this node holds on to, for capping what a transaction keeps for reuse.
     pub fn capacity(&self) -> usize {
-        self.data.capacity() + self.slots.capacity() * 4
+        self.data.capacity() + self.slots.capacity() * std::mem::size_of::<usize>()
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -87,7 +87,7 @@ impl Node {
     }
 
     fn off(&self, i: usize) -> usize {
-        self.slots[i] as usize
+        self.slots[i]
     }
 
     /// The whole of entry `i` as a page stores it.
@@ -188,7 +188,7 @@ impl Node {
     }
 
     /// Appends a leaf entry's bytes to `data` and returns its offset.
-    fn append_leaf(&mut self, key: &[u8], value: ValueRef<'_>) -> u32 {
+    fn append_leaf(&mut self, key: &[u8], value: ValueRef<'_>) -> usize {
         let off = self.data.len();
         let (flags, vlen) = match value {
             ValueRef::Inline(v) => (FLAG_INLINE, v.len() as u32),
@@ -203,25 +203,56 @@ impl Node {
             ValueRef::Inline(v) => self.data.extend_from_slice(v),
             ValueRef::Overflow { page, .. } => self.data.extend_from_slice(&page.to_le_bytes()),
         }
-        offset_u32(off)
+        off
     }
 
     /// Appends a branch entry's bytes to `data` and returns its offset.
-    fn append_branch(&mut self, key: &[u8], child: NodeRef) -> u32 {
+    fn append_branch(&mut self, key: &[u8], child: NodeRef) -> usize {
         let off = self.data.len();
         self.data
             .extend_from_slice(&encode_child(child).to_le_bytes());
         self.data
             .extend_from_slice(&(key.len() as u16).to_le_bytes());
         self.data.extend_from_slice(key);
-        offset_u32(off)
+        off
+    }
+
+    /// Makes this empty leaf a copy of leaf page `l`: one copy of the page's bytes past its
+    /// slots, and an offset per entry. Every entry is validated first, and the keys must rise
+    /// (the write path searches the copy). Entries that overlap in a forged page are harmless
+    /// here: a leaf's entries are never written in place.
+    pub fn copy_leaf(&mut self, l: &LeafView<'_>) -> Result<()> {
+        debug_assert!(self.leaf && self.slots.is_empty());
+        let base = PAGE_HEADER_LEN + l.len() * SLOT_LEN;
+        let mut prev: Option<&[u8]> = None;
+        let mut live = 0usize;
+        for i in 0..l.len() {
+            let (off, len, key) = l.entry(i)?;
+            if prev.is_some_and(|p| p >= key) {
+                return Err(corrupted(l.id(), "keys out of order in the page"));
+            }
+            prev = Some(key);
+            // `entry` refused an offset inside the slots.
+            self.slots.push(off - base);
+            live += len;
+        }
+        let region = l
+            .bytes()
+            .get(base..)
+            .ok_or_else(|| corrupted(l.id(), "slots run past the page"))?;
+        self.data.extend_from_slice(region);
+        self.dead = self.data.len().saturating_sub(live);
+        self.bytes = (0..self.slots.len())
+            .map(|i| self.page_len_at(self.slots[i]))
+            .sum();
+        Ok(())
     }
 
     /// Adds a leaf entry after the last (keys must come in order).
     pub fn push_leaf(&mut self, key: &[u8], value: ValueRef<'_>) {
         debug_assert!(self.leaf);
         let off = self.append_leaf(key, value);
-        self.bytes += self.page_len_at(off as usize);
+        self.bytes += self.page_len_at(off);
         self.slots.push(off);
     }
 
@@ -229,7 +260,7 @@ impl Node {
     pub fn push_branch(&mut self, key: &[u8], child: NodeRef) {
         debug_assert!(!self.leaf);
         let off = self.append_branch(key, child);
-        self.bytes += self.page_len_at(off as usize);
+        self.bytes += self.page_len_at(off);
         self.slots.push(off);
     }
 
@@ -237,7 +268,7 @@ impl Node {
     pub fn insert_leaf(&mut self, i: usize, key: &[u8], value: ValueRef<'_>) {
         debug_assert!(self.leaf);
         let off = self.append_leaf(key, value);
-        self.bytes += self.page_len_at(off as usize);
+        self.bytes += self.page_len_at(off);
         self.slots.insert(i, off);
     }
 
@@ -255,7 +286,7 @@ impl Node {
         let key = old + LEAF_ENTRY_HEADER_LEN;
         self.data.extend_from_within(key..key + klen);
         self.data.extend_from_slice(value);
-        self.slots[i] = offset_u32(off);
+        self.slots[i] = off;
         self.bytes = self.bytes + self.page_len_at(off) - self.page_len_at(old);
         self.dead += old_len;
         self.compact_if_sparse();
@@ -269,13 +300,13 @@ impl Node {
         self.dead += self.entry_len_at(old);
         self.bytes -= self.page_len_at(old);
         self.slots[i] = self.append_branch(key, child);
-        self.bytes += self.page_len_at(self.slots[i] as usize);
+        self.bytes += self.page_len_at(self.slots[i]);
         self.compact_if_sparse();
     }
 
     /// Removes entry `i`.
     pub fn remove(&mut self, i: usize) {
-        let off = self.slots.remove(i) as usize;
+        let off = self.slots.remove(i);
         self.dead += self.entry_len_at(off);
         self.bytes -= self.page_len_at(off);
         self.compact_if_sparse();
@@ -285,7 +316,7 @@ impl Node {
     pub fn append(&mut self, other: &Node) {
         debug_assert_eq!(self.leaf, other.leaf);
         for i in 0..other.len() {
-            let off = offset_u32(self.data.len());
+            let off = self.data.len();
             self.data.extend_from_slice(other.entry(i));
             self.slots.push(off);
         }
@@ -319,8 +350,8 @@ impl Node {
         self.bytes
     }
 
-    /// Encodes entries `piece` as page `id` into `buf` (one page, zeroed), each entry copied as it
-    /// is, except that a leaf value too large to stay inline becomes a reference to the next run
+    /// Encodes entries `piece` as page `id` into `buf` (one page, whatever it holds: every byte is
+    /// written), each entry copied as it is, except that a leaf value too large to stay inline becomes a reference to the next run
     /// of `overflows` (one for each such value, in order).
     pub fn write_page(
         &self,
@@ -369,6 +400,7 @@ impl Node {
             debug_assert!(off <= page_size as usize, "entries overflow page {id}");
         }
         debug_assert!(overflows.next().is_none(), "an overflow run left unused");
+        buf[off..page_size as usize].fill(0);
         page::seal(&mut buf[..page_size as usize]);
     }
 
@@ -383,7 +415,7 @@ impl Node {
     pub fn compact(&mut self) {
         let mut data = Vec::with_capacity(self.data.len() - self.dead);
         for i in 0..self.len() {
-            let off = offset_u32(data.len());
+            let off = data.len();
             data.extend_from_slice(self.entry(i));
             self.slots[i] = off;
         }
@@ -406,12 +438,6 @@ fn encode_child(child: NodeRef) -> u64 {
         }
         NodeRef::Dirty(i) => i as u64 | DIRTY_CHILD,
     }
-}
-
-/// An offset into a node's data. A node holds at most the entries of one transaction's tree
-/// between commits; more than 4 GiB of them is a bug, not a state to handle.
-fn offset_u32(off: usize) -> u32 {
-    u32::try_from(off).expect("a dirty node holds under 4 GiB")
 }
 
 #[cfg(test)]

@@ -123,6 +123,34 @@ impl<'a> LeafView<'a> {
         bytes(page, id, offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen)
     }
 
+    /// The page's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.page
+    }
+
+    /// Entry `i`, validated whole: its offset in the page, its length there, and its key.
+    pub fn entry(&self, i: usize) -> Result<(usize, usize, &'a [u8])> {
+        let (id, page) = (self.id, self.page);
+        let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
+        let [flags] = field::<1>(page, off).ok_or_else(|| corrupted(id, "entry past the page"))?;
+        let klen = usize::from(read_u16(page, offset(off, 1, id)?, id)?);
+        let vlen = read_u32(page, offset(off, 3, id)?, id)?;
+        let stored = match flags {
+            0 => usize::try_from(vlen).map_err(|_| corrupted(id, "value too long"))?,
+            FLAG_OVERFLOW => OVERFLOW_REF_LEN,
+            f => {
+                return Err(corrupted(
+                    id,
+                    format!("leaf entry {i} has unknown flags {f:#x}"),
+                ));
+            }
+        };
+        let key = bytes(page, id, offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen)?;
+        let len = offset(offset(LEAF_ENTRY_HEADER_LEN, klen, id)?, stored, id)?;
+        bytes(page, id, off, len)?;
+        Ok((off, len, key))
+    }
+
     pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
         let (id, page) = (self.id, self.page);
         let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
@@ -282,7 +310,8 @@ pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
     (PAGE_HEADER_LEN + len).div_ceil(page_size as usize) as u64
 }
 
-/// Encodes an overflow run holding `value` into `buf` (exactly the run, zeroed).
+/// Encodes an overflow run holding `value` into `buf` (exactly the run, whatever it holds: every
+/// byte is written).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_overflow_into(buf: &mut [u8], id: PageId, page_size: u32, value: &[u8]) {
     let pages = overflow_pages(value.len(), page_size);
@@ -295,5 +324,6 @@ pub(crate) fn encode_overflow_into(buf: &mut [u8], id: PageId, page_size: u32, v
     }
     .write(buf);
     buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
+    buf[PAGE_HEADER_LEN + value.len()..].fill(0);
     page::seal(buf);
 }

@@ -139,7 +139,9 @@ pub(crate) trait Allocate {
 /// to be written in page order.
 #[derive(Debug, Default)]
 pub(crate) struct PageWrites {
+    /// Holds the runs in `..used`; past that, bytes of an earlier commit.
     buf: Vec<u8>,
+    used: usize,
     /// (first page, pages, offset in `buf`) of each run.
     runs: Vec<(PageId, u64, usize)>,
 }
@@ -150,20 +152,24 @@ const PAGE_WRITES_KEPT_MAX: usize = 64 << 20;
 impl PageWrites {
     /// Forgets every run, keeping the buffer (unless it grew very large).
     pub fn clear(&mut self) {
-        if self.buf.capacity() > PAGE_WRITES_KEPT_MAX {
+        if self.buf.len() > PAGE_WRITES_KEPT_MAX {
             self.buf = Vec::new();
         }
-        self.buf.clear();
+        self.used = 0;
         self.runs.clear();
     }
 
-    /// Adds the run of `pages` pages starting at `id`, zeroed, and returns it to be filled.
+    /// Adds the run of `pages` pages starting at `id` and returns it to be filled. It may hold
+    /// an earlier commit's bytes: the encoder writes every byte of it.
     pub fn add(&mut self, id: PageId, pages: u64, page_size: u32) -> &mut [u8] {
-        let off = self.buf.len();
+        let off = self.used;
         let len = pages as usize * page_size as usize;
-        self.buf.resize(off + len, 0);
+        if self.buf.len() < off + len {
+            self.buf.resize(off + len, 0);
+        }
+        self.used = off + len;
         self.runs.push((id, pages, off));
-        &mut self.buf[off..]
+        &mut self.buf[off..off + len]
     }
 
     /// Sorts the runs by page.
@@ -204,16 +210,7 @@ fn copy_page(node: &mut Node, view: PageView<'_>, id: PageId) -> Result<()> {
     let out_of_order = || corrupted(id, "keys out of order in the page");
     let mut prev: Option<&[u8]> = None;
     match view {
-        PageView::Leaf(l) => {
-            for i in 0..l.len() {
-                let key = l.key(i)?;
-                if prev.is_some_and(|p| p >= key) {
-                    return Err(out_of_order());
-                }
-                prev = Some(key);
-                node.push_leaf(key, l.value(i)?);
-            }
-        }
+        PageView::Leaf(l) => node.copy_leaf(&l)?,
         PageView::Branch(b) => {
             for i in 0..b.len() {
                 let key = b.key(i)?;

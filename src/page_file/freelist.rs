@@ -218,7 +218,8 @@ mod codec {
             buf
         }
 
-        /// Encodes `runs` into `buf`, a zeroed freelist run of `pages` pages starting at page `id`.
+        /// Encodes `runs` into `buf`, a freelist run of `pages` pages starting at page `id`, writing
+        /// every byte of it.
         #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
         pub fn encode_into(runs: &[(PageId, u64)], id: PageId, buf: &mut [u8], pages: u64) {
             debug_assert!(OFF_EXTENTS + runs.len() * EXTENT_LEN <= buf.len());
@@ -237,6 +238,7 @@ mod codec {
                 buf[off + 8..off + 16].copy_from_slice(&len.to_le_bytes());
                 off += EXTENT_LEN;
             }
+            buf[off..].fill(0);
             page::seal(buf);
         }
 
