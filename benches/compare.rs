@@ -8,7 +8,8 @@
 //! the same keys: random, 16 to 32 bytes, from a seeded generator.
 //!
 //! 1. **Bulk load**: every key with a 100-byte value, then (fresh files) with a 1 KiB value,
-//!    10,000 puts per transaction. Once per engine.
+//!    10,000 puts per transaction. Once per engine, with the CPU time it took per put (user and
+//!    system, from `/proc/self/stat`).
 //! 2. **Point reads** of existing keys in random order, from 1 and from 2 threads, in the 100-byte
 //!    databases: one lookup per key in total (split between the threads), the median of the
 //!    repetitions.
@@ -201,6 +202,7 @@ fn bulk_load<E: Engine>(
     let dir = fresh_dir(input, E::NAME)?;
     let mut engine = E::open(dir.path())?;
     let n = input.keys.len();
+    let cpu_start = machine::cpu_time();
     let start = Instant::now();
     for first in (0..n).step_by(PER_TXN) {
         let batch: Vec<Change> = (first..(first + PER_TXN).min(n))
@@ -214,6 +216,9 @@ fn bulk_load<E: Engine>(
         time: start.elapsed(),
         work: n as f64,
         unit: "keys/s",
+        cpu: machine::cpu_time()
+            .zip(cpu_start)
+            .map(|(end, start)| end - start),
     });
     Ok((engine, dir))
 }
@@ -248,6 +253,7 @@ fn reads_and_scans(
                 time: median(times),
                 work: input.lookups.len() as f64,
                 unit: "reads/s",
+                cpu: None,
             });
         }
     }
@@ -269,6 +275,7 @@ fn reads_and_scans(
             time: median(times),
             work: input.starts.len() as f64,
             unit: "scans/s",
+            cpu: None,
         });
     }
     Ok(())

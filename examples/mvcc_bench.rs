@@ -2,10 +2,15 @@
 //! at an old revision, compaction throughput with the longest put latency seen while it runs, and
 //! the time to open (rebuild the index of) a large store.
 //!
-//! `cargo run --release --example mvcc_bench -- [--keys N] [--revisions R] [--value-bytes B] [--dir D]`
+//! `cargo run --release --example mvcc_bench -- [--keys N] [--revisions R] [--value-bytes B] [--dir D]
+//! [--puts P] [--put-reps K]`
 //!
 //! Defaults: 250,000 keys × 5 revisions of 100-byte values; compacting at the last revision keeps
 //! the newest revision of each key and removes the other 1,000,000. `--keys 1000000` gives the 1M × 5 open time.
+//!
+//! The durable puts run `P` puts (default 4,000) from 1 thread, then from 8, `K` times (default 3)
+//! in turn, each on a fresh store, and report the medians: syncs on a shared disk vary from one
+//! moment to the next, and taking turns lets a slow moment fall on both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +22,8 @@ struct Args {
     revisions: u64,
     value_bytes: usize,
     dir: Option<std::path::PathBuf>,
+    puts: u64,
+    put_reps: usize,
 }
 
 fn args() -> Args {
@@ -25,6 +32,8 @@ fn args() -> Args {
         revisions: 5,
         value_bytes: 100,
         dir: None,
+        puts: 4000,
+        put_reps: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -34,6 +43,8 @@ fn args() -> Args {
             "--revisions" => a.revisions = value().parse().expect("--revisions R"),
             "--value-bytes" => a.value_bytes = value().parse().expect("--value-bytes B"),
             "--dir" => a.dir = Some(value().into()),
+            "--puts" => a.puts = value().parse().expect("--puts P"),
+            "--put-reps" => a.put_reps = value().parse::<usize>().expect("--put-reps K").max(1),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -49,9 +60,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Puts per second with `threads` threads, each put its own durable commit.
+/// Puts per second with `threads` threads, each put its own durable commit, in a fresh store.
 fn puts_per_second(dir: &std::path::Path, threads: u64, per_thread: u64, value: &[u8]) -> f64 {
-    let store = Store::open(dir.join(format!("puts-{threads}.folio"))).unwrap();
+    let path = dir.join(format!("puts-{threads}.folio"));
+    let _ = std::fs::remove_file(&path);
+    let store = Store::open(&path).unwrap();
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -79,8 +92,24 @@ fn main() {
         dir.display()
     );
 
-    let one = puts_per_second(&dir, 1, 2000, &value);
-    let eight = puts_per_second(&dir, 8, 500, &value);
+    let (mut ones, mut eights) = (Vec::new(), Vec::new());
+    for _ in 0..a.put_reps {
+        ones.push(puts_per_second(&dir, 1, a.puts, &value));
+        eights.push(puts_per_second(&dir, 8, a.puts / 8, &value));
+    }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("puts/s, durable, 1 thread, each run:   {}", show(&ones));
+    println!("puts/s, durable, 8 threads, each run:  {}", show(&eights));
+    let median_of = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one, eight) = (median_of(ones), median_of(eights));
     println!("puts/s, durable, 1 thread:   {one:>10.0}");
     println!(
         "puts/s, durable, 8 threads:  {eight:>10.0}  ({:.1}x, group commit)",

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::machine::CpuTime;
+
 /// Bytes in the "GB" of seconds per GB: 10^9, as disk speeds are quoted.
 const GB: f64 = 1e9;
 const MIB: f64 = (1 << 20) as f64;
@@ -17,11 +19,25 @@ pub struct Row {
     pub work: f64,
     /// What is counted, per second: "keys/s", "reads/s", "scans/s".
     pub unit: &'static str,
+    /// The CPU time the process spent on the work, where it was measured (the bulk loads).
+    pub cpu: Option<CpuTime>,
 }
 
 impl Row {
     pub fn rate(&self) -> f64 {
         self.work / self.time.as_secs_f64()
+    }
+
+    /// User and system CPU per unit of work, in microseconds, as "user + system µs".
+    pub fn cpu_per_unit(&self) -> String {
+        match self.cpu {
+            Some(cpu) => format!(
+                "{:.1} + {:.1} µs",
+                cpu.user.as_secs_f64() * 1e6 / self.work,
+                cpu.system.as_secs_f64() * 1e6 / self.work
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -62,12 +78,13 @@ impl Results {
     /// Prints a row as soon as it is measured, so a long run shows progress.
     pub fn push(&mut self, row: Row) {
         println!(
-            "  {:<6} {:<44} {:>10}  {:>12} {}",
+            "  {:<6} {:<44} {:>10}  {:>12} {}  {}",
             row.engine,
             row.workload,
             duration(row.time),
             thousands(row.rate()),
-            row.unit
+            row.unit,
+            row.cpu_per_unit()
         );
         self.rows.push(row);
     }
@@ -106,7 +123,8 @@ impl Results {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         s.push_str(
-            "| workload | engine | time | rate | rate ÷ folio's |\n|---|---|---:|---:|---:|\n",
+            "| workload | engine | time | rate | rate ÷ folio's | CPU per op, user + system |\n\
+             |---|---|---:|---:|---:|---:|\n",
         );
         for r in &self.rows {
             let versus = self
@@ -114,13 +132,14 @@ impl Results {
                 .map_or("".to_string(), |f| format!("{:.2}", r.rate() / f));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} {} | {} |",
+                "| {} | {} | {} | {} {} | {} | {} |",
                 r.workload,
                 r.engine,
                 duration(r.time),
                 thousands(r.rate()),
                 r.unit,
-                versus
+                versus,
+                r.cpu_per_unit()
             );
         }
         if !self.defrags.is_empty() {

@@ -123,6 +123,34 @@ impl<'a> LeafView<'a> {
         bytes(page, id, offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen)
     }
 
+    /// The page's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.page
+    }
+
+    /// Entry `i`, validated whole: its offset in the page, its length there, and its key.
+    pub fn entry(&self, i: usize) -> Result<(usize, usize, &'a [u8])> {
+        let (id, page) = (self.id, self.page);
+        let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
+        let [flags] = field::<1>(page, off).ok_or_else(|| corrupted(id, "entry past the page"))?;
+        let klen = usize::from(read_u16(page, offset(off, 1, id)?, id)?);
+        let vlen = read_u32(page, offset(off, 3, id)?, id)?;
+        let stored = match flags {
+            0 => usize::try_from(vlen).map_err(|_| corrupted(id, "value too long"))?,
+            FLAG_OVERFLOW => OVERFLOW_REF_LEN,
+            f => {
+                return Err(corrupted(
+                    id,
+                    format!("leaf entry {i} has unknown flags {f:#x}"),
+                ));
+            }
+        };
+        let key = bytes(page, id, offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen)?;
+        let len = offset(offset(LEAF_ENTRY_HEADER_LEN, klen, id)?, stored, id)?;
+        bytes(page, id, off, len)?;
+        Ok((off, len, key))
+    }
+
     pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
         let (id, page) = (self.id, self.page);
         let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
@@ -203,18 +231,6 @@ pub(crate) fn branch_entry_len(key_len: usize) -> usize {
     SLOT_LEN + BRANCH_ENTRY_HEADER_LEN + key_len
 }
 
-/// Encodes a leaf page. Each entry is a key and its stored value; the caller has checked they fit.
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
-pub(crate) fn encode_leaf<'e>(
-    id: PageId,
-    page_size: u32,
-    entries: impl ExactSizeIterator<Item = (&'e [u8], ValueRef<'e>)>,
-) -> Vec<u8> {
-    let mut buf = vec![0u8; page_size as usize];
-    encode_leaf_into(&mut buf, id, entries);
-    buf
-}
-
 /// Encodes a leaf page into `buf` (exactly one page, zeroed).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_leaf_into<'e>(
@@ -259,18 +275,6 @@ pub(crate) fn encode_leaf_into<'e>(
     page::seal(buf);
 }
 
-/// Encodes a branch page from (separator key, child page) pairs.
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
-pub(crate) fn encode_branch<'e>(
-    id: PageId,
-    page_size: u32,
-    entries: impl ExactSizeIterator<Item = (&'e [u8], PageId)>,
-) -> Vec<u8> {
-    let mut buf = vec![0u8; page_size as usize];
-    encode_branch_into(&mut buf, id, entries);
-    buf
-}
-
 /// Encodes a branch page into `buf` (exactly one page, zeroed).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
 pub(crate) fn encode_branch_into<'e>(
@@ -306,19 +310,20 @@ pub(crate) fn overflow_pages(len: usize, page_size: u32) -> u64 {
     (PAGE_HEADER_LEN + len).div_ceil(page_size as usize) as u64
 }
 
-/// Encodes an overflow run holding `value`.
+/// Encodes an overflow run holding `value` into `buf` (exactly the run, whatever it holds: every
+/// byte is written).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
-pub(crate) fn encode_overflow(id: PageId, page_size: u32, value: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_overflow_into(buf: &mut [u8], id: PageId, page_size: u32, value: &[u8]) {
     let pages = overflow_pages(value.len(), page_size);
-    let mut buf = vec![0u8; (pages * page_size as u64) as usize];
+    debug_assert_eq!(buf.len() as u64, pages * page_size as u64);
     Header {
         id,
         kind: PageKind::Overflow,
         count: 0,
         overflow: (pages - 1) as u32,
     }
-    .write(&mut buf);
+    .write(buf);
     buf[PAGE_HEADER_LEN..PAGE_HEADER_LEN + value.len()].copy_from_slice(value);
-    page::seal(&mut buf);
-    buf
+    buf[PAGE_HEADER_LEN + value.len()..].fill(0);
+    page::seal(buf);
 }

@@ -3,6 +3,7 @@
 //! A cursor walks both the same way through [`Source::node`], so a write transaction reads its own
 //! writes and a read transaction borrows straight from the mapping.
 
+use crate::btree::dirty::Node;
 use crate::btree::node::{PageView, ValueRef};
 use crate::error::{PageId, Result, corrupted};
 use crate::limits::PAGE_HEADER_LEN;
@@ -113,34 +114,6 @@ pub(crate) enum NodeRef {
     Dirty(usize),
 }
 
-/// A value held by a dirty leaf.
-#[derive(Clone, Debug)]
-pub(crate) enum Value {
-    /// Bytes held in memory; stored inline or in a new overflow run at commit.
-    Bytes(Vec<u8>),
-    /// An existing overflow run, kept as it is.
-    Overflow { page: PageId, len: u32 },
-}
-
-impl Value {
-    pub fn as_ref(&self) -> ValueRef<'_> {
-        match self {
-            Value::Bytes(b) => ValueRef::Inline(b),
-            Value::Overflow { page, len } => ValueRef::Overflow {
-                page: *page,
-                len: *len,
-            },
-        }
-    }
-}
-
-/// A node of a write transaction, decoded into owned memory.
-#[derive(Clone, Debug)]
-pub(crate) enum Node {
-    Leaf(Vec<(Vec<u8>, Value)>),
-    Branch(Vec<(Vec<u8>, NodeRef)>),
-}
-
 /// A node as a cursor sees it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum NodeAccess<'a> {
@@ -150,18 +123,17 @@ pub(crate) enum NodeAccess<'a> {
 
 impl<'a> NodeAccess<'a> {
     pub fn is_leaf(&self) -> bool {
-        matches!(
-            self,
-            NodeAccess::Page(PageView::Leaf(_)) | NodeAccess::Dirty(Node::Leaf(_))
-        )
+        match self {
+            NodeAccess::Page(p) => matches!(p, PageView::Leaf(_)),
+            NodeAccess::Dirty(n) => n.is_leaf(),
+        }
     }
 
     pub fn len(&self) -> usize {
         match self {
             NodeAccess::Page(PageView::Leaf(l)) => l.len(),
             NodeAccess::Page(PageView::Branch(b)) => b.len(),
-            NodeAccess::Dirty(Node::Leaf(e)) => e.len(),
-            NodeAccess::Dirty(Node::Branch(e)) => e.len(),
+            NodeAccess::Dirty(n) => n.len(),
         }
     }
 
@@ -169,8 +141,7 @@ impl<'a> NodeAccess<'a> {
         match self {
             NodeAccess::Page(PageView::Leaf(l)) => l.key(i),
             NodeAccess::Page(PageView::Branch(b)) => b.key(i),
-            NodeAccess::Dirty(Node::Leaf(e)) => Ok(&e[i].0),
-            NodeAccess::Dirty(Node::Branch(e)) => Ok(&e[i].0),
+            NodeAccess::Dirty(n) => Ok(n.key(i)),
         }
     }
 
@@ -178,7 +149,7 @@ impl<'a> NodeAccess<'a> {
     pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
         match self {
             NodeAccess::Page(PageView::Leaf(l)) => l.value(i),
-            NodeAccess::Dirty(Node::Leaf(e)) => Ok(e[i].1.as_ref()),
+            NodeAccess::Dirty(n) if n.is_leaf() => Ok(n.value(i)),
             _ => unreachable!("value() on a branch"),
         }
     }
@@ -187,14 +158,17 @@ impl<'a> NodeAccess<'a> {
     pub fn child(&self, i: usize) -> Result<NodeRef> {
         match self {
             NodeAccess::Page(PageView::Branch(b)) => b.child(i).map(NodeRef::Page),
-            NodeAccess::Dirty(Node::Branch(e)) => Ok(e[i].1),
+            NodeAccess::Dirty(n) if !n.is_leaf() => Ok(n.child(i)),
             _ => unreachable!("child() on a leaf"),
         }
     }
 
     /// First index whose key is not less than `key`, and whether it is equal.
     pub fn search(&self, key: &[u8]) -> Result<(usize, bool)> {
-        crate::btree::node::search(self.len(), key, |i| self.key(i))
+        match self {
+            NodeAccess::Dirty(n) => Ok(n.search(key)),
+            NodeAccess::Page(_) => crate::btree::node::search(self.len(), key, |i| self.key(i)),
+        }
     }
 
     /// For a branch: the child to descend into for `key`.

@@ -1,5 +1,10 @@
 //! Copy-on-write changes to a tree, and writing them out at commit.
 //!
+//! Dirty nodes are kept in page form ([`crate::btree::dirty`]): copying a page into the arena
+//! copies its entries' bytes, an insert appends one entry and moves offsets, and spill copies
+//! each entry into its page. Emptied nodes and the commit's page buffer are reused by the next
+//! node and the next transaction ([`Dirty::into_spare`], [`PageWrites`]).
+//!
 //! Invariants:
 //! 1. A page reachable from a committed meta is never written again. The first write to a node
 //!    copies it into the arena ([`touch`]) and records its page as freed by this transaction.
@@ -15,28 +20,81 @@
 //!    child, two leaves that share an overflow run) is an [`crate::Error::Corrupted`], never a
 //!    loop or a page freed twice.
 
-use crate::btree::cursor::RawCursor;
-use crate::btree::node::{self, PageView, ValueRef};
-use crate::btree::source::{Node, NodeRef, Pages, Source, Value};
 use std::collections::BTreeMap;
+use std::ops::Range;
 
+use crate::btree::cursor::RawCursor;
+use crate::btree::dirty::{DIRTY_CHILD, Node};
+use crate::btree::node::{self, PageView, ValueRef};
+use crate::btree::source::{NodeRef, Pages, Source};
 use crate::error::{PageId, Result, corrupted};
-use crate::limits::{
-    OVERFLOW_REF_LEN, TREE_DEPTH_MAX, inline_entry_max, merge_threshold, page_capacity,
-};
+use crate::limits::{TREE_DEPTH_MAX, merge_threshold, page_capacity};
+
+/// Buffer bytes of emptied nodes a write transaction hands on to the next one.
+const SPARE_BYTES_MAX: usize = 32 << 20;
 
 /// The dirty state of one write transaction, shared by all its trees.
 #[derive(Debug, Default)]
 pub(crate) struct Dirty {
     /// Nodes copied or created by this transaction.
     pub arena: Vec<Node>,
+    /// Emptied nodes whose buffers new nodes reuse.
+    spare: Vec<Node>,
     /// Page runs this transaction stopped using: (first page, pages).
     pub freed: Vec<(PageId, u64)>,
     /// `freed` by first page, to refuse a page freed twice.
     freed_index: BTreeMap<PageId, u64>,
+    /// Spill's scratch: the page bytes of each entry of one node, and where its pages split.
+    sizes: Vec<usize>,
+    pieces: Vec<Range<usize>>,
+    /// Spill's scratch: the overflow runs written for one page's entries.
+    overflows: Vec<PageId>,
 }
 
 impl Dirty {
+    /// An empty state that reuses the nodes `spare` (from [`Dirty::into_spare`]).
+    pub fn with_spare(spare: Vec<Node>) -> Dirty {
+        Dirty {
+            spare,
+            ..Dirty::default()
+        }
+    }
+
+    /// Ends the transaction's use of its nodes: they go back to a spare list (up to
+    /// [`SPARE_BYTES_MAX`] of buffers) for the next transaction.
+    pub fn into_spare(mut self) -> Vec<Node> {
+        let mut bytes: usize = self.spare.iter().map(Node::capacity).sum();
+        for n in self.arena.drain(..) {
+            let c = n.capacity();
+            if c > 0 && bytes + c <= SPARE_BYTES_MAX {
+                bytes += c;
+                self.spare.push(n);
+            }
+        }
+        self.spare
+    }
+
+    /// An empty node, reusing a spare one's buffers when there is one.
+    fn take_node(&mut self, leaf: bool, page_size: u32) -> Node {
+        let mut n = self.spare.pop().unwrap_or_default();
+        n.reset(leaf, page_size);
+        n
+    }
+
+    /// Gives a node's buffers back for reuse.
+    fn recycle(&mut self, n: Node) {
+        if n.capacity() > 0 {
+            self.spare.push(n);
+        }
+    }
+
+    /// Adds a node to the arena; returns its index.
+    fn push(&mut self, n: Node) -> usize {
+        debug_assert!((self.arena.len() as u64) < DIRTY_CHILD);
+        self.arena.push(n);
+        self.arena.len() - 1
+    }
+
     /// Records that this transaction stops using the run `start..start + len` (already bounded
     /// by the snapshot's pages). A run that shares a page with one freed before means the tree
     /// reaches that page twice: the file is corrupt.
@@ -77,8 +135,58 @@ pub(crate) trait Allocate {
     fn allocate(&mut self, n: u64) -> Result<PageId>;
 }
 
-/// Pages written by a commit, to be sorted and written in page order.
-pub(crate) type PageWrites = Vec<(PageId, Vec<u8>)>;
+/// Pages written by a commit, encoded end to end into one buffer that the next commit reuses,
+/// to be written in page order.
+#[derive(Debug, Default)]
+pub(crate) struct PageWrites {
+    /// Holds the runs in `..used`; past that, bytes of an earlier commit.
+    buf: Vec<u8>,
+    used: usize,
+    /// (first page, pages, offset in `buf`) of each run.
+    runs: Vec<(PageId, u64, usize)>,
+}
+
+/// Buffer bytes a commit's [`PageWrites`] keeps for the next commit.
+const PAGE_WRITES_KEPT_MAX: usize = 64 << 20;
+
+impl PageWrites {
+    /// Forgets every run, keeping the buffer (unless it grew very large).
+    pub fn clear(&mut self) {
+        if self.buf.len() > PAGE_WRITES_KEPT_MAX {
+            self.buf = Vec::new();
+        }
+        self.used = 0;
+        self.runs.clear();
+    }
+
+    /// Adds the run of `pages` pages starting at `id` and returns it to be filled. It may hold
+    /// an earlier commit's bytes: the encoder writes every byte of it.
+    pub fn add(&mut self, id: PageId, pages: u64, page_size: u32) -> &mut [u8] {
+        let off = self.used;
+        let len = pages as usize * page_size as usize;
+        if self.buf.len() < off + len {
+            self.buf.resize(off + len, 0);
+        }
+        self.used = off + len;
+        self.runs.push((id, pages, off));
+        &mut self.buf[off..off + len]
+    }
+
+    /// Sorts the runs by page.
+    pub fn sort(&mut self) {
+        self.runs.sort_unstable_by_key(|r| r.0);
+    }
+
+    /// The runs as (first page, pages, offset of their bytes), in the order added or as sorted.
+    pub fn raw_runs(&self) -> impl Iterator<Item = (PageId, u64, usize)> + '_ {
+        self.runs.iter().copied()
+    }
+
+    /// `len` bytes of the buffer from `off`.
+    pub fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        &self.buf[off..off + len]
+    }
+}
 
 /// Copies a node into the arena (once) and returns its arena index.
 fn touch(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<usize> {
@@ -86,45 +194,42 @@ fn touch(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<usize> {
         NodeRef::Dirty(i) => return Ok(i),
         NodeRef::Page(id) => id,
     };
-    let node = match pages.node(id)? {
-        PageView::Leaf(l) => {
-            let mut entries = Vec::with_capacity(l.len());
-            for i in 0..l.len() {
-                let value = match l.value(i)? {
-                    ValueRef::Inline(b) => Value::Bytes(b.to_vec()),
-                    ValueRef::Overflow { page, len } => Value::Overflow { page, len },
-                };
-                entries.push((l.key(i)?.to_vec(), value));
-            }
-            Node::Leaf(entries)
-        }
-        PageView::Branch(b) => {
-            let mut entries = Vec::with_capacity(b.len());
-            for i in 0..b.len() {
-                entries.push((b.key(i)?.to_vec(), NodeRef::Page(b.child(i)?)));
-            }
-            Node::Branch(entries)
-        }
-    };
-    // The write path searches the copy, so its keys must be in order (as `check` requires of
-    // every page): a forged page whose keys are not is a corruption, not a search that misses.
-    let ordered = match &node {
-        Node::Leaf(e) => e.windows(2).all(|w| w[0].0 < w[1].0),
-        Node::Branch(e) => e.windows(2).all(|w| w[0].0 < w[1].0),
-    };
-    if !ordered {
-        return Err(corrupted(id, "keys out of order in the page"));
+    let view = pages.node(id)?;
+    let mut node = d.take_node(matches!(view, PageView::Leaf(_)), pages.page_size);
+    if let Err(e) = copy_page(&mut node, view, id).and_then(|()| d.free(id, 1)) {
+        d.recycle(node);
+        return Err(e);
     }
-    d.free(id, 1)?;
-    d.arena.push(node);
-    Ok(d.arena.len() - 1)
+    Ok(d.push(node))
 }
 
-fn branch_index(entries: &[(Vec<u8>, NodeRef)], key: &[u8]) -> usize {
-    match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-        Ok(i) => i,
-        Err(i) => i.saturating_sub(1),
+/// Copies the entries of page `id` into `node` (empty, of the page's kind), validating each.
+fn copy_page(node: &mut Node, view: PageView<'_>, id: PageId) -> Result<()> {
+    // The write path searches the copy, so its keys must be in order (as `check` requires of
+    // every page): a forged page whose keys are not is a corruption, not a search that misses.
+    let out_of_order = || corrupted(id, "keys out of order in the page");
+    let mut prev: Option<&[u8]> = None;
+    match view {
+        PageView::Leaf(l) => node.copy_leaf(&l)?,
+        PageView::Branch(b) => {
+            for i in 0..b.len() {
+                let key = b.key(i)?;
+                if prev.is_some_and(|p| p >= key) {
+                    return Err(out_of_order());
+                }
+                prev = Some(key);
+                let child = b.child(i)?;
+                if child & DIRTY_CHILD != 0 {
+                    return Err(corrupted(
+                        id,
+                        format!("branch entry {i} names page {child}, past any file"),
+                    ));
+                }
+                node.push_branch(key, NodeRef::Page(child));
+            }
+        }
     }
+    Ok(())
 }
 
 /// Copies the path from the root to the leaf that holds (or would hold) `key` into the arena and
@@ -134,32 +239,33 @@ fn touch_path(d: &mut Dirty, pages: Pages<'_>, t: &mut TreeRoot, key: &[u8]) -> 
     let mut id = touch(d, pages, root)?;
     t.root = Some(NodeRef::Dirty(id));
     for _ in 1..TREE_DEPTH_MAX {
-        let (i, child) = match &d.arena[id] {
-            Node::Leaf(_) => return Ok(id),
-            Node::Branch(entries) => {
-                let i = branch_index(entries, key);
-                (i, entries[i].1)
-            }
-        };
+        let node = &d.arena[id];
+        if node.is_leaf() {
+            return Ok(id);
+        }
+        let i = node.child_index(key);
+        let child = node.child(i);
         let c = touch(d, pages, child)?;
-        if let Node::Branch(entries) = &mut d.arena[id] {
-            entries[i].1 = NodeRef::Dirty(c);
+        if child != NodeRef::Dirty(c) {
+            d.arena[id].set_child(i, NodeRef::Dirty(c));
         }
         id = c;
     }
-    match &d.arena[id] {
-        Node::Leaf(_) => Ok(id),
-        Node::Branch(entries) => Err(too_deep(entries[branch_index(entries, key)].1)),
+    let node = &d.arena[id];
+    if node.is_leaf() {
+        Ok(id)
+    } else {
+        Err(too_deep(node.child(node.child_index(key))))
     }
 }
 
 /// Frees the overflow run of a value this transaction drops, once its bounds are checked: a run
 /// named by a corrupted leaf must not free the metas or pages past the end.
-fn free_value(d: &mut Dirty, pages: Pages<'_>, v: &Value) -> Result<()> {
-    if let Value::Overflow { page, len } = v {
-        let n = node::overflow_pages(*len as usize, pages.page_size);
-        pages.run(*page, n)?;
-        d.free(*page, n)?;
+fn free_value(d: &mut Dirty, pages: Pages<'_>, overflow: Option<(PageId, u32)>) -> Result<()> {
+    if let Some((page, len)) = overflow {
+        let n = node::overflow_pages(len as usize, pages.page_size);
+        pages.run(page, n)?;
+        d.free(page, n)?;
     }
     Ok(())
 }
@@ -172,24 +278,23 @@ pub(crate) fn insert(
     key: &[u8],
     value: &[u8],
 ) -> Result<()> {
-    let entry = Value::Bytes(value.to_vec());
     if t.root.is_none() {
-        d.arena.push(Node::Leaf(vec![(key.to_vec(), entry)]));
-        t.root = Some(NodeRef::Dirty(d.arena.len() - 1));
+        let mut n = d.take_node(true, pages.page_size);
+        n.push_leaf(key, ValueRef::Inline(value));
+        t.root = Some(NodeRef::Dirty(d.push(n)));
         t.len = 1;
         return Ok(());
     }
     let leaf = touch_path(d, pages, t, key)?;
-    let Node::Leaf(entries) = &mut d.arena[leaf] else {
-        unreachable!("path ends at a leaf")
-    };
-    match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-        Ok(i) => {
-            let old = std::mem::replace(&mut entries[i].1, entry);
-            free_value(d, pages, &old)?;
+    let node = &mut d.arena[leaf];
+    match node.search(key) {
+        (i, true) => {
+            let old = node.overflow(i);
+            node.replace_value(i, value);
+            free_value(d, pages, old)?;
         }
-        Err(i) => {
-            entries.insert(i, (key.to_vec(), entry));
+        (i, false) => {
+            node.insert_leaf(i, key, ValueRef::Inline(value));
             t.len = t.len.checked_add(1).ok_or_else(|| bad_count(t))?;
         }
     }
@@ -211,19 +316,17 @@ pub(crate) fn remove(
     if c.seek(key)? && c.key()? == Some(key) {
         let root = *t;
         let leaf = touch_path(d, pages, t, key)?;
-        let Node::Leaf(entries) = &mut d.arena[leaf] else {
-            unreachable!("path ends at a leaf")
-        };
+        let node = &mut d.arena[leaf];
         // The cursor found the key and the path leads to the same leaf, whose keys `touch` found
         // in order: the search cannot miss.
-        let i = entries
-            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            .map_err(|_| {
-                let reason = "a key the cursor found is not in the leaf its path leads to";
-                corrupted(root_page(&root), reason)
-            })?;
-        let (_, old) = entries.remove(i);
-        free_value(d, pages, &old)?;
+        let (i, found) = node.search(key);
+        if !found {
+            let reason = "a key the cursor found is not in the leaf its path leads to";
+            return Err(corrupted(root_page(&root), reason));
+        }
+        let old = node.overflow(i);
+        node.remove(i);
+        free_value(d, pages, old)?;
         t.len = t.len.checked_sub(1).ok_or_else(|| bad_count(t))?;
         return Ok(true);
     }
@@ -262,7 +365,7 @@ pub(crate) fn free_all(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<()
                     PageView::Leaf(l) => {
                         for i in 0..l.len() {
                             if let ValueRef::Overflow { page, len } = l.value(i)? {
-                                free_value(d, pages, &Value::Overflow { page, len })?;
+                                free_value(d, pages, Some((page, len)))?;
                             }
                         }
                     }
@@ -273,50 +376,20 @@ pub(crate) fn free_all(d: &mut Dirty, pages: Pages<'_>, r: NodeRef) -> Result<()
                     }
                 }
             }
-            NodeRef::Dirty(i) => match std::mem::replace(&mut d.arena[i], Node::Leaf(Vec::new())) {
-                Node::Leaf(entries) => {
-                    for (_, v) in &entries {
-                        free_value(d, pages, v)?;
+            NodeRef::Dirty(i) => {
+                let node = std::mem::take(&mut d.arena[i]);
+                for e in 0..node.len() {
+                    if node.is_leaf() {
+                        free_value(d, pages, node.overflow(e))?;
+                    } else {
+                        stack.push((node.child(e), depth + 1));
                     }
                 }
-                Node::Branch(entries) => {
-                    stack.extend(entries.into_iter().map(|(_, c)| (c, depth + 1)))
-                }
-            },
+                d.recycle(node);
+            }
         }
     }
     Ok(())
-}
-
-/// Whether a value is small enough to stay in its leaf.
-fn fits_inline(key: &[u8], value: &[u8], page_size: u32) -> bool {
-    node::leaf_entry_len(key.len(), value.len()) <= inline_entry_max(page_size)
-}
-
-/// Bytes each leaf entry takes in its page: inline, or with an overflow reference.
-fn entry_sizes(entries: &[(Vec<u8>, Value)], page_size: u32) -> Vec<usize> {
-    let stored = |k: &[u8], v: &Value| match v {
-        Value::Bytes(b) if fits_inline(k, b, page_size) => b.len(),
-        _ => OVERFLOW_REF_LEN,
-    };
-    entries
-        .iter()
-        .map(|(k, v)| node::leaf_entry_len(k.len(), stored(k, v)))
-        .collect()
-}
-
-fn node_size(n: &Node, page_size: u32) -> usize {
-    match n {
-        Node::Leaf(e) => entry_sizes(e, page_size).iter().sum(),
-        Node::Branch(e) => e.iter().map(|(k, _)| node::branch_entry_len(k.len())).sum(),
-    }
-}
-
-fn node_len(n: &Node) -> usize {
-    match n {
-        Node::Leaf(e) => e.len(),
-        Node::Branch(e) => e.len(),
-    }
 }
 
 /// Writes a tree's dirty nodes to new pages; returns the new root page (`None` when empty).
@@ -330,106 +403,100 @@ pub(crate) fn commit_tree(
     let Some(NodeRef::Dirty(mut root)) = t.root else {
         return Ok(());
     };
-    if matches!(d.arena[root], Node::Branch(_)) {
+    if !d.arena[root].is_leaf() {
         rebalance(d, pages, root)?;
     }
     // A root branch with one child gives way to the child; an empty root empties the tree.
     loop {
-        match &d.arena[root] {
-            Node::Branch(e) if e.len() == 1 => match e[0].1 {
-                NodeRef::Dirty(c) => root = c,
-                NodeRef::Page(p) => {
-                    t.root = Some(NodeRef::Page(p));
-                    return Ok(());
-                }
-            },
-            n if node_len(n) == 0 => {
-                debug_assert_eq!(t.len, 0, "an empty root with entries counted");
-                t.root = None;
+        let n = &d.arena[root];
+        if n.len() == 0 {
+            debug_assert_eq!(t.len, 0, "an empty root with entries counted");
+            t.root = None;
+            return Ok(());
+        }
+        if n.is_leaf() || n.len() > 1 {
+            break;
+        }
+        match n.child(0) {
+            NodeRef::Dirty(c) => root = c,
+            NodeRef::Page(p) => {
+                t.root = Some(NodeRef::Page(p));
                 return Ok(());
             }
-            _ => break,
         }
     }
-    let mut pieces = spill(d, pages, root, alloc, out)?;
+    let mut pieces = d.take_node(false, pages.page_size);
+    spill(d, pages, root, alloc, out, &mut pieces)?;
     while pieces.len() > 1 {
-        let entries = pieces
-            .into_iter()
-            .map(|(k, p)| (k, NodeRef::Page(p)))
-            .collect();
-        d.arena.push(Node::Branch(entries));
-        pieces = spill(d, pages, d.arena.len() - 1, alloc, out)?;
+        let id = d.push(pieces);
+        pieces = d.take_node(false, pages.page_size);
+        spill(d, pages, id, alloc, out, &mut pieces)?;
     }
-    t.root = Some(NodeRef::Page(pieces[0].1));
+    t.root = Some(pieces.child(0));
+    d.recycle(pieces);
     Ok(())
 }
 
 /// Removes empty children of branch `id` and merges small dirty children with a sibling, from the
 /// leaves up.
 fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
-    let Node::Branch(mut entries) = std::mem::replace(&mut d.arena[id], Node::Leaf(Vec::new()))
-    else {
-        unreachable!("rebalance a branch")
-    };
-    for (_, child) in &entries {
-        if let NodeRef::Dirty(c) = *child
-            && matches!(d.arena[c], Node::Branch(_))
+    for i in 0..d.arena[id].len() {
+        if let NodeRef::Dirty(c) = d.arena[id].child(i)
+            && !d.arena[c].is_leaf()
         {
             rebalance(d, pages, c)?;
         }
     }
     let threshold = merge_threshold(pages.page_size);
     let mut i = 0;
-    while i < entries.len() {
-        let NodeRef::Dirty(c) = entries[i].1 else {
+    while i < d.arena[id].len() {
+        let NodeRef::Dirty(c) = d.arena[id].child(i) else {
             i += 1;
             continue;
         };
-        if node_len(&d.arena[c]) == 0 {
-            entries.remove(i);
+        if d.arena[c].len() == 0 {
+            d.arena[id].remove(i);
             continue;
         }
-        let size = node_size(&d.arena[c], pages.page_size);
-        if size >= threshold || entries.len() == 1 {
+        let siblings = d.arena[id].len();
+        if siblings == 1 || d.arena[c].page_bytes() >= threshold {
             i += 1;
             continue;
         }
-        let (l, r) = if i + 1 < entries.len() {
+        let (l, r) = if i + 1 < siblings {
             (i, i + 1)
         } else {
             (i - 1, i)
         };
-        let left = touch(d, pages, entries[l].1)?;
-        let right = touch(d, pages, entries[r].1)?;
-        entries[l].1 = NodeRef::Dirty(left);
-        let moved = std::mem::replace(&mut d.arena[right], Node::Leaf(Vec::new()));
-        let separator = entries.remove(r).0;
-        match (&mut d.arena[left], moved) {
-            (Node::Leaf(a), Node::Leaf(b)) => a.extend(b),
-            (Node::Branch(a), Node::Branch(mut b)) => {
-                // The right node's first key may be stale; the parent's separator bounds it.
-                if let Some(first) = b.first_mut() {
-                    first.0 = separator;
-                }
-                a.extend(b);
-            }
-            _ => unreachable!("siblings have the same height"),
+        let left = touch(d, pages, d.arena[id].child(l))?;
+        let right = touch(d, pages, d.arena[id].child(r))?;
+        d.arena[id].set_child(l, NodeRef::Dirty(left));
+        let mut moved = std::mem::take(&mut d.arena[right]);
+        if !moved.is_leaf() && moved.len() > 0 {
+            // The right node's first key may be stale; the parent's separator bounds it.
+            let separator = d.arena[id].key(r).to_vec();
+            moved.set_key(0, &separator);
         }
+        d.arena[id].remove(r);
+        debug_assert_eq!(d.arena[left].is_leaf(), moved.is_leaf(), "siblings differ");
+        d.arena[left].append(&moved);
+        d.recycle(moved);
         i = l;
     }
-    d.arena[id] = Node::Branch(entries);
     Ok(())
 }
 
 /// Splits entries of the given sizes into runs that each fit `cap` bytes, balanced so that a node
-/// just over a page splits in halves and a large bulk node packs its pages nearly full.
-fn split_points(sizes: &[usize], cap: usize) -> Vec<std::ops::Range<usize>> {
+/// just over a page splits in halves and a large bulk node packs its pages nearly full. Writes the
+/// runs to `out` (cleared first).
+fn split_points(sizes: &[usize], cap: usize, out: &mut Vec<Range<usize>>) {
+    out.clear();
     let total: usize = sizes.iter().sum();
     if total <= cap {
-        return std::iter::once(0..sizes.len()).collect();
+        out.push(0..sizes.len());
+        return;
     }
     let target = total.div_ceil(total.div_ceil(cap));
-    let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0);
     for (i, &s) in sizes.iter().enumerate() {
         if acc > 0 && (acc + s > cap || acc >= target) {
@@ -440,79 +507,108 @@ fn split_points(sizes: &[usize], cap: usize) -> Vec<std::ops::Range<usize>> {
         acc += s;
     }
     out.push(start..sizes.len());
-    out
 }
 
-/// Writes dirty node `id` (children first) and returns its pages with their first keys.
+/// Writes dirty node `id` (children first) and adds its pages, with their first keys, to the
+/// branch `parent`.
 fn spill(
     d: &mut Dirty,
     pages: Pages<'_>,
     id: usize,
     alloc: &mut dyn Allocate,
     out: &mut PageWrites,
-) -> Result<Vec<(Vec<u8>, PageId)>> {
-    let page_size = pages.page_size;
-    let cap = page_capacity(page_size);
-    let node = std::mem::replace(&mut d.arena[id], Node::Leaf(Vec::new()));
-    let mut result = Vec::new();
-    match node {
-        Node::Leaf(mut entries) => {
-            for (k, v) in entries.iter_mut() {
-                if let Value::Bytes(b) = v
-                    && !fits_inline(k, b, page_size)
-                {
-                    let n = node::overflow_pages(b.len(), page_size);
-                    let p = alloc.allocate(n)?;
-                    out.push((p, node::encode_overflow(p, page_size, b)));
-                    *v = Value::Overflow {
-                        page: p,
-                        len: b.len() as u32,
-                    };
-                }
-            }
-            let sizes = entry_sizes(&entries, page_size);
-            for piece in split_points(&sizes, cap) {
-                let p = alloc.allocate(1)?;
-                let slice = &entries[piece];
-                out.push((
-                    p,
-                    node::encode_leaf(
-                        p,
-                        page_size,
-                        slice.iter().map(|(k, v)| (k.as_slice(), v.as_ref())),
-                    ),
-                ));
-                result.push((slice[0].0.clone(), p));
-            }
+    parent: &mut Node,
+) -> Result<()> {
+    let node = std::mem::take(&mut d.arena[id]);
+    let result = if node.is_leaf() {
+        write_node(d, pages.page_size, &node, alloc, out, parent)
+    } else {
+        spill_branch(d, pages, &node, alloc, out, parent)
+    };
+    d.recycle(node);
+    result
+}
+
+/// Spills a branch's dirty children, then writes the branch with their new pages in their place.
+fn spill_branch(
+    d: &mut Dirty,
+    pages: Pages<'_>,
+    node: &Node,
+    alloc: &mut dyn Allocate,
+    out: &mut PageWrites,
+    parent: &mut Node,
+) -> Result<()> {
+    let mut flat = d.take_node(false, pages.page_size);
+    for i in 0..node.len() {
+        match node.child(i) {
+            NodeRef::Page(p) => flat.push_branch(node.key(i), NodeRef::Page(p)),
+            NodeRef::Dirty(c) => spill(d, pages, c, alloc, out, &mut flat)?,
         }
-        Node::Branch(entries) => {
-            let mut flat: Vec<(Vec<u8>, PageId)> = Vec::with_capacity(entries.len());
-            for (k, child) in entries {
-                match child {
-                    NodeRef::Page(p) => flat.push((k, p)),
-                    NodeRef::Dirty(c) => flat.extend(spill(d, pages, c, alloc, out)?),
-                }
-            }
-            let sizes: Vec<usize> = flat
-                .iter()
-                .map(|(k, _)| node::branch_entry_len(k.len()))
-                .collect();
-            for piece in split_points(&sizes, cap) {
-                let p = alloc.allocate(1)?;
-                let slice = &flat[piece];
-                out.push((
-                    p,
-                    node::encode_branch(
-                        p,
-                        page_size,
-                        slice.iter().map(|(k, c)| (k.as_slice(), *c)),
-                    ),
-                ));
-                result.push((slice[0].0.clone(), p));
+    }
+    let result = write_node(d, pages.page_size, &flat, alloc, out, parent);
+    d.recycle(flat);
+    result
+}
+
+/// Writes `node` (a leaf, or a branch whose children are all pages) to as many pages as it
+/// needs, and adds them to `parent`.
+fn write_node(
+    d: &mut Dirty,
+    page_size: u32,
+    node: &Node,
+    alloc: &mut dyn Allocate,
+    out: &mut PageWrites,
+    parent: &mut Node,
+) -> Result<()> {
+    let cap = page_capacity(page_size);
+    let mut pieces = std::mem::take(&mut d.pieces);
+    if node.page_bytes() <= cap {
+        pieces.clear();
+        pieces.push(0..node.len());
+    } else {
+        d.sizes.clear();
+        d.sizes.extend((0..node.len()).map(|i| node.page_len(i)));
+        split_points(&d.sizes, cap, &mut pieces);
+    }
+    let mut result = Ok(());
+    for piece in pieces.iter().cloned() {
+        result = write_page(d, page_size, node, piece.clone(), alloc, out).map(|p| {
+            parent.push_branch(node.key(piece.start), NodeRef::Page(p));
+        });
+        if result.is_err() {
+            break;
+        }
+    }
+    d.pieces = pieces;
+    result
+}
+
+/// Writes the entries `piece` of `node` to a new page, and any value too large to stay inline to
+/// a new overflow run first; returns the page.
+fn write_page(
+    d: &mut Dirty,
+    page_size: u32,
+    node: &Node,
+    piece: Range<usize>,
+    alloc: &mut dyn Allocate,
+    out: &mut PageWrites,
+) -> Result<PageId> {
+    d.overflows.clear();
+    if node.is_leaf() {
+        for i in piece.clone() {
+            if let ValueRef::Inline(v) = node.value(i)
+                && !crate::btree::dirty::fits_inline(node.key(i).len(), v.len(), page_size)
+            {
+                let n = node::overflow_pages(v.len(), page_size);
+                let p = alloc.allocate(n)?;
+                node::encode_overflow_into(out.add(p, n, page_size), p, page_size, v);
+                d.overflows.push(p);
             }
         }
     }
-    Ok(result)
+    let p = alloc.allocate(1)?;
+    node.write_page(piece, p, page_size, &d.overflows, out.add(p, 1, page_size));
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -521,10 +617,13 @@ mod tests {
 
     #[test]
     fn a_node_just_over_a_page_splits_in_halves_and_a_bulk_node_packs_full() {
-        assert_eq!(split_points(&[10; 10], 100), vec![0..10]);
-        assert_eq!(split_points(&[10; 11], 100), vec![0..6, 6..11]);
-        let bulk = split_points(&[10; 1000], 100);
-        assert_eq!(bulk.len(), 100);
-        assert!(bulk.iter().all(|r| r.len() == 10));
+        let mut out = Vec::new();
+        split_points(&[10; 10], 100, &mut out);
+        assert_eq!(out, vec![0..10]);
+        split_points(&[10; 11], 100, &mut out);
+        assert_eq!(out, vec![0..6, 6..11]);
+        split_points(&[10; 1000], 100, &mut out);
+        assert_eq!(out.len(), 100);
+        assert!(out.iter().all(|r| r.len() == 10));
     }
 }

@@ -209,17 +209,27 @@ mod codec {
         }
 
         /// Encodes `runs` into a freelist run starting at page `id`, `pages` pages long.
+        #[cfg(test)]
         #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
         pub fn encode(runs: &[(PageId, u64)], id: PageId, pages: u64, page_size: u32) -> Vec<u8> {
             debug_assert!(FreeList::run_pages(runs.len(), page_size) <= pages);
             let mut buf = vec![0u8; (pages * page_size as u64) as usize];
+            FreeList::encode_into(runs, id, &mut buf, pages);
+            buf
+        }
+
+        /// Encodes `runs` into `buf`, a freelist run of `pages` pages starting at page `id`, writing
+        /// every byte of it.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
+        pub fn encode_into(runs: &[(PageId, u64)], id: PageId, buf: &mut [u8], pages: u64) {
+            debug_assert!(OFF_EXTENTS + runs.len() * EXTENT_LEN <= buf.len());
             Header {
                 id,
                 kind: PageKind::Freelist,
                 count: 0,
                 overflow: (pages - 1) as u32,
             }
-            .write(&mut buf);
+            .write(buf);
             let mut off = PAGE_HEADER_LEN;
             buf[off..off + 8].copy_from_slice(&(runs.len() as u64).to_le_bytes());
             off += 8;
@@ -228,8 +238,8 @@ mod codec {
                 buf[off + 8..off + 16].copy_from_slice(&len.to_le_bytes());
                 off += EXTENT_LEN;
             }
-            page::seal(&mut buf);
-            buf
+            buf[off..].fill(0);
+            page::seal(buf);
         }
 
         /// Decodes and validates a freelist run (`run` is the whole run, header first). Every run

@@ -493,6 +493,7 @@ impl Db {
             maps: vec![Arc::downgrade(&snapshot.map)],
             latest: snapshot.clone(),
             file_len,
+            reused: Default::default(),
         };
         let db = Db {
             inner: Arc::new(Inner {

@@ -2,10 +2,15 @@
 //!
 //! State machine (one `SyncState` per database, under one mutex):
 //! 1. A commit writes its pages, then records its meta as `committed`.
-//! 2. A *round* makes `committed` durable: sync the data, write the meta into the slot that does
-//!    not hold the newest written meta, sync again. One round runs at a time (`leader`); a commit
-//!    that finds a round running waits for it and starts another only if it is still not durable.
-//!    So with [`Durability::Group`], every writer that committed while a round ran shares the next.
+//! 2. A *round* makes a commit durable: write its meta into the slot that does not hold the newest
+//!    written meta, then sync. The commit's pages must be durable before its meta is written, so
+//!    the round writes the meta of `covered`, the newest commit whose pages a finished sync
+//!    covered; when no commit past the durable one is covered, it syncs the data first and covers
+//!    the newest. Every sync covers each commit recorded before it began, so the sync that ends a
+//!    round also covers the commits made while the round ran, and the next round makes them
+//!    durable with one sync rather than two. One round runs at a time (`leader`); a commit that
+//!    finds a round running waits for it and starts another only if it is still not durable. So
+//!    with [`Durability::Group`], every writer that committed while a round ran shares the next.
 //! 3. `safe` is the newest commit whose freed pages may be reused: the newest synced meta (or,
 //!    with [`Durability::None`], the newest written one). A page freed by commit T is reachable from
 //!    the meta before T; once the meta for T or later is durable, a crash can never fall back to a
@@ -49,6 +54,8 @@ struct State {
     /// The file commits go to now.
     storage: Arc<dyn Storage>,
     committed: Meta,
+    /// The newest commit whose pages a finished sync made durable (see rule 2).
+    covered: Meta,
     /// The slot holding the newest written meta.
     written_slot: PageId,
     synced: u64,
@@ -67,6 +74,7 @@ impl State {
             generation,
             storage,
             committed: meta,
+            covered: meta,
             written_slot: slot,
             synced: meta.txid,
             safe: meta.txid,
@@ -137,6 +145,7 @@ impl SyncState {
     pub fn synced_by_caller(&self) {
         let mut s = self.state.lock();
         debug_assert!(!s.leader && !s.poisoned);
+        s.covered = s.committed;
         s.synced = s.committed.txid;
         s.safe = s.committed.txid;
     }
@@ -208,10 +217,11 @@ impl SyncState {
         }
     }
 
-    /// One round: waits for any running round, then writes (and with `sync`, syncs) the newest
-    /// committed meta into the current storage. Returns the txid written.
+    /// One round: waits for any running round, then writes (and with `sync`, makes durable) a
+    /// commit's meta into the current storage: with `sync`, the newest covered commit (rule 2),
+    /// else the newest committed. Returns the txid written.
     fn lead(&self, sync: bool) -> Result<u64> {
-        let (storage, meta, slot, generation) = {
+        let (storage, covered, committed, slot, generation) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -220,22 +230,31 @@ impl SyncState {
                 return Err(Error::Poisoned);
             }
             s.leader = true;
+            let covered = (sync && s.covered.txid > s.synced).then_some(s.covered);
             (
                 s.storage.clone(),
+                covered,
                 s.committed,
                 1 - s.written_slot,
                 s.generation,
             )
         };
+        let meta = covered.unwrap_or(committed);
         let result = (|| {
-            if sync {
+            if sync && covered.is_none() {
                 storage.sync()?;
             }
             storage.write_at(&meta.encode(slot), slot * meta.page_size as u64)?;
-            if sync {
-                storage.sync()?;
+            if !sync {
+                return Ok(None);
             }
-            Ok(())
+            // Every commit recorded by now has written its pages: the sync covers them.
+            let covers = {
+                let s = self.state.lock();
+                (s.generation == generation).then_some(s.committed)
+            };
+            storage.sync()?;
+            Ok(covers)
         })();
         let mut s = self.state.lock();
         if s.generation != generation {
@@ -245,18 +264,26 @@ impl SyncState {
             return Ok(meta.txid);
         }
         s.leader = false;
-        match &result {
-            Ok(()) => {
+        let result = match result {
+            Ok(covers) => {
                 s.written_slot = slot;
                 s.safe = s.safe.max(meta.txid);
                 if sync {
                     s.synced = s.synced.max(meta.txid);
+                    let covers = covers.unwrap_or(meta);
+                    if covers.txid > s.covered.txid {
+                        s.covered = covers;
+                    }
                 }
+                Ok(meta.txid)
             }
-            Err(_) => s.poisoned = true,
-        }
+            Err(e) => {
+                s.poisoned = true;
+                Err(e)
+            }
+        };
         self.round_done.notify_all();
-        result.map(|()| meta.txid)
+        result
     }
 }
 
@@ -391,6 +418,35 @@ mod tests {
         // B's commit is durable: its wait returns without another round.
         sync.wait_synced(3).expect("B's wait");
         assert_eq!(sync.state.lock().synced, 3);
+    }
+
+    /// What broke: every round synced the data, wrote the meta and synced again, though the sync
+    /// that ends a round already covers the pages of every commit recorded while the round ran.
+    /// With writers committing all the time, each round paid two syncs where one would do. The
+    /// next round now writes such a commit's meta and syncs once.
+    #[test]
+    fn a_commit_recorded_while_a_round_ran_is_made_durable_by_the_next_with_one_sync() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let storage = Arc::new(Logged::new("db", &log));
+        let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
+        sync.set_committed(meta(2));
+        // Commit 3 writes its pages and is recorded while the round for commit 2 syncs its data.
+        let writer = sync.clone();
+        *storage.on_sync.lock() = Some(Box::new(move || writer.set_committed(meta(3))));
+        sync.wait_synced(2).expect("the round for commit 2");
+        sync.wait_synced(3).expect("the round for commit 3");
+        assert_eq!(
+            log.lock().clone(),
+            [
+                "db sync",
+                "db write@0",
+                "db sync",
+                "db write@4096",
+                "db sync"
+            ],
+            "the second round's meta needs no sync before it"
+        );
+        assert_eq!(sync.written(), (meta(3), 1));
     }
 
     /// What broke: a swap waited for a round running on the old file (two syncs of a file about

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use memmap2::Mmap;
 use parking_lot::MutexGuard;
 
+use crate::btree::dirty::Node;
 use crate::btree::source::{NodeRef, Pages, Source};
 use crate::btree::tree::{Tree, TreeMut, check_key_name};
 use crate::btree::tree_mut::{self, Allocate, Dirty, PageWrites, TreeRoot};
@@ -54,6 +55,16 @@ pub(crate) struct Writer {
     /// Every mapping of the file that may still be alive (readers hold them), so that a swap can
     /// tell when no one maps the old file any more.
     pub(super) maps: Vec<Weak<Mmap>>,
+    /// Buffers one transaction hands on to the next.
+    pub(super) reused: Reused,
+}
+
+/// The buffers a write transaction reuses from the one before: emptied dirty nodes, and the
+/// buffer its commit encodes pages into.
+#[derive(Debug, Default)]
+pub(crate) struct Reused {
+    nodes: Vec<Node>,
+    pages: PageWrites,
 }
 
 #[derive(Debug)]
@@ -121,6 +132,7 @@ impl<'db> WriteTxn<'db> {
         writer.freelist.release(bound)?;
         let base = writer.latest.clone();
         let txid = base.meta.txid + 1;
+        let dirty = Dirty::with_spare(std::mem::take(&mut writer.reused.nodes));
         let catalog = TreeRoot {
             root: (base.meta.catalog_root != 0).then_some(NodeRef::Page(base.meta.catalog_root)),
             len: base.meta.catalog_len,
@@ -130,7 +142,7 @@ impl<'db> WriteTxn<'db> {
             writer,
             _held: held,
             base,
-            dirty: Dirty::default(),
+            dirty,
             catalog,
             trees: BTreeMap::new(),
             deleted: false,
@@ -256,6 +268,12 @@ impl<'db> WriteTxn<'db> {
     /// Discards every change. (Dropping the transaction does the same.)
     pub fn abort(self) {}
 
+    /// Hands the transaction's node buffers on to the next one.
+    fn recycle(&mut self) {
+        let nodes = std::mem::take(&mut self.dirty).into_spare();
+        self.writer.reused.nodes = nodes;
+    }
+
     /// Makes every change durable (as the transaction's [`Durability`] says) and visible to new
     /// readers. On error nothing has changed, unless the error is [`Error::Poisoned`] or an I/O
     /// error while writing the meta, after which the database must be reopened.
@@ -346,8 +364,9 @@ impl<'db> WriteTxn<'db> {
             Some(max) => max / page_size as u64,
             None => u64::MAX / page_size as u64,
         };
-        let mut out: PageWrites = Vec::new();
         let writer = &mut *self.writer;
+        let mut out = std::mem::take(&mut writer.reused.pages);
+        out.clear();
         let mut alloc = Allocator {
             freelist: &mut writer.freelist,
             page_count: self.base.meta.page_count,
@@ -388,10 +407,12 @@ impl<'db> WriteTxn<'db> {
         let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
         let freelist_page = alloc.allocate(run_pages)?;
         let runs = alloc.freelist.persisted_runs();
-        out.push((
+        FreeList::encode_into(
+            &runs,
             freelist_page,
-            FreeList::encode(&runs, freelist_page, run_pages, page_size),
-        ));
+            out.add(freelist_page, run_pages, page_size),
+            run_pages,
+        );
         let meta = Meta {
             page_size,
             txid,
@@ -411,14 +432,20 @@ impl<'db> WriteTxn<'db> {
 
         // 4. Write the dirty pages in page order, adjacent pages in one write. Each page's
         //    verified bit is cleared first (`page_file::verified`, invariant 1).
-        out.sort_unstable_by_key(|(id, _)| *id);
-        for (id, bytes) in &out {
-            let len = (bytes.len() / page_size as usize) as u64;
-            self.base.verified.forget(*id, len);
+        out.sort();
+        for (id, len, _) in out.raw_runs() {
+            self.base.verified.forget(id, len);
         }
         write_coalesced(&*self.db.storage(), &out, page_size)?;
+        writer.reused.pages = out;
         writer.freelist_run = Some((freelist_page, run_pages));
         Ok(Some(meta))
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        self.recycle();
     }
 }
 
@@ -453,28 +480,52 @@ fn grow_target(current: u64, needed: u64, page_size: u32, max: Option<u64>) -> u
     len.max(needed)
 }
 
-/// Writes sorted page runs, joining adjacent runs into writes of up to 8 MiB.
+/// Writes sorted page runs, joining adjacent runs into writes of up to 8 MiB: straight from the
+/// commit's buffer where the runs lie end to end there too, else through one copy.
 fn write_coalesced(
     storage: &dyn crate::page_file::Storage,
-    runs: &[(PageId, Vec<u8>)],
+    out: &PageWrites,
     page_size: u32,
 ) -> Result<()> {
     const WRITE_MAX: usize = 8 << 20;
-    let mut buf: Vec<u8> = Vec::new();
-    let mut start: PageId = 0;
-    for (id, bytes) in runs {
-        let next = start + (buf.len() / page_size as usize) as u64;
-        if !buf.is_empty() && (*id != next || buf.len() + bytes.len() > WRITE_MAX) {
-            storage.write_at(&buf, start * page_size as u64)?;
-            buf.clear();
+    let page_bytes = page_size as usize;
+    // The pending write: its first page, its pages, and where they lie in `out` if they lie end
+    // to end there (else they are in `copy`).
+    let (mut start, mut pages, mut at) = (0u64, 0u64, Some(0usize));
+    let mut copy: Vec<u8> = Vec::new();
+    let flush = |start: PageId, pages: u64, at: Option<usize>, copy: &mut Vec<u8>| {
+        let bytes = match at {
+            Some(off) => out.bytes(off, pages as usize * page_bytes),
+            None => copy.as_slice(),
+        };
+        let result = storage.write_at(bytes, start * page_size as u64);
+        copy.clear();
+        result
+    };
+    for (id, len, off) in out.raw_runs() {
+        let size = pages as usize * page_bytes;
+        let bytes = len as usize * page_bytes;
+        if pages > 0 && (id != start + pages || size + bytes > WRITE_MAX) {
+            flush(start, pages, at, &mut copy)?;
+            pages = 0;
         }
-        if buf.is_empty() {
-            start = *id;
+        if pages == 0 {
+            (start, at) = (id, Some(off));
+        } else {
+            match at {
+                Some(first) if first + size == off => {}
+                Some(first) => {
+                    copy.extend_from_slice(out.bytes(first, size));
+                    copy.extend_from_slice(out.bytes(off, bytes));
+                    at = None;
+                }
+                None => copy.extend_from_slice(out.bytes(off, bytes)),
+            }
         }
-        buf.extend_from_slice(bytes);
+        pages += len;
     }
-    if !buf.is_empty() {
-        storage.write_at(&buf, start * page_size as u64)?;
+    if pages > 0 {
+        flush(start, pages, at, &mut copy)?;
     }
     Ok(())
 }

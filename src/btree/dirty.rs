@@ -1,0 +1,484 @@
+//! A node of a write transaction, kept in page form: its entries encoded exactly as a page encodes
+//! them (see [`crate::btree::node`]), end to end in one buffer, and one offset per entry in key
+//! order. Inserting an entry appends its bytes and moves offsets, never entries; a replaced or
+//! removed entry leaves dead bytes that [`Node::compact`] reclaims. Spill copies each entry into
+//! its page with one `memcpy`, and nothing here allocates per entry.
+//!
+//! ```text
+//! data : entry | entry | dead entry | entry ...   (in the order written)
+//! slots: offset of each live entry in `data`, in key order
+//! ```
+//!
+//! Invariants:
+//! 1. Every slot is the offset of one whole entry inside `data`: an entry copied from a page was
+//!    validated by the page's view first ([`Node::push_leaf`], [`Node::push_branch`] take what
+//!    the view returned), and every other entry was encoded here.
+//! 2. A leaf entry with flags 0 holds its value in `data` whatever its length: a dirty node may
+//!    hold a value too large for a page, which spill moves to an overflow run.
+//! 3. A branch entry's child is a page id, or [`DIRTY_CHILD`] plus an arena index. A page read
+//!    from disk whose child id has that bit set is refused as corrupt before it is copied here
+//!    (`tree_mut::touch`), so the bit never misreads a page id.
+//! 4. `dead` counts the bytes of `data` that no slot points at, and `bytes` the bytes the live
+//!    entries take in pages (slots included, large values as overflow references), so that
+//!    rebalance and spill know a node's size without walking it.
+
+use std::cmp::Ordering;
+use std::ops::Range;
+
+use crate::btree::node::{self, LeafView, ValueRef};
+use crate::btree::source::NodeRef;
+use crate::error::{PageId, Result, corrupted};
+use crate::limits::{
+    BRANCH_ENTRY_HEADER_LEN, LEAF_ENTRY_HEADER_LEN, OVERFLOW_REF_LEN, PAGE_HEADER_LEN, SLOT_LEN,
+};
+use crate::page_file::page::{self, Header, PageKind};
+
+/// The bit of a dirty branch's child field that marks an arena index rather than a page id.
+pub(crate) const DIRTY_CHILD: u64 = 1 << 63;
+
+const FLAG_INLINE: u8 = 0;
+const FLAG_OVERFLOW: u8 = 1;
+
+/// A dirty leaf or branch in page form.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Node {
+    leaf: bool,
+    data: Vec<u8>,
+    slots: Vec<usize>,
+    dead: usize,
+    page_size: u32,
+    bytes: usize,
+}
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"))
+}
+
+impl Node {
+    /// Empties the node (keeping its buffers) and makes it a leaf or a branch.
+    pub fn reset(&mut self, leaf: bool, page_size: u32) {
+        self.leaf = leaf;
+        self.page_size = page_size;
+        self.bytes = 0;
+        self.data.clear();
+        self.slots.clear();
+        self.dead = 0;
+    }
+
+    /// Bytes of buffer this node holds on to, for capping what a transaction keeps for reuse.
+    pub fn capacity(&self) -> usize {
+        self.data.capacity() + self.slots.capacity() * std::mem::size_of::<usize>()
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.leaf
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn off(&self, i: usize) -> usize {
+        self.slots[i]
+    }
+
+    /// The whole of entry `i` as a page stores it.
+    pub fn entry(&self, i: usize) -> &[u8] {
+        let off = self.off(i);
+        &self.data[off..off + self.entry_len_at(off)]
+    }
+
+    fn entry_len_at(&self, off: usize) -> usize {
+        let d = &self.data;
+        if self.leaf {
+            let klen = u16_at(d, off + 1);
+            let stored = match d[off] {
+                FLAG_INLINE => u32_at(d, off + 3) as usize,
+                _ => OVERFLOW_REF_LEN,
+            };
+            LEAF_ENTRY_HEADER_LEN + klen + stored
+        } else {
+            BRANCH_ENTRY_HEADER_LEN + u16_at(d, off + 8)
+        }
+    }
+
+    pub fn key(&self, i: usize) -> &[u8] {
+        let off = self.off(i);
+        let d = &self.data;
+        if self.leaf {
+            let klen = u16_at(d, off + 1);
+            &d[off + LEAF_ENTRY_HEADER_LEN..off + LEAF_ENTRY_HEADER_LEN + klen]
+        } else {
+            let klen = u16_at(d, off + 8);
+            &d[off + BRANCH_ENTRY_HEADER_LEN..off + BRANCH_ENTRY_HEADER_LEN + klen]
+        }
+    }
+
+    /// The value of leaf entry `i`: bytes held here, or an overflow run on disk.
+    pub fn value(&self, i: usize) -> ValueRef<'_> {
+        debug_assert!(self.leaf);
+        let off = self.off(i);
+        let d = &self.data;
+        let klen = u16_at(d, off + 1);
+        let vlen = u32_at(d, off + 3);
+        let at = off + LEAF_ENTRY_HEADER_LEN + klen;
+        match d[off] {
+            FLAG_INLINE => ValueRef::Inline(&d[at..at + vlen as usize]),
+            _ => ValueRef::Overflow {
+                page: u64_at(d, at),
+                len: vlen,
+            },
+        }
+    }
+
+    /// The overflow run of leaf entry `i`'s value, if it has one.
+    pub fn overflow(&self, i: usize) -> Option<(PageId, u32)> {
+        match self.value(i) {
+            ValueRef::Overflow { page, len } => Some((page, len)),
+            ValueRef::Inline(_) => None,
+        }
+    }
+
+    /// Child `i` of a branch.
+    pub fn child(&self, i: usize) -> NodeRef {
+        debug_assert!(!self.leaf);
+        let raw = u64_at(&self.data, self.off(i));
+        if raw & DIRTY_CHILD != 0 {
+            NodeRef::Dirty((raw & !DIRTY_CHILD) as usize)
+        } else {
+            NodeRef::Page(raw)
+        }
+    }
+
+    /// Points child `i` of a branch at `child`.
+    pub fn set_child(&mut self, i: usize, child: NodeRef) {
+        debug_assert!(!self.leaf);
+        let off = self.off(i);
+        self.data[off..off + 8].copy_from_slice(&encode_child(child).to_le_bytes());
+    }
+
+    /// The first index whose key is not less than `key`, and whether it is equal.
+    pub fn search(&self, key: &[u8]) -> (usize, bool) {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo.midpoint(hi);
+            match self.key(mid).cmp(key) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Equal => return (mid, true),
+                Ordering::Greater => hi = mid,
+            }
+        }
+        (lo, false)
+    }
+
+    /// For a branch: the child to descend into for `key`.
+    pub fn child_index(&self, key: &[u8]) -> usize {
+        match self.search(key) {
+            (i, true) => i,
+            (i, false) => i.saturating_sub(1),
+        }
+    }
+
+    /// Appends a leaf entry's bytes to `data` and returns its offset.
+    fn append_leaf(&mut self, key: &[u8], value: ValueRef<'_>) -> usize {
+        let off = self.data.len();
+        let (flags, vlen) = match value {
+            ValueRef::Inline(v) => (FLAG_INLINE, v.len() as u32),
+            ValueRef::Overflow { len, .. } => (FLAG_OVERFLOW, len),
+        };
+        self.data.push(flags);
+        self.data
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.data.extend_from_slice(&vlen.to_le_bytes());
+        self.data.extend_from_slice(key);
+        match value {
+            ValueRef::Inline(v) => self.data.extend_from_slice(v),
+            ValueRef::Overflow { page, .. } => self.data.extend_from_slice(&page.to_le_bytes()),
+        }
+        off
+    }
+
+    /// Appends a branch entry's bytes to `data` and returns its offset.
+    fn append_branch(&mut self, key: &[u8], child: NodeRef) -> usize {
+        let off = self.data.len();
+        self.data
+            .extend_from_slice(&encode_child(child).to_le_bytes());
+        self.data
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.data.extend_from_slice(key);
+        off
+    }
+
+    /// Makes this empty leaf a copy of leaf page `l`: one copy of the page's bytes past its
+    /// slots, and an offset per entry. Every entry is validated first, and the keys must rise
+    /// (the write path searches the copy). Entries that overlap in a forged page are harmless
+    /// here: a leaf's entries are never written in place.
+    pub fn copy_leaf(&mut self, l: &LeafView<'_>) -> Result<()> {
+        debug_assert!(self.leaf && self.slots.is_empty());
+        let base = PAGE_HEADER_LEN + l.len() * SLOT_LEN;
+        let mut prev: Option<&[u8]> = None;
+        let mut live = 0usize;
+        for i in 0..l.len() {
+            let (off, len, key) = l.entry(i)?;
+            if prev.is_some_and(|p| p >= key) {
+                return Err(corrupted(l.id(), "keys out of order in the page"));
+            }
+            prev = Some(key);
+            // `entry` refused an offset inside the slots.
+            self.slots.push(off - base);
+            live += len;
+        }
+        let region = l
+            .bytes()
+            .get(base..)
+            .ok_or_else(|| corrupted(l.id(), "slots run past the page"))?;
+        self.data.extend_from_slice(region);
+        self.dead = self.data.len().saturating_sub(live);
+        self.bytes = (0..self.slots.len())
+            .map(|i| self.page_len_at(self.slots[i]))
+            .sum();
+        Ok(())
+    }
+
+    /// Adds a leaf entry after the last (keys must come in order).
+    pub fn push_leaf(&mut self, key: &[u8], value: ValueRef<'_>) {
+        debug_assert!(self.leaf);
+        let off = self.append_leaf(key, value);
+        self.bytes += self.page_len_at(off);
+        self.slots.push(off);
+    }
+
+    /// Adds a branch entry after the last (keys must come in order).
+    pub fn push_branch(&mut self, key: &[u8], child: NodeRef) {
+        debug_assert!(!self.leaf);
+        let off = self.append_branch(key, child);
+        self.bytes += self.page_len_at(off);
+        self.slots.push(off);
+    }
+
+    /// Inserts a leaf entry at index `i`.
+    pub fn insert_leaf(&mut self, i: usize, key: &[u8], value: ValueRef<'_>) {
+        debug_assert!(self.leaf);
+        let off = self.append_leaf(key, value);
+        self.bytes += self.page_len_at(off);
+        self.slots.insert(i, off);
+    }
+
+    /// Replaces the value of leaf entry `i`, keeping its key.
+    pub fn replace_value(&mut self, i: usize, value: &[u8]) {
+        debug_assert!(self.leaf);
+        let old = self.off(i);
+        let old_len = self.entry_len_at(old);
+        let klen = u16_at(&self.data, old + 1);
+        let off = self.data.len();
+        self.data.push(FLAG_INLINE);
+        self.data.extend_from_slice(&(klen as u16).to_le_bytes());
+        self.data
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        let key = old + LEAF_ENTRY_HEADER_LEN;
+        self.data.extend_from_within(key..key + klen);
+        self.data.extend_from_slice(value);
+        self.slots[i] = off;
+        self.bytes = self.bytes + self.page_len_at(off) - self.page_len_at(old);
+        self.dead += old_len;
+        self.compact_if_sparse();
+    }
+
+    /// Replaces the key of branch entry `i`, keeping its child.
+    pub fn set_key(&mut self, i: usize, key: &[u8]) {
+        debug_assert!(!self.leaf);
+        let old = self.off(i);
+        let child = self.child(i);
+        self.dead += self.entry_len_at(old);
+        self.bytes -= self.page_len_at(old);
+        self.slots[i] = self.append_branch(key, child);
+        self.bytes += self.page_len_at(self.slots[i]);
+        self.compact_if_sparse();
+    }
+
+    /// Removes entry `i`.
+    pub fn remove(&mut self, i: usize) {
+        let off = self.slots.remove(i);
+        self.dead += self.entry_len_at(off);
+        self.bytes -= self.page_len_at(off);
+        self.compact_if_sparse();
+    }
+
+    /// Appends every entry of `other` (of the same kind, all keys greater) after this node's.
+    pub fn append(&mut self, other: &Node) {
+        debug_assert_eq!(self.leaf, other.leaf);
+        for i in 0..other.len() {
+            let off = self.data.len();
+            self.data.extend_from_slice(other.entry(i));
+            self.slots.push(off);
+        }
+        self.bytes += other.bytes;
+    }
+
+    /// Bytes entry `i` takes in a page, slot included: a value too large to stay inline counts as
+    /// an overflow reference.
+    pub fn page_len(&self, i: usize) -> usize {
+        self.page_len_at(self.off(i))
+    }
+
+    fn page_len_at(&self, off: usize) -> usize {
+        let d = &self.data;
+        if self.leaf {
+            let klen = u16_at(d, off + 1);
+            let vlen = u32_at(d, off + 3) as usize;
+            let stored = if d[off] == FLAG_INLINE && fits_inline(klen, vlen, self.page_size) {
+                vlen
+            } else {
+                OVERFLOW_REF_LEN
+            };
+            node::leaf_entry_len(klen, stored)
+        } else {
+            node::branch_entry_len(u16_at(d, off + 8))
+        }
+    }
+
+    /// Bytes the whole node takes in pages.
+    pub fn page_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Encodes entries `piece` as page `id` into `buf` (one page, whatever it holds: every byte is
+    /// written), each entry copied as it is, except that a leaf value too large to stay inline becomes a reference to the next run
+    /// of `overflows` (one for each such value, in order).
+    pub fn write_page(
+        &self,
+        piece: Range<usize>,
+        id: PageId,
+        page_size: u32,
+        overflows: &[PageId],
+        buf: &mut [u8],
+    ) {
+        let count = piece.len();
+        let kind = if self.leaf {
+            PageKind::Leaf
+        } else {
+            PageKind::Branch
+        };
+        Header {
+            id,
+            kind,
+            count: u16::try_from(count).expect("a page's entries fit its count"),
+            overflow: 0,
+        }
+        .write(buf);
+        let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
+        let mut overflows = overflows.iter();
+        for (j, i) in piece.enumerate() {
+            let s = PAGE_HEADER_LEN + j * SLOT_LEN;
+            buf[s..s + SLOT_LEN].copy_from_slice(&(off as u16).to_le_bytes());
+            let entry = self.entry(i);
+            let klen = self.key(i).len();
+            let spilled = self.leaf
+                && entry[0] == FLAG_INLINE
+                && !fits_inline(klen, u32_at(entry, 3) as usize, page_size);
+            if spilled {
+                let page = overflows
+                    .next()
+                    .expect("an overflow run for each large value");
+                let head = LEAF_ENTRY_HEADER_LEN + klen;
+                buf[off] = FLAG_OVERFLOW;
+                buf[off + 1..off + head].copy_from_slice(&entry[1..head]);
+                buf[off + head..off + head + OVERFLOW_REF_LEN].copy_from_slice(&page.to_le_bytes());
+                off += head + OVERFLOW_REF_LEN;
+            } else {
+                buf[off..off + entry.len()].copy_from_slice(entry);
+                off += entry.len();
+            }
+            debug_assert!(off <= page_size as usize, "entries overflow page {id}");
+        }
+        debug_assert!(overflows.next().is_none(), "an overflow run left unused");
+        buf[off..page_size as usize].fill(0);
+        page::seal(&mut buf[..page_size as usize]);
+    }
+
+    /// Rewrites the live entries end to end once dead bytes are most of `data`.
+    fn compact_if_sparse(&mut self) {
+        if self.dead > 4096 && self.dead > self.data.len() / 2 {
+            self.compact();
+        }
+    }
+
+    /// Rewrites the live entries end to end, dropping the dead bytes.
+    pub fn compact(&mut self) {
+        let mut data = Vec::with_capacity(self.data.len() - self.dead);
+        for i in 0..self.len() {
+            let off = data.len();
+            data.extend_from_slice(self.entry(i));
+            self.slots[i] = off;
+        }
+        self.data = data;
+        self.dead = 0;
+    }
+}
+
+/// Whether a leaf entry with a `key_len`-byte key and a `value_len`-byte value stays inline in its
+/// page (else its value goes to an overflow run).
+pub(crate) fn fits_inline(key_len: usize, value_len: usize, page_size: u32) -> bool {
+    node::leaf_entry_len(key_len, value_len) <= crate::limits::inline_entry_max(page_size)
+}
+
+fn encode_child(child: NodeRef) -> u64 {
+    match child {
+        NodeRef::Page(p) => {
+            debug_assert!(p & DIRTY_CHILD == 0, "page id with the dirty bit");
+            p
+        }
+        NodeRef::Dirty(i) => i as u64 | DIRTY_CHILD,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_stay_in_key_order_through_inserts_replacements_and_removals() {
+        let mut n = Node::default();
+        n.reset(true, 4096);
+        for k in [b"b", b"d", b"f"] {
+            let (i, found) = n.search(k);
+            assert!(!found);
+            n.insert_leaf(i, k, ValueRef::Inline(k));
+        }
+        let (i, _) = n.search(b"a");
+        n.insert_leaf(i, b"a", ValueRef::Inline(b"1"));
+        n.replace_value(2, b"big value");
+        n.remove(1);
+        let keys: Vec<&[u8]> = (0..n.len()).map(|i| n.key(i)).collect();
+        assert_eq!(keys, [b"a", b"d", b"f"]);
+        assert_eq!(n.value(1), ValueRef::Inline(b"big value"));
+        n.compact();
+        assert_eq!(n.value(1), ValueRef::Inline(b"big value"));
+        assert_eq!(n.value(0), ValueRef::Inline(b"1"));
+        assert_eq!(n.dead, 0);
+        let bytes: usize = (0..n.len()).map(|i| n.page_len(i)).sum();
+        assert_eq!(n.page_bytes(), bytes);
+    }
+
+    #[test]
+    fn a_branch_tells_dirty_children_from_pages() {
+        let mut n = Node::default();
+        n.reset(false, 4096);
+        n.push_branch(b"a", NodeRef::Page(7));
+        n.push_branch(b"m", NodeRef::Dirty(3));
+        assert_eq!(n.child(0), NodeRef::Page(7));
+        assert_eq!(n.child(1), NodeRef::Dirty(3));
+        n.set_child(0, NodeRef::Dirty(9));
+        n.set_key(1, b"n");
+        assert_eq!((n.child(0), n.key(1)), (NodeRef::Dirty(9), &b"n"[..]));
+        assert_eq!(n.child(1), NodeRef::Dirty(3));
+    }
+}
