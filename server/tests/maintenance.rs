@@ -232,6 +232,15 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
     let status = m.status(StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.errors.len(), 1);
     assert!(status.errors[0].contains("NOSPACE"), "{:?}", status.errors);
+    // As with etcd: compact and defragment to get the space back, then disarm.
+    let rev = status.header.unwrap().revision;
+    kv.compact(CompactionRequest {
+        revision: rev,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    m.defragment(DefragmentRequest {}).await.unwrap();
     let disarm = AlarmRequest {
         action: AlarmAction::Deactivate as i32,
         member_id: alarms[0].member_id,
