@@ -24,6 +24,9 @@ use crate::state::{ETCD_VERSION, Shared};
 /// Bytes of database each Snapshot message carries (etcd's `snapshotSendBufferSize`).
 pub const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
+/// Bytes of the SHA-256 that ends a snapshot stream.
+pub const SNAPSHOT_HASH_LEN: usize = 32;
+
 /// Bytes of entries a snapshot copies per write transaction, so the copy's memory is bounded.
 const SNAPSHOT_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
@@ -121,12 +124,16 @@ fn stream_file(
     tx: &mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) -> std::io::Result<bool> {
     let mut file = std::fs::File::open(path)?;
-    let mut remaining = file.metadata()?.len();
+    // The database's bytes, then their SHA-256, as etcd sends a snapshot (`etcdctl snapshot
+    // save` refuses a stream without it, and keeps it at the end of the file it saves).
+    let mut remaining = file.metadata()?.len() + SNAPSHOT_HASH_LEN as u64;
     let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
     let header = shared.header_now();
-    while remaining > 0 {
-        let n = (remaining as usize).min(SNAPSHOT_CHUNK);
+    while remaining > SNAPSHOT_HASH_LEN as u64 {
+        let n = ((remaining - SNAPSHOT_HASH_LEN as u64) as usize).min(SNAPSHOT_CHUNK);
         file.read_exact(&mut buf[..n])?;
+        sha.update(&buf[..n]);
         remaining -= n as u64;
         let msg = SnapshotResponse {
             header,
@@ -138,7 +145,13 @@ fn stream_file(
             return Ok(false);
         }
     }
-    Ok(true)
+    let msg = SnapshotResponse {
+        header,
+        remaining_bytes: 0,
+        blob: sha.finish().as_ref().to_vec(),
+        version: String::new(),
+    };
+    Ok(tx.blocking_send(Ok(msg)).is_ok())
 }
 
 /// The CRC-32 of every tree's name, keys and values in the newest commit: etcd's Hash of the

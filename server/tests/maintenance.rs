@@ -167,6 +167,13 @@ async fn a_snapshot_opens_as_a_folio_store_with_the_same_keys() {
         bytes.extend_from_slice(&msg.blob);
     }
     assert_eq!(last_remaining, 0);
+    // The stream ends with the database's SHA-256, as etcd's; the rest is the database.
+    let (db, sha) = bytes.split_at(bytes.len() - folio_server::maintenance::SNAPSHOT_HASH_LEN);
+    assert_eq!(
+        sha,
+        ring::digest::digest(&ring::digest::SHA256, db).as_ref()
+    );
+    let bytes = db.to_vec();
     let path = server.dir.path().join("snap.folio");
     std::fs::write(&path, &bytes).unwrap();
     let store = folio::Store::open(&path).unwrap();
