@@ -18,6 +18,11 @@
 //! The store is synchronous: every call into it runs on tokio's blocking pool, so a sync or a
 //! defrag never holds up the threads that serve the network.
 
+// tonic's own signatures return `Result<_, Status>`, and Status is large; the helpers that build
+// those results follow them rather than box every error.
+#![allow(clippy::result_large_err)]
+#![warn(missing_docs)]
+
 pub mod auto;
 pub mod cluster;
 pub mod config;
