@@ -58,6 +58,16 @@ pub fn lease_not_found() -> Status {
     Status::not_found("etcdserver: requested lease not found")
 }
 
+/// `etcdserver: lease already exists`.
+pub fn lease_exists() -> Status {
+    Status::failed_precondition("etcdserver: lease already exists")
+}
+
+/// `etcdserver: too large lease TTL`.
+pub fn lease_ttl_too_large() -> Status {
+    Status::out_of_range("etcdserver: too large lease TTL")
+}
+
 /// `etcdserver: request is too large`.
 pub fn request_too_large() -> Status {
     Status::invalid_argument("etcdserver: request is too large")
@@ -82,6 +92,9 @@ pub fn from_folio(e: folio::Error) -> Status {
         E::FutureRevision { .. } => future_rev(),
         E::DuplicateKey { .. } => duplicate_key(),
         E::DatabaseFull { .. } => no_space(),
+        E::LeaseNotFound { .. } => lease_not_found(),
+        E::LeaseExists { .. } => lease_exists(),
+        E::LeaseTtl { .. } => lease_ttl_too_large(),
         // etcd bounds keys and values only by the request size; folio's own bounds are lower
         // for keys (they must fit a page), and a request past them is too large for this server.
         E::KeyLength { .. } | E::ValueTooLarge { .. } => request_too_large(),

@@ -183,14 +183,6 @@ fn check_put(p: &PutRequest) -> Result<(), Status> {
     Ok(())
 }
 
-/// Refuses a lease that does not exist. No lease exists until the store has leases.
-fn check_lease(_shared: &Shared, lease: i64) -> Result<(), Status> {
-    if lease != 0 {
-        return Err(errors::lease_not_found());
-    }
-    Ok(())
-}
-
 /// A put with `ignore_value` or `ignore_lease`: the key's current value or lease is kept, in a
 /// transaction that holds only while the key is unchanged (retried when a writer got between).
 fn put_keeping(shared: &Shared, p: &PutRequest) -> Result<PutResponse, Status> {
@@ -236,11 +228,6 @@ fn put_keeping(shared: &Shared, p: &PutRequest) -> Result<PutResponse, Status> {
 
 /// etcd's compare as folio's.
 fn compare(c: &Compare) -> Result<folio::Compare, Status> {
-    if !c.range_end.is_empty() {
-        return Err(errors::unsupported(
-            "a txn compare over a range of keys (range_end)",
-        ));
-    }
     let target = CompareTarget::try_from(c.target)
         .map_err(|_| Status::invalid_argument("etcdserver: invalid compare target"))?;
     let number = |want: fn(&TargetUnion) -> Option<i64>| {
@@ -275,8 +262,16 @@ fn compare(c: &Compare) -> Result<folio::Compare, Status> {
                 _ => Vec::new(),
             }),
         ),
-        CompareTarget::Lease => return Err(errors::unsupported("a txn compare on a key's lease")),
+        CompareTarget::Lease => (
+            folio::Compare::lease(&c.key),
+            number(|u| match u {
+                TargetUnion::Lease(n) => Some(*n),
+                _ => None,
+            }),
+        ),
     };
+    // etcd's range_end: empty for the one key, "\0" for every key from it on.
+    let t = t.range_end(&c.range_end);
     let result = CompareResult::try_from(c.result)
         .map_err(|_| Status::invalid_argument("etcdserver: invalid compare result"))?;
     Ok(match result {
@@ -288,7 +283,7 @@ fn compare(c: &Compare) -> Result<folio::Compare, Status> {
 }
 
 /// One operation of a txn branch as folio's, with what its range needs afterwards.
-fn op(shared: &Shared, r: &RequestOp) -> Result<(Op, Option<RangePost>), Status> {
+fn op(r: &RequestOp) -> Result<(Op, Option<RangePost>), Status> {
     match &r.request {
         Some(ReqOp::RequestRange(rr)) => {
             let (range, options, post) = plan_range(rr)?;
@@ -301,7 +296,6 @@ fn op(shared: &Shared, r: &RequestOp) -> Result<(Op, Option<RangePost>), Status>
                     "ignore_value or ignore_lease in a txn's put",
                 ));
             }
-            check_lease(shared, p.lease)?;
             let options = PutOptions {
                 lease: p.lease,
                 prev_kv: p.prev_kv,
@@ -356,14 +350,14 @@ fn txn(shared: &Shared, t: &TxnRequest) -> Result<TxnResponse, Status> {
     let (then, then_posts): (Vec<_>, Vec<_>) = t
         .success
         .iter()
-        .map(|o| op(shared, o))
+        .map(op)
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
     let (otherwise, else_posts): (Vec<_>, Vec<_>) = t
         .failure
         .iter()
-        .map(|o| op(shared, o))
+        .map(op)
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
@@ -434,7 +428,6 @@ impl Kv for KvService {
         let cost = p.encoded_len();
         self.shared.check_size(cost)?;
         self.shared.check_quota(cost)?;
-        check_lease(&self.shared, p.lease)?;
         self.shared
             .blocking(move |s| {
                 if p.ignore_value || p.ignore_lease {

@@ -9,6 +9,7 @@
 //!   DeleteRange, Txn, Compact ([`kv`]);
 //! - Maintenance: Status, Defragment (folio's online defrag), Hash, HashKV, Snapshot, Alarm with
 //!   the space quota's NOSPACE alarm ([`maintenance`]);
+//! - Lease: Grant, Revoke, the KeepAlive stream, TimeToLive, Leases, and expiry ([`lease`]);
 //! - Cluster: MemberList for the one member ([`cluster`]).
 //!
 //! Beyond etcd it defragments by itself when the reclaimable share of the file passes a
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod log;
 pub mod maintenance;
 pub mod server;

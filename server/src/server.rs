@@ -23,9 +23,11 @@ use crate::auto::{self, AutoDefrag};
 use crate::cluster::ClusterService;
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::kv::KvService;
+use crate::lease::LeaseService;
 use crate::maintenance::{MaintenanceService, SNAPSHOT_PREFIX};
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::state::{Settings, Shared};
 
@@ -161,6 +163,10 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .add_service(
                 ClusterServer::new(ClusterService::new(shared.clone()))
                     .max_decoding_message_size(decode_max),
+            )
+            .add_service(
+                LeaseServer::new(LeaseService::new(shared.clone()))
+                    .max_decoding_message_size(decode_max),
             );
         let mut until = stopped.clone();
         let serve =
@@ -177,6 +183,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         addrs.push(addr);
     }
     let background = vec![
+        tokio::spawn(crate::lease::expirer(shared.clone(), stopped.clone())),
         tokio::spawn(auto::compactor(
             shared.clone(),
             compaction,
