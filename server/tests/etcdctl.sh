@@ -23,7 +23,9 @@ fi
 etcdctl version | sed -n 1p
 
 echo "== building folio-server and folio"
-cargo build -q -p folio-server -p folio-cli
+# The test profile: the dependencies `cargo test` just built serve again (the dev profile
+# would build them all a second time).
+cargo build -q --profile test -p folio-server -p folio-cli
 SERVER=target/debug/folio-server
 FOLIO=target/debug/folio
 
