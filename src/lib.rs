@@ -97,6 +97,39 @@
 //! A reopened store keeps its leases and their keys and gives each its full TTL again, as etcd
 //! does. [`Store::lease_revoke`] revokes at once; [`Store::lease_time_to_live`] and
 //! [`Store::leases`] report.
+//! ## Watch
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use folio::{Error, EventKind, KeyRange, Store, WatchOptions, WatchResponse};
+//!
+//! let store = Store::open(dir.path().join("kv.folio"))?;
+//! let from = store.put(b"/registry/pods/a", b"v1")?;
+//! let watcher = store.watch(KeyRange::prefix(b"/registry/"), WatchOptions::new().start_revision(from))?;
+//! store.delete_range(b"/registry/pods/a")?;
+//! let mut kinds = Vec::new();
+//! while kinds.len() < 2 {
+//!     match watcher.recv()? {
+//!         // Every event of one or more whole revisions, in revision order, once durable.
+//!         WatchResponse::Events { events, .. } => kinds.extend(events.iter().map(|e| e.kind)),
+//!         WatchResponse::Progress { .. } => {}
+//!         // It fell behind and a compaction passed it: start over from a fresh read.
+//!         WatchResponse::Compacted { compact_revision } => panic!("compacted at {compact_revision}"),
+//!     }
+//! }
+//! assert_eq!(kinds, [EventKind::Put, EventKind::Delete]);
+//!
+//! // A start at or below the compacted revision is refused, with that revision.
+//! store.compact(store.current_revision())?;
+//! match store.watch(b"/registry/pods/a", WatchOptions::new().start_revision(from)) {
+//!     Err(Error::Compacted { requested, compacted }) => assert!(requested <= compacted),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), folio::Error>(())
+//! ```
+//!
+//! A watcher that nobody reads never holds up a writer: past its buffer it falls behind and
+//! catches up from the key tree inside its own `recv`. See [`Store::watch`] and [`Watcher`].
 //!
 //! ## Defrag
 //!
@@ -218,6 +251,7 @@ pub use mvcc::{
     RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
     TxnBuilder, TxnResponse,
 };
+pub use mvcc::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
 pub use page_file::PageKind;
 
 /// Where a database's bytes live: the [`Storage`](storage::Storage) trait every byte passes through,

@@ -114,6 +114,8 @@ pub const RANGE_STREAM_LOAD_BATCH: usize = 128;
 const _: () = assert!(RANGE_STREAM_LOAD_BATCH > 0 && RANGE_STREAM_INDEX_CHUNK > 0);
 /// The longest lease TTL in seconds, etcd's `MaxLeaseTTL`.
 pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+/// Events a watcher buffers by default before it falls behind and catches up from the key tree.
+pub const WATCH_BUFFER_EVENTS_DEFAULT: usize = 1024;
 
 /// Bytes of a store record before its key and value: key length `u32`, create revision, mod
 /// revision, version and lease (`i64` each).

@@ -8,6 +8,7 @@ pub(crate) mod range;
 pub(crate) mod revision;
 pub(crate) mod store;
 pub(crate) mod types;
+pub(crate) mod watch;
 pub(crate) mod write;
 
 pub use compaction::Compaction;
@@ -20,4 +21,5 @@ pub use types::{
     PutOptions, PutResponse, RangeOptions, RangeResponse, SortOrder, SortTarget, StoreOptions,
     TxnResponse,
 };
+pub use watch::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
 pub use write::TxnBuilder;

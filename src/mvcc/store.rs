@@ -24,6 +24,7 @@ use crate::mvcc::lease::Lessor;
 use crate::mvcc::range::plan_range;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
+use crate::mvcc::watch::WatchHub;
 use crate::txn::{Db, Durability};
 
 /// The tree of records, keyed by revision.
@@ -53,6 +54,8 @@ pub(crate) struct StoreInner {
     /// The leases; see `lease.rs` for the lock order.
     pub lessor: Mutex<Lessor>,
     pub options: StoreOptions,
+    /// The watchers, and the events of revisions not yet durable.
+    pub watch: WatchHub,
 }
 
 /// A revisioned key-value store with etcd's semantics: every write gets a new revision, reads can
@@ -177,8 +180,10 @@ impl Store {
             (state, scheduled)
         };
         let lessor = Lessor::open(&db.begin_read()?, options.clock.now())?;
+        let durable = state.current;
         let store = Store {
             inner: Arc::new(StoreInner {
+                watch: WatchHub::new(durable),
                 db,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),

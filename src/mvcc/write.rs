@@ -14,6 +14,7 @@ use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
 };
+use crate::mvcc::watch::RawEvent;
 use crate::txn::WriteTxn;
 
 /// One store write in progress.
@@ -28,6 +29,8 @@ pub(crate) struct StoreWrite<'s> {
     touched: Vec<Vec<u8>>,
     /// What it does to the leases, applied once it commits.
     pub(crate) leases: LeaseChanges,
+    /// The changes, for watchers.
+    events: Vec<RawEvent>,
 }
 
 impl<'s> StoreWrite<'s> {
@@ -106,6 +109,7 @@ impl<'s> StoreWrite<'s> {
         self.tx
             .open_tree(KEY_TREE)?
             .put(&rev.encode(false), &kv.encode())?;
+        self.events.push(RawEvent::put(kv));
         Ok(PutResponse {
             revision: rev.main,
             prev_kv,
@@ -155,6 +159,7 @@ impl<'s> StoreWrite<'s> {
             self.tx
                 .open_tree(KEY_TREE)?
                 .put(&rev.encode(true), &tombstone.encode())?;
+            self.events.push(RawEvent::delete(tombstone.key, rev.main));
         }
         Ok(response)
     }
@@ -251,6 +256,7 @@ impl Store {
             sub: 0,
             touched: Vec::new(),
             leases: LeaseChanges::default(),
+            events: Vec::new(),
         };
         let result = f(&mut w);
         let StoreWrite {
@@ -258,6 +264,7 @@ impl Store {
             sub,
             touched,
             leases,
+            events,
             ..
         } = w;
         match result {
@@ -277,8 +284,15 @@ impl Store {
                     let revision = if sub > 0 { base + 1 } else { base };
                     inner.lessor.lock().apply(leases, inner.options.clock.now());
                     inner.state.write().current = revision;
+                    // Queued in revision order under the writer lock; sent once durable.
+                    if sub > 0 {
+                        inner.watch.queue(revision, events);
+                    }
                     drop(guard);
                     visible.wait()?;
+                    if sub > 0 {
+                        inner.watch.release(revision);
+                    }
                     Ok((r, revision))
                 }
             },

@@ -13,3 +13,4 @@ mod mvcc_compaction;
 mod mvcc_etcd;
 mod mvcc_model;
 mod range_options;
+mod watch;

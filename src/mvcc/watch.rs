@@ -1,0 +1,707 @@
+//! Watch: a stream of the changes to a key range, from a start revision, in revision order.
+//!
+//! Two paths feed a watcher, as in etcd's watchable store:
+//! - **synced**: the writer of revision R queues R's events (under the writer lock, so the queue
+//!   is in revision order), and once R is durable the hub *releases* every queued revision up to R
+//!   into the buffers of the synced watchers whose range and filters match;
+//! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
+//!   reads the records it missed from the `mvcc.key` tree by revision range, in its own `recv`
+//!   (no thread of the hub's), and rejoins the synced set once it has read up to the durable
+//!   watermark.
+//!
+//! Invariants:
+//! 1. `HubState::durable` is the newest revision released; every revision at or below it is durable
+//!    and in the key tree. It only grows, and only under the hub lock, together with the fan-out of
+//!    the revisions it passes; so for a synced watcher, "no event buffered" means "no event up to
+//!    `durable`".
+//! 2. A watcher's `Entry::next` is the first revision it has not been given (in its inbox or
+//!    already returned). A synced watcher is given every released revision at or above `next`
+//!    that matches it; revisions below `next` are never given again (nothing twice).
+//! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
+//!    events becomes unsynced at that revision (`next` = R) and catches up from the tree.
+//! 4. A catch-up reads a snapshot taken under the store's state lock, after checking
+//!    `next > compacted`: compaction raises `compacted` before deleting anything (store
+//!    invariant 3), so every record at or above `next` is in the snapshot. If `next <= compacted`,
+//!    the watcher ends with [`WatchResponse::Compacted`].
+//! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
+//!    lock, so no release can slip a newer revision in front of them.
+//!
+//! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
+//!    receive holding its inbox reads it without the hub lock; `WatchHub::released` mirrors
+//!    `durable` and is raised after the fan-out, so a synced receive that holds its inbox and
+//!    finds it empty has had every event up to `released`.
+//!
+//! Lock order: (1) the hub lock, (2) a watcher's inbox; `WatchHub::queue` is a leaf (taken under
+//! the store's writer lock, or under the hub lock by a release). The store's state lock is never
+//! held while taking any of them. Async wakers are woken after every lock is released.
+//!
+//! Leases: a lease revoke is a delete through the store's ordinary write path, so its events are
+//! queued and released as any other delete's (`StoreWrite::delete_range` records them).
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::limits::WATCH_BUFFER_EVENTS_DEFAULT;
+use crate::mvcc::revision::{KeyValue, Revision};
+use crate::mvcc::store::{KEY_TREE, Store, missing};
+use crate::mvcc::types::{KeyRange, RangeOptions};
+
+/// How to watch: where to start, what to send, how much to buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    start_revision: i64,
+    prev_kv: bool,
+    filter_puts: bool,
+    filter_deletes: bool,
+    progress_every: Option<Duration>,
+    buffer: usize,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions::new()
+    }
+}
+
+impl WatchOptions {
+    /// Watch from now (the current revision + 1), sending puts and deletes without their
+    /// previous records, with a buffer of
+    /// [`WATCH_BUFFER_EVENTS_DEFAULT`](crate::limits::WATCH_BUFFER_EVENTS_DEFAULT) events.
+    pub fn new() -> Self {
+        WatchOptions {
+            start_revision: 0,
+            prev_kv: false,
+            filter_puts: false,
+            filter_deletes: false,
+            progress_every: None,
+            buffer: WATCH_BUFFER_EVENTS_DEFAULT,
+        }
+    }
+
+    /// Start at revision `rev` (0 or less: from now). A revision at or below the compacted one
+    /// is refused with [`Error::Compacted`]; one in the future is waited for.
+    pub fn start_revision(mut self, rev: i64) -> Self {
+        self.start_revision = rev;
+        self
+    }
+
+    /// Send each event's previous record (the key as it was just before the event's revision),
+    /// when it exists and has not been compacted away.
+    pub fn prev_kv(mut self, on: bool) -> Self {
+        self.prev_kv = on;
+        self
+    }
+
+    /// Drop put events.
+    pub fn filter_puts(mut self, on: bool) -> Self {
+        self.filter_puts = on;
+        self
+    }
+
+    /// Drop delete events.
+    pub fn filter_deletes(mut self, on: bool) -> Self {
+        self.filter_deletes = on;
+        self
+    }
+
+    /// Send a [`WatchResponse::Progress`] whenever this long passes with nothing else sent
+    /// (`None`: never unasked).
+    pub fn progress_notify(mut self, every: Option<Duration>) -> Self {
+        self.progress_every = every;
+        self
+    }
+
+    /// Buffer at most this many events (at least 1) before the watcher falls behind and catches
+    /// up from the key tree; a single revision with more events is still buffered whole.
+    pub fn buffer(mut self, events: usize) -> Self {
+        self.buffer = events.max(1);
+        self
+    }
+}
+
+/// What an event did to its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key was created or changed.
+    Put,
+    /// The key was deleted.
+    Delete,
+}
+
+/// One change to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// A put or a delete.
+    pub kind: EventKind,
+    /// The record after the change; for a delete, only `key` and `mod_revision` (the delete's
+    /// revision) are set, as in etcd.
+    pub kv: KeyValue,
+    /// The record before the change, with [`WatchOptions::prev_kv`], if the key existed and that
+    /// record has not been compacted away.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// What a watcher receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchResponse {
+    /// The events of one or more whole revisions, in order; `revision` is the last one's.
+    Events {
+        /// The revision of the last event.
+        revision: i64,
+        /// The events, in revision order.
+        events: Vec<Event>,
+    },
+    /// The watcher has been sent every event up to `revision`.
+    Progress {
+        /// Every durable revision up to here has been sent.
+        revision: i64,
+    },
+    /// Compaction removed revisions this watcher had not read yet; it ends here (every later
+    /// receive returns this again).
+    Compacted {
+        /// The store's compacted revision.
+        compact_revision: i64,
+    },
+}
+
+/// One change as the writer records it.
+#[derive(Debug)]
+pub(crate) struct RawEvent {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+impl RawEvent {
+    /// A put of `kv`.
+    pub fn put(kv: KeyValue) -> RawEvent {
+        RawEvent {
+            kind: EventKind::Put,
+            kv,
+        }
+    }
+
+    /// A delete of `key` at revision `main`.
+    pub fn delete(key: Vec<u8>, main: i64) -> RawEvent {
+        RawEvent {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key,
+                mod_revision: main,
+                ..KeyValue::default()
+            },
+        }
+    }
+}
+
+/// A revision's events (or a watcher's share of them): shared, so that a watcher that wants
+/// every event of a revision costs a reference count, not an allocation.
+type Events = Arc<[Arc<RawEvent>]>;
+
+/// The store's watchers and the events queued for them.
+#[derive(Debug)]
+pub(crate) struct WatchHub {
+    /// Revisions committed but not yet released, oldest first.
+    queue: Mutex<VecDeque<(i64, Events)>>,
+    hub: Mutex<HubState>,
+    /// `HubState::durable`, readable without the hub lock (written under it).
+    released: AtomicI64,
+}
+
+#[derive(Debug)]
+struct HubState {
+    durable: i64,
+    next_id: u64,
+    watchers: HashMap<u64, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    shared: Arc<Shared>,
+    next: i64,
+}
+
+/// What a watcher and the hub share.
+#[derive(Debug)]
+struct Shared {
+    range: KeyRange,
+    puts: bool,
+    deletes: bool,
+    buffer: usize,
+    /// Whether releases feed this watcher; changed only under both the hub lock and the inbox,
+    /// so either one is enough to read it.
+    synced: AtomicBool,
+    inbox: Mutex<Inbox>,
+    ready: Condvar,
+}
+
+#[derive(Debug)]
+struct Inbox {
+    batches: VecDeque<(i64, Events)>,
+    events: usize,
+    progress_requested: bool,
+    last_sent: Instant,
+    compacted: Option<i64>,
+    waker: Option<Waker>,
+}
+
+impl Shared {
+    fn wants(&self, e: &RawEvent) -> bool {
+        let kind = match e.kind {
+            EventKind::Put => self.puts,
+            EventKind::Delete => self.deletes,
+        };
+        kind && contains(&self.range, &e.kv.key)
+    }
+
+    /// Wakes a blocked receive; returns the async waker to wake once every lock is released
+    /// (a waker may poll the watcher at once, which takes the hub lock and the inbox).
+    #[must_use]
+    fn notify(&self, inbox: &mut Inbox) -> Option<Waker> {
+        self.ready.notify_all();
+        inbox.waker.take()
+    }
+}
+
+fn contains(range: &KeyRange, key: &[u8]) -> bool {
+    let above = match &range.start {
+        Bound::Included(s) => key >= s.as_slice(),
+        Bound::Excluded(s) => key > s.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below = match &range.end {
+        Bound::Included(e) => key <= e.as_slice(),
+        Bound::Excluded(e) => key < e.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+impl WatchHub {
+    /// A hub for a store whose every revision up to `durable` is durable.
+    pub fn new(durable: i64) -> WatchHub {
+        WatchHub {
+            queue: Mutex::new(VecDeque::new()),
+            released: AtomicI64::new(durable),
+            hub: Mutex::new(HubState {
+                durable,
+                next_id: 1,
+                watchers: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Queues the events of `revision`, which is committed and visible but maybe not durable.
+    /// Called under the store's writer lock, so revisions queue in order.
+    pub fn queue(&self, revision: i64, events: Vec<RawEvent>) {
+        let events = events.into_iter().map(Arc::new).collect();
+        let mut q = self.queue.lock();
+        debug_assert!(q.back().is_none_or(|(r, _)| *r < revision));
+        q.push_back((revision, events));
+    }
+
+    /// Releases every queued revision up to `durable` (now durable) to the synced watchers.
+    pub fn release(&self, durable: i64) {
+        // A writer whose revision another writer's release already passed has nothing to do.
+        if durable <= self.released.load(Ordering::Acquire) {
+            return;
+        }
+        let mut hub = self.hub.lock();
+        if durable <= hub.durable {
+            return;
+        }
+        let ready: Vec<(i64, Events)> = {
+            let mut q = self.queue.lock();
+            let n = q.iter().take_while(|(r, _)| *r <= durable).count();
+            q.drain(..n).collect()
+        };
+        let mut wakers = Vec::new();
+        for (revision, events) in &ready {
+            fan_out(&mut hub, *revision, events, &mut wakers);
+        }
+        hub.durable = durable;
+        self.released.store(durable, Ordering::Release);
+        drop(hub);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3).
+fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
+    for entry in hub.watchers.values_mut() {
+        if !entry.shared.synced.load(Ordering::Relaxed) || revision < entry.next {
+            continue;
+        }
+        let shared = &entry.shared;
+        let wanted = events.iter().filter(|e| shared.wants(e)).count();
+        let mine: Events = match wanted {
+            0 => continue,
+            n if n == events.len() => events.clone(),
+            _ => events.iter().filter(|e| shared.wants(e)).cloned().collect(),
+        };
+        let mut inbox = shared.inbox.lock();
+        if inbox.events == 0 || inbox.events + mine.len() <= shared.buffer {
+            inbox.events += mine.len();
+            inbox.batches.push_back((revision, mine));
+            entry.next = revision + 1;
+            wakers.extend(shared.notify(&mut inbox));
+        } else {
+            shared.synced.store(false, Ordering::Relaxed);
+            entry.next = revision;
+        }
+    }
+}
+
+/// A stream of the changes to a key range; see [`Store::watch`]. Dropping it cancels it.
+#[derive(Debug)]
+pub struct Watcher {
+    id: u64,
+    store: Store,
+    shared: Arc<Shared>,
+    prev_kv: bool,
+    progress_every: Option<Duration>,
+    receiving: Mutex<()>,
+}
+
+/// How long a receive may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    Forever,
+    Until(Instant),
+    Never,
+}
+
+impl Store {
+    /// Watches `range` (a key, a prefix or any bounds) for changes. Events come in revision
+    /// order, every event of a revision in one response, and only once their revision is
+    /// durable. A watcher whose buffer fills falls behind and catches up from the key tree
+    /// inside its own receives: it never holds up a writer.
+    ///
+    /// Fails with [`Error::Compacted`] when the start revision is at or below the compacted one.
+    /// A watcher keeps its store open until it is dropped.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    /// use folio::{EventKind, KeyRange, Store, WatchOptions, WatchResponse};
+    ///
+    /// let store = Store::open(dir.path().join("kv.folio"))?;
+    /// let first = store.put(b"/pods/a", b"v1")?;
+    /// store.delete_range(b"/pods/a")?;
+    ///
+    /// // From a past revision: the watcher catches up from the key tree.
+    /// let watcher = store.watch(KeyRange::prefix(b"/pods/"), WatchOptions::new().start_revision(first))?;
+    /// let mut seen = Vec::new();
+    /// while let Some(response) = watcher.recv_timeout(Duration::from_millis(100))? {
+    ///     match response {
+    ///         WatchResponse::Events { events, .. } => seen.extend(events.into_iter().map(|e| e.kind)),
+    ///         WatchResponse::Progress { .. } => {}
+    ///         WatchResponse::Compacted { compact_revision } => panic!("compacted at {compact_revision}"),
+    ///     }
+    /// }
+    /// assert_eq!(seen, [EventKind::Put, EventKind::Delete]);
+    ///
+    /// // Below the compacted revision, watching fails (as etcd's does).
+    /// store.compact(store.current_revision())?;
+    /// let err = store.watch(b"/pods/a", WatchOptions::new().start_revision(first)).unwrap_err();
+    /// assert!(matches!(err, folio::Error::Compacted { .. }));
+    /// # Ok::<(), folio::Error>(())
+    /// ```
+    pub fn watch(&self, range: impl Into<KeyRange>, options: WatchOptions) -> Result<Watcher> {
+        let range = range.into();
+        let (current, compacted) = {
+            let s = self.inner.state.read();
+            (s.current, s.compacted)
+        };
+        let start = if options.start_revision > 0 {
+            options.start_revision
+        } else {
+            current + 1
+        };
+        if start <= compacted {
+            return Err(Error::Compacted {
+                requested: start,
+                compacted,
+            });
+        }
+        let shared = Arc::new(Shared {
+            range,
+            puts: !options.filter_puts,
+            deletes: !options.filter_deletes,
+            buffer: options.buffer.max(1),
+            synced: AtomicBool::new(false),
+            inbox: Mutex::new(Inbox {
+                batches: VecDeque::new(),
+                events: 0,
+                progress_requested: false,
+                last_sent: Instant::now(),
+                compacted: None,
+                waker: None,
+            }),
+            ready: Condvar::new(),
+        });
+        let mut hub = self.inner.watch.hub.lock();
+        let id = hub.next_id;
+        hub.next_id += 1;
+        let synced = start > hub.durable;
+        shared.synced.store(synced, Ordering::Relaxed);
+        hub.watchers.insert(
+            id,
+            Entry {
+                shared: shared.clone(),
+                next: start,
+            },
+        );
+        drop(hub);
+        Ok(Watcher {
+            id,
+            store: self.clone(),
+            shared,
+            prev_kv: options.prev_kv,
+            progress_every: options.progress_every,
+            receiving: Mutex::new(()),
+        })
+    }
+}
+
+impl Store {
+    /// How many watchers are open on this store (dropped and cancelled ones, and those that
+    /// ended compacted, are not counted).
+    pub fn watcher_count(&self) -> usize {
+        self.inner.watch.hub.lock().watchers.len()
+    }
+}
+
+impl Watcher {
+    /// This watcher's id, unique within its store while the store is open.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits for the next response.
+    pub fn recv(&self) -> Result<WatchResponse> {
+        loop {
+            if let Some(r) = self.next(Wait::Forever, None)? {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Waits at most `d` for the next response.
+    pub fn recv_timeout(&self, d: Duration) -> Result<Option<WatchResponse>> {
+        self.next(Wait::Until(Instant::now() + d), None)
+    }
+
+    /// The next response if one is ready (a catch-up read from the key tree counts as ready).
+    pub fn try_recv(&self) -> Result<Option<WatchResponse>> {
+        self.next(Wait::Never, None)
+    }
+
+    /// The next response for async code: `Pending` registers `cx`'s waker, which is woken when
+    /// events arrive or progress is requested. Periodic progress notifications are sent when
+    /// the watcher is polled after they fall due; an async caller that wants them on time polls
+    /// on its own timer as well.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<WatchResponse>> {
+        match self.next(Wait::Never, Some(cx)) {
+            Ok(Some(r)) => Poll::Ready(Ok(r)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Asks for a [`WatchResponse::Progress`]: it is sent once every event up to the durable
+    /// revision has been (so after any catch-up).
+    pub fn request_progress(&self) {
+        let mut inbox = self.shared.inbox.lock();
+        inbox.progress_requested = true;
+        let waker = self.shared.notify(&mut inbox);
+        drop(inbox);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Stops watching (dropping the watcher does the same).
+    pub fn cancel(self) {}
+
+    fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<WatchResponse>> {
+        // One receive at a time: a catch-up reads from `next` and moves it.
+        let _one = self.receiving.lock();
+        loop {
+            let mut inbox = self.shared.inbox.lock();
+            if let Some(c) = inbox.compacted {
+                return Ok(Some(WatchResponse::Compacted {
+                    compact_revision: c,
+                }));
+            }
+            if !inbox.batches.is_empty() {
+                let batches: Vec<_> = inbox.batches.drain(..).collect();
+                inbox.events = 0;
+                inbox.last_sent = Instant::now();
+                drop(inbox);
+                return self.events(batches).map(Some);
+            }
+            if !self.shared.synced.load(Ordering::Relaxed) {
+                drop(inbox);
+                self.catch_up()?;
+                continue; // it read something, synced, or ended: look again
+            }
+            // Synced and empty: nothing up to `released`, which a fan-out raises only after it
+            // has given this inbox (whose lock we hold) its events.
+            let released = self.store.inner.watch.released.load(Ordering::Acquire);
+            let now = Instant::now();
+            let due = self.progress_every.map(|every| inbox.last_sent + every);
+            if inbox.progress_requested || due.is_some_and(|d| d <= now) {
+                inbox.progress_requested = false;
+                inbox.last_sent = now;
+                return Ok(Some(WatchResponse::Progress { revision: released }));
+            }
+            let deadline = match (wait, due) {
+                (Wait::Never, _) => {
+                    if let Some(cx) = cx.take() {
+                        inbox.waker = Some(cx.waker().clone());
+                    }
+                    return Ok(None);
+                }
+                (Wait::Forever, d) => d,
+                (Wait::Until(t), d) => {
+                    if now >= t {
+                        return Ok(None);
+                    }
+                    Some(d.map_or(t, |d| d.min(t)))
+                }
+            };
+            match deadline {
+                None => self.shared.ready.wait(&mut inbox),
+                Some(d) => {
+                    self.shared.ready.wait_until(&mut inbox, d);
+                }
+            }
+        }
+    }
+
+    /// One catch-up step for an unsynced watcher (invariants 4 and 5): reads some of what it
+    /// missed into its inbox, rejoins the synced set once nothing is missing, or ends it.
+    fn catch_up(&self) -> Result<()> {
+        let inner = &self.store.inner;
+        let (next, durable) = {
+            let hub = inner.watch.hub.lock();
+            let entry = hub
+                .watchers
+                .get(&self.id)
+                .expect("a live watcher is registered");
+            (entry.next, hub.durable)
+        };
+        let (tx, compacted) = {
+            let state = inner.state.read();
+            (inner.db.begin_read()?, state.compacted)
+        };
+        if next <= compacted {
+            self.store.inner.watch.hub.lock().watchers.remove(&self.id);
+            let mut inbox = self.shared.inbox.lock();
+            inbox.compacted = Some(compacted);
+            return Ok(());
+        }
+        // Read whole revisions from `next` up to `durable`, about one buffer's worth.
+        let mut batches: Vec<(i64, Vec<Arc<RawEvent>>)> = Vec::new();
+        let mut read_to = durable;
+        if next <= durable {
+            let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
+            let from = Revision { main: next, sub: 0 }.encode(false);
+            let to = Revision {
+                main: durable + 1,
+                sub: 0,
+            }
+            .encode(false);
+            let mut count = 0;
+            for entry in tree.range(from.as_slice()..to.as_slice())? {
+                let (k, v) = entry?;
+                let (rev, tombstone) = Revision::decode(k)?;
+                let current = batches.last().map(|(r, _)| *r);
+                if current != Some(rev.main) && count >= self.shared.buffer {
+                    read_to = rev.main - 1;
+                    break;
+                }
+                let kv = KeyValue::decode(v, false)?;
+                let event = if tombstone {
+                    RawEvent::delete(kv.key, rev.main)
+                } else {
+                    RawEvent::put(kv)
+                };
+                if !self.shared.wants(&event) {
+                    continue;
+                }
+                count += 1;
+                if current != Some(rev.main) {
+                    batches.push((rev.main, Vec::new()));
+                }
+                batches
+                    .last_mut()
+                    .expect("pushed above")
+                    .1
+                    .push(Arc::new(event));
+            }
+        }
+        let mut hub = inner.watch.hub.lock();
+        let durable_now = hub.durable;
+        let entry = hub
+            .watchers
+            .get_mut(&self.id)
+            .expect("a live watcher is registered");
+        entry.next = entry.next.max(read_to + 1);
+        let mut inbox = self.shared.inbox.lock();
+        for (revision, events) in batches {
+            inbox.events += events.len();
+            inbox.batches.push_back((revision, events.into()));
+        }
+        if entry.next > durable_now {
+            self.shared.synced.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Turns buffered batches into one response, adding previous records if asked.
+    fn events(&self, batches: Vec<(i64, Events)>) -> Result<WatchResponse> {
+        let revision = batches.last().map_or(0, |(r, _)| *r);
+        let mut events = Vec::with_capacity(batches.iter().map(|(_, e)| e.len()).sum());
+        for (rev, raw) in batches {
+            for e in raw.iter() {
+                let prev_kv = if self.prev_kv {
+                    self.previous(&e.kv.key, rev)?
+                } else {
+                    None
+                };
+                events.push(Event {
+                    kind: e.kind,
+                    kv: e.kv.clone(),
+                    prev_kv,
+                });
+            }
+        }
+        Ok(WatchResponse::Events { revision, events })
+    }
+
+    /// `key` as it was just before revision `rev`, if it existed and is not compacted away.
+    fn previous(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        match self
+            .store
+            .range(KeyRange::key(key), RangeOptions::at(rev - 1))
+        {
+            Ok(r) => Ok(r.kvs.into_iter().next()),
+            Err(Error::Compacted { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.store.inner.watch.hub.lock().watchers.remove(&self.id);
+    }
+}
