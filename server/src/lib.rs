@@ -9,6 +9,8 @@
 //!   DeleteRange, Txn, Compact ([`kv`]);
 //! - Maintenance: Status, Defragment (folio's online defrag), Hash, HashKV, Snapshot, Alarm with
 //!   the space quota's NOSPACE alarm ([`maintenance`]);
+//! - Watch: the bidirectional stream with create (start revision, prev_kv, filters, progress
+//!   notify), cancel and progress requests ([`watch`]);
 //! - Lease: Grant, Revoke, the KeepAlive stream, TimeToLive, Leases, and expiry ([`lease`]);
 //! - Cluster: MemberList for the one member ([`cluster`]).
 //!
@@ -35,6 +37,7 @@ pub mod maintenance;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 pub use config::Config;
 pub use server::{Running, start};

@@ -29,7 +29,9 @@ use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::state::{Settings, Shared};
+use crate::watch::WatchService;
 
 /// How long a shutdown waits for requests and streams in flight before it cuts them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -166,6 +168,10 @@ pub async fn start(config: Config) -> Result<Running, String> {
             )
             .add_service(
                 LeaseServer::new(LeaseService::new(shared.clone()))
+                    .max_decoding_message_size(decode_max),
+            )
+            .add_service(
+                WatchServer::new(WatchService::new(shared.clone()))
                     .max_decoding_message_size(decode_max),
             );
         let mut until = stopped.clone();

@@ -78,10 +78,9 @@ async fn forward(shared: Shared, id: i64, watcher: folio::Watcher, out: Out) {
                 },
                 false,
             ),
-            Ok(folio::WatchResponse::Compacted { compact_revision }) => (
-                compacted(&shared, id, compact_revision),
-                true,
-            ),
+            Ok(folio::WatchResponse::Compacted { compact_revision }) => {
+                (compacted(&shared, id, compact_revision), true)
+            }
             Err(e) => (
                 WatchResponse {
                     header: shared.header_now(),
@@ -168,7 +167,8 @@ impl Session {
         }
         match watched {
             Ok(watcher) => {
-                let task = tokio::spawn(forward(self.shared.clone(), id, watcher, self.out.clone()));
+                let task =
+                    tokio::spawn(forward(self.shared.clone(), id, watcher, self.out.clone()));
                 self.watchers.insert(id, task);
                 self.next_id = self.next_id.max(id + 1);
                 true
