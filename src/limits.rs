@@ -6,6 +6,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Page size used when none is given.
 pub const PAGE_SIZE_DEFAULT: u32 = 4096;
+/// Permission bits of a new database file when none are given: owner read and write only, as
+/// etcd's backend, because a store may hold secrets.
+pub const FILE_MODE_DEFAULT: u32 = 0o600;
 /// Smallest page size (small pages make deep trees; tests use them).
 pub const PAGE_SIZE_MIN: u32 = 512;
 /// Largest page size. In-page offsets are `u16`, so a page must be addressable by one.

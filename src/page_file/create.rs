@@ -43,18 +43,20 @@ const ATTEMPTS: usize = 16;
 /// (or anyone) put a file at `path` first: the caller then opens that one.
 pub(crate) fn create(
     path: &Path,
+    mode: u32,
     init: impl Fn(&FileStorage) -> Result<()>,
 ) -> Result<Option<FileStorage>> {
     remove_stale(path, false);
     for _ in 0..ATTEMPTS {
         let tmp = unique_name(path);
         // 1. A name of our own, locked, and still ours once locked.
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        // Created with no bits for others at all, then given exactly `mode` (the umask would
+        // otherwise decide what a caller asked for).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode & 0o700);
+        let file = match options.open(&tmp) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io_at(path, "cannot create the database")(e)),
@@ -70,6 +72,9 @@ pub(crate) fn create(
             // A cleaner removed the name between our create and our lock.
             Ok(false) | Err(_) => continue,
         }
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(io_at(path, "cannot set the new database's permissions"))?;
         let storage = FileStorage::from_locked(file, tmp.clone());
         let linked = (|| -> Result<bool> {
             // 2. Whole and durable before any path names it.
@@ -172,6 +177,30 @@ mod tests {
         v
     }
 
+    /// A new database was created 0644 under the usual umask, world-readable although a store
+    /// may hold secrets; it is now created 0600 unless the builder asks for another mode.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_file_has_the_builders_mode_0600_by_default() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let default = dir.path().join("default.folio");
+        drop(crate::Db::open(&default).unwrap());
+        assert_eq!(mode(&default), 0o600);
+        let group = dir.path().join("group.folio");
+        drop(crate::Db::builder().file_mode(0o640).open(&group).unwrap());
+        assert_eq!(mode(&group), 0o640);
+        // An existing file keeps its mode, whatever the builder says.
+        drop(
+            crate::Db::builder()
+                .file_mode(0o644)
+                .open(&default)
+                .unwrap(),
+        );
+        assert_eq!(mode(&default), 0o600);
+    }
+
     /// A crashed creator's temporary name (unlocked) is removed by the next creation; a live
     /// creator's (locked) is left alone.
     #[test]
@@ -187,7 +216,7 @@ mod tests {
         let other = dir.path().join("other.folio.creating.1-0-0");
         std::fs::write(&other, b"").unwrap();
 
-        let made = create(&path, |s| s.set_len(4096)).unwrap();
+        let made = create(&path, 0o600, |s| s.set_len(4096)).unwrap();
         assert!(made.is_some());
         assert_eq!(
             names(dir.path()),
@@ -213,7 +242,7 @@ mod tests {
     fn a_stale_temporary_linked_to_the_database_is_removed_by_its_lock_holder() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.folio");
-        let db = create(&path, |s| s.set_len(4096)).unwrap().unwrap();
+        let db = create(&path, 0o600, |s| s.set_len(4096)).unwrap().unwrap();
         let tmp = dir.path().join("db.folio.creating.9-0-0");
         std::fs::hard_link(&path, &tmp).unwrap();
         // Locked by `db`: someone without the lock leaves it.
@@ -231,7 +260,7 @@ mod tests {
     fn a_creator_that_loses_the_link_returns_none_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.folio");
-        let made = create(&path, |_| {
+        let made = create(&path, 0o600, |_| {
             std::fs::write(&path, b"someone else's").unwrap();
             Ok(())
         })

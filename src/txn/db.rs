@@ -36,7 +36,9 @@ use parking_lot::Mutex;
 
 use crate::btree::source::{Pages, Verify};
 use crate::error::{Error, Result};
-use crate::limits::{INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
+use crate::limits::{
+    FILE_MODE_DEFAULT, INITIAL_PAGES_MIN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN,
+};
 use crate::page_file::create;
 use crate::page_file::freelist::FreeList;
 use crate::page_file::meta::{self, Meta};
@@ -212,6 +214,7 @@ pub struct Builder {
     initial_size: u64,
     read_only: bool,
     lock_timeout: Duration,
+    file_mode: u32,
     options: Options,
 }
 
@@ -222,6 +225,7 @@ impl Default for Builder {
             initial_size: 0,
             read_only: false,
             lock_timeout: Duration::ZERO,
+            file_mode: FILE_MODE_DEFAULT,
             options: Options {
                 durability: Durability::Immediate,
                 max_size: None,
@@ -315,6 +319,14 @@ impl Builder {
         self
     }
 
+    /// The permission bits a new database file is created with, exactly (the umask does not
+    /// narrow them): `0o600` when not set, as etcd's backend, because a store may hold secrets.
+    /// An existing file keeps its mode, and a defrag's new file takes the old one's.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode;
+        self
+    }
+
     fn open_mode(&self) -> OpenMode {
         OpenMode {
             read_only: self.read_only,
@@ -382,8 +394,9 @@ impl Builder {
                 Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                 opened => return opened,
             }
-            let made =
-                create::create(path, |s| format(s, self.page_size_new(), self.initial_size))?;
+            let made = create::create(path, self.file_mode, |s| {
+                format(s, self.page_size_new(), self.initial_size)
+            })?;
             if let Some(storage) = made {
                 return Ok(storage);
             }

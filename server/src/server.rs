@@ -1,0 +1,270 @@
+//! Starting and stopping the server: the data directory, the store, the listeners, the services
+//! and the background work, and a shutdown that loses nothing acknowledged.
+//!
+//! Shutdown, one step each (see [`Running::stop`]):
+//! 1. stop accepting connections and let requests in flight finish (bounded by
+//!    [`DRAIN_TIMEOUT`], after which open streams are cut);
+//! 2. stop the automatic compaction and defrag, waiting for one that is running;
+//! 3. sync the database. Every write a client saw acknowledged was synced before its answer
+//!    (group commit), so this is belt and braces, not a requirement.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use folio::{Db, Durability, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::auto::{self, AutoDefrag};
+use crate::cluster::ClusterService;
+use crate::config::{Config, GRPC_OVERHEAD_BYTES};
+use crate::kv::KvService;
+use crate::lease::LeaseService;
+use crate::maintenance::{MaintenanceService, SNAPSHOT_PREFIX};
+use crate::pb::etcdserverpb::cluster_server::ClusterServer;
+use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
+use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::state::{Settings, Shared};
+use crate::watch::WatchService;
+
+/// How long a shutdown waits for requests and streams in flight before it cuts them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name of the database file in the data directory.
+pub const DB_FILE: &str = "kv.folio";
+
+/// A running server.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    shared: Shared,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// A listen URL's scheme and address: `http://host:port` or `https://host:port`.
+fn parse_url(url: &str) -> Result<(bool, String), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!(
+            "listen URL {url:?} must start with http:// or https://"
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || !host.contains(':') {
+        return Err(format!("listen URL {url:?} must name a host and a port"));
+    }
+    Ok((tls, host.to_string()))
+}
+
+/// Creates the data directory 0700 (or warns when an existing one is open to others).
+fn data_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.exists() {
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            crate::warn!(
+                "data directory {} has permissions {:o}; 700 keeps other users out of it",
+                dir.display(),
+                mode & 0o777
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
+}
+
+/// Removes snapshot files a crashed server left in the data directory.
+fn remove_stale_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(SNAPSHOT_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Starts a server as `config` says: opens (or creates) the store in the data directory,
+/// listens on every client URL, and starts the automatic compaction and defrag.
+pub async fn start(config: Config) -> Result<Running, String> {
+    let dir = config.data_dir();
+    data_dir(&dir)?;
+    remove_stale_snapshots(&dir);
+    let compaction = config.auto_compaction()?;
+    let tls = crate::tls::server_config(&config)?;
+    let db_path: PathBuf = dir.join(DB_FILE);
+    let store = {
+        let path = db_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let builder = Db::builder().durability(Durability::Group).file_mode(0o600);
+            Store::open_with(&path, &builder)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the store at {}: {e}", db_path.display()))?
+    };
+    let shared = Shared::new(
+        store,
+        db_path.clone(),
+        Settings {
+            name: config.name.clone(),
+            data_dir: dir.clone(),
+            client_urls: config.advertise_client_urls.clone(),
+            max_request_bytes: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+            quota_bytes: config.quota_bytes(),
+        },
+    );
+    let (stop, stopped) = watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    let decode_max = config.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+    for url in &config.listen_client_urls {
+        let (secure, host) = parse_url(url)?;
+        let listener = TcpListener::bind(&host)
+            .await
+            .map_err(|e| format!("cannot listen on {url}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut builder = Server::builder()
+            .tcp_nodelay(true)
+            // etcd's defaults: a ping after 2 h idle, 20 s to answer it.
+            .http2_keepalive_interval(Some(Duration::from_secs(7200)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        if secure {
+            let tls = tls.clone().ok_or_else(|| {
+                format!("{url} is https but no --cert-file and --key-file were given")
+            })?;
+            builder = builder.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        let router = builder
+            .add_service(
+                KvServer::new(KvService::new(shared.clone())).max_decoding_message_size(decode_max),
+            )
+            .add_service(
+                MaintenanceServer::new(MaintenanceService::new(shared.clone()))
+                    .max_decoding_message_size(decode_max),
+            )
+            .add_service(
+                ClusterServer::new(ClusterService::new(shared.clone()))
+                    .max_decoding_message_size(decode_max),
+            )
+            .add_service(
+                LeaseServer::new(LeaseService::new(shared.clone()))
+                    .max_decoding_message_size(decode_max),
+            )
+            .add_service(
+                WatchServer::new(WatchService::new(shared.clone()))
+                    .max_decoding_message_size(decode_max),
+            );
+        let mut until = stopped.clone();
+        let serve =
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = until.wait_for(|s| *s).await;
+            });
+        let at = url.clone();
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                crate::error!("serving {at} failed: {e}");
+            }
+        }));
+        crate::info!("serving client requests on {url} ({addr})");
+        addrs.push(addr);
+    }
+    let background = vec![
+        tokio::spawn(crate::lease::expirer(shared.clone(), stopped.clone())),
+        tokio::spawn(auto::compactor(
+            shared.clone(),
+            compaction,
+            Duration::from_secs(config.revision_compaction_check_secs.max(1)),
+            stopped.clone(),
+        )),
+        tokio::spawn(auto::defragger(
+            shared.clone(),
+            AutoDefrag {
+                threshold: config.auto_defrag_threshold,
+                min_bytes: config.auto_defrag_min_bytes,
+                every: Duration::from_secs(config.auto_defrag_check_secs.max(1)),
+            },
+            stopped,
+        )),
+    ];
+    crate::info!(
+        "folio-server {} started: member {:x} ({}), data {} at revision {} (compacted {}), quota {} bytes, max request {} bytes, max txn ops {}, auto compaction {:?}, auto defrag at {:.0}% reclaimable",
+        env!("CARGO_PKG_VERSION"),
+        shared.member_id(),
+        shared.name(),
+        db_path.display(),
+        shared.store().current_revision(),
+        shared.store().compacted_revision(),
+        shared.quota_bytes(),
+        config.max_request_bytes,
+        config.max_txn_ops,
+        compaction,
+        config.auto_defrag_threshold * 100.0
+    );
+    Ok(Running {
+        addrs,
+        shared,
+        stop,
+        servers,
+        background,
+    })
+}
+
+impl Running {
+    /// The addresses the server listens on, one per listen URL (the port chosen when it was 0).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The state the services share (the store among it).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Stops the server (see the module docs for the steps).
+    pub async fn stop(self) {
+        crate::info!("shutting down: no new connections; finishing requests in flight");
+        let _ = self.stop.send(true);
+        // 1. Drain.
+        for mut s in self.servers {
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut s).await.is_err() {
+                crate::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing them");
+                s.abort();
+            }
+        }
+        // 2. Background work.
+        for b in self.background {
+            let _ = b.await;
+        }
+        // 3. Sync.
+        let shared = self.shared.clone();
+        let synced = tokio::task::spawn_blocking(move || shared.store().db().sync()).await;
+        match synced {
+            Ok(Ok(())) => crate::info!(
+                "stopped at revision {}",
+                self.shared.store().current_revision()
+            ),
+            Ok(Err(e)) => crate::error!("the final sync failed: {e}"),
+            Err(e) => crate::error!("the final sync failed: {e}"),
+        }
+    }
+}
