@@ -24,6 +24,8 @@ struct StoreWrite<'s> {
     sub: i64,
     /// Keys whose index entries this write changed, to unwind on failure.
     touched: Vec<Vec<u8>>,
+    /// Whether to commit even if no store key changed (an entry of [`TxnBuilder::also_put`]).
+    forced: bool,
 }
 
 impl<'s> StoreWrite<'s> {
@@ -208,10 +210,15 @@ impl Store {
             base,
             sub: 0,
             touched: Vec::new(),
+            forced: false,
         };
         let result = f(&mut w);
         let StoreWrite {
-            tx, sub, touched, ..
+            tx,
+            sub,
+            touched,
+            forced,
+            ..
         } = w;
         match result {
             Err(e) => {
@@ -219,17 +226,18 @@ impl Store {
                 unwind_index(inner, base, &touched);
                 Err(e)
             }
-            Ok(r) if sub == 0 => Ok((r, base)),
+            Ok(r) if sub == 0 && !forced => Ok((r, base)),
             Ok(r) => match tx.commit_visible() {
                 Err(e) => {
                     unwind_index(inner, base, &touched);
                     Err(e)
                 }
                 Ok(visible) => {
-                    inner.state.write().current = base + 1;
+                    let revision = if sub == 0 { base } else { base + 1 };
+                    inner.state.write().current = revision;
                     drop(guard);
                     visible.wait()?;
-                    Ok((r, base + 1))
+                    Ok((r, revision))
                 }
             },
         }
@@ -269,6 +277,7 @@ impl Store {
             compares: Vec::new(),
             then: Vec::new(),
             otherwise: Vec::new(),
+            also: Vec::new(),
         }
     }
 }
@@ -295,6 +304,8 @@ pub struct TxnBuilder<'s> {
     compares: Vec<Compare>,
     then: Vec<Op>,
     otherwise: Vec<Op>,
+    /// Entries of other trees of the database, committed with the transaction.
+    also: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 impl TxnBuilder<'_> {
@@ -316,6 +327,18 @@ impl TxnBuilder<'_> {
         self
     }
 
+    /// Also puts `value` under `key` in the database tree `tree` (made if missing), in the same
+    /// database commit as the transaction's writes, whichever branch runs; the transaction then
+    /// commits even if it changes no store key (its revision stays as it was). This is how a
+    /// replica records the last log entry it applied with the entry's writes, so a crash can
+    /// neither apply it twice nor skip it. `tree` must not be one of the store's own
+    /// (`mvcc.*`): such a transaction fails with [`Error::InvalidOption`] and changes nothing.
+    pub fn also_put(mut self, tree: &[u8], key: &[u8], value: &[u8]) -> Self {
+        self.also
+            .push((tree.to_vec(), key.to_vec(), value.to_vec()));
+        self
+    }
+
     /// Runs the transaction atomically. All its writes share one new main revision; a
     /// transaction that writes nothing leaves the revision as it was.
     ///
@@ -328,7 +351,14 @@ impl TxnBuilder<'_> {
             compares,
             then,
             otherwise,
+            also,
         } = self;
+        if let Some((tree, ..)) = also.iter().find(|(t, ..)| t.starts_with(b"mvcc.")) {
+            return Err(Error::InvalidOption(format!(
+                "`also_put` into the store's own tree `{}`",
+                tree.escape_ascii()
+            )));
+        }
         check_duplicates(&then)?;
         check_duplicates(&otherwise)?;
         let ((succeeded, mut responses), revision) = store.write(|w| {
@@ -353,6 +383,10 @@ impl TxnBuilder<'_> {
                     }
                     Op::Range { range, options } => OpResponse::Range(w.range(range, options)?),
                 });
+            }
+            for (tree, key, value) in &also {
+                w.tx.open_tree(tree)?.put(key, value)?;
+                w.forced = true;
             }
             Ok((succeeded, responses))
         })?;
