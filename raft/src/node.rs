@@ -23,6 +23,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::InstallSnapshotRequest;
 use openraft::{ServerState, SnapshotPolicy};
 use tokio::task::JoinHandle;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
 use crate::command::{Command, Kv, Response, key_range};
 use crate::log_store::LogStore;
@@ -150,7 +151,49 @@ pub struct Node {
     write_timeout: Duration,
     /// Counts snapshot chunks received (see [`Node::snapshot_chunks_received`]).
     chunks: Arc<AtomicU64>,
-    server: Mutex<Option<JoinHandle<()>>>,
+    server: Mutex<Option<Listening>>,
+}
+
+/// The member's service: its accept loop, its server, and a handle on every connection it
+/// accepted, so that stopping it closes them (as a crash would) rather than leaving peers
+/// talking to a stopped member.
+struct Listening {
+    accept: JoinHandle<()>,
+    server: JoinHandle<()>,
+    connections: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Listening {
+    fn stop(self) {
+        self.accept.abort();
+        self.server.abort();
+        for c in self.connections.lock().expect("connections lock").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Accepts peers' connections, keeping a second handle on each to close it at shutdown.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    accepted: tokio::sync::mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
+    connections: Arc<Mutex<Vec<std::net::TcpStream>>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let registered = stream.into_std().and_then(|s| {
+            let handle = s.try_clone()?;
+            connections.lock().expect("connections lock").push(handle);
+            tokio::net::TcpStream::from_std(s)
+        });
+        if accepted.send(registered).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -230,8 +273,6 @@ impl Node {
             .await
             .map_err(folio::Error::from)?;
         let addr = listener.local_addr().map_err(folio::Error::from)?;
-        let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
         let chunks = Arc::new(AtomicU64::new(0));
         let service = RaftServer::new(Service {
             raft: raft.clone(),
@@ -239,10 +280,13 @@ impl Node {
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accepted, incoming) = tokio::sync::mpsc::channel(16);
+        let accept = tokio::spawn(accept(listener, accepted, connections.clone()));
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(incoming)
+                .serve_with_incoming(ReceiverStream::new(incoming))
                 .await;
         });
         Ok(Node {
@@ -252,7 +296,11 @@ impl Node {
             sm,
             write_timeout: config.write_timeout,
             chunks,
-            server: Mutex::new(Some(server)),
+            server: Mutex::new(Some(Listening {
+                accept,
+                server,
+                connections,
+            })),
         })
     }
 
@@ -408,8 +456,7 @@ impl Node {
         let server = self.server.lock().expect("server lock").take();
         if let Some(server) = server {
             // Not a graceful stop: peers keep their connections open, and it would wait for them.
-            server.abort();
-            let _ = server.await;
+            server.stop();
         }
         stopped
     }
@@ -418,7 +465,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(server) = self.server.get_mut().expect("server lock").take() {
-            server.abort();
+            server.stop();
             let raft = self.raft.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {

@@ -24,8 +24,8 @@ fn put(key: &[u8], value: &[u8]) -> Command {
     }
 }
 
-/// Writes `count` keys of its own through `node`, recording each acknowledged one, and stops at
-/// the first failure (its member was killed).
+/// Writes `count` keys of its own through `node`, recording each acknowledged one. A write that
+/// fails (its member was killed, or its outcome is unknown) is not acknowledged.
 async fn writer(node: Arc<Node>, prefix: String, count: usize, acked: Acked) {
     for i in 0..count {
         let key = format!("{prefix}/{i:04}").into_bytes();
@@ -35,7 +35,7 @@ async fn writer(node: Arc<Node>, prefix: String, count: usize, acked: Acked) {
                 assert!(r.error.is_none(), "{r:?}");
                 acked.lock().unwrap().insert(key, (value, r.revision));
             }
-            Err(_) => return,
+            Err(e) => println!("{prefix}/{i:04}: {e}"),
         }
     }
 }

@@ -103,10 +103,13 @@ impl Cluster {
             if behind.is_empty() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "members {behind:?} did not apply up to {target} in 20 s"
-            );
+            if Instant::now() >= deadline {
+                for id in self.running() {
+                    let m = self.node(id).raft().metrics().borrow().clone();
+                    println!("member {id}: {m:?}");
+                }
+                panic!("members {behind:?} did not apply up to {target} in 20 s");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
