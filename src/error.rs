@@ -178,6 +178,30 @@ pub enum Error {
         key: Vec<u8>,
     },
 
+    /// A put or a lease call named a lease the store does not hold: never granted, revoked, or
+    /// expired. A put that fails this way changes nothing.
+    #[error("requested lease not found: lease {id} does not exist (grant it first)")]
+    LeaseNotFound {
+        /// The lease asked for.
+        id: i64,
+    },
+
+    /// A grant asked for a lease id already in use.
+    #[error("lease already exists: lease {id} is in use (grant with id 0 to have one chosen)")]
+    LeaseExists {
+        /// The id asked for.
+        id: i64,
+    },
+
+    /// A grant asked for a TTL out of range.
+    #[error("lease TTL {ttl} is out of range: a lease lives 1 to {max} seconds")]
+    LeaseTtl {
+        /// The TTL asked for, in seconds.
+        ttl: i64,
+        /// The longest TTL, [`crate::limits::LEASE_TTL_MAX`].
+        max: i64,
+    },
+
     /// The database's MVCC trees are not a well-formed store: one of the store's trees is missing
     /// or holds bytes a store never writes. The pages passed their checks, so the bytes were
     /// written this way, by something other than [`crate::Store`] or by a bug.

@@ -51,6 +51,53 @@
 //! is made only in a new file or a database with no trees: one that holds other trees is refused
 //! with [`Error::NotAStore`].
 //!
+//! ## Leases and etcd's range options
+//!
+//! A lease is etcd's: keys put with it are deleted, in one revision, when it is revoked or when
+//! its TTL runs out without a keep-alive. Time comes from the store's [`Clock`]
+//! ([`StoreOptions::clock`], the real monotonic clock by default), and the application calls
+//! [`Store::expire_leases`] now and then (etcd checks every 500 ms); tests move a
+//! [`ManualClock`] instead of sleeping.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::{sync::Arc, time::Duration};
+//! use folio::{Compare, Db, Error, ManualClock, Op, PutOptions, RangeOptions, SortOrder, SortTarget, Store, StoreOptions};
+//!
+//! let clock = Arc::new(ManualClock::new());
+//! let options = StoreOptions { clock: clock.clone(), ..StoreOptions::default() };
+//! let store = Store::with_db_options(Db::open(dir.path().join("kv.folio"))?, options)?;
+//!
+//! let lease = store.lease_grant(0, 10)?.id; // 0: the store chooses the id; a 10 s TTL
+//! store.put_with(b"/services/web/1", b"10.0.0.1", PutOptions { lease, ..PutOptions::default() })?;
+//! store.txn().then([Op::put_with_lease(b"/services/web/2", b"10.0.0.2", lease)]).commit()?;
+//! assert!(store.txn().when([Compare::lease(b"/services/web/").prefix().eq(lease)]).commit()?.succeeded);
+//!
+//! clock.advance(Duration::from_secs(6));
+//! assert_eq!(store.lease_keep_alive(lease)?, 10); // 10 s from now again
+//! clock.advance(Duration::from_secs(10));
+//! assert_eq!(store.expire_leases()?, [lease]); // both keys deleted in one revision
+//! assert_eq!(store.range(b"/services/".as_slice().., RangeOptions::current())?.count, 0);
+//!
+//! // The errors a user can meet:
+//! assert!(matches!(store.lease_keep_alive(lease), Err(Error::LeaseNotFound { .. })));
+//! let put = store.put_with(b"k", b"v", PutOptions { lease, ..PutOptions::default() });
+//! assert!(matches!(put, Err(Error::LeaseNotFound { .. }))); // and nothing changed
+//! store.lease_grant(7, 60)?;
+//! assert!(matches!(store.lease_grant(7, 60), Err(Error::LeaseExists { id: 7 })));
+//! assert!(matches!(store.lease_grant(0, 0), Err(Error::LeaseTtl { .. })));
+//!
+//! // etcd's range options: sort, then limit; revision filters; a streaming range.
+//! let newest = store.range(.., RangeOptions::current().sort(SortOrder::Descend, SortTarget::Mod).limit(1))?;
+//! let all: Vec<_> = store.range_stream(.., RangeOptions::current())?.collect::<Result<_, _>>()?;
+//! assert_eq!(newest.kvs.len(), all.len().min(1));
+//! # Ok::<(), folio::Error>(())
+//! ```
+//!
+//! A reopened store keeps its leases and their keys and gives each its full TTL again, as etcd
+//! does. [`Store::lease_revoke`] revokes at once; [`Store::lease_time_to_live`] and
+//! [`Store::leases`] report.
+//!
 //! ## Defrag
 //!
 //! Deletes and compaction leave free pages all through the file; the file never shrinks by
@@ -166,9 +213,10 @@ pub use inspect::{
 };
 pub use mvcc::Compaction;
 pub use mvcc::{
-    Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue, Op,
-    OpResponse, PutOptions, PutResponse, RangeOptions, RangeResponse, Revision, Store,
-    StoreOptions, TxnBuilder, TxnResponse,
+    Clock, Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue,
+    LeaseGrant, LeaseStatus, ManualClock, MonotonicClock, Op, OpResponse, PutOptions, PutResponse,
+    RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
+    TxnBuilder, TxnResponse,
 };
 pub use page_file::PageKind;
 

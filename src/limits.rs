@@ -103,6 +103,15 @@ pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
 /// answers as it did before the compaction (etcd's `hashStorageMaxSize`).
 pub const COMPACTION_HASHES_KEPT: usize = 10;
 
+/// Keys of the key index a streaming range ([`crate::Store::range_stream`]) reads under one hold
+/// of the index lock.
+pub const RANGE_STREAM_INDEX_CHUNK: usize = 1024;
+/// Records a streaming range reads from the key tree at a time: what it holds in memory.
+pub const RANGE_STREAM_LOAD_BATCH: usize = 128;
+const _: () = assert!(RANGE_STREAM_LOAD_BATCH > 0 && RANGE_STREAM_INDEX_CHUNK > 0);
+/// The longest lease TTL in seconds, etcd's `MaxLeaseTTL`.
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+
 /// Bytes of a store record before its key and value: key length `u32`, create revision, mod
 /// revision, version and lease (`i64` each).
 pub const STORE_RECORD_FIXED_LEN: usize = 4 + 4 * 8;

@@ -20,6 +20,8 @@ use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::KeyIndex;
+use crate::mvcc::lease::Lessor;
+use crate::mvcc::range::plan_range;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
 use crate::txn::{Db, Durability};
@@ -48,6 +50,8 @@ pub(crate) struct StoreInner {
     pub writer: Mutex<()>,
     /// Held for a whole compaction, so two never interleave.
     pub compaction: Mutex<()>,
+    /// The leases; see `lease.rs` for the lock order.
+    pub lessor: Mutex<Lessor>,
     pub options: StoreOptions,
 }
 
@@ -172,12 +176,14 @@ impl Store {
             state.current = state.current.max(scheduled);
             (state, scheduled)
         };
+        let lessor = Lessor::open(&db.begin_read()?, options.clock.now())?;
         let store = Store {
             inner: Arc::new(StoreInner {
                 db,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
                 compaction: Mutex::new(()),
+                lessor: Mutex::new(lessor),
                 options,
             }),
         };
@@ -225,21 +231,21 @@ impl Store {
         let range = range.into();
         let state = self.inner.state.read();
         let at = read_revision(options.revision, state.current, state.compacted)?;
-        let (revs, count) = plan_range(&state.index, &range, at, &options);
+        let plan = plan_range(&state.index, &range, at, &options);
         // Taken under the lock, the snapshot holds every revision up to `current`.
         let tx = self.inner.db.begin_read()?;
         let current = state.current;
         drop(state);
-        let kvs = if options.count_only {
+        let kvs = if plan.revs.is_empty() {
             Vec::new()
         } else {
             let tree = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
-            load(&tree, &revs, options.keys_only)?
+            plan.finish(load(&tree, &plan.revs, plan.keys_only())?)
         };
         Ok(RangeResponse {
-            more: more(&options, count),
+            more: plan.more,
             kvs,
-            count,
+            count: plan.count,
             revision: current,
         })
     }
@@ -330,34 +336,6 @@ pub(crate) fn read_revision(requested: i64, current: i64, compacted: i64) -> Res
         });
     }
     Ok(at)
-}
-
-/// Whether a limit left keys out. Like etcd, a count-only read never reports more.
-pub(crate) fn more(options: &RangeOptions, count: u64) -> bool {
-    !options.count_only && options.limit > 0 && count > options.limit as u64
-}
-
-/// The revisions a range read returns (up to the limit) and how many keys it holds at `at`.
-pub(crate) fn plan_range(
-    index: &BTreeMap<Vec<u8>, KeyIndex>,
-    range: &KeyRange,
-    at: i64,
-    options: &RangeOptions,
-) -> (Vec<Revision>, u64) {
-    let Some(bounds) = range.as_bounds() else {
-        return (Vec::new(), 0);
-    };
-    let mut revs = Vec::new();
-    let mut count = 0;
-    for (_, ki) in index.range::<[u8], _>(bounds) {
-        if let Some(v) = ki.get(at) {
-            count += 1;
-            if !options.count_only && (options.limit == 0 || revs.len() < options.limit) {
-                revs.push(v.modified);
-            }
-        }
-    }
-    (revs, count)
 }
 
 /// Reads the records of `revs` from the key tree.

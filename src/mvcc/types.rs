@@ -117,6 +117,35 @@ impl From<std::ops::RangeFull> for KeyRange {
     }
 }
 
+/// The order of a range's keys, as etcd's `RangeRequest.SortOrder`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Key order; with a sort target other than [`SortTarget::Key`], ascending by that target
+    /// (as etcd).
+    #[default]
+    None,
+    /// Ascending by the sort target; keys with equal targets in key order.
+    Ascend,
+    /// Descending by the sort target: exactly the reverse of [`SortOrder::Ascend`].
+    Descend,
+}
+
+/// What a range is sorted by, as etcd's `RangeRequest.SortTarget`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
 /// How to read a range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeOptions {
@@ -124,6 +153,12 @@ pub struct RangeOptions {
     pub(crate) limit: usize,
     pub(crate) count_only: bool,
     pub(crate) keys_only: bool,
+    pub(crate) sort_order: SortOrder,
+    pub(crate) sort_target: SortTarget,
+    pub(crate) min_mod_revision: i64,
+    pub(crate) max_mod_revision: i64,
+    pub(crate) min_create_revision: i64,
+    pub(crate) max_create_revision: i64,
 }
 
 impl RangeOptions {
@@ -157,6 +192,40 @@ impl RangeOptions {
         self.keys_only = true;
         self
     }
+
+    /// Sort the keys returned, as etcd: all the keys of the range (that pass the revision
+    /// filters) are sorted, then the limit is applied. A target other than the key with
+    /// [`SortOrder::None`] sorts ascending.
+    pub fn sort(mut self, order: SortOrder, target: SortTarget) -> RangeOptions {
+        self.sort_order = order;
+        self.sort_target = target;
+        self
+    }
+
+    /// Return only keys last modified at or after `rev` (0: no bound). Like the other revision
+    /// filters, it applies before the limit and leaves `count` as it is (as etcd).
+    pub fn min_mod_revision(mut self, rev: i64) -> RangeOptions {
+        self.min_mod_revision = rev;
+        self
+    }
+
+    /// Return only keys last modified at or before `rev` (0: no bound).
+    pub fn max_mod_revision(mut self, rev: i64) -> RangeOptions {
+        self.max_mod_revision = rev;
+        self
+    }
+
+    /// Return only keys created at or after `rev` (0: no bound).
+    pub fn min_create_revision(mut self, rev: i64) -> RangeOptions {
+        self.min_create_revision = rev;
+        self
+    }
+
+    /// Return only keys created at or before `rev` (0: no bound).
+    pub fn max_create_revision(mut self, rev: i64) -> RangeOptions {
+        self.max_create_revision = rev;
+        self
+    }
 }
 
 /// The answer to a range read.
@@ -164,9 +233,10 @@ impl RangeOptions {
 pub struct RangeResponse {
     /// The keys, in key order (none with `count_only`).
     pub kvs: Vec<KeyValue>,
-    /// How many keys the range holds at that revision, regardless of the limit.
+    /// How many keys the range holds at that revision, regardless of the limit and of the
+    /// revision filters (as etcd).
     pub count: u64,
-    /// Whether the limit left keys out.
+    /// Whether the limit left keys out (keys the revision filters passed).
     pub more: bool,
     /// The store's current revision when the read was made.
     pub revision: i64,
@@ -216,20 +286,44 @@ pub struct HashResponse {
     pub hash_revision: i64,
 }
 
-/// Options of a [`crate::Store`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Options of a [`crate::Store`]. Build them from the default:
+/// `StoreOptions { compaction_batch: 100, ..StoreOptions::default() }`.
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Revisions compaction deletes per write transaction; writers run between batches.
     pub compaction_batch: usize,
+    /// The time leases expire by ([`crate::Store::expire_leases`]): the real monotonic clock by
+    /// default; tests inject a [`crate::ManualClock`].
+    pub clock: std::sync::Arc<dyn crate::mvcc::lease::Clock>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             compaction_batch: crate::limits::COMPACTION_BATCH_DEFAULT,
+            clock: std::sync::Arc::new(crate::mvcc::lease::MonotonicClock::new()),
         }
     }
 }
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("compaction_batch", &self.compaction_batch)
+            .field("clock", &self.clock.now())
+            .finish()
+    }
+}
+
+/// Two options are equal when they hold the same batch and the same clock.
+impl PartialEq for StoreOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.compaction_batch == other.compaction_batch
+            && std::sync::Arc::ptr_eq(&self.clock, &other.clock)
+    }
+}
+
+impl Eq for StoreOptions {}
 
 /// What a compare looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,6 +332,7 @@ pub(crate) enum Target {
     Version,
     CreateRevision,
     ModRevision,
+    Lease,
 }
 
 /// How a compare compares.
@@ -276,21 +371,26 @@ impl<const N: usize> From<&[u8; N]> for CompareValue {
     }
 }
 
-/// A condition of a transaction on one key, as etcd's `Compare`.
+/// A condition of a transaction on one key or a range of keys, as etcd's `Compare`.
 ///
-/// On a missing key, version and revisions compare as 0, and a value compare is false.
+/// On a missing key, version, revisions and lease compare as 0, and a value compare is false.
+/// Over a range ([`CompareTarget::range_end`]) it holds when it holds for every key of the range
+/// that exists; over a range with no key, as over a missing key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
     pub(crate) key: Vec<u8>,
+    /// The range compared when not the one key: etcd's `range_end`.
+    pub(crate) range: Option<KeyRange>,
     pub(crate) target: Target,
     pub(crate) relation: Relation,
     pub(crate) against: CompareValue,
 }
 
-/// The first half of a [`Compare`]: the key and what to look at.
+/// The first half of a [`Compare`]: the key (or range) and what to look at.
 #[derive(Clone, Debug)]
 pub struct CompareTarget {
     key: Vec<u8>,
+    range: Option<KeyRange>,
     target: Target,
 }
 
@@ -299,6 +399,7 @@ impl Compare {
     pub fn value(key: &[u8]) -> CompareTarget {
         CompareTarget {
             key: key.to_vec(),
+            range: None,
             target: Target::Value,
         }
     }
@@ -307,6 +408,7 @@ impl Compare {
     pub fn version(key: &[u8]) -> CompareTarget {
         CompareTarget {
             key: key.to_vec(),
+            range: None,
             target: Target::Version,
         }
     }
@@ -315,6 +417,7 @@ impl Compare {
     pub fn create_revision(key: &[u8]) -> CompareTarget {
         CompareTarget {
             key: key.to_vec(),
+            range: None,
             target: Target::CreateRevision,
         }
     }
@@ -323,15 +426,44 @@ impl Compare {
     pub fn mod_revision(key: &[u8]) -> CompareTarget {
         CompareTarget {
             key: key.to_vec(),
+            range: None,
             target: Target::ModRevision,
+        }
+    }
+
+    /// Compare the id of the lease the key is attached to (0 for none).
+    pub fn lease(key: &[u8]) -> CompareTarget {
+        CompareTarget {
+            key: key.to_vec(),
+            range: None,
+            target: Target::Lease,
         }
     }
 }
 
 impl CompareTarget {
+    /// Compare every key in `[key, end)` rather than the one key, as etcd's `range_end`: the
+    /// compare holds when it holds for each key of the range. An `end` of `[0]` means every key
+    /// from `key` on; an empty `end`, the one key.
+    pub fn range_end(mut self, end: &[u8]) -> CompareTarget {
+        self.range = match end {
+            [] => None,
+            [0] => Some(KeyRange::bounds::<&[u8]>(self.key.as_slice()..)),
+            end => Some(KeyRange::bounds::<&[u8]>(self.key.as_slice()..end)),
+        };
+        self
+    }
+
+    /// Compare every key starting with the key (a prefix), as `range_end` with the prefix's end.
+    pub fn prefix(mut self) -> CompareTarget {
+        self.range = Some(KeyRange::prefix(&self.key));
+        self
+    }
+
     fn make(self, relation: Relation, against: impl Into<CompareValue>) -> Compare {
         Compare {
             key: self.key,
+            range: self.range,
             target: self.target,
             relation,
             against: against.into(),

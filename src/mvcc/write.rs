@@ -6,8 +6,10 @@ use std::collections::BTreeSet;
 use crate::error::{Error, Result};
 use crate::limits::STORE_VALUE_LEN_MAX;
 use crate::mvcc::key_index::{KeyIndex, VisibleRevision};
+use crate::mvcc::lease::LeaseChanges;
+use crate::mvcc::range::plan_range;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
-use crate::mvcc::store::{KEY_TREE, Store, StoreInner, load, more, plan_range, read_revision};
+use crate::mvcc::store::{KEY_TREE, Store, StoreInner, load, read_revision};
 use crate::mvcc::types::{
     Compare, CompareValue, DeleteResponse, KeyRange, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, Relation, Target, TxnResponse,
@@ -15,9 +17,9 @@ use crate::mvcc::types::{
 use crate::txn::WriteTxn;
 
 /// One store write in progress.
-struct StoreWrite<'s> {
-    inner: &'s StoreInner,
-    tx: WriteTxn<'s>,
+pub(crate) struct StoreWrite<'s> {
+    pub(crate) inner: &'s StoreInner,
+    pub(crate) tx: WriteTxn<'s>,
     /// The current revision when the write began.
     base: i64,
     /// Changes made so far (the next sub revision).
@@ -26,6 +28,8 @@ struct StoreWrite<'s> {
     touched: Vec<Vec<u8>>,
     /// Whether to commit even if no store key changed (an entry of [`TxnBuilder::also_put`]).
     forced: bool,
+    /// What it does to the leases, applied once it commits.
+    pub(crate) leases: LeaseChanges,
 }
 
 impl<'s> StoreWrite<'s> {
@@ -78,6 +82,7 @@ impl<'s> StoreWrite<'s> {
                 max: STORE_VALUE_LEN_MAX,
             });
         }
+        self.attach(key, options.lease)?;
         let prev_kv = match (options.prev_kv, self.visible(key)) {
             (true, Some(v)) => Some(self.record(v.modified)?),
             _ => None,
@@ -109,7 +114,11 @@ impl<'s> StoreWrite<'s> {
         })
     }
 
-    fn delete_range(&mut self, range: &KeyRange, prev_kv: bool) -> Result<DeleteResponse> {
+    pub(crate) fn delete_range(
+        &mut self,
+        range: &KeyRange,
+        prev_kv: bool,
+    ) -> Result<DeleteResponse> {
         let at = self.read_revision();
         let doomed: Vec<(Vec<u8>, Revision)> = match range.as_bounds() {
             None => Vec::new(),
@@ -131,6 +140,7 @@ impl<'s> StoreWrite<'s> {
                 let kv = self.record(modified)?;
                 response.prev_kvs.push(kv);
             }
+            self.attach(&key, 0)?;
             let rev = self.next_revision();
             self.touched.push(key.clone());
             self.inner
@@ -152,26 +162,51 @@ impl<'s> StoreWrite<'s> {
     }
 
     fn range(&mut self, range: &KeyRange, options: &RangeOptions) -> Result<RangeResponse> {
-        let (revs, count) = {
+        let plan = {
             let state = self.inner.state.read();
             let at = read_revision(options.revision, self.read_revision(), state.compacted)?;
             plan_range(&state.index, range, at, options)
         };
-        let kvs = if options.count_only {
-            Vec::new()
-        } else {
-            self.load(&revs, options.keys_only)?
-        };
+        let kvs = self.load(&plan.revs, plan.keys_only())?;
         Ok(RangeResponse {
-            more: more(options, count),
-            kvs,
-            count,
+            more: plan.more,
+            kvs: plan.finish(kvs),
+            count: plan.count,
             revision: 0,
         })
     }
 
+    /// Whether compare `c` holds: for its key, or for every key of its range (etcd's
+    /// `applyCompare`: over no key at all, as over a missing key).
     fn holds(&mut self, c: &Compare) -> Result<bool> {
-        let visible = self.visible(&c.key);
+        let visible: Vec<VisibleRevision> = match &c.range {
+            None => self.visible(&c.key).into_iter().collect(),
+            Some(range) => match range.as_bounds() {
+                None => Vec::new(),
+                Some(bounds) => {
+                    let at = self.read_revision();
+                    let state = self.inner.state.read();
+                    state
+                        .index
+                        .range::<[u8], _>(bounds)
+                        .filter_map(|(_, ki)| ki.get(at))
+                        .collect()
+                }
+            },
+        };
+        if visible.is_empty() {
+            return self.holds_for(c, None);
+        }
+        for v in visible {
+            if !self.holds_for(c, Some(v))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether compare `c` holds for one key (`None`: a missing key).
+    fn holds_for(&mut self, c: &Compare, visible: Option<VisibleRevision>) -> Result<bool> {
         let ordering = match (c.target, &c.against, visible) {
             // A value compare on a missing key fails, whatever the relation (as etcd).
             (Target::Value, _, None) => return Ok(false),
@@ -184,6 +219,10 @@ impl<'s> StoreWrite<'s> {
             }
             (Target::ModRevision, CompareValue::Number(n), v) => {
                 v.map_or(0, |v| v.modified.main).cmp(n)
+            }
+            (Target::Lease, CompareValue::Number(n), None) => 0.cmp(n),
+            (Target::Lease, CompareValue::Number(n), Some(v)) => {
+                self.record(v.modified)?.lease.cmp(n)
             }
             // A number against a value or bytes against a number never holds.
             _ => return Ok(false),
@@ -199,7 +238,10 @@ impl<'s> StoreWrite<'s> {
 
 impl Store {
     /// Runs `f` as one write: one database transaction, at most one new main revision.
-    fn write<R>(&self, f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>) -> Result<(R, i64)> {
+    pub(crate) fn write<R>(
+        &self,
+        f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>,
+    ) -> Result<(R, i64)> {
         let inner = &*self.inner;
         let guard = inner.writer.lock();
         let tx = inner.db.begin_write()?;
@@ -211,6 +253,7 @@ impl Store {
             sub: 0,
             touched: Vec::new(),
             forced: false,
+            leases: LeaseChanges::default(),
         };
         let result = f(&mut w);
         let StoreWrite {
@@ -218,6 +261,7 @@ impl Store {
             sub,
             touched,
             forced,
+            leases,
             ..
         } = w;
         match result {
@@ -226,14 +270,17 @@ impl Store {
                 unwind_index(inner, base, &touched);
                 Err(e)
             }
-            Ok(r) if sub == 0 && !forced => Ok((r, base)),
+            Ok(r) if sub == 0 && !forced && !leases.needs_commit() => Ok((r, base)),
             Ok(r) => match tx.commit_visible() {
                 Err(e) => {
                     unwind_index(inner, base, &touched);
                     Err(e)
                 }
                 Ok(visible) => {
-                    let revision = if sub == 0 { base } else { base + 1 };
+                    // A lease grant, a revoke of no keys or an `also_put` alone commits
+                    // without a revision.
+                    let revision = if sub > 0 { base + 1 } else { base };
+                    inner.lessor.lock().apply(leases, inner.options.clock.now());
                     inner.state.write().current = revision;
                     drop(guard);
                     visible.wait()?;

@@ -599,6 +599,7 @@ fn a_crash_at_any_call_of_a_batched_compaction_leaves_the_old_floor_or_a_compact
         target,
         options: StoreOptions {
             compaction_batch: 16,
+            ..StoreOptions::default()
         },
         every: 1,
         durability: Durability::Immediate,
@@ -619,6 +620,7 @@ fn with_group_commit_a_crash_at_any_call_of_a_batched_compaction_leaves_the_old_
         target,
         options: StoreOptions {
             compaction_batch: 16,
+            ..StoreOptions::default()
         },
         every: 1,
         durability: Durability::Group,
@@ -635,6 +637,7 @@ fn a_crash_at_any_call_of_a_second_compaction_leaves_the_first_floor_or_the_seco
         target: 240,
         options: StoreOptions {
             compaction_batch: 16,
+            ..StoreOptions::default()
         },
         every: 1,
         durability: Durability::Immediate,
@@ -665,6 +668,7 @@ fn a_crash_while_the_open_resumes_a_compaction_leaves_an_image_the_next_open_fin
     let target = base.model.current;
     let options = StoreOptions {
         compaction_batch: 16,
+        ..StoreOptions::default()
     };
     let found = crash_at_every_call(&Plan {
         test: "to find a half-done image",

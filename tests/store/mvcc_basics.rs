@@ -154,6 +154,7 @@ fn a_transaction_writes_at_one_revision_and_reads_its_own_writes() {
         failed.revision, 3,
         "a transaction that writes nothing keeps the revision"
     );
+    store.lease_grant(7, 60).unwrap();
     let prev = store
         .put_with(
             b"k",

@@ -489,6 +489,7 @@ fn two_stores_with_the_same_history_and_compaction_have_the_same_hash_at_every_r
         open_db(&dir.path().join("a.folio"), PAGE_SIZE),
         StoreOptions {
             compaction_batch: 3,
+            ..StoreOptions::default()
         },
     )
     .unwrap();

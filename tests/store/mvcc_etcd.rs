@@ -37,6 +37,7 @@ fn open(path: &Path, batch: usize) -> Store {
         open_db(path),
         StoreOptions {
             compaction_batch: batch,
+            ..StoreOptions::default()
         },
     )
     .expect("open the store")

@@ -680,13 +680,22 @@ fn open_store(path: &Path, batch: usize) -> Store {
         .durability(Durability::None)
         .open(path)
         .expect("open the database");
-    Store::with_db_options(
+    let store = Store::with_db_options(
         db,
         StoreOptions {
             compaction_batch: batch,
+            ..StoreOptions::default()
         },
     )
-    .expect("open the store")
+    .expect("open the store");
+    // The leases the steps put keys with (a put with a lease that does not exist fails). They
+    // never expire: nothing here calls `expire_leases`.
+    for id in 1..4 {
+        if store.lease_time_to_live(id, false).is_err() {
+            store.lease_grant(id, 3600).expect("grant a lease");
+        }
+    }
+    store
 }
 
 // ---------------------------------------------------------------------------------------------
