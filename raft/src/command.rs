@@ -1,7 +1,7 @@
 //! What the replicated log carries: commands on the store and their answers. Ranges are etcd's
 //! (a key and a range end: empty for the key alone, `\0` for every key from it on), so the
-//! server's requests map onto them one to one. The enums are `non_exhaustive`: lease grant and
-//! revoke join them when the store has leases.
+//! server's requests map onto them one to one. The enums are `non_exhaustive`, so that more
+//! (a leader-decided lease expiry, for one) can join them.
 
 use std::ops::Bound;
 
@@ -41,6 +41,19 @@ pub enum Command {
     Compact {
         /// The revision to compact to.
         revision: i64,
+    },
+    /// Grant a lease of `ttl` seconds. With `id` 0 the lease takes the entry's log index as its
+    /// id, the same on every member.
+    LeaseGrant {
+        /// The lease's id, or 0.
+        id: i64,
+        /// Its time to live, in seconds.
+        ttl: i64,
+    },
+    /// Revoke a lease: delete every key attached to it, in one revision, and the lease.
+    LeaseRevoke {
+        /// The lease's id.
+        id: i64,
     },
 }
 
@@ -132,6 +145,7 @@ pub struct Kv {
 
 /// The answer to one operation of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum OpResult {
     /// A put.
     Put,
@@ -144,6 +158,13 @@ pub enum OpResult {
     Range {
         /// The keys read.
         kvs: Vec<Kv>,
+    },
+    /// A lease granted.
+    LeaseGranted {
+        /// Its id.
+        id: i64,
+        /// Its time to live, in seconds.
+        ttl: i64,
     },
 }
 

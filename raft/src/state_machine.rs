@@ -5,9 +5,11 @@
 //! after a crash the store holds every entry up to the recorded one and none after it, so
 //! openraft replays exactly the entries after it. An entry that writes no store key (a blank
 //! entry, a membership change, a transaction whose branch only reads, a command the store
-//! refuses) still commits its log id. The one command of two commits is `Compact` (compaction
-//! deletes in batches of their own): it records its log id after it finishes, and a replay of it
-//! finds the store compacted already, which changes nothing.
+//! refuses) still commits its log id. The commands of two commits are `Compact` (compaction
+//! deletes in batches of their own) and the lease grant and revoke (the store's lease calls are
+//! writes of their own): each records its log id after it finishes, and a replay of it after a
+//! crash in between is refused by the store (compacted already, the lease exists, no such lease)
+//! and changes nothing, so every member ends in the same state.
 //!
 //! A snapshot is a packed copy of one read snapshot of the store's database
 //! ([`folio::ReadTxn::copy_to`], the defrag's bulk loader), in `snapshots/` of the data dir: the
@@ -111,6 +113,9 @@ fn refused(e: &folio::Error) -> bool {
             | E::FutureRevision { .. }
             | E::DuplicateKey { .. }
             | E::InvalidOption(_)
+            | E::LeaseNotFound { .. }
+            | E::LeaseExists { .. }
+            | E::LeaseTtl { .. }
     )
 }
 
@@ -181,6 +186,40 @@ impl Shared {
                     ..Response::default()
                 })
             }
+            EntryPayload::Normal(Command::LeaseGrant { id, ttl }) => {
+                let id = if id == 0 {
+                    i64::try_from(entry.log_id.index).map_err(io_err)?
+                } else {
+                    id
+                };
+                let (results, error) = match store.lease_grant(id, ttl) {
+                    Ok(g) => (
+                        vec![OpResult::LeaseGranted {
+                            id: g.id,
+                            ttl: g.ttl,
+                        }],
+                        None,
+                    ),
+                    Err(e) if refused(&e) => (Vec::new(), Some(e.to_string())),
+                    Err(e) => return Err(io_err(e)),
+                };
+                Ok(Response {
+                    results,
+                    error,
+                    ..only_mark(&store)?
+                })
+            }
+            EntryPayload::Normal(Command::LeaseRevoke { id }) => {
+                let error = match store.lease_revoke(id) {
+                    Ok(_) => None,
+                    Err(e) if refused(&e) => Some(e.to_string()),
+                    Err(e) => return Err(io_err(e)),
+                };
+                Ok(Response {
+                    error,
+                    ..only_mark(&store)?
+                })
+            }
             EntryPayload::Normal(Command::Compact { revision }) => {
                 let error = match store.compact(revision) {
                     Ok(()) => None,
@@ -209,7 +248,9 @@ impl Shared {
                         .when(compares.iter().map(|c| c.to_store()))
                         .then(success.iter().map(|o| o.to_store()))
                         .otherwise(failure.iter().map(|o| o.to_store())),
-                    Command::Compact { .. } => unreachable!("matched above"),
+                    Command::Compact { .. }
+                    | Command::LeaseGrant { .. }
+                    | Command::LeaseRevoke { .. } => unreachable!("matched above"),
                 };
                 match mark(txn, &last).commit() {
                     Ok(r) => Ok(Response {

@@ -134,6 +134,44 @@ async fn every_acknowledged_write_survives_leader_and_follower_kills_on_every_me
         .unwrap();
     assert_eq!(read.kvs[0].value, b"newest");
     assert!(read.revision >= r.revision);
+    // A lease granted and revoked through a follower: its key goes on every member.
+    let granted = c
+        .node(follower)
+        .write(Command::LeaseGrant { id: 0, ttl: 60 })
+        .await
+        .unwrap();
+    let Some(OpResult::LeaseGranted { id, .. }) = granted.results.first().cloned() else {
+        panic!("{granted:?}");
+    };
+    let leased = Command::Put {
+        key: b"p4".to_vec(),
+        value: b"leased".to_vec(),
+        lease: id,
+    };
+    assert!(
+        c.node(follower)
+            .write(leased)
+            .await
+            .unwrap()
+            .error
+            .is_none()
+    );
+    let revoked = c
+        .node(follower)
+        .write(Command::LeaseRevoke { id })
+        .await
+        .unwrap();
+    assert!(revoked.error.is_none(), "{revoked:?}");
+    c.settle().await;
+    for m in c.running() {
+        let r = c
+            .node(m)
+            .read(b"p4", b"", Consistency::Serializable)
+            .await
+            .unwrap();
+        assert!(r.kvs.is_empty(), "member {m} still has the leased key");
+    }
+    c.assert_same_stores();
     let s = c.node(follower).status();
     assert_eq!(s.leader, Some(leader));
     assert!(

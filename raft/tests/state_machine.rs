@@ -125,3 +125,53 @@ async fn the_applied_log_id_is_committed_with_each_entry_and_survives_a_reopen()
         Some(7)
     );
 }
+
+#[tokio::test]
+async fn a_lease_granted_without_an_id_takes_the_entry_index_and_its_revoke_deletes_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let answers = sm
+        .apply(vec![
+            entry(
+                1,
+                EntryPayload::Normal(Command::LeaseGrant { id: 0, ttl: 60 }),
+            ),
+            entry(
+                2,
+                EntryPayload::Normal(Command::Put {
+                    key: b"leased".to_vec(),
+                    value: b"v".to_vec(),
+                    lease: 1,
+                }),
+            ),
+            // Granting the same id again is refused, on every member alike (and so is a replay).
+            entry(
+                3,
+                EntryPayload::Normal(Command::LeaseGrant { id: 1, ttl: 60 }),
+            ),
+            entry(4, EntryPayload::Normal(Command::LeaseRevoke { id: 1 })),
+            entry(5, EntryPayload::Normal(Command::LeaseRevoke { id: 1 })),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        answers[0].results,
+        vec![folio_raft::OpResult::LeaseGranted { id: 1, ttl: 60 }]
+    );
+    assert_eq!(answers[1].revision, 2);
+    assert!(answers[2].error.is_some(), "{:?}", answers[2]);
+    assert_eq!((answers[3].revision, answers[3].error.clone()), (3, None));
+    assert!(answers[4].error.is_some(), "{:?}", answers[4]);
+    let store = sm.store();
+    assert!(
+        store
+            .range(b"leased", folio::RangeOptions::current())
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    assert_eq!(
+        sm.applied_state().await.unwrap().0.map(|l| l.index),
+        Some(5)
+    );
+}
