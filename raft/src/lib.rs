@@ -22,6 +22,11 @@
 //! # Ok(()) }
 //! ```
 
+// openraft's storage traits return its `StorageError` (224 bytes) and tonic's handlers its
+// `Status`: the sizes of the errors are theirs, and the helpers here return what they return.
+#![allow(clippy::result_large_err)]
+#![warn(missing_docs)]
+
 pub mod command;
 pub mod lincheck;
 mod log_store;

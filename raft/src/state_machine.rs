@@ -381,10 +381,12 @@ async fn open_snapshot(
     })
 }
 
-fn blocking<T: Send + 'static>(
+/// Runs `f`, which does file I/O for a while (a snapshot's copy or install), off the runtime's
+/// worker threads.
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, StorageError<NodeId>>> {
-    async move { tokio::task::spawn_blocking(f).await.map_err(io_err)? }
+) -> Result<T, StorageError<NodeId>> {
+    tokio::task::spawn_blocking(f).await.map_err(io_err)?
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

@@ -169,7 +169,7 @@ async fn histories_with_leader_kills_are_linearizable() {
             let n = std::env::var("FOLIO_RAFT_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(4u64);
+                .unwrap_or(6u64);
             let base = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
