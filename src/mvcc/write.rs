@@ -27,6 +27,8 @@ pub(crate) struct StoreWrite<'s> {
     sub: i64,
     /// Keys whose index entries this write changed, to unwind on failure.
     touched: Vec<Vec<u8>>,
+    /// Whether to commit even if no store key changed (an entry of [`TxnBuilder::also_put`]).
+    forced: bool,
     /// What it does to the leases, applied once it commits.
     pub(crate) leases: LeaseChanges,
     /// The changes, for watchers.
@@ -255,6 +257,7 @@ impl Store {
             base,
             sub: 0,
             touched: Vec::new(),
+            forced: false,
             leases: LeaseChanges::default(),
             events: Vec::new(),
         };
@@ -263,6 +266,7 @@ impl Store {
             tx,
             sub,
             touched,
+            forced,
             leases,
             events,
             ..
@@ -273,14 +277,15 @@ impl Store {
                 unwind_index(inner, base, &touched);
                 Err(e)
             }
-            Ok(r) if sub == 0 && !leases.needs_commit() => Ok((r, base)),
+            Ok(r) if sub == 0 && !forced && !leases.needs_commit() => Ok((r, base)),
             Ok(r) => match tx.commit_visible() {
                 Err(e) => {
                     unwind_index(inner, base, &touched);
                     Err(e)
                 }
                 Ok(visible) => {
-                    // A lease grant or a revoke of no keys commits without a revision.
+                    // A lease grant, a revoke of no keys or an `also_put` alone commits
+                    // without a revision.
                     let revision = if sub > 0 { base + 1 } else { base };
                     inner.lessor.lock().apply(leases, inner.options.clock.now());
                     inner.state.write().current = revision;
@@ -333,6 +338,7 @@ impl Store {
             compares: Vec::new(),
             then: Vec::new(),
             otherwise: Vec::new(),
+            also: Vec::new(),
         }
     }
 }
@@ -359,6 +365,8 @@ pub struct TxnBuilder<'s> {
     compares: Vec<Compare>,
     then: Vec<Op>,
     otherwise: Vec<Op>,
+    /// Entries of other trees of the database, committed with the transaction.
+    also: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 impl TxnBuilder<'_> {
@@ -380,6 +388,18 @@ impl TxnBuilder<'_> {
         self
     }
 
+    /// Also puts `value` under `key` in the database tree `tree` (made if missing), in the same
+    /// database commit as the transaction's writes, whichever branch runs; the transaction then
+    /// commits even if it changes no store key (its revision stays as it was). This is how a
+    /// replica records the last log entry it applied with the entry's writes, so a crash can
+    /// neither apply it twice nor skip it. `tree` must not be one of the store's own
+    /// (`mvcc.*`): such a transaction fails with [`Error::InvalidOption`] and changes nothing.
+    pub fn also_put(mut self, tree: &[u8], key: &[u8], value: &[u8]) -> Self {
+        self.also
+            .push((tree.to_vec(), key.to_vec(), value.to_vec()));
+        self
+    }
+
     /// Runs the transaction atomically. All its writes share one new main revision; a
     /// transaction that writes nothing leaves the revision as it was.
     ///
@@ -392,7 +412,14 @@ impl TxnBuilder<'_> {
             compares,
             then,
             otherwise,
+            also,
         } = self;
+        if let Some((tree, ..)) = also.iter().find(|(t, ..)| t.starts_with(b"mvcc.")) {
+            return Err(Error::InvalidOption(format!(
+                "`also_put` into the store's own tree `{}`",
+                tree.escape_ascii()
+            )));
+        }
         check_duplicates(&then)?;
         check_duplicates(&otherwise)?;
         let ((succeeded, mut responses), revision) = store.write(|w| {
@@ -417,6 +444,10 @@ impl TxnBuilder<'_> {
                     }
                     Op::Range { range, options } => OpResponse::Range(w.range(range, options)?),
                 });
+            }
+            for (tree, key, value) in &also {
+                w.tx.open_tree(tree)?.put(key, value)?;
+                w.forced = true;
             }
             Ok((succeeded, responses))
         })?;

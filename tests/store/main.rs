@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod also_put;
 mod lease;
 mod mvcc_basics;
 mod mvcc_compaction;

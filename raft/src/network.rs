@@ -1,0 +1,161 @@
+//! The members' gRPC service: one unary method, `folio.raft.Raft/Call`, whose [`Frame`] names
+//! the request and carries it as JSON (and a snapshot chunk's bytes as they are, beside it).
+//!
+//! Requests: the three Raft RPCs (append entries, vote, one snapshot chunk), a client write
+//! forwarded by a follower to the leader, and a read-index request (a follower asks the leader
+//! for the index a linearizable read must wait for). A snapshot travels as one chunk per call:
+//! the leader sends the next only once the follower has written the last (backpressure), and
+//! neither holds more than a chunk in memory.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{NodeId, Peer, TypeConfig};
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/folio.raft.Raft.rs"));
+}
+pub(crate) use generated::raft_client::RaftClient;
+pub(crate) use generated::raft_server::{Raft as RaftService, RaftServer};
+
+/// One request or answer between members.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Frame {
+    /// What the request is (one of the `KIND_*` constants); answers echo it.
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    /// The request or answer, as JSON.
+    #[prost(bytes = "vec", tag = "2")]
+    pub json: Vec<u8>,
+    /// A snapshot chunk's bytes (empty otherwise).
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
+
+pub(crate) const KIND_APPEND: u32 = 1;
+pub(crate) const KIND_VOTE: u32 = 2;
+pub(crate) const KIND_SNAPSHOT: u32 = 3;
+pub(crate) const KIND_WRITE: u32 = 4;
+pub(crate) const KIND_READ_INDEX: u32 = 5;
+
+/// How long a call between members may take before it counts as lost.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn frame<T: Serialize>(kind: u32, v: &T) -> Frame {
+    Frame {
+        kind,
+        json: serde_json::to_vec(v).expect("openraft's messages serialize"),
+        data: Vec::new(),
+    }
+}
+
+pub(crate) fn unframe<T: DeserializeOwned>(f: &Frame) -> Result<T, tonic::Status> {
+    serde_json::from_slice(&f.json)
+        .map_err(|e| tonic::Status::invalid_argument(format!("malformed frame {}: {e}", f.kind)))
+}
+
+/// A client to one member, connecting on first use.
+pub(crate) fn client(addr: &str) -> RaftClient<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a member address is host:port")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(CALL_TIMEOUT);
+    RaftClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+/// Whether a failed call surely never reached the member (it could not connect), so that
+/// sending it again cannot make it happen twice.
+pub(crate) fn not_sent(status: &tonic::Status) -> bool {
+    let text = format!("{status:?}");
+    status.code() == tonic::Code::Unavailable
+        && (text.contains("tcp connect error") || text.contains("Connection refused"))
+}
+
+/// Makes the clients openraft replicates through.
+#[derive(Clone, Debug, Default)]
+pub struct Network {}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Connection {
+        Connection {
+            target,
+            client: client(&node.addr),
+        }
+    }
+}
+
+/// openraft's connection to one member.
+#[derive(Debug)]
+pub struct Connection {
+    target: NodeId,
+    client: RaftClient<Channel>,
+}
+
+impl Connection {
+    async fn call<Res, E>(
+        &mut self,
+        request: Frame,
+    ) -> Result<Res, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
+    where
+        Res: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let answer = self.client.call(request).await.map_err(|status| {
+            if not_sent(&status) {
+                RPCError::Unreachable(Unreachable::new(&status))
+            } else {
+                RPCError::Network(NetworkError::new(&status))
+            }
+        })?;
+        let result: Result<Res, RaftError<NodeId, E>> =
+            unframe(answer.get_ref()).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
+        self.call(frame(KIND_APPEND, &rpc)).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let data = std::mem::take(&mut rpc.data);
+        let mut f = frame(KIND_SNAPSHOT, &rpc);
+        f.data = data;
+        self.call(f).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
+        self.call(frame(KIND_VOTE, &rpc)).await
+    }
+}

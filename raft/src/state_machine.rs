@@ -1,0 +1,484 @@
+//! The store as the state machine, and its snapshots.
+//!
+//! Applying an entry is one store transaction, and the entry's log id is put into the tree
+//! `raft.applied` of the store's database in the same commit ([`folio::TxnBuilder::also_put`]):
+//! after a crash the store holds every entry up to the recorded one and none after it, so
+//! openraft replays exactly the entries after it. An entry that writes no store key (a blank
+//! entry, a membership change, a transaction whose branch only reads, a command the store
+//! refuses) still commits its log id. The commands of two commits are `Compact` (compaction
+//! deletes in batches of their own) and the lease grant and revoke (the store's lease calls are
+//! writes of their own): each records its log id after it finishes, and a replay of it after a
+//! crash in between is refused by the store (compacted already, the lease exists, no such lease)
+//! and changes nothing, so every member ends in the same state.
+//!
+//! A snapshot is a packed copy of one read snapshot of the store's database
+//! ([`folio::ReadTxn::copy_to`], the defrag's bulk loader), in `snapshots/` of the data dir: the
+//! applied log id and the membership it holds are those of the copy, so they always agree with
+//! its data. It is sent as a file, in chunks, and received into a file; installing it renames a
+//! copy of the received file over the store's (atomic: after a crash the path holds the old store
+//! or the new one, whole) and reopens the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use folio::{Op, Store};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StoredMembership,
+};
+
+use crate::command::{Command, OpResult, Response, key_range};
+use crate::log_store::io_err;
+use crate::{NodeId, Peer, TypeConfig};
+
+/// The tree of the store's database that records what was applied.
+pub const APPLIED_TREE: &[u8] = b"raft.applied";
+const LAST_APPLIED: &[u8] = b"last";
+const MEMBERSHIP: &[u8] = b"membership";
+
+type Membership = StoredMembership<NodeId, Peer>;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    dir: PathBuf,
+    store: RwLock<Store>,
+    /// The newest snapshot built or installed, and its file.
+    current: Mutex<Option<(SnapshotMeta<NodeId, Peer>, PathBuf)>>,
+    /// The file the snapshot being received is written to.
+    receiving: Mutex<Option<PathBuf>>,
+    counter: AtomicU64,
+}
+
+/// The member's store, as openraft's state machine.
+#[derive(Clone, Debug)]
+pub struct StateMachine {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn store_path(dir: &Path) -> PathBuf {
+    dir.join("store.folio")
+}
+
+fn snapshot_dir(dir: &Path) -> PathBuf {
+    dir.join("snapshots")
+}
+
+/// How long an open waits for the lock of a file a stopping member of this process still holds.
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_store(path: &Path) -> folio::Result<Store> {
+    let builder = folio::Db::builder()
+        .durability(folio::Durability::Group)
+        .lock_timeout(LOCK_WAIT);
+    Store::open_with(path, &builder)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The log id and membership recorded in a read snapshot of the store's database.
+fn recorded(tx: &folio::ReadTxn<'_>) -> folio::Result<(Option<LogId<NodeId>>, Membership)> {
+    let Some(tree) = tx.tree(APPLIED_TREE)? else {
+        return Ok((None, Membership::default()));
+    };
+    let parse = |raw: Option<&[u8]>| -> folio::Result<Option<serde_json::Value>> {
+        raw.map(serde_json::from_slice)
+            .transpose()
+            .map_err(|e| folio::Error::MalformedStore(format!("raft.applied: {e}")))
+    };
+    let last = parse(tree.get(LAST_APPLIED)?)?
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| folio::Error::MalformedStore(format!("raft.applied: {e}")))?;
+    let membership = parse(tree.get(MEMBERSHIP)?)?
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| folio::Error::MalformedStore(format!("raft.applied: {e}")))?
+        .unwrap_or_default();
+    Ok((last, membership))
+}
+
+/// Whether the store refused a command by its content, the same way on every member (so the
+/// refusal is the command's answer), rather than failing to do it (which stops the member).
+fn refused(e: &folio::Error) -> bool {
+    use folio::Error as E;
+    matches!(
+        e,
+        E::KeyLength { .. }
+            | E::ValueTooLarge { .. }
+            | E::Compacted { .. }
+            | E::FutureRevision { .. }
+            | E::DuplicateKey { .. }
+            | E::InvalidOption(_)
+            | E::LeaseNotFound { .. }
+            | E::LeaseExists { .. }
+            | E::LeaseTtl { .. }
+    )
+}
+
+impl StateMachine {
+    /// Opens the store in `dir` (made if missing) and the newest snapshot beside it.
+    pub fn open(dir: &Path) -> folio::Result<StateMachine> {
+        std::fs::create_dir_all(snapshot_dir(dir))?;
+        let store = open_store(&store_path(dir))?;
+        let current = std::fs::read(snapshot_dir(dir).join("current.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<SnapshotMeta<NodeId, Peer>>(&raw).ok())
+            .map(|meta| {
+                let path = snapshot_dir(dir).join(format!("{}.folio", meta.snapshot_id));
+                (meta, path)
+            })
+            .filter(|(_, path)| path.exists());
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                store: RwLock::new(store),
+                current: Mutex::new(current),
+                receiving: Mutex::new(None),
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The store as it is now (a snapshot install replaces it).
+    pub fn store(&self) -> Store {
+        self.shared.store()
+    }
+}
+
+impl Shared {
+    pub(crate) fn store(&self) -> Store {
+        self.store.read().expect("store lock").clone()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Applies one entry: one store transaction with its log id (see the module docs).
+    fn apply_one(&self, entry: Entry<TypeConfig>) -> Result<Response, StorageError<NodeId>> {
+        let store = self.store();
+        let last = serde_json::to_vec(&entry.log_id).map_err(io_err)?;
+        fn mark<'s>(txn: folio::TxnBuilder<'s>, last: &[u8]) -> folio::TxnBuilder<'s> {
+            txn.also_put(APPLIED_TREE, LAST_APPLIED, last)
+        }
+        let only_mark = |store: &Store| -> Result<Response, StorageError<NodeId>> {
+            let r = mark(store.txn(), &last).commit().map_err(io_err)?;
+            Ok(Response {
+                revision: r.revision,
+                ..Response::default()
+            })
+        };
+        match entry.payload {
+            EntryPayload::Blank => only_mark(&store),
+            EntryPayload::Membership(m) => {
+                let stored = Membership::new(Some(entry.log_id), m);
+                let raw = serde_json::to_vec(&stored).map_err(io_err)?;
+                let r = mark(store.txn(), &last)
+                    .also_put(APPLIED_TREE, MEMBERSHIP, &raw)
+                    .commit()
+                    .map_err(io_err)?;
+                Ok(Response {
+                    revision: r.revision,
+                    ..Response::default()
+                })
+            }
+            EntryPayload::Normal(Command::LeaseGrant { id, ttl }) => {
+                let id = if id == 0 {
+                    i64::try_from(entry.log_id.index).map_err(io_err)?
+                } else {
+                    id
+                };
+                let (results, error) = match store.lease_grant(id, ttl) {
+                    Ok(g) => (
+                        vec![OpResult::LeaseGranted {
+                            id: g.id,
+                            ttl: g.ttl,
+                        }],
+                        None,
+                    ),
+                    Err(e) if refused(&e) => (Vec::new(), Some(e.to_string())),
+                    Err(e) => return Err(io_err(e)),
+                };
+                Ok(Response {
+                    results,
+                    error,
+                    ..only_mark(&store)?
+                })
+            }
+            EntryPayload::Normal(Command::LeaseRevoke { id }) => {
+                let error = match store.lease_revoke(id) {
+                    Ok(_) => None,
+                    Err(e) if refused(&e) => Some(e.to_string()),
+                    Err(e) => return Err(io_err(e)),
+                };
+                Ok(Response {
+                    error,
+                    ..only_mark(&store)?
+                })
+            }
+            EntryPayload::Normal(Command::Compact { revision }) => {
+                let error = match store.compact(revision) {
+                    Ok(()) => None,
+                    Err(e) if refused(&e) => Some(e.to_string()),
+                    Err(e) => return Err(io_err(e)),
+                };
+                Ok(Response {
+                    error,
+                    ..only_mark(&store)?
+                })
+            }
+            EntryPayload::Normal(cmd) => {
+                let txn = match &cmd {
+                    Command::Put { key, value, lease } => {
+                        store.txn().then([Op::put_with_lease(key, value, *lease)])
+                    }
+                    Command::DeleteRange { key, range_end } => store
+                        .txn()
+                        .then([Op::delete_range(key_range(key, range_end))]),
+                    Command::Txn {
+                        compares,
+                        success,
+                        failure,
+                    } => store
+                        .txn()
+                        .when(compares.iter().map(|c| c.to_store()))
+                        .then(success.iter().map(|o| o.to_store()))
+                        .otherwise(failure.iter().map(|o| o.to_store())),
+                    Command::Compact { .. }
+                    | Command::LeaseGrant { .. }
+                    | Command::LeaseRevoke { .. } => unreachable!("matched above"),
+                };
+                match mark(txn, &last).commit() {
+                    Ok(r) => Ok(Response {
+                        revision: r.revision,
+                        succeeded: r.succeeded,
+                        results: r.responses.into_iter().map(OpResult::from_store).collect(),
+                        error: None,
+                    }),
+                    Err(e) if refused(&e) => Ok(Response {
+                        error: Some(e.to_string()),
+                        ..only_mark(&store)?
+                    }),
+                    Err(e) => Err(io_err(e)),
+                }
+            }
+        }
+    }
+
+    /// Copies the store's newest commit into a new snapshot file and makes it the current one.
+    fn build(&self) -> Result<(SnapshotMeta<NodeId, Peer>, PathBuf), StorageError<NodeId>> {
+        let store = self.store();
+        let tx = store.db().begin_read().map_err(io_err)?;
+        let (last, membership) = recorded(&tx).map_err(io_err)?;
+        let id = match last {
+            Some(l) => format!(
+                "{}-{}-{}-{}",
+                l.leader_id.term,
+                l.leader_id.node_id,
+                l.index,
+                self.next_id()
+            ),
+            None => format!("0-0-0-{}", self.next_id()),
+        };
+        let dir = snapshot_dir(&self.dir);
+        let tmp = dir.join(format!("{id}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        tx.copy_to(&tmp).map_err(io_err)?;
+        drop(tx);
+        let path = dir.join(format!("{id}.folio"));
+        std::fs::rename(&tmp, &path).map_err(io_err)?;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: id,
+        };
+        self.set_current(meta.clone(), path.clone())?;
+        Ok((meta, path))
+    }
+
+    /// Records `meta` as the current snapshot and removes the one before it (a sender still
+    /// reading it keeps its open file).
+    fn set_current(
+        &self,
+        meta: SnapshotMeta<NodeId, Peer>,
+        path: PathBuf,
+    ) -> Result<(), StorageError<NodeId>> {
+        let dir = snapshot_dir(&self.dir);
+        let tmp = dir.join("current.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&meta).map_err(io_err)?).map_err(io_err)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err)?;
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err)?;
+        std::fs::rename(&tmp, dir.join("current.json")).map_err(io_err)?;
+        sync_dir(&dir).map_err(io_err)?;
+        let old = self
+            .current
+            .lock()
+            .expect("snapshot lock")
+            .replace((meta, path.clone()));
+        if let Some((_, old)) = old
+            && old != path
+        {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    /// Installs the received snapshot file `received`: checks it is a store that recorded
+    /// `meta`'s log id, renames a copy of it over the store's file, and reopens the store.
+    fn install(
+        &self,
+        meta: &SnapshotMeta<NodeId, Peer>,
+        received: PathBuf,
+    ) -> Result<(), StorageError<NodeId>> {
+        {
+            let db = folio::Db::builder()
+                .open_existing(&received)
+                .map_err(io_err)?;
+            let store = Store::with_db(db).map_err(io_err)?;
+            let tx = store.db().begin_read().map_err(io_err)?;
+            let (last, _) = recorded(&tx).map_err(io_err)?;
+            if last != meta.last_log_id {
+                return Err(io_err(format!(
+                    "the snapshot {} holds log id {last:?}, not {:?}",
+                    meta.snapshot_id, meta.last_log_id
+                )));
+            }
+        }
+        let target = store_path(&self.dir);
+        let staged = self.dir.join("store.folio.install");
+        let _ = std::fs::remove_file(&staged);
+        std::fs::copy(&received, &staged).map_err(io_err)?;
+        std::fs::File::open(&staged)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err)?;
+        let mut store = self.store.write().expect("store lock");
+        std::fs::rename(&staged, &target).map_err(io_err)?;
+        sync_dir(&self.dir).map_err(io_err)?;
+        *store = open_store(&target).map_err(io_err)?;
+        drop(store);
+        let path = snapshot_dir(&self.dir).join(format!("{}.folio", meta.snapshot_id));
+        std::fs::rename(&received, &path).map_err(io_err)?;
+        self.set_current(meta.clone(), path)
+    }
+}
+
+async fn open_snapshot(
+    meta: SnapshotMeta<NodeId, Peer>,
+    path: &Path,
+) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(file),
+    })
+}
+
+/// Runs `f`, which does file I/O for a while (a snapshot's copy or install), off the runtime's
+/// worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    tokio::task::spawn_blocking(f).await.map_err(io_err)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let shared = self.shared.clone();
+        let (meta, path) = blocking(move || shared.build()).await?;
+        open_snapshot(meta, &path).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        let store = self.shared.store();
+        let tx = store.db().begin_read().map_err(io_err)?;
+        recorded(&tx).map_err(io_err)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        entries
+            .into_iter()
+            .map(|e| self.shared.apply_one(e))
+            .collect()
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let path =
+            snapshot_dir(&self.shared.dir).join(format!("recv-{}.part", self.shared.next_id()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(io_err)?;
+        let old = self
+            .shared
+            .receiving
+            .lock()
+            .expect("receiving lock")
+            .replace(path);
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Peer>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        snapshot.sync_all().await.map_err(io_err)?;
+        drop(snapshot);
+        let received = self
+            .shared
+            .receiving
+            .lock()
+            .expect("receiving lock")
+            .take()
+            .ok_or_else(|| io_err("no snapshot was being received"))?;
+        let shared = self.shared.clone();
+        let meta = meta.clone();
+        blocking(move || shared.install(&meta, received)).await
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let current = self.shared.current.lock().expect("snapshot lock").clone();
+        match current {
+            None => Ok(None),
+            Some((meta, path)) => match open_snapshot(meta, &path).await {
+                Ok(s) => Ok(Some(s)),
+                // Replaced by a newer one meanwhile: openraft asks again or builds one.
+                Err(_) if !path.exists() => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The store as the state machine: each entry's log id is committed in the same store commit as
+//! the entry's writes, so after a reopen (what a crash leaves) the applied state names exactly
+//! the last entry whose writes the store holds: openraft then replays the entries after it, none
+//! twice and none skipped. An entry the store refuses, or one that writes nothing, still counts
+//! as applied, with the same answer on every member.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use folio_raft::{
+    Command, CompareSpec, CompareTarget, OpSpec, Peer, Relation, StateMachine, TypeConfig,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+
+fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload,
+    }
+}
+
+fn put(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
+    entry(
+        index,
+        EntryPayload::Normal(Command::Put {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            lease: 0,
+        }),
+    )
+}
+
+fn txn(index: u64, compare_value: &str, success: Vec<OpSpec>) -> Entry<TypeConfig> {
+    entry(
+        index,
+        EntryPayload::Normal(Command::Txn {
+            compares: vec![CompareSpec {
+                key: b"a".to_vec(),
+                target: CompareTarget::Value,
+                relation: Relation::Equal,
+                value: compare_value.as_bytes().to_vec(),
+                number: 0,
+            }],
+            success,
+            failure: vec![OpSpec::Range {
+                key: b"a".to_vec(),
+                range_end: Vec::new(),
+            }],
+        }),
+    )
+}
+
+fn put_op(key: &str) -> OpSpec {
+    OpSpec::Put {
+        key: key.as_bytes().to_vec(),
+        value: b"t".to_vec(),
+        lease: 0,
+    }
+}
+
+#[tokio::test]
+async fn the_applied_log_id_is_committed_with_each_entry_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: BTreeMap<u64, Peer> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                Peer {
+                    addr: format!("127.0.0.1:{}", 21000 + id),
+                },
+            )
+        })
+        .collect();
+    let membership = Membership::new(
+        vec![members.keys().copied().collect::<BTreeSet<_>>()],
+        members,
+    );
+    {
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        let answers = sm
+            .apply(vec![
+                entry(1, EntryPayload::Blank),
+                entry(2, EntryPayload::Membership(membership.clone())),
+                put(3, "a", "1"),
+                put(4, "a", "2"),
+                // The compare fails: the else branch only reads.
+                txn(5, "1", vec![put_op("b")]),
+                // Refused by the store (a key put twice in one branch), on every member alike.
+                txn(6, "2", vec![put_op("c"), put_op("c")]),
+            ])
+            .await
+            .unwrap();
+        let revisions: Vec<i64> = answers.iter().map(|r| r.revision).collect();
+        assert_eq!(revisions, [1, 1, 2, 3, 3, 3]);
+        assert!(!answers[4].succeeded);
+        assert!(
+            answers[5].error.as_deref().is_some_and(|e| e.contains("c")),
+            "{:?}",
+            answers[5]
+        );
+        let (applied, stored) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(6));
+        assert_eq!(stored.membership(), &membership);
+    }
+    // Reopened, as after a crash: the applied state and the store agree.
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let (applied, stored) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(6));
+    assert_eq!(stored.log_id().map(|l| l.index), Some(2));
+    let store = sm.store();
+    assert_eq!(store.current_revision(), 3);
+    assert!(
+        store
+            .range(b"c", folio::RangeOptions::current())
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    // The next entry takes the next revision.
+    let answers = sm.apply(vec![put(7, "a", "3")]).await.unwrap();
+    assert_eq!(answers[0].revision, 4);
+    assert_eq!(
+        sm.applied_state().await.unwrap().0.map(|l| l.index),
+        Some(7)
+    );
+}
+
+#[tokio::test]
+async fn a_lease_granted_without_an_id_takes_the_entry_index_and_its_revoke_deletes_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let answers = sm
+        .apply(vec![
+            entry(
+                1,
+                EntryPayload::Normal(Command::LeaseGrant { id: 0, ttl: 60 }),
+            ),
+            entry(
+                2,
+                EntryPayload::Normal(Command::Put {
+                    key: b"leased".to_vec(),
+                    value: b"v".to_vec(),
+                    lease: 1,
+                }),
+            ),
+            // Granting the same id again is refused, on every member alike (and so is a replay).
+            entry(
+                3,
+                EntryPayload::Normal(Command::LeaseGrant { id: 1, ttl: 60 }),
+            ),
+            entry(4, EntryPayload::Normal(Command::LeaseRevoke { id: 1 })),
+            entry(5, EntryPayload::Normal(Command::LeaseRevoke { id: 1 })),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        answers[0].results,
+        vec![folio_raft::OpResult::LeaseGranted { id: 1, ttl: 60 }]
+    );
+    assert_eq!(answers[1].revision, 2);
+    assert!(answers[2].error.is_some(), "{:?}", answers[2]);
+    assert_eq!((answers[3].revision, answers[3].error.clone()), (3, None));
+    assert!(answers[4].error.is_some(), "{:?}", answers[4]);
+    let store = sm.store();
+    assert!(
+        store
+            .range(b"leased", folio::RangeOptions::current())
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    assert_eq!(
+        sm.applied_state().await.unwrap().0.map(|l| l.index),
+        Some(5)
+    );
+}
