@@ -138,19 +138,9 @@ impl Cluster {
     }
 }
 
-/// A small deterministic generator (splitmix64), so that a failing seed can be run again.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+// The workspace's seeded generator (splitmix64), so that a failing seed can be run again.
+#[path = "../../../tests/common/rng.rs"]
+#[allow(dead_code)]
+mod rng;
+#[allow(unused_imports)] // not every test binary draws numbers
+pub use rng::SplitMix64 as Rng;
