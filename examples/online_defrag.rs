@@ -22,8 +22,10 @@
 //! Flags: `--live-mb N` (live value bytes, default 400: a file over 1 GiB), `--gib4` (live 1,600
 //! MiB: a file over 4 GiB), `--before-secs S`, `--dir D` (where to build; default a temporary
 //! directory under the current one), `--cold` (drop the page cache before the defrag; needs
-//! root), `--pace-mb N` (pace the defrag's own disk traffic to N MiB/s, see
-//! `DefragOptions::pace`; 0, the default, is unpaced).
+//! root), `--pace-mb N` (pace the defrag's own disk traffic to N MiB/s while writers
+//! commit, see `DefragOptions::pace`; 0 is unpaced; without it, the library's default, 64 MiB/s), `--control-secs S` (the control run: the
+//! same load, and with `--cold` the same cache drop, for S seconds with no defrag, so that a
+//! stall can be told from what the load or the cold cache does alone).
 
 #[path = "support/etcd_workload.rs"]
 #[allow(dead_code)]
@@ -50,7 +52,8 @@ struct Args {
     before: Duration,
     dir: Option<PathBuf>,
     cold: bool,
-    pace_mb: u64,
+    pace_mb: Option<u64>,
+    control: Option<Duration>,
 }
 
 fn args() -> Result<Args, String> {
@@ -59,7 +62,8 @@ fn args() -> Result<Args, String> {
         before: Duration::from_secs(5),
         dir: None,
         cold: false,
-        pace_mb: 0,
+        pace_mb: None,
+        control: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,7 +80,16 @@ fn args() -> Result<Args, String> {
             }
             "--dir" => a.dir = Some(value()?.into()),
             "--cold" => a.cold = true,
-            "--pace-mb" => a.pace_mb = value()?.parse().map_err(|e| format!("--pace-mb: {e}"))?,
+            "--pace-mb" => {
+                a.pace_mb = Some(value()?.parse().map_err(|e| format!("--pace-mb: {e}"))?)
+            }
+            "--control-secs" => {
+                a.control = Some(Duration::from_secs(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--control-secs: {e}"))?,
+                ))
+            }
             other => {
                 return Err(format!(
                     "unknown flag {other} (see the top of examples/online_defrag.rs)"
@@ -125,6 +138,8 @@ struct Steps {
     copied: Option<Duration>,
     rounds: Vec<(Duration, bool)>,
     returned: Duration,
+    /// A control run: no defrag, only the load.
+    control: bool,
 }
 
 impl Steps {
@@ -133,6 +148,9 @@ impl Steps {
         let since = |t: Duration| format!("{:+.0} ms", (at.as_secs_f64() - t.as_secs_f64()) * 1e3);
         if at < self.started {
             return "before".into();
+        }
+        if self.control {
+            return format!("control run ({} from its start)", since(self.started));
         }
         if at > self.returned {
             return format!(
@@ -188,7 +206,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args()?;
     let tmp = tempfile::Builder::new()
         .prefix("folio-online-")
-        .tempdir_in(a.dir.clone().unwrap_or_else(|| ".".into()))?;
+        .tempdir_in({
+            let dir = a.dir.clone().unwrap_or_else(|| ".".into());
+            std::fs::create_dir_all(&dir)?;
+            dir
+        })?;
     let path = tmp.path().join("etcd.folio");
     let workload = Workload {
         live_bytes: a.live_mb << 20,
@@ -197,6 +219,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "folio online defrag under load: {} live pods of 1-4 KiB, {WRITERS} writers (single durable puts, group commit), {READERS} readers (ranges of 50 and gets)",
         mib(workload.live_bytes)
+    );
+    println!(
+        "defrag pace while writers commit: {}; load average at the start: {}",
+        match a.pace_mb {
+            None => "the default (64 MiB/s)".to_string(),
+            Some(0) => "none".to_string(),
+            Some(mb) => format!("{mb} MiB/s"),
+        },
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let built = build(&path, workload)?;
     let settled = settle();
@@ -295,9 +328,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         phase.store(DURING, Ordering::Relaxed);
         let started = Instant::now();
         steps.lock().unwrap().started = t0.elapsed();
+        steps.lock().unwrap().control = a.control.is_some();
         let (on_copy, on_round) = (steps.clone(), steps.clone());
-        let options = DefragOptions::default()
-            .pace((a.pace_mb > 0).then_some(a.pace_mb << 20))
+        let mut options = DefragOptions::default();
+        if let Some(mb) = a.pace_mb {
+            options = options.pace((mb > 0).then_some(mb << 20));
+        }
+        let options = options
             .progress(move |p| {
                 if p.pages_done == p.pages_total {
                     on_copy.lock().unwrap().copied = Some(t0.elapsed());
@@ -310,7 +347,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .rounds
                     .push((t0.elapsed() - r.duration, r.last))
             });
-        let report = store.defrag(&options);
+        let report = match a.control {
+            None => Some(store.defrag(&options)),
+            Some(secs) => {
+                std::thread::sleep(secs);
+                None
+            }
+        };
         steps.lock().unwrap().returned = t0.elapsed();
         phase_time[DURING as usize] = started.elapsed();
         phase.store(AFTER, Ordering::Relaxed);
@@ -323,7 +366,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         (writers, readers, report)
     });
-    let report = report?;
+    let report = report.transpose()?;
 
     println!("put latency per writer (p50 / p99 / p99.9 / max):");
     for (i, w) in writers.iter().enumerate() {
@@ -379,6 +422,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate(reads_before.len(), BEFORE),
         rate(reads_during.len(), DURING),
     );
+    let Some(report) = report else {
+        println!(
+            "control run: no defrag; the load ran {:.0} s in its place",
+            phase_time[DURING as usize].as_secs_f64()
+        );
+        return Ok(());
+    };
     let (entries, bytes) = report.caught_up();
     println!(
         "defrag: {} -> {} in {:.2} s; writers held {} (the last round and the swap); {} catch-up rounds copied {entries} entries ({}); rounds: {}",

@@ -145,6 +145,12 @@ pub const DEFRAG_WRITE_LEN: usize = 8 << 20;
 pub const DEFRAG_WRITE_BUFFERS: usize = 3;
 /// The largest request a paced defrag makes (see [`crate::DefragOptions::pace`]).
 pub const DEFRAG_PACE_PIECE: usize = 1 << 20;
+/// The default pace of a defrag's disk traffic while writers commit beside it, in bytes per
+/// second (see [`crate::DefragOptions::pace`]).
+pub const DEFRAG_PACE_DEFAULT: u64 = 64 << 20;
+/// A pace holds while a commit happened this recently; after that the defrag goes at the disk's
+/// speed until the next commit.
+pub const DEFRAG_PACE_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 /// A defrag reads the source ahead in file order in requests of this many bytes.
 pub const DEFRAG_READAHEAD_CHUNK: usize = 8 << 20;
 /// A defrag reads through gaps between live pages of up to this many bytes rather than skip them.

@@ -36,7 +36,9 @@ impl ReadTxn<'_> {
         // Progress is not reported, so the total only bounds the walk's counters; with no list of
         // free runs the read-ahead reads the free pages too, which costs time, never correctness.
         let pages_total = source.meta.page_count.saturating_sub(2);
-        let written = load::copy(source, &out, &DefragOptions::default(), pages_total, &[])
+        // Unpaced: a snapshot copy has no commit counter to tell when writers are busy.
+        let options = DefragOptions::default().pace(None);
+        let written = load::copy(source, &out, &options, pages_total, &[], None)
             .and_then(|_| out.sync())
             .and_then(|()| out.len());
         if written.is_err() {

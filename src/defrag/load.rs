@@ -35,7 +35,7 @@ use crate::btree::node::{
 };
 use crate::btree::source::{Pages, Verify};
 use crate::defrag::options::{DefragOptions, DefragProgress};
-use crate::defrag::pace::Pace;
+use crate::defrag::pace::{Commits, Pace};
 use crate::defrag::readahead;
 use crate::error::{Error, PageId, Result, corrupted};
 use crate::limits::{
@@ -54,23 +54,29 @@ const PROGRESS_EVERY: u64 = 2048;
 /// Writes every tree of `source` into `out` (an empty file) and returns the new file's meta.
 /// `pages_total` is the number of source pages the walk will visit, for progress reports.
 /// `unused` lists the source's runs of free, pending and freelist pages, sorted, so that its live
-/// pages can be read ahead in file order.
+/// pages can be read ahead in file order. `commits` is the source database's commit counter, if
+/// writers may commit beside the copy: the pace holds only while it moves (see `pace.rs`).
 pub(crate) fn copy(
     source: &Snapshot,
     out: &dyn Storage,
     options: &DefragOptions,
     pages_total: u64,
     unused: &[(PageId, u64)],
+    commits: Option<Commits<'_>>,
 ) -> Result<Meta> {
+    let pace = || match commits {
+        Some(commits) => Pace::while_committing(options.pace, commits),
+        None => Pace::new(options.pace),
+    };
     let ranges = readahead::live_ranges(source.meta.page_count, source.meta.page_size, unused);
     let ahead = readahead::fits_in_memory(ranges.iter().map(|r| r.1).sum());
     let stop = AtomicBool::new(false);
     let (sink, writes, spare) = Sink::new(source.meta.page_size);
     let (copied, written) = std::thread::scope(|s| {
         if ahead {
-            s.spawn(|| readahead::run(&source.map, &ranges, &stop, &mut Pace::new(options.pace)));
+            s.spawn(|| readahead::run(&source.map, &ranges, &stop, &mut pace()));
         }
-        let mut pace = Pace::new(options.pace);
+        let mut pace = pace();
         let writer = s.spawn(move || write_all(out, writes, spare, &mut pace));
         let copied = copy_trees(source, sink, options, pages_total, !ahead);
         stop.store(true, Ordering::Relaxed);

@@ -89,10 +89,19 @@ impl Db {
             (source.meta.page_count - 2).saturating_sub(usage.freelist_pages + usage.free_pages);
         let live_bytes = (2 + usage.freelist_pages + pages_total) * page_size;
 
-        // 2. The new file, beside the old one: copy, sync, open. Writers go on.
+        // 2. The new file, beside the old one: copy, sync, open. Writers go on; the defrag's
+        //    disk traffic keeps to its pace while they commit.
+        let commits = || self.inner.committed_txid();
         let mut pages_written = 0;
         let new = NewFile::create(self, |out| {
-            let meta = load::copy(source, out, options, pages_total, &usage.unused)?;
+            let meta = load::copy(
+                source,
+                out,
+                options,
+                pages_total,
+                &usage.unused,
+                Some(&commits),
+            )?;
             pages_written = meta.page_count;
             Ok(())
         })?;
@@ -102,8 +111,8 @@ impl Db {
         let warm = if options.warm_cache {
             let started = Instant::now();
             let reader = new.db().begin_read()?;
-            readahead::warm(&reader.snapshot().map, &mut Pace::new(options.pace))
-                .then(|| started.elapsed())
+            let mut pace = Pace::while_committing(options.pace, &commits);
+            readahead::warm(&reader.snapshot().map, &mut pace).then(|| started.elapsed())
         } else {
             None
         };
@@ -153,9 +162,10 @@ impl Db {
         let pause = paused.elapsed();
         let duration = started.elapsed();
 
-        // 7. Release the old file; it waits for no one, writers are free.
-        drop((last, swapped.old_snapshot));
+        // 7. Release the old file; it waits for no one, writers are free. The release thread
+        // takes its references to the old mappings first, so that it, not this call, unmaps them.
         release::release(swapped.old_storage, swapped.old_maps);
+        drop((last, swapped.old_snapshot));
         swapped.dir_synced?;
         Ok(DefragReport {
             size_before,

@@ -6,25 +6,50 @@
 //! cache, flushes whatever the defrag wrote since the last flush). A pace spreads that traffic to
 //! a rate, in pieces of at most [`DEFRAG_PACE_PIECE`] bytes, so that a sync finds at most a piece
 //! or two ahead of it. The defrag takes longer; the writers' pause does not change.
+//!
+//! The rate holds only while writers commit: given the database's commit counter, a pace that
+//! has seen no commit for [`DEFRAG_PACE_IDLE`] lets the defrag go at the disk's speed, and starts
+//! the rate afresh at the next commit (no credit is saved up while idle, so the first pieces after
+//! a commit are not a burst).
 
 use std::time::{Duration, Instant};
 
-use crate::limits::DEFRAG_PACE_PIECE;
+use crate::limits::{DEFRAG_PACE_IDLE, DEFRAG_PACE_PIECE};
+
+/// Reads the database's commit counter, which moves while writers commit.
+pub(crate) type Commits<'a> = &'a (dyn Fn() -> u64 + Sync);
 
 /// A rate in bytes per second (or none), and how much has gone at it since it started.
-#[derive(Debug)]
-pub(crate) struct Pace {
+pub(crate) struct Pace<'a> {
     rate: Option<u64>,
+    /// Without it, the rate always holds.
+    commits: Option<Commits<'a>>,
     started: Instant,
     bytes: u64,
+    /// The commit counter as last read, and when it was last seen to move.
+    seen: u64,
+    moved_at: Option<Instant>,
 }
 
-impl Pace {
-    pub fn new(rate: Option<u64>) -> Pace {
+impl<'a> Pace<'a> {
+    /// A pace at `rate` that always holds.
+    pub fn new(rate: Option<u64>) -> Pace<'a> {
         Pace {
             rate,
+            commits: None,
             started: Instant::now(),
             bytes: 0,
+            seen: 0,
+            moved_at: None,
+        }
+    }
+
+    /// A pace at `rate` that holds only while `commits` moves.
+    pub fn while_committing(rate: Option<u64>, commits: Commits<'a>) -> Pace<'a> {
+        Pace {
+            seen: commits(),
+            commits: Some(commits),
+            ..Pace::new(rate)
         }
     }
 
@@ -36,19 +61,48 @@ impl Pace {
         }
     }
 
-    /// Counts `bytes` as moved and sleeps until the rate allows the next request.
+    /// Counts `bytes` as moved and, while writers commit, sleeps until the rate allows the next
+    /// request.
     pub fn moved(&mut self, bytes: usize) {
         let Some(rate) = self.rate else { return };
+        if !self.writers_active() {
+            self.started = Instant::now();
+            self.bytes = 0;
+            return;
+        }
         self.bytes = self.bytes.saturating_add(bytes as u64);
         let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(self.started.elapsed()) {
             std::thread::sleep(wait);
         }
     }
+
+    fn writers_active(&mut self) -> bool {
+        let Some(commits) = self.commits else {
+            return true;
+        };
+        let now = commits();
+        if now != self.seen {
+            self.seen = now;
+            if self
+                .moved_at
+                .is_none_or(|t| t.elapsed() >= DEFRAG_PACE_IDLE)
+            {
+                // The first commit after a quiet spell: the rate starts from here.
+                self.started = Instant::now();
+                self.bytes = 0;
+            }
+            self.moved_at = Some(Instant::now());
+        }
+        self.moved_at
+            .is_some_and(|t| t.elapsed() < DEFRAG_PACE_IDLE)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
 
     #[test]
@@ -69,5 +123,33 @@ mod tests {
         let mut none = Pace::new(None);
         none.moved(usize::MAX);
         assert_eq!(none.bytes, 0);
+    }
+
+    /// What it guards: the default pace must not slow a defrag that has no writer beside it
+    /// (an offline one, or an idle database), and must hold as soon as a writer commits.
+    #[test]
+    fn a_pace_holds_only_while_the_commit_counter_moves() {
+        let counter = AtomicU64::new(7);
+        let commits = || counter.load(Ordering::Relaxed);
+        // 1 MiB per second: a held pace would sleep about a second per MiB.
+        let mut pace = Pace::while_committing(Some(1 << 20), &commits);
+        let start = Instant::now();
+        for _ in 0..64 {
+            pace.moved(1 << 20);
+        }
+        assert_eq!(
+            pace.bytes, 0,
+            "no commit: nothing is counted against the rate"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no commit: no wait"
+        );
+
+        // A commit: from now on the bytes count, and the second MiB waits for its second.
+        counter.store(8, Ordering::Relaxed);
+        pace.moved(1 << 19);
+        assert_eq!(pace.bytes, 1 << 19);
+        assert!(pace.started.elapsed() >= Duration::from_millis(500));
     }
 }

@@ -584,6 +584,11 @@ impl Inner {
         self.sync.storage()
     }
 
+    /// The newest commit's txid: it moves while writers commit (a defrag paces itself by it).
+    pub fn committed_txid(&self) -> u64 {
+        self.sync.committed_txid()
+    }
+
     /// The oldest snapshot txid any reader holds.
     pub fn oldest_reader(&self) -> Option<u64> {
         self.shared.lock().readers.keys().next().copied()
