@@ -13,17 +13,19 @@
 //!    snapshot's txid, and pin the newer snapshot in place of the older; repeat while a round takes
 //!    longer than the pause budget, the rounds shrink, and the round limit allows;
 //! 5. hold writers; the last catch-up round, which brings the new file to the newest commit;
-//! 6. swap (`txn::swap`): sync the new file, rename it over the database, sync the directory, and
-//!    let new readers and the next writer use it; readers that began earlier keep the old file;
-//! 7. release writers, and the old file gently (`release`): its blocks are freed in steps once no
-//!    reader maps it.
+//! 6. swap (`txn::swap`): sync the new file, rename it over the database, and let new readers and
+//!    the next writer use it; readers that began earlier keep the old file;
+//! 7. release writers; sync the directory (unless the first commit round after the swap already
+//!    did: no commit after the swap is acknowledged before it); release the old file gently
+//!    (`release`): its blocks are freed in steps once no reader maps it.
 //!
 //! Until the rename in step 6 the database is untouched: a failure removes the new file and
 //! returns the error, and a crash leaves the old database and at most a leftover `.defrag` file
 //! that the next open removes. Every commit acknowledged before the rename is durable in the old
 //! file, and from the rename on in the new one, which holds every commit. The rename is atomic:
-//! after a crash the path holds either file, each whole and synced. If the directory sync fails
-//! after the rename, the swap goes ahead and the database is poisoned (see `txn::swap`).
+//! after a crash the path holds either file, each whole and synced; and until the directory sync
+//! that makes the rename durable, no commit the old file had not synced is acknowledged. If that
+//! sync fails, the database is poisoned (see `txn::swap`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -160,13 +162,16 @@ impl Db {
         let size_after = swapped.snapshot.meta.page_count * page_size;
         drop(held);
         let pause = paused.elapsed();
+        // The rename becomes durable here or in the first commit round after the swap, with
+        // writers free: until then none of their commits is acknowledged.
+        let dir_synced = self.inner.settle_dir();
         let duration = started.elapsed();
 
         // 7. Release the old file; it waits for no one, writers are free. The release thread
         // takes its references to the old mappings first, so that it, not this call, unmaps them.
         release::release(swapped.old_storage, swapped.old_maps);
         drop((last, swapped.old_snapshot));
-        swapped.dir_synced?;
+        dir_synced?;
         Ok(DefragReport {
             size_before,
             size_after,

@@ -589,6 +589,12 @@ impl Inner {
         self.sync.committed_txid()
     }
 
+    /// Syncs the directory after a defrag's swap, unless a commit round already did (see
+    /// `txn::swap`, invariant 4). A failure poisons the database.
+    pub fn settle_dir(&self) -> Result<()> {
+        self.sync.settle_dir()
+    }
+
     /// The oldest snapshot txid any reader holds.
     pub fn oldest_reader(&self) -> Option<u64> {
         self.shared.lock().readers.keys().next().copied()

@@ -8,11 +8,14 @@
 //! The swap, one step each:
 //! 1. sync the new file: every page and the newest meta of it are durable;
 //! 2. rename it over the database's path;
-//! 3. sync the directory;
-//! 4. restart the sync state on the new file (a round still running on the old one finishes
-//!    there and changes nothing: the new file holds its commit);
-//! 5. hand the writer the new file's freelist, freelist run, length and newest snapshot;
-//! 6. publish that snapshot to new readers.
+//! 3. restart the sync state on the new file (a round still running on the old one finishes
+//!    there and changes nothing: the new file holds its commit), owing it a directory sync;
+//! 4. hand the writer the new file's freelist, freelist run, length and newest snapshot;
+//! 5. publish that snapshot to new readers.
+//!
+//! Then the writers are released, and the directory is synced outside the pause: by the
+//! defrag ([`crate::txn::db::Inner::settle_dir`]) or by the first commit round after the swap,
+//! whichever comes first.
 //!
 //! Invariants:
 //! 1. The new file holds the database's newest commit, with the same txid. Txids are one sequence
@@ -28,11 +31,13 @@
 //! 3. Until step 2 the database is untouched: a failure removes the new file (a crash leaves it
 //!    beside the database, and the next open removes it). The rename is atomic: after a crash the
 //!    path holds either file, each whole and synced.
-//! 4. If step 3 fails, the path already names the new file, so the swap goes ahead and the
-//!    database is poisoned before the writers are released: a crash could still bring back the
-//!    old name, so nothing more may be committed until a reopen shows which file won.
-//! 5. Steps 4 to 6 run under the writer lock, so no commit sees half of them; every round that
-//!    begins after step 4 writes the new file.
+//! 4. Until the directory sync after the rename, a crash may bring back the old file. So no
+//!    commit counts as durable that the old file did not make durable until that sync has run
+//!    (`txn::sync`, rule 6): writers go on writing the new file, and a waiter for any commit
+//!    the old file had not synced runs the directory sync first. If it fails, the database is
+//!    poisoned: nothing more is acknowledged until a reopen shows which file won.
+//! 5. Steps 3 to 5 run under the writer lock, so no commit sees half of them; every round that
+//!    begins after step 3 writes the new file.
 //! 6. Readers that began before the swap keep the old file's mappings, which live until the last
 //!    of them finishes; the caller gets the old storage back to release it gently.
 
@@ -214,8 +219,6 @@ pub(crate) struct Swapped {
     pub old_maps: Vec<Weak<Mmap>>,
     /// The new file's newest snapshot, now the database's.
     pub snapshot: Arc<Snapshot>,
-    /// The directory sync after the rename: an error has poisoned the database (invariant 4).
-    pub dir_synced: Result<()>,
 }
 
 impl WritersHeld<'_> {
@@ -268,34 +271,27 @@ impl WritersHeld<'_> {
             }
         };
 
-        // 3. Make the rename durable.
-        let dir_synced = parts.storage.sync_dir();
-
-        // 4. Every later round writes the new file.
+        // 3. Every later round writes the new file, and the first of them makes the rename
+        //    durable (invariant 4).
         let meta = parts.snapshot.meta;
         let old_storage = inner.sync.restart(parts.storage, meta, parts.slot);
         debug_assert!(Arc::ptr_eq(&old_storage, &old));
 
-        // 5. The writer starts from the new file.
+        // 4. The writer starts from the new file.
         let w = &mut *self.writer;
         w.freelist = parts.freelist;
         w.freelist_run = parts.freelist_run;
         w.file_len = parts.file_len;
         let old_maps = std::mem::replace(&mut w.maps, parts.maps);
         let old_snapshot = std::mem::replace(&mut w.latest, parts.snapshot.clone());
-        if dir_synced.is_err() {
-            // Before the writers are released (invariant 4).
-            inner.sync.poison();
-        }
 
-        // 6. New readers read the new file.
+        // 5. New readers read the new file.
         inner.publish(parts.snapshot.clone());
         Ok(Swapped {
             old_storage,
             old_snapshot,
             old_maps,
             snapshot: parts.snapshot,
-            dir_synced,
         })
     }
 }

@@ -23,6 +23,11 @@
 //!    before the swap and leads a round after it writes the new file, never the old one. A round
 //!    that was already running on the old file when the swap came finishes there and changes
 //!    nothing here: the swap's new file holds its commit durably (see `txn::swap`).
+//! 6. A swap renames the new file over the old one and leaves the directory sync to the first
+//!    round after it, or to the defrag ([`SyncState::settle_dir`]), so that writers are not held
+//!    for it. Until the rename is durable a crash may bring back the old file, so a commit the old
+//!    file did not make durable is not durable (`State::durable`), and every round that makes a
+//!    commit durable syncs the directory first while that sync is owed.
 
 use std::sync::Arc;
 
@@ -65,6 +70,9 @@ struct State {
     /// Raised by every [`SyncState::restart`]: a round that began under an older one wrote a file
     /// that is no longer the database's, and leaves this state alone.
     generation: u64,
+    /// After a swap whose rename is not yet durable: the newest commit the old file made
+    /// durable. Until the directory is synced, no later commit is durable (rule 6).
+    dir_owed: Option<u64>,
 }
 
 impl State {
@@ -80,7 +88,13 @@ impl State {
             safe: meta.txid,
             leader: false,
             poisoned: false,
+            dir_owed: None,
         }
+    }
+
+    /// Whether commit `txid` is durable (rules 2 and 6).
+    fn is_durable(&self, txid: u64) -> bool {
+        txid <= self.synced && self.dir_owed.is_none_or(|old| txid <= old)
     }
 }
 
@@ -124,11 +138,52 @@ impl SyncState {
     /// of them and durable in the new file, so a waiter for any of them finds it durable. A round
     /// still running on the old file is not waited for (it would cost the swap two syncs): it
     /// finishes on the old file and leaves the new state alone (see `generation`).
+    ///
+    /// The rename that put `storage` in place is not durable yet: until [`SyncState::settle_dir`]
+    /// has synced the directory, only the commits the old file made durable count as durable
+    /// (rule 6).
     pub fn restart(&self, storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> Arc<dyn Storage> {
         let mut s = self.state.lock();
         debug_assert!(meta.txid >= s.committed.txid, "the new file is behind");
         let generation = s.generation + 1;
-        std::mem::replace(&mut *s, State::durable(storage, meta, slot, generation)).storage
+        let mut new = State::durable(storage, meta, slot, generation);
+        new.dir_owed = Some(match s.dir_owed {
+            Some(old) => old.min(s.synced),
+            None => s.synced,
+        });
+        // A poisoned state stays poisoned: the old file's trouble is not undone by a rename.
+        new.poisoned = s.poisoned;
+        std::mem::replace(&mut *s, new).storage
+    }
+
+    /// Syncs the directory after a swap, if that is still owed (rule 6): a round of its own.
+    /// Makes every commit of the new file up to the swap durable; a failure poisons the database.
+    pub fn settle_dir(&self) -> Result<()> {
+        let (storage, generation) = {
+            let mut s = self.state.lock();
+            while s.leader {
+                self.round_done.wait(&mut s);
+            }
+            if s.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if s.dir_owed.is_none() {
+                return Ok(());
+            }
+            s.leader = true;
+            (s.storage.clone(), s.generation)
+        };
+        let result = storage.sync_dir();
+        let mut s = self.state.lock();
+        if s.generation == generation {
+            s.leader = false;
+            match &result {
+                Ok(()) => s.dir_owed = None,
+                Err(_) => s.poisoned = true,
+            }
+        }
+        self.round_done.notify_all();
+        result
     }
 
     /// The newest committed meta and the slot holding the newest written meta, once no round runs.
@@ -183,7 +238,7 @@ impl SyncState {
     /// Whether a commit is newer than the last synced meta.
     pub fn unsynced(&self) -> bool {
         let s = self.state.lock();
-        !s.poisoned && s.committed.txid > s.synced
+        !s.poisoned && !s.is_durable(s.committed.txid)
     }
 
     /// Writes the meta of the newest commit without syncing ([`Durability::None`]).
@@ -202,8 +257,14 @@ impl SyncState {
                 if s.poisoned {
                     return Err(Error::Poisoned);
                 }
-                if s.synced >= txid {
+                if s.is_durable(txid) {
                     return Ok(());
+                }
+                if s.synced >= txid {
+                    // Only the directory sync after a swap is missing.
+                    drop(s);
+                    self.settle_dir()?;
+                    continue;
                 }
             }
             #[cfg(test)]
@@ -221,7 +282,7 @@ impl SyncState {
     /// commit's meta into the current storage: with `sync`, the newest covered commit (rule 2),
     /// else the newest committed. Returns the txid written.
     fn lead(&self, sync: bool) -> Result<u64> {
-        let (storage, covered, committed, slot, generation) = {
+        let (storage, covered, committed, slot, generation, dir) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -237,10 +298,15 @@ impl SyncState {
                 s.committed,
                 1 - s.written_slot,
                 s.generation,
+                sync && s.dir_owed.is_some(),
             )
         };
         let meta = covered.unwrap_or(committed);
         let result = (|| {
+            if dir {
+                // Rule 6: the rename of a swap first.
+                storage.sync_dir()?;
+            }
             if sync && covered.is_none() {
                 storage.sync()?;
             }
@@ -266,6 +332,9 @@ impl SyncState {
         s.leader = false;
         let result = match result {
             Ok(covers) => {
+                if dir {
+                    s.dir_owed = None;
+                }
                 s.written_slot = slot;
                 s.safe = s.safe.max(meta.txid);
                 if sync {
@@ -303,6 +372,8 @@ mod tests {
         name: &'static str,
         log: Arc<Mutex<Vec<String>>>,
         on_sync: Hook,
+        /// Whether its directory sync fails.
+        dir_fails: bool,
     }
 
     impl std::fmt::Debug for Logged {
@@ -317,6 +388,7 @@ mod tests {
                 name,
                 log: log.clone(),
                 on_sync: Mutex::new(None),
+                dir_fails: false,
             }
         }
 
@@ -362,7 +434,11 @@ mod tests {
             unimplemented!()
         }
         fn sync_dir(&self) -> Result<()> {
-            unimplemented!()
+            if self.dir_fails {
+                self.record("sync_dir failed".into())?;
+                return Err(Error::Io(std::io::Error::other("the directory sync fails")));
+            }
+            self.record("sync_dir".into())
         }
     }
 
@@ -412,8 +488,9 @@ mod tests {
         );
         assert_eq!(
             log[swap..],
-            ["new sync", "new write@0", "new sync"],
-            "after the swap: A's round makes commit 3 durable in the new file, and only there"
+            ["new sync_dir", "new sync", "new write@0", "new sync"],
+            "after the swap: A's round makes the rename durable, then commit 3 in the new file, \
+             and only there"
         );
         // B's commit is durable: its wait returns without another round.
         sync.wait_synced(3).expect("B's wait");
@@ -478,11 +555,57 @@ mod tests {
                 "old sync",
                 "old write@0",
                 "old sync",
+                "new sync_dir",
                 "new sync",
                 "new write@0",
                 "new sync"
             ],
-            "the round after the swap writes the new file's other slot"
+            "the rename is made durable, then the round after the swap writes the new file's \
+             other slot"
         );
+    }
+
+    /// What it guards: a defrag's swap no longer syncs the directory with writers held; that is
+    /// left to the first round after it. Until then a crash may bring back the old file, so a
+    /// commit the old file had not synced, or one made on the new file, must not count as durable.
+    #[test]
+    fn after_a_swap_only_what_the_old_file_synced_is_durable_until_the_directory_sync() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let old: Arc<dyn Storage> = Arc::new(Logged::new("old", &log));
+        let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
+        let sync = SyncState::new(old, meta(1), 1);
+        // Commit 2 is written to the old file, not synced there; the swap's new file holds it.
+        sync.set_committed(meta(2));
+        sync.restart(new, meta(2), 1);
+        assert!(sync.state.lock().is_durable(1));
+        assert!(!sync.state.lock().is_durable(2), "2 is durable only once the rename is");
+        assert!(sync.unsynced());
+        sync.set_committed(meta(3));
+        sync.wait_synced(2).expect("the directory sync");
+        assert!(sync.state.lock().is_durable(2));
+        assert!(!sync.state.lock().is_durable(3));
+        sync.wait_synced(3).expect("a round for commit 3");
+        assert_eq!(
+            log.lock().clone(),
+            ["new sync_dir", "new sync", "new write@0", "new sync"],
+            "the wait for 2 syncs the directory alone; the round for 3 does not sync it again"
+        );
+        assert!(!sync.unsynced());
+        sync.settle_dir().expect("nothing owed: nothing done");
+        assert_eq!(log.lock().len(), 4);
+
+        // A directory sync that fails poisons: nothing after the swap is ever acknowledged.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let old: Arc<dyn Storage> = Arc::new(Logged::new("old", &log));
+        let mut failing = Logged::new("new", &log);
+        failing.dir_fails = true;
+        let sync = SyncState::new(old, meta(1), 1);
+        sync.restart(Arc::new(failing), meta(1), 1);
+        sync.set_committed(meta(2));
+        assert!(matches!(sync.wait_synced(2), Err(Error::Io(_))));
+        assert!(matches!(sync.wait_synced(2), Err(Error::Poisoned)));
+        assert!(matches!(sync.settle_dir(), Err(Error::Poisoned)));
+        assert!(!sync.state.lock().is_durable(2));
+        assert_eq!(log.lock().clone(), ["new sync_dir failed"]);
     }
 }
