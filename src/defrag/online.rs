@@ -13,19 +13,19 @@
 //!    snapshot's txid, and pin the newer snapshot in place of the older; repeat while a round takes
 //!    longer than the pause budget, the rounds shrink, and the round limit allows;
 //! 5. hold writers; the last catch-up round, which brings the new file to the newest commit;
-//! 6. swap (`txn::swap`): sync the new file, rename it over the database, and let new readers and
-//!    the next writer use it; readers that began earlier keep the old file;
-//! 7. release writers; sync the directory (unless the first commit round after the swap already
-//!    did: no commit after the swap is acknowledged before it); release the old file gently
+//! 6. swap (`txn::swap`): the next writer and new readers use the new file; readers that began
+//!    earlier keep the old file. Nothing is synced or renamed with writers held;
+//! 7. release writers; finish the swap (sync the new file, rename it over the database, sync the
+//!    directory), unless the first commit round after the swap already did: no commit the old
+//!    file had not made durable is acknowledged before it; release the old file gently
 //!    (`release`): its blocks are freed in steps once no reader maps it.
 //!
-//! Until the rename in step 6 the database is untouched: a failure removes the new file and
-//! returns the error, and a crash leaves the old database and at most a leftover `.defrag` file
-//! that the next open removes. Every commit acknowledged before the rename is durable in the old
-//! file, and from the rename on in the new one, which holds every commit. The rename is atomic:
-//! after a crash the path holds either file, each whole and synced; and until the directory sync
-//! that makes the rename durable, no commit the old file had not synced is acknowledged. If that
-//! sync fails, the database is poisoned (see `txn::swap`).
+//! Until the rename in step 7 the database's path holds the old file, with every commit
+//! acknowledged so far: a failure before the swap removes the new file and returns the error, and
+//! a crash leaves the old database and at most a leftover `.defrag` file that the next open
+//! removes. The new file is synced before the rename, which is atomic: after a crash the path
+//! holds either file, each whole and synced, each with every acknowledged commit. If the finish
+//! fails, the database is poisoned and the old file closed whole (see `txn::swap`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -70,8 +70,9 @@ impl Db {
     /// the swap keeps reading the old file to its end. The new file is written around the page
     /// cache; before the swap, with writers going on, this reads it into the cache, unless
     /// [`DefragOptions::warm_cache`] says not to. On an error the database goes on as before,
-    /// unless the error is [`crate::Error::Poisoned`]-worthy (the directory sync after the rename
-    /// failed), in which case later commits fail until a reopen. A write transaction open on this
+    /// unless the error is [`crate::Error::Poisoned`]-worthy (the swap's finish, which syncs and
+    /// renames the new file after the writers are released, failed), in which case later commits
+    /// fail until a reopen. A write transaction open on this
     /// thread would deadlock the last step: commit or drop it first.
     pub fn defrag(&self, options: &DefragOptions) -> Result<DefragReport> {
         options.validate()?;
@@ -162,16 +163,20 @@ impl Db {
         let size_after = swapped.snapshot.meta.page_count * page_size;
         drop(held);
         let pause = paused.elapsed();
-        // The rename becomes durable here or in the first commit round after the swap, with
-        // writers free: until then none of their commits is acknowledged.
-        let dir_synced = self.inner.settle_dir();
+        // The new file is synced, renamed over the database and the rename made durable here, or
+        // in the first commit round after the swap, with writers free: until then none of their
+        // commits is acknowledged.
+        let finished = self.inner.finish_swap();
         let duration = started.elapsed();
 
         // 7. Release the old file; it waits for no one, writers are free. The release thread
         // takes its references to the old mappings first, so that it, not this call, unmaps them.
-        release::release(swapped.old_storage, swapped.old_maps);
+        // If the finish failed, a crash may still bring the old file back: it is closed whole.
+        if finished.is_ok() {
+            release::release(swapped.old_storage, swapped.old_maps);
+        }
         drop((last, swapped.old_snapshot));
-        dir_synced?;
+        finished?;
         Ok(DefragReport {
             size_before,
             size_after,

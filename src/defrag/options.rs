@@ -196,9 +196,9 @@ pub struct DefragReport {
     pub pages_written: u64,
     /// From the start to the swap: the copy, every catch-up round and the swap.
     pub duration: Duration,
-    /// How long writers were held: the last catch-up round, the sync of the new file, the rename
-    /// and the swap. (The directory sync that follows holds only the acknowledgement of commits
-    /// made after the swap, not the commits themselves.)
+    /// How long writers were held: the last catch-up round and the swap, in memory. (The sync of
+    /// the new file, its rename and the directory sync follow with writers free; they hold only
+    /// the acknowledgement of the commits made meanwhile.)
     pub pause: Duration,
     /// The catch-up rounds, in order; the last one ran with writers held.
     pub rounds: Vec<DefragRound>,

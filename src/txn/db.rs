@@ -589,10 +589,11 @@ impl Inner {
         self.sync.committed_txid()
     }
 
-    /// Syncs the directory after a defrag's swap, unless a commit round already did (see
-    /// `txn::swap`, invariant 4). A failure poisons the database.
-    pub fn settle_dir(&self) -> Result<()> {
-        self.sync.settle_dir()
+    /// Runs a defrag's swap's finish (sync the new file, rename it over the database, sync the
+    /// directory), unless a commit round already did (see `txn::swap`, invariant 4). A failure
+    /// poisons the database.
+    pub fn finish_swap(&self) -> Result<()> {
+        self.sync.finish_swap()
     }
 
     /// The oldest snapshot txid any reader holds.

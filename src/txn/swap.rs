@@ -5,39 +5,43 @@
 //! writers ([`Db::hold_writers`]) and asks for the swap ([`WritersHeld::swap`]). It never touches
 //! the state below; only this module replaces it.
 //!
-//! The swap, one step each:
-//! 1. sync the new file: every page and the newest meta of it are durable;
-//! 2. rename it over the database's path;
-//! 3. restart the sync state on the new file (a round still running on the old one finishes
-//!    there and changes nothing: the new file holds its commit), owing it a directory sync;
-//! 4. hand the writer the new file's freelist, freelist run, length and newest snapshot;
-//! 5. publish that snapshot to new readers.
+//! The swap, with writers held, one step each:
+//! 1. take the new file's state over (nothing is written or synced);
+//! 2. restart the sync state on the new file (a round still running on the old one finishes
+//!    there and changes nothing: the new file holds its commit), owing it the swap's *finish*;
+//! 3. hand the writer the new file's freelist, freelist run, length and newest snapshot;
+//! 4. publish that snapshot to new readers.
 //!
-//! Then the writers are released, and the directory is synced outside the pause: by the
-//! defrag ([`crate::txn::db::Inner::settle_dir`]) or by the first commit round after the swap,
-//! whichever comes first.
+//! Then the writers are released, and the finish runs: sync the new file (every page and the
+//! newest meta of it durable), rename it over the database's path, sync the directory. The
+//! defrag runs it ([`crate::txn::db::Inner::finish_swap`]), or the first commit round after the
+//! swap, whichever comes first; so the writers' pause is the last catch-up round and these steps
+//! in memory, with no sync in it.
 //!
 //! Invariants:
 //! 1. The new file holds the database's newest commit, with the same txid. Txids are one sequence
 //!    across the two files: the new file's catch-up commits take the txids of the commits they
 //!    copy ([`crate::txn::WriteTxn::commit_as`]), so the new file never runs ahead of the old,
 //!    and its last one is the old file's newest. A waiter for any old commit then finds it
-//!    durable in the new file; readers of the old file all hold txids at or below it, below every
-//!    commit made after the swap.
+//!    durable in the new file once the finish has run; readers of the old file all hold txids at
+//!    or below it, below every commit made after the swap.
 //! 2. The reader registry is shared by both files. A page of the new file freed by commit T waits
 //!    until no reader is older than T, whichever file that reader reads: at worst longer than
 //!    it needs, never shorter. The new file's own catch-up commits had no reader but the defrag's,
-//!    and they are durable at step 1, so every page they freed is free from the swap on.
-//! 3. Until step 2 the database is untouched: a failure removes the new file (a crash leaves it
-//!    beside the database, and the next open removes it). The rename is atomic: after a crash the
-//!    path holds either file, each whole and synced.
-//! 4. Until the directory sync after the rename, a crash may bring back the old file. So no
-//!    commit counts as durable that the old file did not make durable until that sync has run
-//!    (`txn::sync`, rule 6): writers go on writing the new file, and a waiter for any commit
-//!    the old file had not synced runs the directory sync first. If it fails, the database is
-//!    poisoned: nothing more is acknowledged until a reopen shows which file won.
-//! 5. Steps 3 to 5 run under the writer lock, so no commit sees half of them; every round that
-//!    begins after step 3 writes the new file.
+//!    so every page they freed is free from the swap on: a commit after the swap may overwrite
+//!    one before the finish, but until the finish the file is not at the database's path, and
+//!    the finish's sync makes the newest meta, which no longer needs those pages, durable.
+//! 3. Until the rename the database's path holds the old file, which has every commit
+//!    acknowledged so far. A failure before the swap removes the new file (a crash leaves it
+//!    beside the database, and the next open removes it). The rename comes after the new file is
+//!    synced and is atomic: after a crash the path holds either file, each whole and synced.
+//! 4. Until the finish has run, no commit counts as durable that the old file did not make
+//!    durable (`txn::sync`, rule 6): writers go on writing the new file, and a waiter for any
+//!    commit the old file had not synced runs the finish first. If it fails, the database is
+//!    poisoned: nothing more is acknowledged until a reopen shows which file won, and the old
+//!    file is closed whole rather than released.
+//! 5. Steps 2 to 4 run under the writer lock, so no commit sees half of them; every round that
+//!    begins after step 2 writes the new file.
 //! 6. Readers that began before the swap keep the old file's mappings, which live until the last
 //!    of them finishes; the caller gets the old storage back to release it gently.
 
@@ -135,25 +139,21 @@ struct Parts {
 }
 
 impl Db {
-    /// Syncs this database (a new file) and takes its state apart for the swap.
+    /// Takes this database (a new file) apart for the swap. Every commit wrote its meta unsynced
+    /// (`Durability::None`); the sync that makes it all durable is the swap's finish, owed by
+    /// the database that takes the file over (`txn::sync`, rule 6).
     fn into_parts(self) -> Result<Parts> {
         let inner = &*self.inner;
         let storage = inner.storage();
-        // Step 1: every commit wrote its meta unsynced (`Durability::None`); one sync makes all
-        // of it durable.
         let (meta, slot) = inner.sync.written();
-        if let Err(e) = storage.sync() {
-            // Poisoned, it does not sync again on drop.
-            inner.sync.poison();
-            return Err(e);
-        }
+        // The finish syncs it: it does not sync on drop.
         inner.sync.synced_by_caller();
         let _held = WriterHeld::take(inner);
         let w = inner.writer.lock();
         debug_assert_eq!(w.latest.meta, meta);
         let mut freelist = w.freelist.clone();
-        // Invariant 2: no reader but the defrag's ever saw this file, and its newest commit is
-        // durable.
+        // Invariant 2: no reader but the defrag's ever saw this file, and until its newest commit
+        // is durable (the finish) the file is not the database's.
         freelist.release(u64::MAX)?;
         Ok(Parts {
             storage,
@@ -241,8 +241,8 @@ impl WritersHeld<'_> {
     }
 
     /// Swaps `new` in under the database (see the module docs for each step): it must hold the
-    /// newest commit. On an error before the rename the new file is removed and the database is
-    /// as it was.
+    /// newest commit. On an error the new file is removed and the database is as it was. The
+    /// swap's finish is owed afterwards ([`crate::txn::db::Inner::finish_swap`]).
     pub fn swap(&mut self, mut new: NewFile) -> Result<Swapped> {
         let inner = &*self.db.inner;
         let old = inner.storage();
@@ -252,15 +252,13 @@ impl WritersHeld<'_> {
         );
         let latest = self.writer.latest.meta.txid;
         let db = new.db.take().expect("a new file not yet swapped in");
-        // 1. Sync the new file.
+        // 1. Take the new file's state over; nothing is written or synced here.
         let built = db.into_parts().and_then(|parts| {
             assert_eq!(
                 parts.snapshot.meta.txid, latest,
                 "the new file must hold the newest commit, under its txid"
             );
             inner.sync.check_poisoned()?;
-            // 2. Rename it over the database.
-            parts.storage.rename(&old.path())?;
             Ok(parts)
         });
         let parts = match built {
@@ -271,13 +269,16 @@ impl WritersHeld<'_> {
             }
         };
 
-        // 3. Every later round writes the new file, and the first of them makes the rename
-        //    durable (invariant 4).
+        // 2. Every later round writes the new file, and the first of them, or the defrag, runs
+        //    the finish: sync the new file, rename it over the database, sync the directory
+        //    (invariant 4).
         let meta = parts.snapshot.meta;
-        let old_storage = inner.sync.restart(parts.storage, meta, parts.slot);
+        let old_storage = inner
+            .sync
+            .restart(parts.storage, meta, parts.slot, old.path());
         debug_assert!(Arc::ptr_eq(&old_storage, &old));
 
-        // 4. The writer starts from the new file.
+        // 3. The writer starts from the new file.
         let w = &mut *self.writer;
         w.freelist = parts.freelist;
         w.freelist_run = parts.freelist_run;
@@ -285,7 +286,7 @@ impl WritersHeld<'_> {
         let old_maps = std::mem::replace(&mut w.maps, parts.maps);
         let old_snapshot = std::mem::replace(&mut w.latest, parts.snapshot.clone());
 
-        // 5. New readers read the new file.
+        // 4. New readers read the new file.
         inner.publish(parts.snapshot.clone());
         Ok(Swapped {
             old_storage,

@@ -23,12 +23,14 @@
 //!    before the swap and leads a round after it writes the new file, never the old one. A round
 //!    that was already running on the old file when the swap came finishes there and changes
 //!    nothing here: the swap's new file holds its commit durably (see `txn::swap`).
-//! 6. A swap renames the new file over the old one and leaves the directory sync to the first
-//!    round after it, or to the defrag ([`SyncState::settle_dir`]), so that writers are not held
-//!    for it. Until the rename is durable a crash may bring back the old file, so a commit the old
-//!    file did not make durable is not durable (`State::durable`), and every round that makes a
-//!    commit durable syncs the directory first while that sync is owed.
+//! 6. A defrag's swap hands the new file over to this state before it is synced or named: the
+//!    swap's *finish* (sync the new file, rename it over the database, sync the directory) is left
+//!    to the first round after it, or to the defrag ([`SyncState::finish_swap`]), so that writers
+//!    are not held for two syncs. Until the finish has run, a crash leaves the old file at the
+//!    database's path, so only what the old file made durable is durable (`State::is_durable`),
+//!    and every round that makes a commit durable runs the finish first while it is owed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -70,9 +72,24 @@ struct State {
     /// Raised by every [`SyncState::restart`]: a round that began under an older one wrote a file
     /// that is no longer the database's, and leaves this state alone.
     generation: u64,
-    /// After a swap whose rename is not yet durable: the newest commit the old file made
-    /// durable. Until the directory is synced, no later commit is durable (rule 6).
-    dir_owed: Option<u64>,
+    /// After a swap, until its finish has run (rule 6).
+    owed: Option<Owed>,
+}
+
+/// A swap's finish, owed by the state of the file it swapped in (rule 6).
+#[derive(Debug)]
+struct Owed {
+    /// The newest commit the old file made durable: no later one is durable until the finish.
+    old_synced: u64,
+    /// The database's path, which the new file takes.
+    rename_to: PathBuf,
+}
+
+/// A swap's finish: the new file synced, renamed over the database, and the rename made durable.
+fn finish(storage: &dyn Storage, rename_to: &Path) -> Result<()> {
+    storage.sync()?;
+    storage.rename(rename_to)?;
+    storage.sync_dir()
 }
 
 impl State {
@@ -88,13 +105,13 @@ impl State {
             safe: meta.txid,
             leader: false,
             poisoned: false,
-            dir_owed: None,
+            owed: None,
         }
     }
 
     /// Whether commit `txid` is durable (rules 2 and 6).
     fn is_durable(&self, txid: u64) -> bool {
-        txid <= self.synced && self.dir_owed.is_none_or(|old| txid <= old)
+        txid <= self.synced && self.owed.as_ref().is_none_or(|o| txid <= o.old_synced)
     }
 }
 
@@ -132,34 +149,45 @@ impl SyncState {
         self.state.lock().storage.clone()
     }
 
-    /// Starts over on `storage`, a new file whose newest meta, `meta`, is durable in `slot` (a
+    /// Starts over on `storage`, a new file whose newest meta, `meta`, is written in `slot` (a
     /// defrag's swap), and returns the storage it replaces. Every later round writes the new file.
     /// The old file's commits need not be durable there: `meta` is at least as new as every one
     /// of them and durable in the new file, so a waiter for any of them finds it durable. A round
     /// still running on the old file is not waited for (it would cost the swap two syncs): it
     /// finishes on the old file and leaves the new state alone (see `generation`).
     ///
-    /// The rename that put `storage` in place is not durable yet: until [`SyncState::settle_dir`]
-    /// has synced the directory, only the commits the old file made durable count as durable
-    /// (rule 6).
-    pub fn restart(&self, storage: Arc<dyn Storage>, meta: Meta, slot: PageId) -> Arc<dyn Storage> {
+    /// `storage` is neither synced nor in place yet: it owes the swap's finish (rule 6), which
+    /// syncs it and renames it to `rename_to`. Until that has run, only the commits the old file
+    /// made durable count as durable.
+    pub fn restart(
+        &self,
+        storage: Arc<dyn Storage>,
+        meta: Meta,
+        slot: PageId,
+        rename_to: PathBuf,
+    ) -> Arc<dyn Storage> {
         let mut s = self.state.lock();
         debug_assert!(meta.txid >= s.committed.txid, "the new file is behind");
+        debug_assert!(s.owed.is_none(), "a swap before the last one finished");
         let generation = s.generation + 1;
         let mut new = State::durable(storage, meta, slot, generation);
-        new.dir_owed = Some(match s.dir_owed {
-            Some(old) => old.min(s.synced),
-            None => s.synced,
+        new.owed = Some(Owed {
+            old_synced: s
+                .owed
+                .as_ref()
+                .map_or(s.synced, |o| o.old_synced.min(s.synced)),
+            rename_to,
         });
-        // A poisoned state stays poisoned: the old file's trouble is not undone by a rename.
+        // A poisoned state stays poisoned: the old file's trouble is not undone by a swap.
         new.poisoned = s.poisoned;
         std::mem::replace(&mut *s, new).storage
     }
 
-    /// Syncs the directory after a swap, if that is still owed (rule 6): a round of its own.
-    /// Makes every commit of the new file up to the swap durable; a failure poisons the database.
-    pub fn settle_dir(&self) -> Result<()> {
-        let (storage, generation) = {
+    /// Runs a swap's finish if it is still owed (rule 6), as a round of its own: syncs the new
+    /// file, renames it over the database and syncs the directory. Makes every commit up to the
+    /// swap durable; a failure poisons the database.
+    pub fn finish_swap(&self) -> Result<()> {
+        let (storage, rename_to, generation) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -167,18 +195,19 @@ impl SyncState {
             if s.poisoned {
                 return Err(Error::Poisoned);
             }
-            if s.dir_owed.is_none() {
+            let Some(owed) = &s.owed else {
                 return Ok(());
-            }
+            };
+            let rename_to = owed.rename_to.clone();
             s.leader = true;
-            (s.storage.clone(), s.generation)
+            (s.storage.clone(), rename_to, s.generation)
         };
-        let result = storage.sync_dir();
+        let result = finish(&*storage, &rename_to);
         let mut s = self.state.lock();
         if s.generation == generation {
             s.leader = false;
             match &result {
-                Ok(()) => s.dir_owed = None,
+                Ok(()) => s.owed = None,
                 Err(_) => s.poisoned = true,
             }
         }
@@ -195,8 +224,9 @@ impl SyncState {
         (s.committed, s.written_slot)
     }
 
-    /// Records that the caller synced the storage after the newest commit's meta was written
-    /// (with [`Durability::None`]), so that it is durable and nothing is left to sync.
+    /// Records that the caller has taken over syncing the storage after the newest commit's meta
+    /// was written (with [`Durability::None`]): a defrag's new file, whose sync is the swap's
+    /// finish (rule 6). Nothing is left for this state to sync.
     pub fn synced_by_caller(&self) {
         let mut s = self.state.lock();
         debug_assert!(!s.leader && !s.poisoned);
@@ -261,9 +291,9 @@ impl SyncState {
                     return Ok(());
                 }
                 if s.synced >= txid {
-                    // Only the directory sync after a swap is missing.
+                    // Only a swap's finish is missing.
                     drop(s);
-                    self.settle_dir()?;
+                    self.finish_swap()?;
                     continue;
                 }
             }
@@ -282,7 +312,7 @@ impl SyncState {
     /// commit's meta into the current storage: with `sync`, the newest covered commit (rule 2),
     /// else the newest committed. Returns the txid written.
     fn lead(&self, sync: bool) -> Result<u64> {
-        let (storage, covered, committed, slot, generation, dir) = {
+        let (storage, covered, committed, slot, generation, owed) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -298,14 +328,17 @@ impl SyncState {
                 s.committed,
                 1 - s.written_slot,
                 s.generation,
-                sync && s.dir_owed.is_some(),
+                s.owed
+                    .as_ref()
+                    .filter(|_| sync)
+                    .map(|o| o.rename_to.clone()),
             )
         };
         let meta = covered.unwrap_or(committed);
         let result = (|| {
-            if dir {
-                // Rule 6: the rename of a swap first.
-                storage.sync_dir()?;
+            if let Some(rename_to) = &owed {
+                // Rule 6: a swap's finish first.
+                finish(&*storage, rename_to)?;
             }
             if sync && covered.is_none() {
                 storage.sync()?;
@@ -332,8 +365,8 @@ impl SyncState {
         s.leader = false;
         let result = match result {
             Ok(covers) => {
-                if dir {
-                    s.dir_owed = None;
+                if owed.is_some() {
+                    s.owed = None;
                 }
                 s.written_slot = slot;
                 s.safe = s.safe.max(meta.txid);
@@ -428,7 +461,7 @@ mod tests {
             unimplemented!()
         }
         fn rename(&self, _: &Path) -> Result<()> {
-            unimplemented!()
+            self.record("rename".into())
         }
         fn remove_sibling(&self, _: &Path) -> Result<()> {
             unimplemented!()
@@ -471,7 +504,7 @@ mod tests {
         let (defrag, new_file) = (sync.clone(), new.clone());
         *sync.before_round.lock() = Some(Box::new(move || {
             defrag.wait_synced(2).expect("the defrag's round");
-            defrag.restart(new_file.clone(), meta(2), 1);
+            defrag.restart(new_file.clone(), meta(2), 1, "db".into());
             defrag.set_committed(meta(3));
         }));
         sync.wait_synced(2).expect("A's wait");
@@ -488,9 +521,16 @@ mod tests {
         );
         assert_eq!(
             log[swap..],
-            ["new sync_dir", "new sync", "new write@0", "new sync"],
-            "after the swap: A's round makes the rename durable, then commit 3 in the new file, \
-             and only there"
+            [
+                "new sync",
+                "new rename",
+                "new sync_dir",
+                "new sync",
+                "new write@0",
+                "new sync"
+            ],
+            "after the swap: A's round runs the swap's finish, then makes commit 3 durable in \
+             the new file, and only there"
         );
         // B's commit is durable: its wait returns without another round.
         sync.wait_synced(3).expect("B's wait");
@@ -541,7 +581,7 @@ mod tests {
         // in a new file holding commit 2 durably in slot 1, and a writer commits 3 there.
         let swap = sync.clone();
         *old.on_sync.lock() = Some(Box::new(move || {
-            swap.restart(new, meta(2), 1);
+            swap.restart(new, meta(2), 1, "db".into());
             swap.set_committed(meta(3));
         }));
         drop(old);
@@ -555,57 +595,73 @@ mod tests {
                 "old sync",
                 "old write@0",
                 "old sync",
+                "new sync",
+                "new rename",
                 "new sync_dir",
                 "new sync",
                 "new write@0",
                 "new sync"
             ],
-            "the rename is made durable, then the round after the swap writes the new file's \
-             other slot"
+            "the swap's finish runs, then the round after the swap writes the new file's other \
+             slot"
         );
     }
 
-    /// What it guards: a defrag's swap no longer syncs the directory with writers held; that is
-    /// left to the first round after it. Until then a crash may bring back the old file, so a
-    /// commit the old file had not synced, or one made on the new file, must not count as durable.
+    /// What it guards: a defrag's swap no longer syncs and renames the new file with writers
+    /// held; that finish is left to the first round after it (or the defrag). Until then a crash
+    /// leaves the old file in place, so a commit the old file had not synced, or one made on the
+    /// new file, must not count as durable.
     #[test]
-    fn after_a_swap_only_what_the_old_file_synced_is_durable_until_the_directory_sync() {
+    fn after_a_swap_only_what_the_old_file_synced_is_durable_until_the_swap_is_finished() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let old: Arc<dyn Storage> = Arc::new(Logged::new("old", &log));
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = SyncState::new(old, meta(1), 1);
         // Commit 2 is written to the old file, not synced there; the swap's new file holds it.
         sync.set_committed(meta(2));
-        sync.restart(new, meta(2), 1);
+        sync.restart(new, meta(2), 1, "db".into());
         assert!(sync.state.lock().is_durable(1));
-        assert!(!sync.state.lock().is_durable(2), "2 is durable only once the rename is");
+        assert!(
+            !sync.state.lock().is_durable(2),
+            "2 is durable only once the rename is"
+        );
         assert!(sync.unsynced());
         sync.set_committed(meta(3));
-        sync.wait_synced(2).expect("the directory sync");
+        sync.wait_synced(2).expect("the swap's finish");
         assert!(sync.state.lock().is_durable(2));
         assert!(!sync.state.lock().is_durable(3));
         sync.wait_synced(3).expect("a round for commit 3");
         assert_eq!(
             log.lock().clone(),
-            ["new sync_dir", "new sync", "new write@0", "new sync"],
-            "the wait for 2 syncs the directory alone; the round for 3 does not sync it again"
+            [
+                "new sync",
+                "new rename",
+                "new sync_dir",
+                "new sync",
+                "new write@0",
+                "new sync"
+            ],
+            "the wait for 2 runs the finish alone; the round for 3 does not run it again"
         );
         assert!(!sync.unsynced());
-        sync.settle_dir().expect("nothing owed: nothing done");
-        assert_eq!(log.lock().len(), 4);
+        sync.finish_swap().expect("nothing owed: nothing done");
+        assert_eq!(log.lock().len(), 6);
 
-        // A directory sync that fails poisons: nothing after the swap is ever acknowledged.
+        // A finish that fails poisons: nothing after the swap is ever acknowledged.
         let log = Arc::new(Mutex::new(Vec::new()));
         let old: Arc<dyn Storage> = Arc::new(Logged::new("old", &log));
         let mut failing = Logged::new("new", &log);
         failing.dir_fails = true;
         let sync = SyncState::new(old, meta(1), 1);
-        sync.restart(Arc::new(failing), meta(1), 1);
+        sync.restart(Arc::new(failing), meta(1), 1, "db".into());
         sync.set_committed(meta(2));
         assert!(matches!(sync.wait_synced(2), Err(Error::Io(_))));
         assert!(matches!(sync.wait_synced(2), Err(Error::Poisoned)));
-        assert!(matches!(sync.settle_dir(), Err(Error::Poisoned)));
+        assert!(matches!(sync.finish_swap(), Err(Error::Poisoned)));
         assert!(!sync.state.lock().is_durable(2));
-        assert_eq!(log.lock().clone(), ["new sync_dir failed"]);
+        assert_eq!(
+            log.lock().clone(),
+            ["new sync", "new rename", "new sync_dir failed"]
+        );
     }
 }
