@@ -29,6 +29,8 @@ pub(crate) struct Pace<'a> {
     /// The commit counter as last read, and when it was last seen to move.
     seen: u64,
     moved_at: Option<Instant>,
+    /// Whether the rate held at the last request (always, without `commits`).
+    holding: bool,
 }
 
 impl<'a> Pace<'a> {
@@ -41,6 +43,7 @@ impl<'a> Pace<'a> {
             bytes: 0,
             seen: 0,
             moved_at: None,
+            holding: true,
         }
     }
 
@@ -49,15 +52,17 @@ impl<'a> Pace<'a> {
         Pace {
             seen: commits(),
             commits: Some(commits),
+            holding: false,
             ..Pace::new(rate)
         }
     }
 
-    /// How many of `len` bytes to move in one request: all of them when unpaced.
+    /// How many of `len` bytes to move in one request: all of them when unpaced or while no
+    /// writer commits.
     pub fn piece(&self, len: usize) -> usize {
         match self.rate {
-            None => len,
-            Some(_) => len.min(DEFRAG_PACE_PIECE),
+            Some(_) if self.holding => len.min(DEFRAG_PACE_PIECE),
+            _ => len,
         }
     }
 
@@ -65,7 +70,8 @@ impl<'a> Pace<'a> {
     /// request.
     pub fn moved(&mut self, bytes: usize) {
         let Some(rate) = self.rate else { return };
-        if !self.writers_active() {
+        self.holding = self.writers_active();
+        if !self.holding {
             self.started = Instant::now();
             self.bytes = 0;
             return;
@@ -145,11 +151,21 @@ mod tests {
             start.elapsed() < Duration::from_secs(30),
             "no commit: no wait"
         );
+        assert_eq!(
+            pace.piece(8 << 20),
+            8 << 20,
+            "no commit: requests are whole"
+        );
 
         // A commit: from now on the bytes count, and the second MiB waits for its second.
         counter.store(8, Ordering::Relaxed);
         pace.moved(1 << 19);
         assert_eq!(pace.bytes, 1 << 19);
         assert!(pace.started.elapsed() >= Duration::from_millis(500));
+        assert_eq!(
+            pace.piece(8 << 20),
+            DEFRAG_PACE_PIECE,
+            "while committing: pieces"
+        );
     }
 }

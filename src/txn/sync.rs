@@ -475,6 +475,16 @@ mod tests {
         }
     }
 
+    /// What a storage logs for a swap's finish on the new file and then one round there.
+    const FINISH_THEN_ROUND: [&str; 6] = [
+        "new sync",
+        "new rename",
+        "new sync_dir",
+        "new sync",
+        "new write@0",
+        "new sync",
+    ];
+
     fn meta(txid: u64) -> Meta {
         Meta {
             page_size: 4096,
@@ -521,14 +531,7 @@ mod tests {
         );
         assert_eq!(
             log[swap..],
-            [
-                "new sync",
-                "new rename",
-                "new sync_dir",
-                "new sync",
-                "new write@0",
-                "new sync"
-            ],
+            FINISH_THEN_ROUND,
             "after the swap: A's round runs the swap's finish, then makes commit 3 durable in \
              the new file, and only there"
         );
@@ -592,16 +595,10 @@ mod tests {
         assert_eq!(
             log,
             [
-                "old sync",
-                "old write@0",
-                "old sync",
-                "new sync",
-                "new rename",
-                "new sync_dir",
-                "new sync",
-                "new write@0",
-                "new sync"
-            ],
+                &["old sync", "old write@0", "old sync"][..],
+                &FINISH_THEN_ROUND
+            ]
+            .concat(),
             "the swap's finish runs, then the round after the swap writes the new file's other \
              slot"
         );
@@ -633,14 +630,7 @@ mod tests {
         sync.wait_synced(3).expect("a round for commit 3");
         assert_eq!(
             log.lock().clone(),
-            [
-                "new sync",
-                "new rename",
-                "new sync_dir",
-                "new sync",
-                "new write@0",
-                "new sync"
-            ],
+            FINISH_THEN_ROUND,
             "the wait for 2 runs the finish alone; the round for 3 does not run it again"
         );
         assert!(!sync.unsynced());
