@@ -171,9 +171,16 @@ impl Db {
 
         // 7. Release the old file; it waits for no one, writers are free. The release thread
         // takes its references to the old mappings first, so that it, not this call, unmaps them.
-        // If the finish failed, a crash may still bring the old file back: it is closed whole.
+        // If the finish failed, a crash may still bring the old file back: it is closed whole;
+        // and the new file, if it still has its temporary name, is removed (best effort: a
+        // leftover is removed by the next open), as the path holds the old file.
         if finished.is_ok() {
             release::release(swapped.old_storage, swapped.old_maps);
+        } else {
+            let new = self.inner.storage();
+            if new.path() != swapped.old_storage.path() {
+                let _ = new.remove_sibling(&new.path());
+            }
         }
         drop((last, swapped.old_snapshot));
         finished?;
