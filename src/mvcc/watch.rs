@@ -39,7 +39,6 @@
 //! queued and released as any other delete's (`StoreWrite::delete_range` records them).
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -52,6 +51,10 @@ use crate::limits::WATCH_BUFFER_EVENTS_DEFAULT;
 use crate::mvcc::revision::{KeyValue, Revision};
 use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
+
+mod index;
+
+use index::{RangeIndex, contains};
 
 /// How to watch: where to start, what to send, how much to buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,19 +221,18 @@ pub(crate) struct WatchHub {
 struct HubState {
     durable: i64,
     next_id: u64,
-    watchers: HashMap<u64, Entry>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    shared: Arc<Shared>,
-    next: i64,
+    watchers: HashMap<u64, Arc<Shared>>,
+    /// The same watchers, by range (the watcher's own range is kept by its [`Watcher`]).
+    index: RangeIndex<Arc<Shared>>,
 }
 
 /// What a watcher and the hub share.
 #[derive(Debug)]
 struct Shared {
-    range: KeyRange,
+    id: u64,
+    /// The first revision this watcher has not been given (invariant 2); read and written only
+    /// under the hub lock (atomic so that the index can share the watcher).
+    next: AtomicI64,
     puts: bool,
     deletes: bool,
     buffer: usize,
@@ -252,12 +254,12 @@ struct Inbox {
 }
 
 impl Shared {
-    fn wants(&self, e: &RawEvent) -> bool {
-        let kind = match e.kind {
+    /// Whether the filters let `kind` through.
+    fn wants_kind(&self, kind: EventKind) -> bool {
+        match kind {
             EventKind::Put => self.puts,
             EventKind::Delete => self.deletes,
-        };
-        kind && contains(&self.range, &e.kv.key)
+        }
     }
 
     /// Wakes a blocked receive; returns the async waker to wake once every lock is released
@@ -267,20 +269,6 @@ impl Shared {
         self.ready.notify_all();
         inbox.waker.take()
     }
-}
-
-fn contains(range: &KeyRange, key: &[u8]) -> bool {
-    let above = match &range.start {
-        Bound::Included(s) => key >= s.as_slice(),
-        Bound::Excluded(s) => key > s.as_slice(),
-        Bound::Unbounded => true,
-    };
-    let below = match &range.end {
-        Bound::Included(e) => key <= e.as_slice(),
-        Bound::Excluded(e) => key < e.as_slice(),
-        Bound::Unbounded => true,
-    };
-    above && below
 }
 
 impl WatchHub {
@@ -293,6 +281,7 @@ impl WatchHub {
                 durable,
                 next_id: 1,
                 watchers: HashMap::new(),
+                index: RangeIndex::default(),
             }),
         }
     }
@@ -323,7 +312,7 @@ impl WatchHub {
         };
         let mut wakers = Vec::new();
         for (revision, events) in &ready {
-            fan_out(&mut hub, *revision, events, &mut wakers);
+            fan_out(&hub, *revision, events, &mut wakers);
         }
         hub.durable = durable;
         self.released.store(durable, Ordering::Release);
@@ -332,29 +321,58 @@ impl WatchHub {
     }
 }
 
-/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3).
-fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
-    for entry in hub.watchers.values_mut() {
-        if !entry.shared.synced.load(Ordering::Relaxed) || revision < entry.next {
-            continue;
-        }
-        let shared = &entry.shared;
-        let wanted = events.iter().filter(|e| shared.wants(e)).count();
-        let mine: Events = match wanted {
-            0 => continue,
-            n if n == events.len() => events.clone(),
-            _ => events.iter().filter(|e| shared.wants(e)).cloned().collect(),
-        };
-        let mut inbox = shared.inbox.lock();
-        if inbox.events == 0 || inbox.events + mine.len() <= shared.buffer {
-            inbox.events += mine.len();
-            inbox.batches.push_back((revision, mine));
-            entry.next = revision + 1;
-            wakers.extend(shared.notify(&mut inbox));
+/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3),
+/// finding those watchers in the range index: the cost grows with the watchers an event matches,
+/// not with all of them.
+fn fan_out(hub: &HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
+    if let [event] = &events[..] {
+        // The common case, one event: every watcher it matches gets the revision's own `Arc`.
+        hub.index.for_each_match(&event.kv.key, |w| {
+            if w.wants_kind(event.kind) {
+                give(w, revision, events, wakers);
+            }
+        });
+        return;
+    }
+    // Several events: gather (watcher, event) pairs, then give each watcher its share in order.
+    let mut pairs: Vec<(&Arc<Shared>, usize)> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        hub.index.for_each_match(&event.kv.key, |w| {
+            if w.wants_kind(event.kind) {
+                pairs.push((w, i));
+            }
+        });
+    }
+    pairs.sort_unstable_by_key(|(w, i)| (Arc::as_ptr(w), *i));
+    for share in pairs.chunk_by(|a, b| Arc::ptr_eq(a.0, b.0)) {
+        let w = share[0].0;
+        if share.len() == events.len() {
+            give(w, revision, events, wakers);
         } else {
-            shared.synced.store(false, Ordering::Relaxed);
-            entry.next = revision;
+            let mine: Events = share.iter().map(|(_, i)| events[*i].clone()).collect();
+            give(w, revision, &mine, wakers);
         }
+    }
+}
+
+/// Gives one synced watcher its share of a revision's events, or unsyncs it if its buffer cannot
+/// take them (invariant 3). Wakes it only if its inbox was empty: a receive waits only then.
+fn give(w: &Shared, revision: i64, mine: &Events, wakers: &mut Vec<Waker>) {
+    if !w.synced.load(Ordering::Relaxed) || revision < w.next.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut inbox = w.inbox.lock();
+    if inbox.events == 0 || inbox.events + mine.len() <= w.buffer {
+        let was_empty = inbox.batches.is_empty();
+        inbox.events += mine.len();
+        inbox.batches.push_back((revision, mine.clone()));
+        w.next.store(revision + 1, Ordering::Relaxed);
+        if was_empty {
+            wakers.extend(w.notify(&mut inbox));
+        }
+    } else {
+        w.synced.store(false, Ordering::Relaxed);
+        w.next.store(revision, Ordering::Relaxed);
     }
 }
 
@@ -363,6 +381,7 @@ fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<
 pub struct Watcher {
     id: u64,
     store: Store,
+    range: KeyRange,
     shared: Arc<Shared>,
     prev_kv: bool,
     progress_every: Option<Duration>,
@@ -430,8 +449,12 @@ impl Store {
                 compacted,
             });
         }
+        let mut hub = self.inner.watch.hub.lock();
+        let id = hub.next_id;
+        hub.next_id += 1;
         let shared = Arc::new(Shared {
-            range,
+            id,
+            next: AtomicI64::new(start),
             puts: !options.filter_puts,
             deletes: !options.filter_deletes,
             buffer: options.buffer.max(1),
@@ -446,22 +469,14 @@ impl Store {
             }),
             ready: Condvar::new(),
         });
-        let mut hub = self.inner.watch.hub.lock();
-        let id = hub.next_id;
-        hub.next_id += 1;
-        let synced = start > hub.durable;
-        shared.synced.store(synced, Ordering::Relaxed);
-        hub.watchers.insert(
-            id,
-            Entry {
-                shared: shared.clone(),
-                next: start,
-            },
-        );
+        shared.synced.store(start > hub.durable, Ordering::Relaxed);
+        hub.watchers.insert(id, shared.clone());
+        hub.index.insert(&range, shared.clone());
         drop(hub);
         Ok(Watcher {
             id,
             store: self.clone(),
+            range,
             shared,
             prev_kv: options.prev_kv,
             progress_every: options.progress_every,
@@ -543,7 +558,9 @@ impl Watcher {
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
                 inbox.events = 0;
-                inbox.last_sent = Instant::now();
+                if self.progress_every.is_some() {
+                    inbox.last_sent = Instant::now(); // the clock is read only when it matters
+                }
                 drop(inbox);
                 return self.events(batches).map(Some);
             }
@@ -555,11 +572,14 @@ impl Watcher {
             // Synced and empty: nothing up to `released`, which a fan-out raises only after it
             // has given this inbox (whose lock we hold) its events.
             let released = self.store.inner.watch.released.load(Ordering::Acquire);
-            let now = Instant::now();
             let due = self.progress_every.map(|every| inbox.last_sent + every);
-            if inbox.progress_requested || due.is_some_and(|d| d <= now) {
+            let now = match (wait, due) {
+                (Wait::Never | Wait::Forever, None) if !inbox.progress_requested => None,
+                _ => Some(Instant::now()),
+            };
+            if inbox.progress_requested || due.zip(now).is_some_and(|(d, now)| d <= now) {
                 inbox.progress_requested = false;
-                inbox.last_sent = now;
+                inbox.last_sent = now.unwrap_or_else(Instant::now);
                 return Ok(Some(WatchResponse::Progress { revision: released }));
             }
             let deadline = match (wait, due) {
@@ -571,7 +591,7 @@ impl Watcher {
                 }
                 (Wait::Forever, d) => d,
                 (Wait::Until(t), d) => {
-                    if now >= t {
+                    if now.is_none_or(|now| now >= t) {
                         return Ok(None);
                     }
                     Some(d.map_or(t, |d| d.min(t)))
@@ -592,18 +612,14 @@ impl Watcher {
         let inner = &self.store.inner;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            let entry = hub
-                .watchers
-                .get(&self.id)
-                .expect("a live watcher is registered");
-            (entry.next, hub.durable)
+            (self.shared.next.load(Ordering::Relaxed), hub.durable)
         };
         let (tx, compacted) = {
             let state = inner.state.read();
             (inner.db.begin_read()?, state.compacted)
         };
         if next <= compacted {
-            self.store.inner.watch.hub.lock().watchers.remove(&self.id);
+            self.unregister();
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);
             return Ok(());
@@ -634,7 +650,7 @@ impl Watcher {
                 } else {
                     RawEvent::put(kv)
                 };
-                if !self.shared.wants(&event) {
+                if !self.shared.wants_kind(event.kind) || !contains(&self.range, &event.kv.key) {
                     continue;
                 }
                 count += 1;
@@ -648,19 +664,15 @@ impl Watcher {
                     .push(Arc::new(event));
             }
         }
-        let mut hub = inner.watch.hub.lock();
-        let durable_now = hub.durable;
-        let entry = hub
-            .watchers
-            .get_mut(&self.id)
-            .expect("a live watcher is registered");
-        entry.next = entry.next.max(read_to + 1);
+        let hub = inner.watch.hub.lock();
+        let next = self.shared.next.load(Ordering::Relaxed).max(read_to + 1);
+        self.shared.next.store(next, Ordering::Relaxed);
         let mut inbox = self.shared.inbox.lock();
         for (revision, events) in batches {
             inbox.events += events.len();
             inbox.batches.push_back((revision, events.into()));
         }
-        if entry.next > durable_now {
+        if next > hub.durable {
             self.shared.synced.store(true, Ordering::Relaxed);
         }
         Ok(())
@@ -700,8 +712,19 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Takes this watcher out of the hub (and its index); releases no longer reach it.
+    fn unregister(&self) {
+        let mut hub = self.store.inner.watch.hub.lock();
+        if hub.watchers.remove(&self.id).is_some() {
+            let removed = hub.index.remove(&self.range, |w| w.id == self.id);
+            debug_assert!(removed, "a registered watcher is in the index");
+        }
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.store.inner.watch.hub.lock().watchers.remove(&self.id);
+        self.unregister();
     }
 }
