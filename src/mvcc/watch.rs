@@ -2,19 +2,26 @@
 //!
 //! Two paths feed a watcher, as in etcd's watchable store:
 //! - **synced**: the writer of revision R queues R's events (under the writer lock, so the queue
-//!   is in revision order), and once R is durable the hub *releases* every queued revision up to R
-//!   into the buffers of the synced watchers whose range and filters match;
+//!   is in revision order) and, once R is durable, raises the hub's durable mark; the next
+//!   *pump* releases every queued revision up to that mark into the buffers of the synced
+//!   watchers whose range and filters match, found in a range index ([`index`]);
 //! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
 //!   reads the records it missed from the `mvcc.key` tree by revision range, in its own `recv`
-//!   (no thread of the hub's), and rejoins the synced set once it has read up to the durable
+//!   (no thread of the hub's), and rejoins the synced set once it has read up to the released
 //!   watermark.
+//!
+//! Who pumps: the first receive to look (any watcher's `recv`, `try_recv` or `poll_recv`), so
+//! that the fan-out runs on the consumers' threads, not on the writers' commit path. A writer
+//! pumps only when a receiver sleeps (blocked, or an async waker waiting: someone must wake it)
+//! or when more than [`RELEASE_BACKLOG_REVISIONS`] revisions wait (no receiver comes; the queue
+//! must stay short).
 //!
 //! Invariants:
 //! 1. `HubState::durable` is the newest revision released; every revision at or below it is durable
 //!    and in the key tree. It only grows, and only under the hub lock, together with the fan-out of
 //!    the revisions it passes; so for a synced watcher, "no event buffered" means "no event up to
 //!    `durable`".
-//! 2. A watcher's `Entry::next` is the first revision it has not been given (in its inbox or
+//! 2. A watcher's `Shared::next` is the first revision it has not been given (in its inbox or
 //!    already returned). A synced watcher is given every released revision at or above `next`
 //!    that matches it; revisions below `next` are never given again (nothing twice).
 //! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
@@ -25,22 +32,27 @@
 //!    the watcher ends with [`WatchResponse::Compacted`].
 //! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
 //!    lock, so no release can slip a newer revision in front of them.
-//!
 //! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
 //!    receive holding its inbox reads it without the hub lock; `WatchHub::released` mirrors
 //!    `durable` and is raised after the fan-out, so a synced receive that holds its inbox and
 //!    finds it empty has had every event up to `released`.
+//! 7. No receiver sleeps past a release: a receive pumps before it looks at its inbox; one about
+//!    to sleep first counts itself in `WatchHub::sleepers`, then looks at the durable mark once
+//!    more, while a writer raises the mark before it reads `sleepers` (all `SeqCst`). So either
+//!    the receiver sees the new mark and pumps, or the writer sees the sleeper and pumps, which
+//!    wakes every watcher whose inbox it fills.
 //!
-//! Lock order: (1) the hub lock, (2) a watcher's inbox; `WatchHub::queue` is a leaf (taken under
-//! the store's writer lock, or under the hub lock by a release). The store's state lock is never
-//! held while taking any of them. Async wakers are woken after every lock is released.
+//! Lock order: (1) a watcher's `receiving`, (2) the hub lock, (3) a watcher's inbox;
+//! `WatchHub::queue` is a leaf (taken under the store's writer lock, or under the hub lock by a
+//! pump). The store's state lock is never held while taking any of them. Async wakers are woken
+//! after every lock is released.
 //!
 //! Leases: a lease revoke is a delete through the store's ordinary write path, so its events are
 //! queued and released as any other delete's (`StoreWrite::delete_range` records them).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -53,6 +65,8 @@ use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
 
 mod index;
+#[cfg(test)]
+mod pump_tests;
 
 use index::{RangeIndex, contains};
 
@@ -215,14 +229,25 @@ pub(crate) struct WatchHub {
     hub: Mutex<HubState>,
     /// `HubState::durable`, readable without the hub lock (written under it).
     released: AtomicI64,
+    /// The newest revision known durable, raised by each writer after its sync; the revisions
+    /// above `released` and up to it wait in `queue` for a pump.
+    durable: AtomicI64,
+    /// Receivers asleep: blocked in a receive, or with an async waker registered and not polled
+    /// since (each counts once, while its `Inbox::sleeping` is set).
+    sleepers: AtomicUsize,
 }
+
+/// Released-but-not-fanned-out revisions past which a writer fans them out itself, so that the
+/// queue stays short when no receiver comes to do it.
+const RELEASE_BACKLOG_REVISIONS: i64 = 1024;
 
 #[derive(Debug)]
 struct HubState {
     durable: i64,
     next_id: u64,
-    watchers: HashMap<u64, Arc<Shared>>,
-    /// The same watchers, by range (the watcher's own range is kept by its [`Watcher`]).
+    /// The watchers registered in `index`.
+    watchers: usize,
+    /// The watchers, by range (the watcher's own range is kept by its [`Watcher`]).
     index: RangeIndex<Arc<Shared>>,
 }
 
@@ -251,6 +276,8 @@ struct Inbox {
     last_sent: Instant,
     compacted: Option<i64>,
     waker: Option<Waker>,
+    /// Whether this watcher's receiver counts in `WatchHub::sleepers`.
+    sleeping: bool,
 }
 
 impl Shared {
@@ -277,10 +304,12 @@ impl WatchHub {
         WatchHub {
             queue: Mutex::new(VecDeque::new()),
             released: AtomicI64::new(durable),
+            durable: AtomicI64::new(durable),
+            sleepers: AtomicUsize::new(0),
             hub: Mutex::new(HubState {
                 durable,
                 next_id: 1,
-                watchers: HashMap::new(),
+                watchers: 0,
                 index: RangeIndex::default(),
             }),
         }
@@ -295,15 +324,27 @@ impl WatchHub {
         q.push_back((revision, events));
     }
 
-    /// Releases every queued revision up to `durable` (now durable) to the synced watchers.
+    /// Records that every revision up to `durable` is durable. The fan-out of those revisions
+    /// is left to the next receive (invariant 7), unless a receiver sleeps or the backlog has
+    /// grown past [`RELEASE_BACKLOG_REVISIONS`]: then this writer does it.
     pub fn release(&self, durable: i64) {
-        // A writer whose revision another writer's release already passed has nothing to do.
-        if durable <= self.released.load(Ordering::Acquire) {
+        self.durable.fetch_max(durable, Ordering::SeqCst);
+        let backlog = durable - self.released.load(Ordering::Acquire);
+        if self.sleepers.load(Ordering::SeqCst) > 0 || backlog > RELEASE_BACKLOG_REVISIONS {
+            self.pump();
+        }
+    }
+
+    /// Releases every queued revision up to the durable mark to the synced watchers; does
+    /// nothing (two atomic loads) when there is nothing to release.
+    fn pump(&self) {
+        if self.durable.load(Ordering::SeqCst) <= self.released.load(Ordering::Acquire) {
             return;
         }
         let mut hub = self.hub.lock();
+        let durable = self.durable.load(Ordering::SeqCst);
         if durable <= hub.durable {
-            return;
+            return; // another pump released it while we waited for the lock
         }
         let ready: Vec<(i64, Events)> = {
             let mut q = self.queue.lock();
@@ -396,6 +437,17 @@ enum Wait {
     Never,
 }
 
+impl Wait {
+    /// Whether a receive that finds nothing sleeps: it blocks, or it leaves an async waker.
+    fn may_sleep(self, has_waker: bool) -> bool {
+        match self {
+            Wait::Forever => true,
+            Wait::Until(t) => Instant::now() < t,
+            Wait::Never => has_waker,
+        }
+    }
+}
+
 impl Store {
     /// Watches `range` (a key, a prefix or any bounds) for changes. Events come in revision
     /// order, every event of a revision in one response, and only once their revision is
@@ -466,11 +518,12 @@ impl Store {
                 last_sent: Instant::now(),
                 compacted: None,
                 waker: None,
+                sleeping: false,
             }),
             ready: Condvar::new(),
         });
         shared.synced.store(start > hub.durable, Ordering::Relaxed);
-        hub.watchers.insert(id, shared.clone());
+        hub.watchers += 1;
         hub.index.insert(&range, shared.clone());
         drop(hub);
         Ok(Watcher {
@@ -489,7 +542,7 @@ impl Store {
     /// How many watchers are open on this store (dropped and cancelled ones, and those that
     /// ended compacted, are not counted).
     pub fn watcher_count(&self) -> usize {
-        self.inner.watch.hub.lock().watchers.len()
+        self.inner.watch.hub.lock().watchers
     }
 }
 
@@ -548,8 +601,15 @@ impl Watcher {
     fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<WatchResponse>> {
         // One receive at a time: a catch-up reads from `next` and moves it.
         let _one = self.receiving.lock();
+        let hub = &self.store.inner.watch;
         loop {
+            // The first receiver to look fans out what writers have released (invariant 7).
+            hub.pump();
             let mut inbox = self.shared.inbox.lock();
+            if inbox.sleeping {
+                inbox.sleeping = false;
+                hub.sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
             if let Some(c) = inbox.compacted {
                 return Ok(Some(WatchResponse::Compacted {
                     compact_revision: c,
@@ -571,7 +631,7 @@ impl Watcher {
             }
             // Synced and empty: nothing up to `released`, which a fan-out raises only after it
             // has given this inbox (whose lock we hold) its events.
-            let released = self.store.inner.watch.released.load(Ordering::Acquire);
+            let released = hub.released.load(Ordering::Acquire);
             let due = self.progress_every.map(|every| inbox.last_sent + every);
             let now = match (wait, due) {
                 (Wait::Never | Wait::Forever, None) if !inbox.progress_requested => None,
@@ -581,6 +641,15 @@ impl Watcher {
                 inbox.progress_requested = false;
                 inbox.last_sent = now.unwrap_or_else(Instant::now);
                 return Ok(Some(WatchResponse::Progress { revision: released }));
+            }
+            // About to sleep: count as a sleeper, so that writers fan out (and wake us) from now
+            // on, then look once more for a release that came before they could see us.
+            if wait.may_sleep(cx.is_some()) {
+                inbox.sleeping = true;
+                hub.sleepers.fetch_add(1, Ordering::SeqCst);
+                if hub.durable.load(Ordering::SeqCst) > hub.released.load(Ordering::SeqCst) {
+                    continue;
+                }
             }
             let deadline = match (wait, due) {
                 (Wait::Never, _) => {
@@ -716,15 +785,21 @@ impl Watcher {
     /// Takes this watcher out of the hub (and its index); releases no longer reach it.
     fn unregister(&self) {
         let mut hub = self.store.inner.watch.hub.lock();
-        if hub.watchers.remove(&self.id).is_some() {
-            let removed = hub.index.remove(&self.range, |w| w.id == self.id);
-            debug_assert!(removed, "a registered watcher is in the index");
+        if hub.index.remove(&self.range, |w| w.id == self.id) {
+            hub.watchers -= 1;
         }
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        if std::mem::take(&mut self.shared.inbox.lock().sleeping) {
+            self.store
+                .inner
+                .watch
+                .sleepers
+                .fetch_sub(1, Ordering::SeqCst);
+        }
         self.unregister();
     }
 }
