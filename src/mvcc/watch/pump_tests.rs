@@ -35,7 +35,9 @@ fn a_writer_leaves_the_fan_out_to_the_next_receive_when_no_receiver_sleeps() {
 #[test]
 fn released_revisions_nobody_receives_stay_within_the_backlog_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("kv.folio")).unwrap();
+    // 3,000 puts without 6,000 syncs.
+    let builder = crate::Db::builder().durability(crate::Durability::None);
+    let store = Store::open_with(dir.path().join("kv.folio"), &builder).unwrap();
     let _unread = store
         .watch(KeyRange::prefix(b"k"), WatchOptions::new())
         .unwrap();
