@@ -20,6 +20,7 @@
 //! 3. `ranges` is sorted by [`start_order`], holds distinct ranges, and no key or prefix.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
@@ -74,13 +75,77 @@ pub(crate) fn contains(range: &KeyRange, key: &[u8]) -> bool {
         }
 }
 
+/// The items of one range: most ranges have one watcher, which costs no allocation of its own.
+#[derive(Debug)]
+enum Group<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Group<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Group::One(item) => std::slice::from_ref(item),
+            Group::Many(items) => items,
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        match self {
+            Group::Many(items) => items.push(item),
+            Group::One(_) => {
+                let Group::One(first) = std::mem::replace(self, Group::Many(Vec::new())) else {
+                    unreachable!("matched One above")
+                };
+                *self = Group::Many(vec![first, item]);
+            }
+        }
+    }
+
+    /// Removes the first item `is` picks; returns whether there was one.
+    fn take(&mut self, is: impl Fn(&T) -> bool) -> bool {
+        match self {
+            Group::One(item) if is(item) => {
+                *self = Group::Many(Vec::new());
+                true
+            }
+            Group::One(_) => false,
+            Group::Many(items) => match items.iter().position(is) {
+                Some(i) => {
+                    items.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+/// Files `item` in `map` under `key`; returns whether that made a new group.
+fn file<T>(map: &mut HashMap<Box<[u8]>, Group<T>>, key: &[u8], item: T) -> bool {
+    match map.entry(key.into()) {
+        Entry::Occupied(mut group) => {
+            group.get_mut().push(item);
+            false
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(Group::One(item));
+            true
+        }
+    }
+}
+
 /// Items (watchers) filed by their key range; see the module docs.
 #[derive(Debug)]
 pub(crate) struct RangeIndex<T> {
-    keys: HashMap<Box<[u8]>, Vec<T>>,
-    prefixes: HashMap<Box<[u8]>, Vec<T>>,
+    keys: HashMap<Box<[u8]>, Group<T>>,
+    prefixes: HashMap<Box<[u8]>, Group<T>>,
     prefix_lengths: BTreeMap<usize, usize>,
-    ranges: Vec<(KeyRange, Vec<T>)>,
+    ranges: Vec<(KeyRange, Group<T>)>,
 }
 
 impl<T> Default for RangeIndex<T> {
@@ -98,13 +163,13 @@ impl<T> RangeIndex<T> {
     /// Files `item` under `range`.
     pub fn insert(&mut self, range: &KeyRange, item: T) {
         match shape(range) {
-            Shape::Key(k) => self.keys.entry(k.into()).or_default().push(item),
+            Shape::Key(k) => {
+                file(&mut self.keys, k, item);
+            }
             Shape::Prefix(p) => {
-                let group = self.prefixes.entry(p.into()).or_default();
-                if group.is_empty() {
+                if file(&mut self.prefixes, p, item) {
                     *self.prefix_lengths.entry(p.len()).or_default() += 1;
                 }
-                group.push(item);
             }
             Shape::Other => {
                 let at = self
@@ -116,7 +181,7 @@ impl<T> RangeIndex<T> {
                     .position(|(r, _)| r.end == range.end);
                 match same {
                     Some(i) => self.ranges[at + i].1.push(item),
-                    None => self.ranges.insert(at, (range.clone(), vec![item])),
+                    None => self.ranges.insert(at, (range.clone(), Group::One(item))),
                 }
             }
         }
@@ -124,21 +189,12 @@ impl<T> RangeIndex<T> {
 
     /// Removes the first item filed under `range` that `is` picks; returns whether there was one.
     pub fn remove(&mut self, range: &KeyRange, is: impl Fn(&T) -> bool) -> bool {
-        fn take<T>(group: &mut Vec<T>, is: impl Fn(&T) -> bool) -> bool {
-            match group.iter().position(is) {
-                Some(i) => {
-                    group.swap_remove(i);
-                    true
-                }
-                None => false,
-            }
-        }
         match shape(range) {
             Shape::Key(k) => {
                 let Some(group) = self.keys.get_mut(k) else {
                     return false;
                 };
-                let removed = take(group, is);
+                let removed = group.take(is);
                 if group.is_empty() {
                     self.keys.remove(k);
                 }
@@ -148,7 +204,7 @@ impl<T> RangeIndex<T> {
                 let Some(group) = self.prefixes.get_mut(p) else {
                     return false;
                 };
-                let removed = take(group, is);
+                let removed = group.take(is);
                 if group.is_empty() {
                     self.prefixes.remove(p);
                     let n = self
@@ -166,7 +222,7 @@ impl<T> RangeIndex<T> {
                 let Some(i) = self.ranges.iter().position(|(r, _)| r == range) else {
                     return false;
                 };
-                let removed = take(&mut self.ranges[i].1, is);
+                let removed = self.ranges[i].1.take(is);
                 if self.ranges[i].1.is_empty() {
                     self.ranges.remove(i);
                 }
@@ -178,11 +234,11 @@ impl<T> RangeIndex<T> {
     /// Calls `f` on every item whose range admits `key`, each once.
     pub fn for_each_match<'a>(&'a self, key: &[u8], mut f: impl FnMut(&'a T)) {
         if let Some(group) = self.keys.get(key) {
-            group.iter().for_each(&mut f);
+            group.as_slice().iter().for_each(&mut f);
         }
         for &n in self.prefix_lengths.range(..=key.len()).map(|(n, _)| n) {
             if let Some(group) = self.prefixes.get(&key[..n]) {
-                group.iter().for_each(&mut f);
+                group.as_slice().iter().for_each(&mut f);
             }
         }
         for (range, group) in &self.ranges {
@@ -190,7 +246,7 @@ impl<T> RangeIndex<T> {
                 break;
             }
             if contains(range, key) {
-                group.iter().for_each(&mut f);
+                group.as_slice().iter().for_each(&mut f);
             }
         }
     }
