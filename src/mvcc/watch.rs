@@ -60,7 +60,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::limits::WATCH_BUFFER_EVENTS_DEFAULT;
-use crate::mvcc::revision::{KeyValue, Revision};
+use crate::mvcc::revision::{KeyValue, RecordHead, Revision};
 use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
 
@@ -713,15 +713,23 @@ impl Watcher {
                     read_to = rev.main - 1;
                     break;
                 }
+                // Filter on the record's head, read in place: most records of a narrow
+                // watcher's catch-up are not its, and need no copy.
+                let kind = if tombstone {
+                    EventKind::Delete
+                } else {
+                    EventKind::Put
+                };
+                let head = RecordHead::decode(v)?;
+                if !self.shared.wants_kind(kind) || !contains(&self.range, head.key) {
+                    continue;
+                }
                 let kv = KeyValue::decode(v, false)?;
                 let event = if tombstone {
                     RawEvent::delete(kv.key, rev.main)
                 } else {
                     RawEvent::put(kv)
                 };
-                if !self.shared.wants_kind(event.kind) || !contains(&self.range, &event.kv.key) {
-                    continue;
-                }
                 count += 1;
                 if current != Some(rev.main) {
                     batches.push((rev.main, Vec::new()));
