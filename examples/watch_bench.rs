@@ -1,13 +1,22 @@
 //! Measures watch: the put throughput of 4 writer threads with no watcher and with 1,000 watchers
-//! over overlapping prefixes (read by 2 consumer threads as the writes go), the events per second
-//! delivered to those watchers, and the memory of an idle watcher (RSS and anonymous memory before
-//! and after opening 100,000 of them).
+//! over overlapping prefixes (read by consumer threads as the writes go), the events per second
+//! delivered to those watchers, the CPU time per put, and the memory of an idle watcher (RSS and
+//! anonymous memory before and after opening 100,000 of them).
 //!
-//! `cargo run --release --example watch_bench -- [--seconds S] [--watchers N] [--consumers C] [--idle N] [--dir D]`
+//! `cargo run --release --example watch_bench -- [--seconds S] [--rounds R] [--watchers N]
+//! [--consumers C] [--consumer-nice P] [--idle N] [--dir D]`
 //!
-//! On a machine with few cores the consumer threads compete with the writers for CPU: the write
-//! throughput with watchers then measures the whole machine's work per put (the writers' fan-out
-//! and the consumers' copies of every event), not the writers' share alone.
+//! Each round writes for S seconds with no watcher, then for S seconds with the watchers (opened
+//! afresh), so the two are interleaved and share the machine's noise; the summary gives the
+//! median of the rounds.
+//!
+//! CPU time per put comes from `getrusage`: the writers' own threads (`RUSAGE_THREAD`, summed
+//! over the 4 writers: the cost a watcher adds to the commit path) and the whole process
+//! (`RUSAGE_SELF`: that plus the consumers' work). On a machine with few cores the consumer
+//! threads compete with the writers for CPU, so the write throughput with watchers measures the
+//! whole machine's work per put; `--consumer-nice 19` lowers the consumers' priority, and
+//! `--consumers 0` reads nothing while writing (every watcher overflows into catch-up; the
+//! events are then read after the writers stop, and counted apart).
 //!
 //! The watchers: one in ten watches everything under `/registry/`, the others one of 10 namespace
 //! prefixes or one of 100 object-name prefixes, so each put matches about 150 watchers. Writers
@@ -22,8 +31,10 @@ use folio::{KeyRange, Store, WatchOptions, WatchResponse, Watcher};
 
 struct Args {
     seconds: u64,
+    rounds: usize,
     watchers: usize,
     consumers: usize,
+    consumer_nice: i32,
     idle: usize,
     dir: Option<std::path::PathBuf>,
 }
@@ -31,8 +42,10 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         seconds: 5,
+        rounds: 1,
         watchers: 1000,
         consumers: 2,
+        consumer_nice: 0,
         idle: 100_000,
         dir: None,
     };
@@ -41,8 +54,10 @@ fn args() -> Args {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => a.seconds = value().parse().expect("--seconds S"),
+            "--rounds" => a.rounds = value().parse().expect("--rounds R"),
             "--watchers" => a.watchers = value().parse().expect("--watchers N"),
             "--consumers" => a.consumers = value().parse().expect("--consumers C"),
+            "--consumer-nice" => a.consumer_nice = value().parse().expect("--consumer-nice P"),
             "--idle" => a.idle = value().parse().expect("--idle N"),
             "--dir" => a.dir = Some(value().into()),
             other => panic!("unknown flag {other}"),
@@ -53,14 +68,37 @@ fn args() -> Args {
 
 const WRITERS: u64 = 4;
 
-/// Puts from 4 threads for `secs`; returns the puts made.
-fn write_for(store: &Store, secs: u64) -> u64 {
+/// CPU time (user + system) of this thread or of the whole process, in seconds.
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed value we pass and reads nothing else.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// What one write phase did.
+struct Phase {
+    puts: u64,
+    /// CPU seconds of the writer threads, summed.
+    writer_cpu: f64,
+    /// CPU seconds of the whole process over the phase.
+    process_cpu: f64,
+}
+
+/// Puts from 4 threads for `secs`.
+fn write_for(store: &Store, secs: u64) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let process0 = cpu_seconds(libc::RUSAGE_SELF);
     let threads: Vec<_> = (0..WRITERS)
         .map(|t| {
             let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
             thread::spawn(move || {
+                let cpu0 = cpu_seconds(libc::RUSAGE_THREAD);
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("/registry/ns-{}/obj-{:04}", i % 10, i % 10_000);
@@ -68,15 +106,18 @@ fn write_for(store: &Store, secs: u64) -> u64 {
                     done.fetch_add(1, Ordering::Relaxed);
                     i += WRITERS;
                 }
+                cpu_seconds(libc::RUSAGE_THREAD) - cpu0
             })
         })
         .collect();
     thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
+    let writer_cpu = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    Phase {
+        puts: done.load(Ordering::Relaxed),
+        writer_cpu,
+        process_cpu: cpu_seconds(libc::RUSAGE_SELF) - process0,
     }
-    done.load(Ordering::Relaxed)
 }
 
 fn prefix(i: usize) -> KeyRange {
@@ -103,29 +144,47 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("RssAnon:"))
 }
 
-fn main() {
-    let a = args();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let store = Store::open(dir.join("watch_bench.folio")).unwrap();
-    // Warm up: every key exists, so both runs write the same tree.
-    write_for(&store, 1);
+/// Reads every ready response of `watchers`; returns the events read.
+fn drain(watchers: &[Watcher]) -> u64 {
+    let mut got = 0;
+    for w in watchers {
+        while let Some(r) = w.try_recv().unwrap() {
+            if let WatchResponse::Events { events, .. } = r {
+                got += events.len() as u64;
+            }
+        }
+    }
+    got
+}
 
-    let none = write_for(&store, a.seconds);
-    let none_rate = none as f64 / a.seconds as f64;
-    println!("puts/s, 4 writers, no watcher:        {none_rate:>10.0}");
+/// What one phase with watchers did.
+struct Watched {
+    phase: Phase,
+    events_per_sec: f64,
+    /// Events read after the writers stopped (with no consumer thread).
+    drained: u64,
+}
 
+fn write_watched(store: &Store, a: &Args) -> Watched {
     let watchers: Vec<Watcher> = (0..a.watchers)
         .map(|i| store.watch(prefix(i), WatchOptions::new()).unwrap())
         .collect();
     let watchers = Arc::new(watchers);
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
-    let n = a.consumers.max(1);
+    let n = a.consumers;
+    let nice = a.consumer_nice;
     let consumers: Vec<_> = (0..n)
         .map(|c| {
             let (watchers, stop, delivered) = (watchers.clone(), stop.clone(), delivered.clone());
             thread::spawn(move || {
+                if nice != 0 {
+                    // SAFETY: gettid and setpriority take and return plain integers.
+                    unsafe {
+                        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+                    }
+                }
                 while !stop.load(Ordering::Relaxed) {
                     let mut got = 0;
                     for w in watchers.iter().skip(c).step_by(n) {
@@ -144,28 +203,94 @@ fn main() {
         })
         .collect();
     let start = Instant::now();
-    let with = write_for(&store, a.seconds);
+    let phase = write_for(store, a.seconds);
     let events = delivered.load(Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for c in consumers {
         c.join().unwrap();
     }
-    let with_rate = with as f64 / a.seconds as f64;
-    println!(
-        "puts/s, 4 writers, {} watchers, {} consumer threads: {with_rate:>10.0} ({:.0}% of none)",
-        a.watchers,
-        n,
-        100.0 * with_rate / none_rate
-    );
-    println!(
-        "events/s delivered to {} watchers: {:>10.0} ({:.0} per put)",
-        a.watchers,
-        events as f64 / secs,
-        events as f64 / with.max(1) as f64
-    );
-    drop(watchers);
+    let drained = if n == 0 { drain(&watchers) } else { 0 };
+    Watched {
+        phase,
+        events_per_sec: events as f64 / secs,
+        drained,
+    }
+}
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let store = Store::open(dir.join("watch_bench.folio")).unwrap();
+    // Warm up: every key exists, so both phases write the same tree.
+    write_for(&store, 1);
+
+    let us = |cpu: f64, puts: u64| 1e6 * cpu / puts.max(1) as f64;
+    let (mut ratios, mut none_rates, mut with_rates, mut event_rates) =
+        (vec![], vec![], vec![], vec![]);
+    let (mut writer_us, mut process_us) = (vec![], vec![]);
+    for round in 1..=a.rounds.max(1) {
+        let none = write_for(&store, a.seconds);
+        let none_rate = none.puts as f64 / a.seconds as f64;
+        let with = write_watched(&store, &a);
+        let with_rate = with.phase.puts as f64 / a.seconds as f64;
+        println!(
+            "round {round}: no watcher {none_rate:>7.0} puts/s, CPU/put writers {:>5.1} us, process {:>5.1} us | \
+             {} watchers, {} consumers (nice {}): {with_rate:>7.0} puts/s ({:.0}%), CPU/put writers {:>5.1} us, \
+             process {:>5.1} us, {:>8.0} events/s ({:.0} per put){}",
+            us(none.writer_cpu, none.puts),
+            us(none.process_cpu, none.puts),
+            a.watchers,
+            a.consumers,
+            a.consumer_nice,
+            100.0 * with_rate / none_rate,
+            us(with.phase.writer_cpu, with.phase.puts),
+            us(with.phase.process_cpu, with.phase.puts),
+            with.events_per_sec,
+            with.events_per_sec * a.seconds as f64 / with.phase.puts.max(1) as f64,
+            if a.consumers == 0 {
+                format!(", {} events read after", with.drained)
+            } else {
+                String::new()
+            },
+        );
+        ratios.push(with_rate / none_rate);
+        none_rates.push(none_rate);
+        with_rates.push(with_rate);
+        event_rates.push(with.events_per_sec);
+        writer_us.push((
+            us(none.writer_cpu, none.puts),
+            us(with.phase.writer_cpu, with.phase.puts),
+        ));
+        process_us.push((
+            us(none.process_cpu, none.puts),
+            us(with.phase.process_cpu, with.phase.puts),
+        ));
+    }
+    println!(
+        "median of {} rounds: puts/s no watcher {:.0}, with {} watchers {:.0}, ratio {:.0}%; events/s {:.0}; \
+         CPU/put writers {:.1} -> {:.1} us, process {:.1} -> {:.1} us",
+        a.rounds.max(1),
+        median(none_rates),
+        a.watchers,
+        median(with_rates),
+        100.0 * median(ratios),
+        median(event_rates),
+        median(writer_us.iter().map(|w| w.0).collect()),
+        median(writer_us.iter().map(|w| w.1).collect()),
+        median(process_us.iter().map(|w| w.0).collect()),
+        median(process_us.iter().map(|w| w.1).collect()),
+    );
+
+    if a.idle == 0 {
+        return;
+    }
     let (rss0, anon0) = memory_kib();
     let idle: Vec<Watcher> = (0..a.idle)
         .map(|i| {

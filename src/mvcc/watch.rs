@@ -2,19 +2,26 @@
 //!
 //! Two paths feed a watcher, as in etcd's watchable store:
 //! - **synced**: the writer of revision R queues R's events (under the writer lock, so the queue
-//!   is in revision order), and once R is durable the hub *releases* every queued revision up to R
-//!   into the buffers of the synced watchers whose range and filters match;
+//!   is in revision order) and, once R is durable, raises the hub's durable mark; the next
+//!   *pump* releases every queued revision up to that mark into the buffers of the synced
+//!   watchers whose range and filters match, found in a range index ([`index`]);
 //! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
 //!   reads the records it missed from the `mvcc.key` tree by revision range, in its own `recv`
-//!   (no thread of the hub's), and rejoins the synced set once it has read up to the durable
+//!   (no thread of the hub's), and rejoins the synced set once it has read up to the released
 //!   watermark.
+//!
+//! Who pumps: the first receive to look (any watcher's `recv`, `try_recv` or `poll_recv`), so
+//! that the fan-out runs on the consumers' threads, not on the writers' commit path. A writer
+//! pumps only when a receiver sleeps (blocked, or an async waker waiting: someone must wake it)
+//! or when more than [`RELEASE_BACKLOG_REVISIONS`] revisions wait (no receiver comes; the queue
+//! must stay short).
 //!
 //! Invariants:
 //! 1. `HubState::durable` is the newest revision released; every revision at or below it is durable
 //!    and in the key tree. It only grows, and only under the hub lock, together with the fan-out of
 //!    the revisions it passes; so for a synced watcher, "no event buffered" means "no event up to
 //!    `durable`".
-//! 2. A watcher's `Entry::next` is the first revision it has not been given (in its inbox or
+//! 2. A watcher's `Shared::next` is the first revision it has not been given (in its inbox or
 //!    already returned). A synced watcher is given every released revision at or above `next`
 //!    that matches it; revisions below `next` are never given again (nothing twice).
 //! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
@@ -25,23 +32,27 @@
 //!    the watcher ends with [`WatchResponse::Compacted`].
 //! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
 //!    lock, so no release can slip a newer revision in front of them.
-//!
 //! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
 //!    receive holding its inbox reads it without the hub lock; `WatchHub::released` mirrors
 //!    `durable` and is raised after the fan-out, so a synced receive that holds its inbox and
 //!    finds it empty has had every event up to `released`.
+//! 7. No receiver sleeps past a release: a receive pumps before it looks at its inbox; one about
+//!    to sleep first counts itself in `WatchHub::sleepers`, then looks at the durable mark once
+//!    more, while a writer raises the mark before it reads `sleepers` (all `SeqCst`). So either
+//!    the receiver sees the new mark and pumps, or the writer sees the sleeper and pumps, which
+//!    wakes every watcher whose inbox it fills.
 //!
-//! Lock order: (1) the hub lock, (2) a watcher's inbox; `WatchHub::queue` is a leaf (taken under
-//! the store's writer lock, or under the hub lock by a release). The store's state lock is never
-//! held while taking any of them. Async wakers are woken after every lock is released.
+//! Lock order: (1) a watcher's `receiving`, (2) the hub lock, (3) a watcher's inbox;
+//! `WatchHub::queue` is a leaf (taken under the store's writer lock, or under the hub lock by a
+//! pump). The store's state lock is never held while taking any of them. Async wakers are woken
+//! after every lock is released.
 //!
 //! Leases: a lease revoke is a delete through the store's ordinary write path, so its events are
 //! queued and released as any other delete's (`StoreWrite::delete_range` records them).
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::Bound;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -49,9 +60,15 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::limits::WATCH_BUFFER_EVENTS_DEFAULT;
-use crate::mvcc::revision::{KeyValue, Revision};
+use crate::mvcc::revision::{KeyValue, RecordHead, Revision};
 use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
+
+mod index;
+#[cfg(test)]
+mod pump_tests;
+
+use index::{RangeIndex, contains};
 
 /// How to watch: where to start, what to send, how much to buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,25 +229,35 @@ pub(crate) struct WatchHub {
     hub: Mutex<HubState>,
     /// `HubState::durable`, readable without the hub lock (written under it).
     released: AtomicI64,
+    /// The newest revision known durable, raised by each writer after its sync; the revisions
+    /// above `released` and up to it wait in `queue` for a pump.
+    durable: AtomicI64,
+    /// Receivers asleep: blocked in a receive, or with an async waker registered and not polled
+    /// since (each counts once, while its `Inbox::sleeping` is set).
+    sleepers: AtomicUsize,
 }
+
+/// Released-but-not-fanned-out revisions past which a writer fans them out itself, so that the
+/// queue stays short when no receiver comes to do it.
+const RELEASE_BACKLOG_REVISIONS: i64 = 1024;
 
 #[derive(Debug)]
 struct HubState {
     durable: i64,
     next_id: u64,
-    watchers: HashMap<u64, Entry>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    shared: Arc<Shared>,
-    next: i64,
+    /// The watchers registered in `index`.
+    watchers: usize,
+    /// The watchers, by range (the watcher's own range is kept by its [`Watcher`]).
+    index: RangeIndex<Arc<Shared>>,
 }
 
 /// What a watcher and the hub share.
 #[derive(Debug)]
 struct Shared {
-    range: KeyRange,
+    id: u64,
+    /// The first revision this watcher has not been given (invariant 2); read and written only
+    /// under the hub lock (atomic so that the index can share the watcher).
+    next: AtomicI64,
     puts: bool,
     deletes: bool,
     buffer: usize,
@@ -249,15 +276,17 @@ struct Inbox {
     last_sent: Instant,
     compacted: Option<i64>,
     waker: Option<Waker>,
+    /// Whether this watcher's receiver counts in `WatchHub::sleepers`.
+    sleeping: bool,
 }
 
 impl Shared {
-    fn wants(&self, e: &RawEvent) -> bool {
-        let kind = match e.kind {
+    /// Whether the filters let `kind` through.
+    fn wants_kind(&self, kind: EventKind) -> bool {
+        match kind {
             EventKind::Put => self.puts,
             EventKind::Delete => self.deletes,
-        };
-        kind && contains(&self.range, &e.kv.key)
+        }
     }
 
     /// Wakes a blocked receive; returns the async waker to wake once every lock is released
@@ -269,30 +298,19 @@ impl Shared {
     }
 }
 
-fn contains(range: &KeyRange, key: &[u8]) -> bool {
-    let above = match &range.start {
-        Bound::Included(s) => key >= s.as_slice(),
-        Bound::Excluded(s) => key > s.as_slice(),
-        Bound::Unbounded => true,
-    };
-    let below = match &range.end {
-        Bound::Included(e) => key <= e.as_slice(),
-        Bound::Excluded(e) => key < e.as_slice(),
-        Bound::Unbounded => true,
-    };
-    above && below
-}
-
 impl WatchHub {
     /// A hub for a store whose every revision up to `durable` is durable.
     pub fn new(durable: i64) -> WatchHub {
         WatchHub {
             queue: Mutex::new(VecDeque::new()),
             released: AtomicI64::new(durable),
+            durable: AtomicI64::new(durable),
+            sleepers: AtomicUsize::new(0),
             hub: Mutex::new(HubState {
                 durable,
                 next_id: 1,
-                watchers: HashMap::new(),
+                watchers: 0,
+                index: RangeIndex::default(),
             }),
         }
     }
@@ -306,15 +324,27 @@ impl WatchHub {
         q.push_back((revision, events));
     }
 
-    /// Releases every queued revision up to `durable` (now durable) to the synced watchers.
+    /// Records that every revision up to `durable` is durable. The fan-out of those revisions
+    /// is left to the next receive (invariant 7), unless a receiver sleeps or the backlog has
+    /// grown past [`RELEASE_BACKLOG_REVISIONS`]: then this writer does it.
     pub fn release(&self, durable: i64) {
-        // A writer whose revision another writer's release already passed has nothing to do.
-        if durable <= self.released.load(Ordering::Acquire) {
+        self.durable.fetch_max(durable, Ordering::SeqCst);
+        let backlog = durable - self.released.load(Ordering::Acquire);
+        if self.sleepers.load(Ordering::SeqCst) > 0 || backlog > RELEASE_BACKLOG_REVISIONS {
+            self.pump();
+        }
+    }
+
+    /// Releases every queued revision up to the durable mark to the synced watchers; does
+    /// nothing (two atomic loads) when there is nothing to release.
+    fn pump(&self) {
+        if self.durable.load(Ordering::SeqCst) <= self.released.load(Ordering::Acquire) {
             return;
         }
         let mut hub = self.hub.lock();
+        let durable = self.durable.load(Ordering::SeqCst);
         if durable <= hub.durable {
-            return;
+            return; // another pump released it while we waited for the lock
         }
         let ready: Vec<(i64, Events)> = {
             let mut q = self.queue.lock();
@@ -323,7 +353,7 @@ impl WatchHub {
         };
         let mut wakers = Vec::new();
         for (revision, events) in &ready {
-            fan_out(&mut hub, *revision, events, &mut wakers);
+            fan_out(&hub, *revision, events, &mut wakers);
         }
         hub.durable = durable;
         self.released.store(durable, Ordering::Release);
@@ -332,29 +362,58 @@ impl WatchHub {
     }
 }
 
-/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3).
-fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
-    for entry in hub.watchers.values_mut() {
-        if !entry.shared.synced.load(Ordering::Relaxed) || revision < entry.next {
-            continue;
-        }
-        let shared = &entry.shared;
-        let wanted = events.iter().filter(|e| shared.wants(e)).count();
-        let mine: Events = match wanted {
-            0 => continue,
-            n if n == events.len() => events.clone(),
-            _ => events.iter().filter(|e| shared.wants(e)).cloned().collect(),
-        };
-        let mut inbox = shared.inbox.lock();
-        if inbox.events == 0 || inbox.events + mine.len() <= shared.buffer {
-            inbox.events += mine.len();
-            inbox.batches.push_back((revision, mine));
-            entry.next = revision + 1;
-            wakers.extend(shared.notify(&mut inbox));
+/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3),
+/// finding those watchers in the range index: the cost grows with the watchers an event matches,
+/// not with all of them.
+fn fan_out(hub: &HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
+    if let [event] = &events[..] {
+        // The common case, one event: every watcher it matches gets the revision's own `Arc`.
+        hub.index.for_each_match(&event.kv.key, |w| {
+            if w.wants_kind(event.kind) {
+                give(w, revision, events, wakers);
+            }
+        });
+        return;
+    }
+    // Several events: gather (watcher, event) pairs, then give each watcher its share in order.
+    let mut pairs: Vec<(&Arc<Shared>, usize)> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        hub.index.for_each_match(&event.kv.key, |w| {
+            if w.wants_kind(event.kind) {
+                pairs.push((w, i));
+            }
+        });
+    }
+    pairs.sort_unstable_by_key(|(w, i)| (Arc::as_ptr(w), *i));
+    for share in pairs.chunk_by(|a, b| Arc::ptr_eq(a.0, b.0)) {
+        let w = share[0].0;
+        if share.len() == events.len() {
+            give(w, revision, events, wakers);
         } else {
-            shared.synced.store(false, Ordering::Relaxed);
-            entry.next = revision;
+            let mine: Events = share.iter().map(|(_, i)| events[*i].clone()).collect();
+            give(w, revision, &mine, wakers);
         }
+    }
+}
+
+/// Gives one synced watcher its share of a revision's events, or unsyncs it if its buffer cannot
+/// take them (invariant 3). Wakes it only if its inbox was empty: a receive waits only then.
+fn give(w: &Shared, revision: i64, mine: &Events, wakers: &mut Vec<Waker>) {
+    if !w.synced.load(Ordering::Relaxed) || revision < w.next.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut inbox = w.inbox.lock();
+    if inbox.events == 0 || inbox.events + mine.len() <= w.buffer {
+        let was_empty = inbox.batches.is_empty();
+        inbox.events += mine.len();
+        inbox.batches.push_back((revision, mine.clone()));
+        w.next.store(revision + 1, Ordering::Relaxed);
+        if was_empty {
+            wakers.extend(w.notify(&mut inbox));
+        }
+    } else {
+        w.synced.store(false, Ordering::Relaxed);
+        w.next.store(revision, Ordering::Relaxed);
     }
 }
 
@@ -363,6 +422,7 @@ fn fan_out(hub: &mut HubState, revision: i64, events: &Events, wakers: &mut Vec<
 pub struct Watcher {
     id: u64,
     store: Store,
+    range: KeyRange,
     shared: Arc<Shared>,
     prev_kv: bool,
     progress_every: Option<Duration>,
@@ -375,6 +435,17 @@ enum Wait {
     Forever,
     Until(Instant),
     Never,
+}
+
+impl Wait {
+    /// Whether a receive that finds nothing sleeps: it blocks, or it leaves an async waker.
+    fn may_sleep(self, has_waker: bool) -> bool {
+        match self {
+            Wait::Forever => true,
+            Wait::Until(t) => Instant::now() < t,
+            Wait::Never => has_waker,
+        }
+    }
 }
 
 impl Store {
@@ -430,8 +501,12 @@ impl Store {
                 compacted,
             });
         }
+        let mut hub = self.inner.watch.hub.lock();
+        let id = hub.next_id;
+        hub.next_id += 1;
         let shared = Arc::new(Shared {
-            range,
+            id,
+            next: AtomicI64::new(start),
             puts: !options.filter_puts,
             deletes: !options.filter_deletes,
             buffer: options.buffer.max(1),
@@ -443,25 +518,18 @@ impl Store {
                 last_sent: Instant::now(),
                 compacted: None,
                 waker: None,
+                sleeping: false,
             }),
             ready: Condvar::new(),
         });
-        let mut hub = self.inner.watch.hub.lock();
-        let id = hub.next_id;
-        hub.next_id += 1;
-        let synced = start > hub.durable;
-        shared.synced.store(synced, Ordering::Relaxed);
-        hub.watchers.insert(
-            id,
-            Entry {
-                shared: shared.clone(),
-                next: start,
-            },
-        );
+        shared.synced.store(start > hub.durable, Ordering::Relaxed);
+        hub.watchers += 1;
+        hub.index.insert(&range, shared.clone());
         drop(hub);
         Ok(Watcher {
             id,
             store: self.clone(),
+            range,
             shared,
             prev_kv: options.prev_kv,
             progress_every: options.progress_every,
@@ -474,7 +542,7 @@ impl Store {
     /// How many watchers are open on this store (dropped and cancelled ones, and those that
     /// ended compacted, are not counted).
     pub fn watcher_count(&self) -> usize {
-        self.inner.watch.hub.lock().watchers.len()
+        self.inner.watch.hub.lock().watchers
     }
 }
 
@@ -533,8 +601,15 @@ impl Watcher {
     fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<WatchResponse>> {
         // One receive at a time: a catch-up reads from `next` and moves it.
         let _one = self.receiving.lock();
+        let hub = &self.store.inner.watch;
         loop {
+            // The first receiver to look fans out what writers have released (invariant 7).
+            hub.pump();
             let mut inbox = self.shared.inbox.lock();
+            if inbox.sleeping {
+                inbox.sleeping = false;
+                hub.sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
             if let Some(c) = inbox.compacted {
                 return Ok(Some(WatchResponse::Compacted {
                     compact_revision: c,
@@ -543,7 +618,9 @@ impl Watcher {
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
                 inbox.events = 0;
-                inbox.last_sent = Instant::now();
+                if self.progress_every.is_some() {
+                    inbox.last_sent = Instant::now(); // the clock is read only when it matters
+                }
                 drop(inbox);
                 return self.events(batches).map(Some);
             }
@@ -554,13 +631,25 @@ impl Watcher {
             }
             // Synced and empty: nothing up to `released`, which a fan-out raises only after it
             // has given this inbox (whose lock we hold) its events.
-            let released = self.store.inner.watch.released.load(Ordering::Acquire);
-            let now = Instant::now();
+            let released = hub.released.load(Ordering::Acquire);
             let due = self.progress_every.map(|every| inbox.last_sent + every);
-            if inbox.progress_requested || due.is_some_and(|d| d <= now) {
+            let now = match (wait, due) {
+                (Wait::Never | Wait::Forever, None) if !inbox.progress_requested => None,
+                _ => Some(Instant::now()),
+            };
+            if inbox.progress_requested || due.zip(now).is_some_and(|(d, now)| d <= now) {
                 inbox.progress_requested = false;
-                inbox.last_sent = now;
+                inbox.last_sent = now.unwrap_or_else(Instant::now);
                 return Ok(Some(WatchResponse::Progress { revision: released }));
+            }
+            // About to sleep: count as a sleeper, so that writers fan out (and wake us) from now
+            // on, then look once more for a release that came before they could see us.
+            if wait.may_sleep(cx.is_some()) {
+                inbox.sleeping = true;
+                hub.sleepers.fetch_add(1, Ordering::SeqCst);
+                if hub.durable.load(Ordering::SeqCst) > hub.released.load(Ordering::SeqCst) {
+                    continue;
+                }
             }
             let deadline = match (wait, due) {
                 (Wait::Never, _) => {
@@ -571,7 +660,7 @@ impl Watcher {
                 }
                 (Wait::Forever, d) => d,
                 (Wait::Until(t), d) => {
-                    if now >= t {
+                    if now.is_none_or(|now| now >= t) {
                         return Ok(None);
                     }
                     Some(d.map_or(t, |d| d.min(t)))
@@ -592,18 +681,14 @@ impl Watcher {
         let inner = &self.store.inner;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            let entry = hub
-                .watchers
-                .get(&self.id)
-                .expect("a live watcher is registered");
-            (entry.next, hub.durable)
+            (self.shared.next.load(Ordering::Relaxed), hub.durable)
         };
         let (tx, compacted) = {
             let state = inner.state.read();
             (inner.db.begin_read()?, state.compacted)
         };
         if next <= compacted {
-            self.store.inner.watch.hub.lock().watchers.remove(&self.id);
+            self.unregister();
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);
             return Ok(());
@@ -628,15 +713,23 @@ impl Watcher {
                     read_to = rev.main - 1;
                     break;
                 }
+                // Filter on the record's head, read in place: most records of a narrow
+                // watcher's catch-up are not its, and need no copy.
+                let kind = if tombstone {
+                    EventKind::Delete
+                } else {
+                    EventKind::Put
+                };
+                let head = RecordHead::decode(v)?;
+                if !self.shared.wants_kind(kind) || !contains(&self.range, head.key) {
+                    continue;
+                }
                 let kv = KeyValue::decode(v, false)?;
                 let event = if tombstone {
                     RawEvent::delete(kv.key, rev.main)
                 } else {
                     RawEvent::put(kv)
                 };
-                if !self.shared.wants(&event) {
-                    continue;
-                }
                 count += 1;
                 if current != Some(rev.main) {
                     batches.push((rev.main, Vec::new()));
@@ -648,19 +741,15 @@ impl Watcher {
                     .push(Arc::new(event));
             }
         }
-        let mut hub = inner.watch.hub.lock();
-        let durable_now = hub.durable;
-        let entry = hub
-            .watchers
-            .get_mut(&self.id)
-            .expect("a live watcher is registered");
-        entry.next = entry.next.max(read_to + 1);
+        let hub = inner.watch.hub.lock();
+        let next = self.shared.next.load(Ordering::Relaxed).max(read_to + 1);
+        self.shared.next.store(next, Ordering::Relaxed);
         let mut inbox = self.shared.inbox.lock();
         for (revision, events) in batches {
             inbox.events += events.len();
             inbox.batches.push_back((revision, events.into()));
         }
-        if entry.next > durable_now {
+        if next > hub.durable {
             self.shared.synced.store(true, Ordering::Relaxed);
         }
         Ok(())
@@ -700,8 +789,25 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Takes this watcher out of the hub (and its index); releases no longer reach it.
+    fn unregister(&self) {
+        let mut hub = self.store.inner.watch.hub.lock();
+        if hub.index.remove(&self.range, |w| w.id == self.id) {
+            hub.watchers -= 1;
+        }
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.store.inner.watch.hub.lock().watchers.remove(&self.id);
+        if std::mem::take(&mut self.shared.inbox.lock().sleeping) {
+            self.store
+                .inner
+                .watch
+                .sleepers
+                .fetch_sub(1, Ordering::SeqCst);
+        }
+        self.unregister();
     }
 }

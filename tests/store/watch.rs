@@ -470,6 +470,32 @@ fn poll_recv_wakes_its_waker_when_events_arrive() {
     ));
 }
 
+/// What would break: writers leave the fan-out to the next receive, so a receiver already
+/// blocked in `recv` (which will not look again by itself) would sleep through the put; a writer
+/// that sees a sleeping receiver fans out and wakes it.
+#[test]
+fn a_receiver_blocked_in_recv_is_woken_by_a_later_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("kv.folio"));
+    let w = Arc::new(
+        store
+            .watch(KeyRange::prefix(b"k"), WatchOptions::new())
+            .unwrap(),
+    );
+    let blocked = {
+        let w = w.clone();
+        thread::spawn(move || w.recv_timeout(LONG).unwrap())
+    };
+    // Give the receiver time to find nothing and sleep (if it has not, it finds the put itself
+    // and the test proves less, but passes for the right reason).
+    thread::sleep(SHORT);
+    let rev = store.put(b"k", b"v").unwrap();
+    match blocked.join().unwrap() {
+        Some(WatchResponse::Events { revision, .. }) => assert_eq!(revision, rev),
+        other => panic!("the blocked receive gets the put's event, got {other:?}"),
+    }
+}
+
 #[test]
 fn watchers_keep_working_across_an_online_defrag_and_restart_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
