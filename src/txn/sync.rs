@@ -23,12 +23,22 @@
 //!    before the swap and leads a round after it writes the new file, never the old one. A round
 //!    that was already running on the old file when the swap came finishes there and changes
 //!    nothing here: the swap's new file holds its commit durably (see `txn::swap`).
+//! 6. A round releases the writers whose commits it made durable, and they commit again at once,
+//!    but only after the next round has begun: a round begins the moment the last one ends. Such a
+//!    commit then misses the next round's sync and waits three rounds rather than two, so 8
+//!    writers shared each sync less than 2 ways. So the next round waits, before it begins, in a
+//!    *join window*: until as many commits are recorded as the last round made durable, or a
+//!    quarter of the last round's sync time has passed (at most `JOIN_WINDOW_MAX`), whichever
+//!    comes first. A lone writer is its own joiner and never waits. The window only delays a
+//!    round: nothing is acknowledged before its sync.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, PageId, Result};
+use crate::limits::{JOIN_WINDOW_MAX, JOIN_WINDOW_SYNC_DIVISOR};
 use crate::page_file::meta::Meta;
 use crate::page_file::storage::Storage;
 
@@ -65,6 +75,30 @@ struct State {
     /// Raised by every [`SyncState::restart`]: a round that began under an older one wrote a file
     /// that is no longer the database's, and leaves this state alone.
     generation: u64,
+    /// What the last round left for the next one to wait for (rule 6); `None` before the first
+    /// round and after a swap.
+    join: Option<JoinWindow>,
+    /// Whether a waiter is waiting in the join window now.
+    joining: bool,
+}
+
+/// The window the next round waits in for the writers the last round released (rule 6).
+#[derive(Clone, Copy, Debug)]
+struct JoinWindow {
+    /// Commits the last round made durable: about as many writers as it released.
+    released: u64,
+    /// The newest commit recorded when the last round ended.
+    committed: u64,
+    /// When the window closes: the end of the last round plus a quarter of its sync.
+    closes: Instant,
+}
+
+impl JoinWindow {
+    /// Whether a waiter should hold off the next round a little longer: the window is open and
+    /// fewer commits were recorded since it opened than the last round released writers.
+    fn open(&self, committed: u64, now: Instant) -> bool {
+        committed.saturating_sub(self.committed) < self.released && now < self.closes
+    }
 }
 
 impl State {
@@ -80,6 +114,8 @@ impl State {
             safe: meta.txid,
             leader: false,
             poisoned: false,
+            join: None,
+            joining: false,
         }
     }
 }
@@ -88,10 +124,16 @@ impl State {
 pub(crate) struct SyncState {
     state: Mutex<State>,
     round_done: Condvar,
+    /// Signalled when a commit is recorded while a waiter holds a join window open (rule 6).
+    recorded: Condvar,
     /// Runs once, when a waiter has decided to lead a round and before the round takes its storage
     /// and meta: the one place where another thread's swap can slip in. For interleaving tests.
     #[cfg(test)]
     before_round: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// How long the join windows of rounds ending from now on stay open, in place of a share of
+    /// the sync time (a fake storage's sync takes none): for tests that wait for a joiner.
+    #[cfg(test)]
+    join_window: Mutex<Option<Duration>>,
 }
 
 impl std::fmt::Debug for SyncState {
@@ -108,8 +150,11 @@ impl SyncState {
         SyncState {
             state: Mutex::new(State::durable(storage, meta, slot, 0)),
             round_done: Condvar::new(),
+            recorded: Condvar::new(),
             #[cfg(test)]
             before_round: Mutex::new(None),
+            #[cfg(test)]
+            join_window: Mutex::new(None),
         }
     }
 
@@ -173,6 +218,9 @@ impl SyncState {
         let mut s = self.state.lock();
         debug_assert!(meta.txid > s.committed.txid);
         s.committed = meta;
+        if s.join.is_some() {
+            self.recorded.notify_all();
+        }
     }
 
     /// The newest commit whose pages are written.
@@ -204,6 +252,18 @@ impl SyncState {
                 }
                 if s.synced >= txid {
                     return Ok(());
+                }
+                // Rule 6: give the writers the last round released a moment to join this one.
+                while let Some(join) = s.join
+                    && !s.leader
+                    && join.open(s.committed.txid, Instant::now())
+                {
+                    s.joining = true;
+                    self.recorded.wait_until(&mut s, join.closes);
+                    s.joining = false;
+                }
+                if s.leader || s.synced >= txid {
+                    continue;
                 }
             }
             #[cfg(test)]
@@ -253,8 +313,9 @@ impl SyncState {
                 let s = self.state.lock();
                 (s.generation == generation).then_some(s.committed)
             };
+            let started = Instant::now();
             storage.sync()?;
-            Ok(covers)
+            Ok(covers.map(|c| (c, started.elapsed())))
         })();
         let mut s = self.state.lock();
         if s.generation != generation {
@@ -269,11 +330,20 @@ impl SyncState {
                 s.written_slot = slot;
                 s.safe = s.safe.max(meta.txid);
                 if sync {
+                    let released = meta.txid.saturating_sub(s.synced);
                     s.synced = s.synced.max(meta.txid);
-                    let covers = covers.unwrap_or(meta);
+                    let (covers, took) = covers.unwrap_or((meta, Duration::ZERO));
                     if covers.txid > s.covered.txid {
                         s.covered = covers;
                     }
+                    let window = (took / JOIN_WINDOW_SYNC_DIVISOR).min(JOIN_WINDOW_MAX);
+                    #[cfg(test)]
+                    let window = self.join_window.lock().unwrap_or(window);
+                    s.join = Some(JoinWindow {
+                        released,
+                        committed: s.committed.txid,
+                        closes: Instant::now() + window,
+                    });
                 }
                 Ok(meta.txid)
             }
@@ -447,6 +517,56 @@ mod tests {
             "the second round's meta needs no sync before it"
         );
         assert_eq!(sync.written(), (meta(3), 1));
+    }
+
+    /// What broke: a round began the moment the one before it ended, before the writers that
+    /// round released could commit again, so their next commits missed its sync and each waited
+    /// three rounds instead of two (8 threads of durable puts shared a sync only 1.7 ways; the
+    /// lone writer's 2 syncs per put made that 3.4x fewer syncs, not the 4x and more wanted).
+    /// The round now waits in a join window for as many commits as the last round released.
+    /// Here writer A's commit 2 is made durable while B's commit 3 is recorded; B's round must
+    /// wait for A's next commit, 4, so that its sync covers 4 and one more round (one sync) makes
+    /// 4 durable: 2 syncs for both, where starting at once took 3.
+    #[test]
+    fn a_round_waits_for_the_writer_the_last_round_released_so_its_sync_covers_its_next_commit() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let storage = Arc::new(Logged::new("db", &log));
+        let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
+        // Long enough never to close on a loaded machine: the test waits for the commit instead.
+        *sync.join_window.lock() = Some(Duration::from_secs(600));
+        sync.set_committed(meta(2));
+        // B's commit 3 is recorded while A's round syncs its data.
+        let b = sync.clone();
+        *storage.on_sync.lock() = Some(Box::new(move || b.set_committed(meta(3))));
+        sync.wait_synced(2).expect("A's round for commit 2");
+        let b = sync.clone();
+        let b = std::thread::spawn(move || b.wait_synced(3).expect("B's wait"));
+        // A, released, commits again once B waits in the window (or, were there no window, has
+        // run its round without A's commit).
+        while {
+            let s = sync.state.lock();
+            !s.joining && s.synced < 3
+        } {
+            std::thread::yield_now();
+        }
+        // Nobody joins after B's round: A's own wait must not hold a long window open.
+        *sync.join_window.lock() = Some(Duration::ZERO);
+        sync.set_committed(meta(4));
+        b.join().expect("B");
+        sync.wait_synced(4).expect("A's wait for commit 4");
+        assert_eq!(
+            log.lock().clone(),
+            [
+                "db sync",
+                "db write@0",
+                "db sync",
+                "db write@4096",
+                "db sync",
+                "db write@0",
+                "db sync"
+            ],
+            "B's round writes the meta of 3 and its sync covers 4; the next writes 4's meta"
+        );
     }
 
     /// What broke: a swap waited for a round running on the old file (two syncs of a file about
