@@ -28,6 +28,9 @@ use crate::error::Result;
 use crate::mvcc::key_index::{Index, KeyIndex, packed};
 use crate::mvcc::revision::{RecordHead, Revision, malformed};
 
+/// A key and its packed history, as the index holds them.
+type Entry = (Box<[u8]>, KeyIndex);
+
 /// One record's part in the index.
 struct Record {
     rev: Revision,
@@ -342,7 +345,7 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
     // 4. Pack, in key number order (near the order the records were read), each half of the
     //    numbers on its own thread, and copy each key out of the arena there too (in number
     //    order the arena is read front to back); then take keys and histories out in key order.
-    let pack = |first: u32, out: &mut [Option<(Box<[u8]>, KeyIndex)>]| {
+    let pack = |first: u32, out: &mut [Option<Entry>]| {
         let mut revs = Vec::new();
         let mut buf = Vec::new();
         for (id, slot) in (first..).zip(out) {
@@ -382,7 +385,7 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
         }
     };
     let half = names.len() / 2;
-    let mut histories: Vec<Option<(Box<[u8]>, KeyIndex)>> = Vec::with_capacity(names.len());
+    let mut histories: Vec<Option<Entry>> = Vec::with_capacity(names.len());
     histories.resize_with(names.len(), || None);
     let (lower, upper) = histories.split_at_mut(half);
     std::thread::scope(|s| {
