@@ -126,6 +126,12 @@ pub const STORE_VALUE_LEN_MAX: usize =
     VALUE_LEN_MAX - STORE_RECORD_FIXED_LEN - key_len_max(PAGE_SIZE_MAX);
 const _: () = assert!(STORE_VALUE_LEN_MAX > VALUE_LEN_MAX / 2);
 
+/// A group-commit round waits for the writers the round before it released for at most the
+/// previous round's sync time divided by this (see `txn::sync`, rule 6) ...
+pub const JOIN_WINDOW_SYNC_DIVISOR: u32 = 4;
+/// ... and never longer than this.
+pub const JOIN_WINDOW_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The fill factor a defrag packs pages to when none is given: full.
 pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;
 /// The lowest defrag fill factor: half a page, so that any entry (at most half a page, see

@@ -36,7 +36,7 @@
 //!    beside the database, and the next open removes it). The rename comes after the new file is
 //!    synced and is atomic: after a crash the path holds either file, each whole and synced.
 //! 4. Until the finish has run, no commit counts as durable that the old file did not make
-//!    durable (`txn::sync`, rule 6): writers go on writing the new file, and a waiter for any
+//!    durable (`txn::sync`, rule 7): writers go on writing the new file, and a waiter for any
 //!    commit the old file had not synced runs the finish first. If it fails, the database is
 //!    poisoned: nothing more is acknowledged until a reopen shows which file won, and the old
 //!    file is closed whole rather than released.
@@ -141,7 +141,7 @@ struct Parts {
 impl Db {
     /// Takes this database (a new file) apart for the swap. Every commit wrote its meta unsynced
     /// (`Durability::None`); the sync that makes it all durable is the swap's finish, owed by
-    /// the database that takes the file over (`txn::sync`, rule 6).
+    /// the database that takes the file over (`txn::sync`, rule 7).
     fn into_parts(self) -> Result<Parts> {
         let inner = &*self.inner;
         let storage = inner.storage();

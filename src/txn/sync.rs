@@ -23,7 +23,15 @@
 //!    before the swap and leads a round after it writes the new file, never the old one. A round
 //!    that was already running on the old file when the swap came finishes there and changes
 //!    nothing here: the swap's new file holds its commit durably (see `txn::swap`).
-//! 6. A defrag's swap hands the new file over to this state before it is synced or named: the
+//! 6. A round releases the writers whose commits it made durable, and they commit again at once,
+//!    but only after the next round has begun: a round begins the moment the last one ends. Such a
+//!    commit then misses the next round's sync and waits three rounds rather than two, so 8
+//!    writers shared each sync less than 2 ways. So the next round waits, before it begins, in a
+//!    *join window*: until as many commits are recorded as the last round made durable, or a
+//!    quarter of the last round's sync time has passed (at most `JOIN_WINDOW_MAX`), whichever
+//!    comes first. A lone writer is its own joiner and never waits. The window only delays a
+//!    round: nothing is acknowledged before its sync.
+//! 7. A defrag's swap hands the new file over to this state before it is synced or named: the
 //!    swap's *finish* (sync the new file, rename it over the database, sync the directory) is left
 //!    to the first round after it, or to the defrag ([`SyncState::finish_swap`]), so that writers
 //!    are not held for two syncs. Until the finish has run, a crash leaves the old file at the
@@ -32,10 +40,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, PageId, Result};
+use crate::limits::{JOIN_WINDOW_MAX, JOIN_WINDOW_SYNC_DIVISOR};
 use crate::page_file::meta::Meta;
 use crate::page_file::storage::Storage;
 
@@ -72,11 +82,35 @@ struct State {
     /// Raised by every [`SyncState::restart`]: a round that began under an older one wrote a file
     /// that is no longer the database's, and leaves this state alone.
     generation: u64,
-    /// After a swap, until its finish has run (rule 6).
+    /// What the last round left for the next one to wait for (rule 6); `None` before the first
+    /// round and after a swap.
+    join: Option<JoinWindow>,
+    /// Whether a waiter is waiting in the join window now.
+    joining: bool,
+    /// After a swap, until its finish has run (rule 7).
     owed: Option<Owed>,
 }
 
-/// A swap's finish, owed by the state of the file it swapped in (rule 6).
+/// The window the next round waits in for the writers the last round released (rule 6).
+#[derive(Clone, Copy, Debug)]
+struct JoinWindow {
+    /// Commits the last round made durable: about as many writers as it released.
+    released: u64,
+    /// The newest commit recorded when the last round ended.
+    committed: u64,
+    /// When the window closes: the end of the last round plus a quarter of its sync.
+    closes: Instant,
+}
+
+impl JoinWindow {
+    /// Whether a waiter should hold off the next round a little longer: the window is open and
+    /// fewer commits were recorded since it opened than the last round released writers.
+    fn open(&self, committed: u64, now: Instant) -> bool {
+        committed.saturating_sub(self.committed) < self.released && now < self.closes
+    }
+}
+
+/// A swap's finish, owed by the state of the file it swapped in (rule 7).
 #[derive(Debug)]
 struct Owed {
     /// The newest commit the old file made durable: no later one is durable until the finish.
@@ -105,11 +139,13 @@ impl State {
             safe: meta.txid,
             leader: false,
             poisoned: false,
+            join: None,
+            joining: false,
             owed: None,
         }
     }
 
-    /// Whether commit `txid` is durable (rules 2 and 6).
+    /// Whether commit `txid` is durable (rules 2 and 7).
     fn is_durable(&self, txid: u64) -> bool {
         txid <= self.synced && self.owed.as_ref().is_none_or(|o| txid <= o.old_synced)
     }
@@ -119,10 +155,16 @@ impl State {
 pub(crate) struct SyncState {
     state: Mutex<State>,
     round_done: Condvar,
+    /// Signalled when a commit is recorded while a waiter holds a join window open (rule 6).
+    recorded: Condvar,
     /// Runs once, when a waiter has decided to lead a round and before the round takes its storage
     /// and meta: the one place where another thread's swap can slip in. For interleaving tests.
     #[cfg(test)]
     before_round: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// How long the join windows of rounds ending from now on stay open, in place of a share of
+    /// the sync time (a fake storage's sync takes none): for tests that wait for a joiner.
+    #[cfg(test)]
+    join_window: Mutex<Option<Duration>>,
 }
 
 impl std::fmt::Debug for SyncState {
@@ -139,8 +181,11 @@ impl SyncState {
         SyncState {
             state: Mutex::new(State::durable(storage, meta, slot, 0)),
             round_done: Condvar::new(),
+            recorded: Condvar::new(),
             #[cfg(test)]
             before_round: Mutex::new(None),
+            #[cfg(test)]
+            join_window: Mutex::new(None),
         }
     }
 
@@ -156,7 +201,7 @@ impl SyncState {
     /// still running on the old file is not waited for (it would cost the swap two syncs): it
     /// finishes on the old file and leaves the new state alone (see `generation`).
     ///
-    /// `storage` is neither synced nor in place yet: it owes the swap's finish (rule 6), which
+    /// `storage` is neither synced nor in place yet: it owes the swap's finish (rule 7), which
     /// syncs it and renames it to `rename_to`. Until that has run, only the commits the old file
     /// made durable count as durable.
     pub fn restart(
@@ -183,7 +228,7 @@ impl SyncState {
         std::mem::replace(&mut *s, new).storage
     }
 
-    /// Runs a swap's finish if it is still owed (rule 6), as a round of its own: syncs the new
+    /// Runs a swap's finish if it is still owed (rule 7), as a round of its own: syncs the new
     /// file, renames it over the database and syncs the directory. Makes every commit up to the
     /// swap durable; a failure poisons the database.
     pub fn finish_swap(&self) -> Result<()> {
@@ -226,7 +271,7 @@ impl SyncState {
 
     /// Records that the caller has taken over syncing the storage after the newest commit's meta
     /// was written (with [`Durability::None`]): a defrag's new file, whose sync is the swap's
-    /// finish (rule 6). Nothing is left for this state to sync.
+    /// finish (rule 7). Nothing is left for this state to sync.
     pub fn synced_by_caller(&self) {
         let mut s = self.state.lock();
         debug_assert!(!s.leader && !s.poisoned);
@@ -258,6 +303,9 @@ impl SyncState {
         let mut s = self.state.lock();
         debug_assert!(meta.txid > s.committed.txid);
         s.committed = meta;
+        if s.join.is_some() {
+            self.recorded.notify_all();
+        }
     }
 
     /// The newest commit whose pages are written.
@@ -291,9 +339,21 @@ impl SyncState {
                     return Ok(());
                 }
                 if s.synced >= txid {
-                    // Only a swap's finish is missing.
+                    // Only a swap's finish is missing (rule 7).
                     drop(s);
                     self.finish_swap()?;
+                    continue;
+                }
+                // Rule 6: give the writers the last round released a moment to join this one.
+                while let Some(join) = s.join
+                    && !s.leader
+                    && join.open(s.committed.txid, Instant::now())
+                {
+                    s.joining = true;
+                    self.recorded.wait_until(&mut s, join.closes);
+                    s.joining = false;
+                }
+                if s.leader || s.synced >= txid {
                     continue;
                 }
             }
@@ -337,7 +397,7 @@ impl SyncState {
         let meta = covered.unwrap_or(committed);
         let result = (|| {
             if let Some(rename_to) = &owed {
-                // Rule 6: a swap's finish first.
+                // Rule 7: a swap's finish first.
                 finish(&*storage, rename_to)?;
             }
             if sync && covered.is_none() {
@@ -352,8 +412,9 @@ impl SyncState {
                 let s = self.state.lock();
                 (s.generation == generation).then_some(s.committed)
             };
+            let started = Instant::now();
             storage.sync()?;
-            Ok(covers)
+            Ok(covers.map(|c| (c, started.elapsed())))
         })();
         let mut s = self.state.lock();
         if s.generation != generation {
@@ -371,11 +432,20 @@ impl SyncState {
                 s.written_slot = slot;
                 s.safe = s.safe.max(meta.txid);
                 if sync {
+                    let released = meta.txid.saturating_sub(s.synced);
                     s.synced = s.synced.max(meta.txid);
-                    let covers = covers.unwrap_or(meta);
+                    let (covers, took) = covers.unwrap_or((meta, Duration::ZERO));
                     if covers.txid > s.covered.txid {
                         s.covered = covers;
                     }
+                    let window = (took / JOIN_WINDOW_SYNC_DIVISOR).min(JOIN_WINDOW_MAX);
+                    #[cfg(test)]
+                    let window = self.join_window.lock().unwrap_or(window);
+                    s.join = Some(JoinWindow {
+                        released,
+                        committed: s.committed.txid,
+                        closes: Instant::now() + window,
+                    });
                 }
                 Ok(meta.txid)
             }
@@ -567,6 +637,56 @@ mod tests {
             "the second round's meta needs no sync before it"
         );
         assert_eq!(sync.written(), (meta(3), 1));
+    }
+
+    /// What broke: a round began the moment the one before it ended, before the writers that
+    /// round released could commit again, so their next commits missed its sync and each waited
+    /// three rounds instead of two (8 threads of durable puts shared a sync only 1.7 ways; the
+    /// lone writer's 2 syncs per put made that 3.4x fewer syncs, not the 4x and more wanted).
+    /// The round now waits in a join window for as many commits as the last round released.
+    /// Here writer A's commit 2 is made durable while B's commit 3 is recorded; B's round must
+    /// wait for A's next commit, 4, so that its sync covers 4 and one more round (one sync) makes
+    /// 4 durable: 2 syncs for both, where starting at once took 3.
+    #[test]
+    fn a_round_waits_for_the_writer_the_last_round_released_so_its_sync_covers_its_next_commit() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let storage = Arc::new(Logged::new("db", &log));
+        let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
+        // Long enough never to close on a loaded machine: the test waits for the commit instead.
+        *sync.join_window.lock() = Some(Duration::from_secs(600));
+        sync.set_committed(meta(2));
+        // B's commit 3 is recorded while A's round syncs its data.
+        let b = sync.clone();
+        *storage.on_sync.lock() = Some(Box::new(move || b.set_committed(meta(3))));
+        sync.wait_synced(2).expect("A's round for commit 2");
+        let b = sync.clone();
+        let b = std::thread::spawn(move || b.wait_synced(3).expect("B's wait"));
+        // A, released, commits again once B waits in the window (or, were there no window, has
+        // run its round without A's commit).
+        while {
+            let s = sync.state.lock();
+            !s.joining && s.synced < 3
+        } {
+            std::thread::yield_now();
+        }
+        // Nobody joins after B's round: A's own wait must not hold a long window open.
+        *sync.join_window.lock() = Some(Duration::ZERO);
+        sync.set_committed(meta(4));
+        b.join().expect("B");
+        sync.wait_synced(4).expect("A's wait for commit 4");
+        assert_eq!(
+            log.lock().clone(),
+            [
+                "db sync",
+                "db write@0",
+                "db sync",
+                "db write@4096",
+                "db sync",
+                "db write@0",
+                "db sync"
+            ],
+            "B's round writes the meta of 3 and its sync covers 4; the next writes 4's meta"
+        );
     }
 
     /// What broke: a swap waited for a round running on the old file (two syncs of a file about

@@ -26,7 +26,10 @@
 use crate::btree::tree::Tree;
 use crate::error::Result;
 use crate::mvcc::key_index::{Index, KeyIndex, packed};
-use crate::mvcc::revision::{RecordHead, Revision};
+use crate::mvcc::revision::{RecordHead, Revision, malformed};
+
+/// A key and its packed history, as the index holds them.
+type Entry = (Box<[u8]>, KeyIndex);
 
 /// One record's part in the index.
 struct Record {
@@ -182,14 +185,11 @@ struct Scan {
     records: Vec<Record>,
 }
 
-/// 1. Scans the records with revision keys in `[from, to)` (`None`: unbounded).
+/// 1. Scans the records with revision keys in `[from, to)` (`None`: unbounded), with a forward
+///    cursor: a double-ended range would compare every key with its back end's, and decode that.
+///    Revisions must rise from record to record (the cursor checks only across leaves), or the
+///    histories would come out of order: a record that does not rise is [`Error::MalformedStore`].
 fn scan(keys: &Tree<'_>, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Scan> {
-    use std::ops::Bound;
-    let bound = |b: Option<&[u8]>, inclusive: bool| match b {
-        None => Bound::Unbounded,
-        Some(b) if inclusive => Bound::Included(b.to_vec()),
-        Some(b) => Bound::Excluded(b.to_vec()),
-    };
     let mut s = Scan {
         names: Names::new(),
         // Room for every record: only the pages written are resident, and a vector that never
@@ -200,14 +200,30 @@ fn scan(keys: &Tree<'_>, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Scan>
     // the loads are independent, so their cache misses overlap instead of following each other.
     const BATCH: usize = 16;
     let mut batch: Vec<(Revision, bool, RecordHead<'_>, u64)> = Vec::with_capacity(BATCH);
-    let mut entries = keys.range::<Vec<u8>, _>((bound(from, true), bound(to, false)))?;
+    let mut cursor = keys.cursor();
+    let mut entry = match from {
+        Some(from) => cursor.seek(from)?,
+        None => cursor.first()?,
+    };
+    let mut previous: Option<Revision> = None;
     loop {
         batch.clear();
-        for entry in entries.by_ref().take(BATCH) {
-            let (k, v) = entry?;
+        while batch.len() < BATCH {
+            let Some((k, v)) = entry else { break };
+            if to.is_some_and(|to| k >= to) {
+                entry = None;
+                break;
+            }
             let (rev, tombstone) = Revision::decode(k)?;
+            if previous.is_some_and(|p| p >= rev) {
+                return Err(malformed(format!(
+                    "revision {rev:?} after {previous:?} in the key tree"
+                )));
+            }
+            previous = Some(rev);
             let head = RecordHead::decode(v)?;
             batch.push((rev, tombstone, head, hash(head.key)));
+            entry = cursor.next()?;
         }
         let mut touched = 0u8;
         for &(_, _, _, h) in &batch {
@@ -297,8 +313,11 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
     };
     let total = low.records.len() + high.records.len();
 
-    // 2. Group: `order` lists the records key by key, each key's in revision order.
-    let mut start = vec![0usize; names.len() + 1];
+    // 2. Group: `order` lists the records key by key, each key's in revision order. Record
+    //    numbers are `u32`s, half the memory (and the first touches of it) of `usize`s.
+    let total_u32 = u32::try_from(total)
+        .map_err(|_| malformed(format!("{total} records: the index holds fewer than 2^32")))?;
+    let mut start = vec![0u32; names.len() + 1];
     for i in 0..total {
         start[records(i).1 as usize + 1] += 1;
     }
@@ -306,10 +325,10 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
         start[i] += start[i - 1];
     }
     let mut next = start.clone();
-    let mut order = vec![0usize; total];
-    for i in 0..total {
-        let slot = &mut next[records(i).1 as usize];
-        order[*slot] = i;
+    let mut order = vec![0u32; total];
+    for i in 0..total_u32 {
+        let slot = &mut next[records(i as usize).1 as usize];
+        order[*slot as usize] = i;
         *slot += 1;
     }
 
@@ -324,15 +343,16 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
     });
 
     // 4. Pack, in key number order (near the order the records were read), each half of the
-    //    numbers on its own thread; then take keys and histories out in key order.
-    let pack = |first: u32, out: &mut [Option<KeyIndex>]| {
+    //    numbers on its own thread, and copy each key out of the arena there too (in number
+    //    order the arena is read front to back); then take keys and histories out in key order.
+    let pack = |first: u32, out: &mut [Option<Entry>]| {
         let mut revs = Vec::new();
         let mut buf = Vec::new();
         for (id, slot) in (first..).zip(out) {
             buf.clear();
             let mut generation: Option<(i64, i64)> = None;
-            for &i in &order[start[id as usize]..start[id as usize + 1]] {
-                let (r, _) = records(i);
+            for &i in &order[start[id as usize] as usize..start[id as usize + 1] as usize] {
+                let (r, _) = records(i as usize);
                 // A generation takes its creation from its first record (after a compaction
                 // its first revisions are gone), its version from its last. A tombstone ends
                 // it; its record holds no version, so it is the put's before it plus one, as
@@ -356,13 +376,16 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
             let (created, version) = generation.unwrap_or_default();
             packed::encode_generation(&mut buf, version, created, &revs);
             revs.clear();
-            *slot = Some(KeyIndex {
-                packed: Box::from(buf.as_slice()),
-            });
+            *slot = Some((
+                Box::from(names.get(id)),
+                KeyIndex {
+                    packed: Box::from(buf.as_slice()),
+                },
+            ));
         }
     };
     let half = names.len() / 2;
-    let mut histories: Vec<Option<KeyIndex>> = Vec::with_capacity(names.len());
+    let mut histories: Vec<Option<Entry>> = Vec::with_capacity(names.len());
     histories.resize_with(names.len(), || None);
     let (lower, upper) = histories.split_at_mut(half);
     std::thread::scope(|s| {
@@ -371,10 +394,7 @@ pub(crate) fn rebuild(keys: &Tree<'_>) -> Result<(Index, Option<i64>)> {
     });
     let entries: Vec<(Box<[u8]>, KeyIndex)> = items
         .iter()
-        .map(|&(_, _, id)| {
-            let history = histories[id as usize].take().expect("each key once");
-            (Box::from(names.get(id)), history)
-        })
+        .map(|&(_, _, id)| histories[id as usize].take().expect("each key once"))
         .collect();
     Ok((Index::from_sorted(entries), Some(newest.main)))
 }
