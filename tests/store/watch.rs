@@ -484,7 +484,17 @@ fn a_receiver_blocked_in_recv_is_woken_by_a_later_put() {
     );
     let blocked = {
         let w = w.clone();
-        thread::spawn(move || w.recv_timeout(LONG).unwrap())
+        thread::spawn(move || {
+            // A receive that nobody wakes still finds the event when its wait times out; so
+            // the claim is that it returns before then (30 s against the put's milliseconds).
+            let start = std::time::Instant::now();
+            let got = w.recv_timeout(LONG).unwrap();
+            assert!(
+                start.elapsed() < LONG,
+                "not woken: found the put only at the timeout"
+            );
+            got
+        })
     };
     // Give the receiver time to find nothing and sleep (if it has not, it finds the put itself
     // and the test proves less, but passes for the right reason).
