@@ -236,7 +236,12 @@ async fn main() {
             c.status().await.ok()
         })
         .await;
-        std::process::exit(if matches!(answered, Ok(Some(_))) { 0 } else { 1 });
+        let code = if matches!(answered, Ok(Some(_))) {
+            0
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
     eprintln!(
         "{}: {} pods, {} churn rounds, seed {}, endpoint {}",

@@ -114,10 +114,14 @@ pub fn as_grpc_go_size_refusal<B>(
     if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11".as_slice()) {
         return response;
     }
-    let Some(message) = headers.get("grpc-message").map(|v| percent_decoded(v.as_bytes())) else {
+    let Some(message) = headers
+        .get("grpc-message")
+        .map(|v| percent_decoded(v.as_bytes()))
+    else {
         return response;
     };
-    let Some(sizes) = message.strip_prefix("Error, decoded message length too large: found ") else {
+    let Some(sizes) = message.strip_prefix("Error, decoded message length too large: found ")
+    else {
         return response;
     };
     let Some((found, limit)) = sizes.split_once(" bytes, the limit is: ") else {

@@ -179,10 +179,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
                     .max_decoding_message_size(decode_max),
             );
         let mut until = stopped.clone();
-        let serve =
-            router.serve_with_incoming_shutdown(accepted_nodelay(listener), async move {
-                let _ = until.wait_for(|s| *s).await;
-            });
+        let serve = router.serve_with_incoming_shutdown(accepted_nodelay(listener), async move {
+            let _ = until.wait_for(|s| *s).await;
+        });
         let at = url.clone();
         servers.push(tokio::spawn(async move {
             if let Err(e) = serve.await {

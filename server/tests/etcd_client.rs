@@ -36,12 +36,15 @@ fn status(e: Error) -> tonic::Status {
 
 /// The revision of the store now.
 async fn revision(c: &mut Client) -> i64 {
-    c.get("", Some(GetOptions::new().with_all_keys().with_count_only()))
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision()
+    c.get(
+        "",
+        Some(GetOptions::new().with_all_keys().with_count_only()),
+    )
+    .await
+    .unwrap()
+    .header()
+    .unwrap()
+    .revision()
 }
 
 /// Range with each of its options (ranges, prefix, limit, sort, count and keys only, revision,
@@ -62,7 +65,10 @@ async fn range_options_answer_through_the_client() {
         .await
         .unwrap();
     assert_eq!(keys(&r), ["b", "c"]);
-    let r = c.get("", Some(GetOptions::new().with_prefix())).await.unwrap();
+    let r = c
+        .get("", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
     assert_eq!(keys(&r), ["a", "b", "c", "d"]);
     let r = c
         .get("b", Some(GetOptions::new().with_from_key()))
@@ -91,14 +97,21 @@ async fn range_options_answer_through_the_client() {
     let r = c
         .get(
             "",
-            Some(GetOptions::new().with_all_keys().with_sort(SortTarget::Value, SortOrder::Ascend)),
+            Some(
+                GetOptions::new()
+                    .with_all_keys()
+                    .with_sort(SortTarget::Value, SortOrder::Ascend),
+            ),
         )
         .await
         .unwrap();
     assert_eq!(keys(&r), ["a", "b", "c", "d"], "'10' < '2' < '3' < '4'");
 
     let r = c
-        .get("", Some(GetOptions::new().with_all_keys().with_count_only()))
+        .get(
+            "",
+            Some(GetOptions::new().with_all_keys().with_count_only()),
+        )
         .await
         .unwrap();
     assert_eq!((r.count(), r.kvs().len()), (4, 0));
@@ -129,7 +142,11 @@ async fn range_options_answer_through_the_client() {
     let r = c
         .get(
             "",
-            Some(GetOptions::new().with_all_keys().with_min_mod_revision(first_rev + 2)),
+            Some(
+                GetOptions::new()
+                    .with_all_keys()
+                    .with_min_mod_revision(first_rev + 2),
+            ),
         )
         .await
         .unwrap();
@@ -137,7 +154,11 @@ async fn range_options_answer_through_the_client() {
     let r = c
         .get(
             "",
-            Some(GetOptions::new().with_all_keys().with_max_create_revision(first_rev + 1)),
+            Some(
+                GetOptions::new()
+                    .with_all_keys()
+                    .with_max_create_revision(first_rev + 1),
+            ),
         )
         .await
         .unwrap();
@@ -164,7 +185,9 @@ async fn put_and_delete_return_the_previous_pairs() {
         .await
         .unwrap();
     assert_eq!(
-        c.get("k", None).await.unwrap().kvs()[0].value_str().unwrap(),
+        c.get("k", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
         "v2",
         "ignore_value keeps the value"
     );
@@ -173,21 +196,24 @@ async fn put_and_delete_return_the_previous_pairs() {
             .await
             .unwrap_err(),
     );
-    support::assert_etcd_error(
-        e,
-        tonic::Code::InvalidArgument,
-        "etcdserver: key not found",
-    );
+    support::assert_etcd_error(e, tonic::Code::InvalidArgument, "etcdserver: key not found");
 
     for k in ["p/1", "p/2", "p/3"] {
         c.put(k, k, None).await.unwrap();
     }
     let r = c
-        .delete("p/", Some(DeleteOptions::new().with_prefix().with_prev_key()))
+        .delete(
+            "p/",
+            Some(DeleteOptions::new().with_prefix().with_prev_key()),
+        )
         .await
         .unwrap();
     assert_eq!(r.deleted(), 3);
-    let prev: Vec<_> = r.prev_kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+    let prev: Vec<_> = r
+        .prev_kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap())
+        .collect();
     assert_eq!(prev, ["p/1", "p/2", "p/3"]);
     let r = c.delete("p/1", None).await.unwrap();
     assert_eq!((r.deleted(), r.prev_kvs().len()), (0, 0));
@@ -224,7 +250,11 @@ async fn txn_branches_and_answers_through_the_client() {
             TxnOpResponse::Delete(d),
         ] => {
             assert_eq!(p.prev_key().unwrap().value_str().unwrap(), "1");
-            assert_eq!(g.kvs()[0].value_str().unwrap(), "2", "a later op sees an earlier one");
+            assert_eq!(
+                g.kvs()[0].value_str().unwrap(),
+                "2",
+                "a later op sees an earlier one"
+            );
             assert_eq!(d.deleted(), 0);
         }
         other => panic!("unexpected responses {other:?}"),
@@ -266,10 +296,19 @@ async fn a_watch_resumes_from_the_compact_revision_it_was_told() {
     let mut server = support::start().await;
     let mut c = client(&server).await;
     let (mut watcher, mut stream) = c
-        .watch("w/", Some(WatchOptions::new().with_prefix().with_prev_key()))
+        .watch(
+            "w/",
+            Some(WatchOptions::new().with_prefix().with_prev_key()),
+        )
         .await
         .unwrap();
-    let first = c.put("w/a", "1", None).await.unwrap().header().unwrap().revision();
+    let first = c
+        .put("w/a", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     c.put("w/a", "2", None).await.unwrap();
     c.delete("w/a", None).await.unwrap();
     let mut seen = Vec::new();
@@ -311,7 +350,10 @@ async fn a_watch_resumes_from_the_compact_revision_it_was_told() {
         .unwrap();
 
     let (_w, mut stream) = c
-        .watch("w/", Some(WatchOptions::new().with_prefix().with_start_revision(first)))
+        .watch(
+            "w/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(first)),
+        )
         .await
         .expect("the client sees `created` first, as from etcd");
     let r = tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -326,7 +368,11 @@ async fn a_watch_resumes_from_the_compact_revision_it_was_told() {
     let (_w, mut stream) = c
         .watch(
             "w/",
-            Some(WatchOptions::new().with_prefix().with_start_revision(r.compact_revision())),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(r.compact_revision()),
+            ),
         )
         .await
         .unwrap();
@@ -342,7 +388,11 @@ async fn a_watch_resumes_from_the_compact_revision_it_was_told() {
             values.push(e.kv().unwrap().value_str().unwrap().to_string());
         }
     }
-    assert_eq!(values, ["2", "3", "4"], "every put from the compact revision on");
+    assert_eq!(
+        values,
+        ["2", "3", "4"],
+        "every put from the compact revision on"
+    );
     server.stop().await;
 }
 
@@ -390,7 +440,10 @@ async fn a_lease_is_granted_kept_alive_listed_and_revoked_through_the_client() {
     assert_eq!(ids, [g.id()]);
 
     c.lease_revoke(g.id()).await.unwrap();
-    let r = c.get("l/", Some(GetOptions::new().with_prefix())).await.unwrap();
+    let r = c
+        .get("l/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
     assert!(r.kvs().is_empty(), "revoking deletes the lease's keys");
     let t = c.lease_time_to_live(g.id(), None).await.unwrap();
     assert_eq!(t.ttl(), -1, "etcd's ttl of a lease that is gone");
@@ -465,10 +518,13 @@ async fn maintenance_and_member_list_answer_through_the_client() {
     c.put("m/new", "x", None).await.unwrap();
     assert_ne!(c.hash_kv(0).await.unwrap().hash(), h.hash());
     assert_eq!(
-        c.get("m/", Some(GetOptions::new().with_prefix().with_count_only()))
-            .await
-            .unwrap()
-            .count(),
+        c.get(
+            "m/",
+            Some(GetOptions::new().with_prefix().with_count_only())
+        )
+        .await
+        .unwrap()
+        .count(),
         101
     );
 
@@ -478,7 +534,10 @@ async fn maintenance_and_member_list_answer_through_the_client() {
         bytes.extend_from_slice(part.blob());
     }
     let (db, sha) = bytes.split_at(bytes.len() - folio_server::maintenance::SNAPSHOT_HASH_LEN);
-    assert_eq!(sha, ring::digest::digest(&ring::digest::SHA256, db).as_ref());
+    assert_eq!(
+        sha,
+        ring::digest::digest(&ring::digest::SHA256, db).as_ref()
+    );
     let path = server.dir.path().join("snap.folio");
     std::fs::write(&path, db).unwrap();
     let store = folio::Store::open(&path).unwrap();
