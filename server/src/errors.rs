@@ -101,3 +101,62 @@ pub fn from_folio(e: folio::Error) -> Status {
         other => Status::unknown(format!("etcdserver: {other}")),
     }
 }
+
+/// grpc-go's refusal of a request past the receive limit, which etcd sends and clients match on:
+/// `ResourceExhausted`, "grpc: received message larger than max (X vs. Y)". tonic refuses it with
+/// `OutOfRange`, "Error, decoded message length too large: found X bytes, the limit is: Y bytes",
+/// in a trailers-only response; this rewrites that response's status into grpc-go's and leaves
+/// every other response as it is. The server applies it to every response as a tower layer.
+pub fn as_grpc_go_size_refusal<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11".as_slice()) {
+        return response;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .map(|v| percent_decoded(v.as_bytes()))
+    else {
+        return response;
+    };
+    let Some(sizes) = message.strip_prefix("Error, decoded message length too large: found ")
+    else {
+        return response;
+    };
+    let Some((found, limit)) = sizes.split_once(" bytes, the limit is: ") else {
+        return response;
+    };
+    let limit = limit.trim_end_matches(" bytes");
+    let refusal = Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ));
+    headers.remove("grpc-message");
+    if refusal.add_header(headers).is_err() {
+        crate::error!("cannot rewrite an oversized request's refusal: {message}");
+    }
+    response
+}
+
+/// The text of a percent-encoded `grpc-message` header.
+fn percent_decoded(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
