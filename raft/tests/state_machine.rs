@@ -40,11 +40,13 @@ fn txn(index: u64, compare_value: &str, success: Vec<OpSpec>) -> Entry<TypeConfi
                 relation: Relation::Equal,
                 value: compare_value.as_bytes().to_vec(),
                 number: 0,
+                range_end: Vec::new(),
             }],
             success,
             failure: vec![OpSpec::Range {
                 key: b"a".to_vec(),
                 range_end: Vec::new(),
+                options: Default::default(),
             }],
         }),
     )
@@ -55,6 +57,7 @@ fn put_op(key: &str) -> OpSpec {
         key: key.as_bytes().to_vec(),
         value: b"t".to_vec(),
         lease: 0,
+        prev_kv: false,
     }
 }
 
