@@ -279,19 +279,28 @@ impl Running {
         &self.shared
     }
 
-    /// Stops the server at once, as a crash would: connections are cut, background work is
-    /// dropped and a replicated member's Raft stops. Everything acknowledged was synced; its
-    /// files open again as they were.
+    /// Stops the server as a crash would, as far as a process can do it to a part of itself: a
+    /// replicated member's Raft stops first (requests waiting on it fail), the background work is
+    /// dropped, and connections get a second to close before they are cut. Everything
+    /// acknowledged was synced; the data directory opens again as it was.
     pub async fn kill(self) {
-        let _ = self.stop.send(true);
-        for s in self.servers.iter().chain(&self.background) {
-            s.abort();
-        }
-        for s in self.servers.into_iter().chain(self.background) {
-            let _ = s.await;
-        }
         if let Some(m) = self.shared.member() {
             m.shutdown().await;
+        }
+        let _ = self.stop.send(true);
+        for b in &self.background {
+            b.abort();
+        }
+        for mut s in self.servers {
+            if tokio::time::timeout(Duration::from_secs(1), &mut s)
+                .await
+                .is_err()
+            {
+                s.abort();
+            }
+        }
+        for b in self.background {
+            let _ = b.await;
         }
         crate::info!("killed");
     }
