@@ -118,7 +118,7 @@ async fn open(config: &Config) -> Result<Opened, String> {
     data_dir(&dir)?;
     remove_stale_snapshots(&dir);
     let compaction = config.auto_compaction()?;
-    let tls = crate::tls::server_config(&config)?;
+    let tls = crate::tls::server_config(config)?;
     let settings = Settings {
         name: config.name.clone(),
         data_dir: dir.clone(),
