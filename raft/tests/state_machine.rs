@@ -243,7 +243,7 @@ async fn commands_keep_etcds_options_and_refusals_by_kind() {
                             range_end: b"c".to_vec(),
                             options: folio_raft::RangeSpec {
                                 count_only: true,
-                                revision: 1,
+                                revision: 2,
                                 ..Default::default()
                             },
                         },
@@ -280,7 +280,8 @@ async fn commands_keep_etcds_options_and_refusals_by_kind() {
     else {
         panic!("{:?}", answers[1]);
     };
-    assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"1"[..], 1));
+    // A new store is at revision 1: the puts took revisions 2, 3 and 4.
+    assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"1"[..], 2));
     assert!(answers[3].succeeded, "{:?}", answers[3]);
     match answers[3].results.as_slice() {
         [
@@ -306,7 +307,7 @@ async fn commands_keep_etcds_options_and_refusals_by_kind() {
     }
     assert_eq!(answers[5].refusal, None);
     assert_eq!(answers[6].refusal, Some(folio_raft::Refusal::Compacted));
-    assert_eq!(answers[7].revision, 4, "SetMember writes no revision");
+    assert_eq!(answers[7].revision, 5, "SetMember writes no revision");
     let members = folio_raft::members(&sm.store()).unwrap();
     assert_eq!(members[&7].name, "m7");
 }

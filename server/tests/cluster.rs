@@ -18,9 +18,9 @@ use folio_server::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use folio_server::pb::etcdserverpb::watch_client::WatchClient;
 use folio_server::pb::etcdserverpb::watch_request::RequestUnion;
 use folio_server::pb::etcdserverpb::{
-    DefragmentRequest, HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
-    LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest, StatusRequest,
-    StatusResponse, WatchCreateRequest, WatchRequest,
+    DefragmentRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseLeasesRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest,
+    StatusRequest, StatusResponse, WatchCreateRequest, WatchRequest,
 };
 use folio_server::pb::mvccpb::event::EventType;
 use folio_server::{Config, Running};
@@ -575,5 +575,117 @@ async fn status_member_list_and_defragment_are_the_clusters() {
     assert_eq!(cluster.leader().await, leader);
     let revision = cluster.settled().await;
     assert_eq!(revision, after.header.unwrap().revision);
+    cluster.stop().await;
+}
+
+/// Writes through a follower keep etcd's options on their way through the log: a put's and a
+/// delete's prev_kv, ignore_value, a txn's compare over a range and on a lease, its range's
+/// limit and count; and the store's refusals come back as etcd's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_a_follower_keep_etcds_options_and_errors() {
+    use folio_server::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use folio_server::pb::etcdserverpb::request_op::Request as ReqOp;
+    use folio_server::pb::etcdserverpb::response_op::Response as RespOp;
+    use folio_server::pb::etcdserverpb::{CompactionRequest, Compare, RequestOp, TxnRequest};
+    let cluster = Cluster::start().await;
+    let follower = (cluster.leader().await + 1) % 3;
+    let mut kv = cluster.kv(follower);
+    kv.put(put("o/a", "1")).await.unwrap();
+    let second = kv
+        .put(PutRequest {
+            prev_kv: true,
+            ..put("o/a", "2")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.prev_kv.unwrap().value, b"1");
+    kv.put(put("o/b", "1")).await.unwrap();
+    let kept = kv
+        .put(PutRequest {
+            key: b"o/b".to_vec(),
+            ignore_value: true,
+            prev_kv: true,
+            ..PutRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.prev_kv.unwrap().value, b"1");
+    let t = kv
+        .txn(TxnRequest {
+            compare: vec![
+                Compare {
+                    key: b"o/".to_vec(),
+                    range_end: b"o0".to_vec(),
+                    target: CompareTarget::Version as i32,
+                    result: CompareResult::Greater as i32,
+                    target_union: Some(TargetUnion::Version(0)),
+                },
+                Compare {
+                    key: b"o/a".to_vec(),
+                    target: CompareTarget::Lease as i32,
+                    result: CompareResult::Equal as i32,
+                    target_union: Some(TargetUnion::Lease(0)),
+                    ..Compare::default()
+                },
+            ],
+            success: vec![
+                RequestOp {
+                    request: Some(ReqOp::RequestRange(RangeRequest {
+                        limit: 1,
+                        ..prefix("o/", false)
+                    })),
+                },
+                RequestOp {
+                    request: Some(ReqOp::RequestDeleteRange(DeleteRangeRequest {
+                        key: b"o/a".to_vec(),
+                        prev_kv: true,
+                        ..DeleteRangeRequest::default()
+                    })),
+                },
+            ],
+            failure: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.succeeded);
+    match (&t.responses[0].response, &t.responses[1].response) {
+        (Some(RespOp::ResponseRange(r)), Some(RespOp::ResponseDeleteRange(d))) => {
+            assert_eq!((r.kvs.len(), r.count, r.more), (1, 2, true));
+            assert_eq!((d.deleted, d.prev_kvs[0].value.as_slice()), (1, &b"2"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    let now = t.header.unwrap().revision;
+    kv.compact(CompactionRequest {
+        revision: now,
+        physical: false,
+    })
+    .await
+    .unwrap();
+    let again = kv
+        .compact(CompactionRequest {
+            revision: now - 1,
+            physical: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), again.message()),
+        (
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )
+    );
+    let no_lease = kv
+        .put(PutRequest {
+            lease: 12345,
+            ..put("o/c", "1")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_lease.message(), "etcdserver: requested lease not found");
     cluster.stop().await;
 }
