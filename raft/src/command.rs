@@ -1,11 +1,13 @@
 //! What the replicated log carries: commands on the store and their answers. Ranges are etcd's
 //! (a key and a range end: empty for the key alone, `\0` for every key from it on), so the
-//! server's requests map onto them one to one. The enums are `non_exhaustive`, so that more
-//! (a leader-decided lease expiry, for one) can join them.
+//! server's requests map onto them one to one, options included (a put's and a delete's
+//! `prev_kv`, a range's revision, limit, count-only and keys-only, a compare over a key range or
+//! on a lease). The enums are `non_exhaustive`, so that more can join them. Fields added after
+//! the first release are `#[serde(default)]`, so entries logged before them still decode.
 
 use std::ops::Bound;
 
-use folio::{Compare, KeyRange, Op, OpResponse, RangeOptions};
+use folio::{Compare, KeyRange, Op, OpResponse, PutOptions, RangeOptions};
 use serde::{Deserialize, Serialize};
 
 /// A write to the replicated store: one log entry, applied as one store transaction.
@@ -55,6 +57,49 @@ pub enum Command {
         /// The lease's id.
         id: i64,
     },
+    /// Record what a member tells the cluster about itself (etcd's member attributes, which
+    /// etcd publishes through Raft too): its name and client URLs, in the tree
+    /// [`MEMBERS_TREE`] of the store's database. It writes no store revision.
+    SetMember {
+        /// The member's id.
+        id: u64,
+        /// Its name.
+        name: String,
+        /// The URLs its clients reach it at.
+        client_urls: Vec<String>,
+    },
+}
+
+/// The tree of the store's database that holds the members' attributes
+/// ([`Command::SetMember`]): member id (8 bytes, big-endian) → [`MemberInfo`] as JSON.
+pub const MEMBERS_TREE: &[u8] = b"raft.members";
+
+/// What a member published about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its name.
+    pub name: String,
+    /// The URLs its clients reach it at.
+    pub client_urls: Vec<String>,
+}
+
+/// The attributes every member published, by member id, as `store` holds them.
+pub fn members(store: &folio::Store) -> folio::Result<std::collections::BTreeMap<u64, MemberInfo>> {
+    let mut out = std::collections::BTreeMap::new();
+    let tx = store.db().begin_read()?;
+    let Some(tree) = tx.tree(MEMBERS_TREE)? else {
+        return Ok(out);
+    };
+    for entry in tree.iter() {
+        let (k, v) = entry?;
+        let id: [u8; 8] = k.try_into().map_err(|_| {
+            folio::Error::MalformedStore("raft.members: a key of the wrong length".into())
+        })?;
+        let info: MemberInfo = serde_json::from_slice(v)
+            .map_err(|e| folio::Error::MalformedStore(format!("raft.members: {e}")))?;
+        out.insert(u64::from_be_bytes(id), info);
+    }
+    Ok(out)
 }
 
 /// What a compare looks at, and how it compares.
@@ -68,6 +113,8 @@ pub enum CompareTarget {
     CreateRevision,
     /// The mod revision.
     ModRevision,
+    /// The lease (compared with [`CompareSpec::number`]).
+    Lease,
 }
 
 /// The relation a compare asks for.
@@ -96,6 +143,10 @@ pub struct CompareSpec {
     pub value: Vec<u8>,
     /// Against this number, for the others.
     pub number: i64,
+    /// etcd's range end: empty for the one key, `\0` for every key from it on, else the end
+    /// of the range of keys compared.
+    #[serde(default)]
+    pub range_end: Vec<u8>,
 }
 
 /// One operation of a transaction.
@@ -109,6 +160,9 @@ pub enum OpSpec {
         value: Vec<u8>,
         /// The lease (0 for none).
         lease: i64,
+        /// Answer with the key's previous value.
+        #[serde(default)]
+        prev_kv: bool,
     },
     /// Delete a range (etcd's).
     DeleteRange {
@@ -116,6 +170,9 @@ pub enum OpSpec {
         key: Vec<u8>,
         /// The range end, etcd's way.
         range_end: Vec<u8>,
+        /// Answer with the deleted keys' values.
+        #[serde(default)]
+        prev_kv: bool,
     },
     /// Read a range (etcd's) at the transaction's revision.
     Range {
@@ -123,7 +180,65 @@ pub enum OpSpec {
         key: Vec<u8>,
         /// The range end, etcd's way.
         range_end: Vec<u8>,
+        /// How to read it.
+        #[serde(default)]
+        options: RangeSpec,
     },
+}
+
+/// The store's options of a read inside a transaction (etcd's sort and revision filters are
+/// applied by the caller to the answer, as etcd applies them after its read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeSpec {
+    /// The revision to read at (0 for the transaction's own).
+    pub revision: i64,
+    /// At most this many keys (0 for all).
+    pub limit: u64,
+    /// Count the keys only.
+    pub count_only: bool,
+    /// Keys without their values.
+    pub keys_only: bool,
+}
+
+/// Why the store refused a command, the same way on every member: what a server needs to
+/// answer with the right error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A read or compaction below the compacted revision.
+    Compacted,
+    /// A read of a revision after the current one.
+    FutureRevision,
+    /// A transaction branch writes a key twice.
+    DuplicateKey,
+    /// No such lease.
+    LeaseNotFound,
+    /// The lease id is taken.
+    LeaseExists,
+    /// A lease TTL out of range.
+    LeaseTtl,
+    /// A key or value past the store's bounds.
+    TooLarge,
+    /// An option the store does not take.
+    Invalid,
+}
+
+impl Refusal {
+    /// The refusal a store error is, if it is one (see [`Response::error`]).
+    pub fn of(e: &folio::Error) -> Option<Refusal> {
+        use folio::Error as E;
+        Some(match e {
+            E::Compacted { .. } => Refusal::Compacted,
+            E::FutureRevision { .. } => Refusal::FutureRevision,
+            E::DuplicateKey { .. } => Refusal::DuplicateKey,
+            E::LeaseNotFound { .. } => Refusal::LeaseNotFound,
+            E::LeaseExists { .. } => Refusal::LeaseExists,
+            E::LeaseTtl { .. } => Refusal::LeaseTtl,
+            E::KeyLength { .. } | E::ValueTooLarge { .. } => Refusal::TooLarge,
+            E::InvalidOption(_) => Refusal::Invalid,
+            _ => return None,
+        })
+    }
 }
 
 /// A key as the replicated store answers it.
@@ -148,16 +263,25 @@ pub struct Kv {
 #[non_exhaustive]
 pub enum OpResult {
     /// A put.
-    Put,
+    Put {
+        /// The key's previous value, when asked for and it had one.
+        prev_kv: Option<Kv>,
+    },
     /// A delete, with how many keys it deleted.
     DeleteRange {
         /// Keys deleted.
         deleted: u64,
+        /// Their values, when asked for.
+        prev_kvs: Vec<Kv>,
     },
     /// A read.
     Range {
         /// The keys read.
         kvs: Vec<Kv>,
+        /// How many keys the range holds (before the limit).
+        count: u64,
+        /// Whether the limit left keys out.
+        more: bool,
     },
     /// A lease granted.
     LeaseGranted {
@@ -180,6 +304,9 @@ pub struct Response {
     /// The store refused the command (a duplicate key in a transaction, a compaction below the
     /// compacted revision, ...): it changed nothing, and every member refused it the same way.
     pub error: Option<String>,
+    /// What kind of refusal [`Response::error`] is.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
 }
 
 /// etcd's range: `key` alone when `range_end` is empty, every key from `key` on when it is
@@ -212,6 +339,12 @@ impl CompareSpec {
             CompareTarget::Version => Compare::version(&self.key),
             CompareTarget::CreateRevision => Compare::create_revision(&self.key),
             CompareTarget::ModRevision => Compare::mod_revision(&self.key),
+            CompareTarget::Lease => Compare::lease(&self.key),
+        };
+        let t = if self.range_end.is_empty() {
+            t
+        } else {
+            t.range_end(&self.range_end)
         };
         macro_rules! rel {
             ($v:expr) => {
@@ -233,10 +366,41 @@ impl CompareSpec {
 impl OpSpec {
     pub(crate) fn to_store(&self) -> Op {
         match self {
-            OpSpec::Put { key, value, lease } => Op::put_with_lease(key, value, *lease),
-            OpSpec::DeleteRange { key, range_end } => Op::delete_range(key_range(key, range_end)),
-            OpSpec::Range { key, range_end } => {
-                Op::range(key_range(key, range_end), RangeOptions::current())
+            OpSpec::Put {
+                key,
+                value,
+                lease,
+                prev_kv,
+            } => Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+                options: PutOptions {
+                    lease: *lease,
+                    prev_kv: *prev_kv,
+                },
+            },
+            OpSpec::DeleteRange {
+                key,
+                range_end,
+                prev_kv,
+            } => Op::DeleteRange {
+                range: key_range(key, range_end),
+                prev_kv: *prev_kv,
+            },
+            OpSpec::Range {
+                key,
+                range_end,
+                options,
+            } => {
+                let mut o = RangeOptions::at(options.revision)
+                    .limit(usize::try_from(options.limit).unwrap_or(usize::MAX));
+                if options.count_only {
+                    o = o.count_only();
+                }
+                if options.keys_only {
+                    o = o.keys_only();
+                }
+                Op::range(key_range(key, range_end), o)
             }
         }
     }
@@ -245,10 +409,17 @@ impl OpSpec {
 impl OpResult {
     pub(crate) fn from_store(r: OpResponse) -> OpResult {
         match r {
-            OpResponse::Put(_) => OpResult::Put,
-            OpResponse::DeleteRange(d) => OpResult::DeleteRange { deleted: d.deleted },
+            OpResponse::Put(p) => OpResult::Put {
+                prev_kv: p.prev_kv.map(Kv::from_store),
+            },
+            OpResponse::DeleteRange(d) => OpResult::DeleteRange {
+                deleted: d.deleted,
+                prev_kvs: d.prev_kvs.into_iter().map(Kv::from_store).collect(),
+            },
             OpResponse::Range(r) => OpResult::Range {
                 kvs: r.kvs.into_iter().map(Kv::from_store).collect(),
+                count: r.count,
+                more: r.more,
             },
         }
     }

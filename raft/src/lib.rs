@@ -34,7 +34,10 @@ mod network;
 mod node;
 mod state_machine;
 
-pub use command::{Command, CompareSpec, CompareTarget, Kv, OpResult, OpSpec, Relation, Response};
+pub use command::{
+    Command, CompareSpec, CompareTarget, Kv, MEMBERS_TREE, MemberInfo, OpResult, OpSpec, RangeSpec,
+    Refusal, Relation, Response, members,
+};
 pub use log_store::LogStore;
 pub use node::{Consistency, Node, NodeConfig, NodeError, ReadResult, Status};
 pub use state_machine::{APPLIED_TREE, StateMachine};

@@ -401,6 +401,30 @@ impl Node {
         }
     }
 
+    /// Waits until this member's store holds every write acknowledged before the call (the
+    /// read-index protocol, through the leader): a read of [`Node::store`] after it is
+    /// linearizable.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let index = self.read_index().await?;
+        self.raft
+            .wait(Some(self.write_timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|e| NodeError::NoLeader(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The cluster's voting members as this member knows them: id → the address peers reach
+    /// it at.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, peer)| (*id, peer.addr.clone()))
+            .collect()
+    }
+
     /// Reads the keys `key`..`range_end` (etcd's range) from this member's store.
     pub async fn read(
         &self,
@@ -409,12 +433,7 @@ impl Node {
         consistency: Consistency,
     ) -> Result<ReadResult, NodeError> {
         if consistency == Consistency::Linearizable {
-            let index = self.read_index().await?;
-            self.raft
-                .wait(Some(self.write_timeout))
-                .applied_index_at_least(Some(index), "read index")
-                .await
-                .map_err(|e| NodeError::NoLeader(e.to_string()))?;
+            self.read_barrier().await?;
         }
         let r = self
             .store()

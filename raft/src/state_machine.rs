@@ -29,7 +29,7 @@ use openraft::{
     StoredMembership,
 };
 
-use crate::command::{Command, OpResult, Response, key_range};
+use crate::command::{Command, MEMBERS_TREE, MemberInfo, OpResult, Refusal, Response, key_range};
 use crate::log_store::io_err;
 use crate::{NodeId, Peer, TypeConfig};
 
@@ -200,35 +200,53 @@ impl Shared {
                         }],
                         None,
                     ),
-                    Err(e) if refused(&e) => (Vec::new(), Some(e.to_string())),
+                    Err(e) if refused(&e) => (Vec::new(), Some(e)),
                     Err(e) => return Err(io_err(e)),
                 };
                 Ok(Response {
                     results,
-                    error,
+                    refusal: error.as_ref().and_then(Refusal::of),
+                    error: error.map(|e| e.to_string()),
                     ..only_mark(&store)?
                 })
             }
             EntryPayload::Normal(Command::LeaseRevoke { id }) => {
                 let error = match store.lease_revoke(id) {
                     Ok(_) => None,
-                    Err(e) if refused(&e) => Some(e.to_string()),
+                    Err(e) if refused(&e) => Some(e),
                     Err(e) => return Err(io_err(e)),
                 };
                 Ok(Response {
-                    error,
+                    refusal: error.as_ref().and_then(Refusal::of),
+                    error: error.map(|e| e.to_string()),
                     ..only_mark(&store)?
                 })
             }
             EntryPayload::Normal(Command::Compact { revision }) => {
                 let error = match store.compact(revision) {
                     Ok(()) => None,
-                    Err(e) if refused(&e) => Some(e.to_string()),
+                    Err(e) if refused(&e) => Some(e),
                     Err(e) => return Err(io_err(e)),
                 };
                 Ok(Response {
-                    error,
+                    refusal: error.as_ref().and_then(Refusal::of),
+                    error: error.map(|e| e.to_string()),
                     ..only_mark(&store)?
+                })
+            }
+            EntryPayload::Normal(Command::SetMember {
+                id,
+                name,
+                client_urls,
+            }) => {
+                let raw = serde_json::to_vec(&MemberInfo { name, client_urls }).map_err(io_err)?;
+                let r = mark(store.txn(), &last)
+                    .also_put(MEMBERS_TREE, &id.to_be_bytes(), &raw)
+                    .commit()
+                    .map_err(io_err)?;
+                Ok(Response {
+                    revision: r.revision,
+                    ..Response::default()
                 })
             }
             EntryPayload::Normal(cmd) => {
@@ -250,7 +268,8 @@ impl Shared {
                         .otherwise(failure.iter().map(|o| o.to_store())),
                     Command::Compact { .. }
                     | Command::LeaseGrant { .. }
-                    | Command::LeaseRevoke { .. } => unreachable!("matched above"),
+                    | Command::LeaseRevoke { .. }
+                    | Command::SetMember { .. } => unreachable!("matched above"),
                 };
                 match mark(txn, &last).commit() {
                     Ok(r) => Ok(Response {
@@ -258,9 +277,11 @@ impl Shared {
                         succeeded: r.succeeded,
                         results: r.responses.into_iter().map(OpResult::from_store).collect(),
                         error: None,
+                        refusal: None,
                     }),
                     Err(e) if refused(&e) => Ok(Response {
                         error: Some(e.to_string()),
+                        refusal: Refusal::of(&e),
                         ..only_mark(&store)?
                     }),
                     Err(e) => Err(io_err(e)),

@@ -88,7 +88,13 @@ async fn every_acknowledged_write_survives_leader_and_follower_kills_on_every_me
         })
         .await
         .unwrap();
-    assert_eq!(r.results, vec![OpResult::DeleteRange { deleted: 1 }]);
+    assert_eq!(
+        r.results,
+        vec![OpResult::DeleteRange {
+            deleted: 1,
+            prev_kvs: Vec::new()
+        }]
+    );
     acked.lock().unwrap().remove(&b"p2/0000"[..]);
     c.restart(follower).await;
     c.settle().await;

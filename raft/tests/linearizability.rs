@@ -31,6 +31,7 @@ fn cas(key: &[u8], expect: &Option<Vec<u8>>, new: &[u8]) -> Command {
             relation: Relation::Equal,
             value: v.clone(),
             number: 0,
+            range_end: Vec::new(),
         },
         None => CompareSpec {
             key: key.to_vec(),
@@ -38,6 +39,7 @@ fn cas(key: &[u8], expect: &Option<Vec<u8>>, new: &[u8]) -> Command {
             relation: Relation::Equal,
             value: Vec::new(),
             number: 0,
+            range_end: Vec::new(),
         },
     };
     Command::Txn {
@@ -46,6 +48,7 @@ fn cas(key: &[u8], expect: &Option<Vec<u8>>, new: &[u8]) -> Command {
             key: key.to_vec(),
             value: new.to_vec(),
             lease: 0,
+            prev_kv: false,
         }],
         failure: Vec::new(),
     }

@@ -40,11 +40,13 @@ fn txn(index: u64, compare_value: &str, success: Vec<OpSpec>) -> Entry<TypeConfi
                 relation: Relation::Equal,
                 value: compare_value.as_bytes().to_vec(),
                 number: 0,
+                range_end: Vec::new(),
             }],
             success,
             failure: vec![OpSpec::Range {
                 key: b"a".to_vec(),
                 range_end: Vec::new(),
+                options: Default::default(),
             }],
         }),
     )
@@ -55,6 +57,7 @@ fn put_op(key: &str) -> OpSpec {
         key: key.as_bytes().to_vec(),
         value: b"t".to_vec(),
         lease: 0,
+        prev_kv: false,
     }
 }
 
@@ -174,4 +177,137 @@ async fn a_lease_granted_without_an_id_takes_the_entry_index_and_its_revoke_dele
         sm.applied_state().await.unwrap().0.map(|l| l.index),
         Some(5)
     );
+}
+
+/// The server maps etcd's requests onto commands without losing options: `prev_kv` on puts and
+/// deletes, a range's limit and count-only, compares over a key range and on a lease, refusals
+/// by kind; and a member's published attributes land in `raft.members` without a revision.
+#[tokio::test]
+async fn commands_keep_etcds_options_and_refusals_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let op_put = |key: &str, value: &str, prev_kv: bool| OpSpec::Put {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        lease: 0,
+        prev_kv,
+    };
+    let one = |index: u64, op: OpSpec| {
+        entry(
+            index,
+            EntryPayload::Normal(Command::Txn {
+                compares: Vec::new(),
+                success: vec![op],
+                failure: Vec::new(),
+            }),
+        )
+    };
+    let answers = sm
+        .apply(vec![
+            one(1, op_put("a", "1", false)),
+            one(2, op_put("a", "2", true)),
+            one(3, op_put("b", "1", false)),
+            entry(
+                4,
+                EntryPayload::Normal(Command::Txn {
+                    // Every key in [a, c) was modified after revision 0, and none has a lease.
+                    compares: vec![
+                        CompareSpec {
+                            key: b"a".to_vec(),
+                            target: CompareTarget::ModRevision,
+                            relation: Relation::Greater,
+                            value: Vec::new(),
+                            number: 0,
+                            range_end: b"c".to_vec(),
+                        },
+                        CompareSpec {
+                            key: b"a".to_vec(),
+                            target: CompareTarget::Lease,
+                            relation: Relation::Equal,
+                            value: Vec::new(),
+                            number: 0,
+                            range_end: Vec::new(),
+                        },
+                    ],
+                    success: vec![
+                        OpSpec::Range {
+                            key: b"a".to_vec(),
+                            range_end: b"c".to_vec(),
+                            options: folio_raft::RangeSpec {
+                                limit: 1,
+                                ..Default::default()
+                            },
+                        },
+                        OpSpec::Range {
+                            key: b"a".to_vec(),
+                            range_end: b"c".to_vec(),
+                            options: folio_raft::RangeSpec {
+                                count_only: true,
+                                revision: 2,
+                                ..Default::default()
+                            },
+                        },
+                    ],
+                    failure: Vec::new(),
+                }),
+            ),
+            one(
+                5,
+                OpSpec::DeleteRange {
+                    key: b"a".to_vec(),
+                    range_end: b"c".to_vec(),
+                    prev_kv: true,
+                },
+            ),
+            entry(6, EntryPayload::Normal(Command::Compact { revision: 4 })),
+            entry(7, EntryPayload::Normal(Command::Compact { revision: 2 })),
+            entry(
+                8,
+                EntryPayload::Normal(Command::SetMember {
+                    id: 7,
+                    name: "m7".into(),
+                    client_urls: vec!["http://127.0.0.1:2379".into()],
+                }),
+            ),
+        ])
+        .await
+        .unwrap();
+    use folio_raft::OpResult;
+    assert_eq!(answers[1].results.len(), 1);
+    let OpResult::Put {
+        prev_kv: Some(prev),
+    } = &answers[1].results[0]
+    else {
+        panic!("{:?}", answers[1]);
+    };
+    // A new store is at revision 1: the puts took revisions 2, 3 and 4.
+    assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"1"[..], 2));
+    assert!(answers[3].succeeded, "{:?}", answers[3]);
+    match answers[3].results.as_slice() {
+        [
+            OpResult::Range { kvs, count, more },
+            OpResult::Range {
+                kvs: counted,
+                count: then,
+                ..
+            },
+        ] => {
+            assert_eq!((kvs.len(), *count, *more), (1, 2, true));
+            assert_eq!((counted.len(), *then), (0, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    match answers[4].results.as_slice() {
+        [OpResult::DeleteRange { deleted, prev_kvs }] => {
+            assert_eq!(*deleted, 2);
+            let keys: Vec<&[u8]> = prev_kvs.iter().map(|kv| kv.key.as_slice()).collect();
+            assert_eq!(keys, [&b"a"[..], &b"b"[..]]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(answers[5].refusal, None);
+    assert_eq!(answers[6].refusal, Some(folio_raft::Refusal::Compacted));
+    assert_eq!(answers[7].revision, 5, "SetMember writes no revision");
+    let members = folio_raft::members(&sm.store()).unwrap();
+    assert_eq!(members[&7].name, "m7");
 }

@@ -35,6 +35,20 @@ async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 
 /// Compacts to `rev` if it is past the compacted revision; logs it.
 async fn compact(shared: &Shared, rev: i64, why: String) {
+    if let Some(m) = shared.member() {
+        // A replicated member compacts through the log, and only the leader decides to.
+        if !m.is_leader() || rev <= shared.store().compacted_revision() {
+            return;
+        }
+        match m
+            .write(folio_raft::Command::Compact { revision: rev })
+            .await
+        {
+            Ok(_) => crate::info!("auto compaction ({why}) to revision {rev} through raft"),
+            Err(e) => crate::warn!("auto compaction to revision {rev} failed: {}", e.message()),
+        }
+        return;
+    }
     let done = shared
         .blocking(move |s| {
             if rev <= s.store().compacted_revision() {

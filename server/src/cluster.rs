@@ -1,5 +1,7 @@
-//! etcd's Cluster service for one member: MemberList answers with it; membership changes are
-//! refused, since a single server has no peers to add or remove.
+//! etcd's Cluster service: MemberList answers with the one member, or with every member of a
+//! replicated cluster (their peer URLs from Raft, their names and client URLs as they published
+//! them). Membership changes are refused: a single server has no peers to add or remove, and a
+//! cluster's members are the ones it was started with.
 
 use tonic::{Request, Response, Status};
 
@@ -56,6 +58,12 @@ impl Cluster for ClusterService {
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         let s = &self.shared;
+        if let Some(m) = s.member() {
+            return Ok(Response::new(MemberListResponse {
+                header: s.header_now(),
+                members: m.members()?,
+            }));
+        }
         Ok(Response::new(MemberListResponse {
             header: s.header_now(),
             members: vec![Member {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::state::fnv64;
+
 /// etcd's default space quota when `--quota-backend-bytes` is 0: 2 GiB.
 pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
@@ -95,6 +97,99 @@ pub struct Config {
     /// How often the `revision` auto compaction mode checks (etcd: 5 minutes), in seconds.
     #[arg(long, default_value_t = 300, hide = true)]
     pub revision_compaction_check_secs: u64,
+
+    /// The cluster's members, `name=http://host:port,...` (their peer URLs). Empty (the
+    /// default) runs a single member without Raft; given, the server runs as a member of a
+    /// replicated cluster (see [`crate::member`]), and `--name` must be one of them.
+    #[arg(long, default_value = "")]
+    pub initial_cluster: String,
+
+    /// `new` to make a new cluster of `--initial-cluster`, `existing` to join one that runs.
+    /// A member restarted on its data directory rejoins its cluster either way.
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+
+    /// A token that tells clusters made from the same member list apart (the cluster id is
+    /// derived from it and the list).
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// URLs to listen on for peer traffic (Raft). Default: this member's URL in
+    /// `--initial-cluster`.
+    #[arg(long, default_value = "", value_delimiter = ',')]
+    pub listen_peer_urls: Vec<String>,
+
+    /// This member's peer URLs as its peers reach them (etcd's flag; the one in
+    /// `--initial-cluster` is what the members use, and this must agree with it when given).
+    #[arg(long, default_value = "", value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
+
+    /// The clock lease expiry runs on (tests inject a [`folio::ManualClock`]).
+    #[arg(skip)]
+    pub lease_clock: LeaseClock,
+}
+
+/// The clock a server's leases expire by: the monotonic clock, or one a test moves.
+#[derive(Clone)]
+pub struct LeaseClock(pub std::sync::Arc<dyn folio::Clock>);
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        LeaseClock(std::sync::Arc::new(folio::MonotonicClock::new()))
+    }
+}
+
+impl std::fmt::Debug for LeaseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseClock")
+    }
+}
+
+/// One member of `--initial-cluster`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its name.
+    pub name: String,
+    /// Its id: [`member_id`] of its name.
+    pub id: u64,
+    /// Its peer URL, `http://host:port`.
+    pub url: String,
+    /// The `host:port` of that URL.
+    pub addr: String,
+}
+
+/// The cluster the flags describe, for a replicated member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterPlan {
+    /// Every member, in `--initial-cluster` order.
+    pub peers: Vec<Peer>,
+    /// This member's id.
+    pub id: u64,
+    /// The address to listen on for peers.
+    pub listen_peer_addr: String,
+    /// Whether to make a new cluster (`new`) rather than join a running one (`existing`).
+    pub new: bool,
+    /// The cluster's id.
+    pub cluster_id: u64,
+}
+
+/// A cluster member's id: 64-bit FNV-1a of `folio-member`, a zero byte and its name. It
+/// depends on the name alone, so it stays the same across restarts and on every member's
+/// view (etcd hashes the peer URLs and the token; a name is what an operator keeps stable).
+pub fn member_id(name: &str) -> u64 {
+    fnv64(&[b"folio-member", name.as_bytes()])
+}
+
+/// The `host:port` of an `http://host:port` URL.
+fn url_addr(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("peer URL {url:?} must start with http:// (peer TLS is not supported)")
+    })?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || !host.contains(':') || host.contains('/') {
+        return Err(format!("peer URL {url:?} must be http://host:port"));
+    }
+    Ok(host.to_string())
 }
 
 /// When the server compacts by itself.
@@ -129,6 +224,85 @@ impl Config {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    /// The cluster `--initial-cluster` describes, or `None` for a single member without Raft.
+    pub fn cluster(&self) -> Result<Option<ClusterPlan>, String> {
+        let list = self.initial_cluster.trim();
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let mut peers: Vec<Peer> = Vec::new();
+        for item in list.split(',') {
+            let (name, url) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--initial-cluster entry {item:?} must be name=URL"))?;
+            let (name, url) = (name.trim(), url.trim());
+            if name.is_empty() {
+                return Err(format!("--initial-cluster entry {item:?} has no name"));
+            }
+            if peers.iter().any(|p| p.name == name) {
+                return Err(format!("--initial-cluster names {name:?} twice"));
+            }
+            peers.push(Peer {
+                name: name.to_string(),
+                id: member_id(name),
+                url: url.to_string(),
+                addr: url_addr(url)?,
+            });
+        }
+        let me = peers
+            .iter()
+            .find(|p| p.name == self.name)
+            .ok_or_else(|| {
+                format!(
+                    "--name {:?} is not a member of --initial-cluster {list:?}",
+                    self.name
+                )
+            })?
+            .clone();
+        let advertised: Vec<&String> = self
+            .initial_advertise_peer_urls
+            .iter()
+            .filter(|u| !u.is_empty())
+            .collect();
+        if !advertised.is_empty() && !advertised.contains(&&me.url) {
+            return Err(format!(
+                "--initial-advertise-peer-urls {advertised:?} does not include {:?}, this member's URL in --initial-cluster",
+                me.url
+            ));
+        }
+        let listen = match self.listen_peer_urls.iter().find(|u| !u.is_empty()) {
+            Some(u) => url_addr(u)?,
+            None => me.addr.clone(),
+        };
+        let new = match self.initial_cluster_state.as_str() {
+            "new" => true,
+            "existing" => false,
+            other => {
+                return Err(format!(
+                    "unknown --initial-cluster-state {other:?}: want new or existing"
+                ));
+            }
+        };
+        let mut sorted: Vec<String> = peers
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.url))
+            .collect();
+        sorted.sort();
+        let joined = sorted.join(",");
+        let cluster_id = fnv64(&[
+            b"folio-cluster",
+            self.initial_cluster_token.as_bytes(),
+            joined.as_bytes(),
+        ]);
+        Ok(Some(ClusterPlan {
+            peers,
+            id: me.id,
+            listen_peer_addr: listen,
+            new,
+            cluster_id,
+        }))
     }
 
     /// The space quota in bytes (`--quota-backend-bytes`, 0 meaning etcd's default).
@@ -218,6 +392,44 @@ mod tests {
         assert!(parse_retention("1d").is_err());
         assert!(parse_retention("h").is_err());
         assert!(parse_retention("").is_err());
+    }
+
+    /// The cluster flags as etcd reads them: members by name with their peer URLs, this
+    /// member's own, ids from names (the same on every member), and mistakes named.
+    #[test]
+    fn cluster_flags_describe_the_members() {
+        let list = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382";
+        let c = Config::parse_from(["folio-server", "--name=b", "--initial-cluster", list]);
+        let plan = c.cluster().unwrap().unwrap();
+        assert_eq!(plan.peers.len(), 3);
+        assert_eq!(plan.id, member_id("b"));
+        assert_eq!(plan.listen_peer_addr, "127.0.0.1:2381");
+        assert!(plan.new);
+        let other = Config::parse_from([
+            "folio-server",
+            "--name=c",
+            "--initial-cluster",
+            list,
+            "--initial-cluster-state=existing",
+            "--listen-peer-urls=http://0.0.0.0:2382",
+        ]);
+        let other = other.cluster().unwrap().unwrap();
+        assert_eq!(other.cluster_id, plan.cluster_id);
+        assert_eq!(other.listen_peer_addr, "0.0.0.0:2382");
+        assert!(!other.new);
+        assert_ne!(member_id("a"), member_id("b"));
+        assert_eq!(Config::parse_from(["folio-server"]).cluster(), Ok(None));
+        let not_member =
+            Config::parse_from(["folio-server", "--name=d", "--initial-cluster", list]);
+        assert!(not_member.cluster().is_err());
+        let bad_state = Config::parse_from([
+            "folio-server",
+            "--name=a",
+            "--initial-cluster",
+            list,
+            "--initial-cluster-state=maybe",
+        ]);
+        assert!(bad_state.cluster().is_err());
     }
 
     /// etcd-style flags, `--flag=value` and `--flag value`, reach the config.

@@ -78,6 +78,21 @@ pub fn bad_leader_transferee() -> Status {
     Status::failed_precondition("etcdserver: bad leader transferee")
 }
 
+/// `etcdserver: no leader`: the cluster has no leader to serve the request.
+pub fn no_leader() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+/// `etcdserver: not leader`: a request only the leader serves reached another member.
+pub fn not_leader() -> Status {
+    Status::failed_precondition("etcdserver: not leader")
+}
+
+/// `etcdserver: request timed out`: the write may or may not have been applied.
+pub fn timed_out() -> Status {
+    Status::unavailable("etcdserver: request timed out")
+}
+
 /// A request etcd would serve that this server does not: named, so nobody mistakes it for a
 /// bug in their request.
 pub fn unsupported(what: &str) -> Status {

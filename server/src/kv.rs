@@ -74,7 +74,7 @@ pub struct RangePost {
 impl RangePost {
     /// Whether the store must read the whole range (its own limit would cut before the
     /// filters and the sort): etcd's rule.
-    fn reads_all(&self) -> bool {
+    pub(crate) fn reads_all(&self) -> bool {
         self.order != SortOrder::None
             || self.min_mod != 0
             || self.max_mod != 0
@@ -159,7 +159,11 @@ pub fn plan_range(r: &RangeRequest) -> Result<(KeyRange, RangeOptions, RangePost
 }
 
 /// etcd's range response from the store's.
-fn range_response(shared: &Shared, post: &RangePost, r: folio::RangeResponse) -> RangeResponse {
+pub(crate) fn range_response(
+    shared: &Shared,
+    post: &RangePost,
+    r: folio::RangeResponse,
+) -> RangeResponse {
     let (kvs, more) = post.finish(r.kvs, r.more);
     RangeResponse {
         header: shared.header(r.revision),
@@ -170,7 +174,7 @@ fn range_response(shared: &Shared, post: &RangePost, r: folio::RangeResponse) ->
 }
 
 /// Checks a put as etcd does.
-fn check_put(p: &PutRequest) -> Result<(), Status> {
+pub(crate) fn check_put(p: &PutRequest) -> Result<(), Status> {
     if p.key.is_empty() {
         return Err(errors::empty_key());
     }
@@ -336,6 +340,18 @@ fn writes(ops: &[RequestOp]) -> bool {
     })
 }
 
+/// Whether every range of a txn (that only reads) asks to be serializable (etcd's
+/// `isTxnSerializable`).
+fn serializable(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|o| match &o.request {
+            Some(ReqOp::RequestRange(r)) => r.serializable,
+            _ => true,
+        })
+}
+
 /// Runs a txn request.
 fn txn(shared: &Shared, t: &TxnRequest) -> Result<TxnResponse, Status> {
     let max = shared.max_txn_ops();
@@ -414,6 +430,11 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let r = request.into_inner();
         let (range, options, post) = plan_range(&r)?;
+        if let Some(m) = self.shared.member()
+            && !r.serializable
+        {
+            m.barrier().await?;
+        }
         self.shared
             .blocking(move |s| {
                 let got = s.store().range(range, options).map_err(from_folio)?;
@@ -428,6 +449,11 @@ impl Kv for KvService {
         let cost = p.encoded_len();
         self.shared.check_size(cost)?;
         self.shared.check_quota(cost)?;
+        if let Some(m) = self.shared.member() {
+            return crate::replicated::put(&self.shared, m, p)
+                .await
+                .map(Response::new);
+        }
         self.shared
             .blocking(move |s| {
                 if p.ignore_value || p.ignore_lease {
@@ -458,6 +484,11 @@ impl Kv for KvService {
             return Err(errors::empty_key());
         }
         self.shared.check_size(d.encoded_len())?;
+        if let Some(m) = self.shared.member() {
+            return crate::replicated::delete_range(&self.shared, m, d)
+                .await
+                .map(Response::new);
+        }
         self.shared
             .blocking(move |s| {
                 let done = s
@@ -477,8 +508,25 @@ impl Kv for KvService {
         let t = request.into_inner();
         let cost = t.encoded_len();
         self.shared.check_size(cost)?;
-        if writes(&t.success) || writes(&t.failure) {
+        let writing = writes(&t.success) || writes(&t.failure);
+        if writing {
             self.shared.check_quota(cost)?;
+        }
+        if let Some(m) = self.shared.member() {
+            let max = self.shared.max_txn_ops();
+            if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
+                return Err(errors::too_many_ops());
+            }
+            if writing {
+                return crate::replicated::txn(&self.shared, m, t)
+                    .await
+                    .map(Response::new);
+            }
+            // A txn that only reads is served by this member's store, as etcd does: after a
+            // read barrier unless every range in it is serializable.
+            if !serializable(&t) {
+                m.barrier().await?;
+            }
         }
         self.shared
             .blocking(move |s| txn(s, &t).map(Response::new))
@@ -490,6 +538,14 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let rev = request.into_inner().revision;
+        if let Some(m) = self.shared.member() {
+            m.write(folio_raft::Command::Compact { revision: rev })
+                .await?;
+            crate::info!("compacted to revision {rev} through raft (requested by a client)");
+            return Ok(Response::new(CompactionResponse {
+                header: self.shared.header_now(),
+            }));
+        }
         self.shared
             .blocking(move |s| {
                 let started = std::time::Instant::now();

@@ -40,6 +40,25 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let r = request.into_inner();
         self.shared.check_quota(0)?;
+        if let Some(m) = self.shared.member() {
+            let done = m
+                .write(folio_raft::Command::LeaseGrant {
+                    id: r.id,
+                    ttl: r.ttl,
+                })
+                .await?;
+            let Some(folio_raft::OpResult::LeaseGranted { id, ttl }) = done.results.first() else {
+                return Err(Status::internal(
+                    "etcdserver: a lease grant answered no lease",
+                ));
+            };
+            return Ok(Response::new(LeaseGrantResponse {
+                header: self.shared.header(done.revision),
+                id: *id,
+                ttl: *ttl,
+                error: String::new(),
+            }));
+        }
         self.shared
             .blocking(move |s| {
                 let g = s.store().lease_grant(r.id, r.ttl).map_err(from_folio)?;
@@ -58,6 +77,12 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let id = request.into_inner().id;
+        if let Some(m) = self.shared.member() {
+            let done = m.write(folio_raft::Command::LeaseRevoke { id }).await?;
+            return Ok(Response::new(LeaseRevokeResponse {
+                header: self.shared.header(done.revision),
+            }));
+        }
         self.shared
             .blocking(move |s| {
                 let rev = s.store().lease_revoke(id).map_err(from_folio)?;
@@ -74,12 +99,29 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let forwarded = request.metadata().contains_key(crate::member::FORWARDED);
         let mut incoming = request.into_inner();
         let (out, rx) = mpsc::channel(16);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             while let Some(Ok(req)) = incoming.next().await {
                 let id = req.id;
+                if let Some(m) = shared.member() {
+                    // The leader renews; a follower forwards (see `member`).
+                    let answer =
+                        m.keep_alive(id, forwarded)
+                            .await
+                            .map(|ttl| LeaseKeepAliveResponse {
+                                header: shared.header_now(),
+                                id,
+                                ttl,
+                            });
+                    let failed = answer.is_err();
+                    if out.send(answer).await.is_err() || failed {
+                        break;
+                    }
+                    continue;
+                }
                 // etcd: a lease that does not exist answers TTL 0, not an error.
                 let answer = shared
                     .blocking(move |s| match s.store().lease_keep_alive(id) {
@@ -106,7 +148,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let forwarded = request.metadata().contains_key(crate::member::FORWARDED);
         let r = request.into_inner();
+        if let Some(m) = self.shared.member() {
+            let mut answer = m.time_to_live(r.id, r.keys, forwarded).await?;
+            answer.header = self.shared.header_now();
+            return Ok(Response::new(answer));
+        }
         self.shared
             .blocking(move |s| {
                 let resp = match s.store().lease_time_to_live(r.id, r.keys) {
@@ -147,8 +195,12 @@ impl Lease for LeaseService {
     }
 }
 
-/// Revokes leases whose TTL ran out, every [`EXPIRY_CHECK`], until `stop`.
+/// Revokes leases whose TTL ran out, every [`EXPIRY_CHECK`], until `stop`. A replicated
+/// member leaves expiry to the leader ([`crate::member::Member::lease_expirer`]).
 pub async fn expirer(shared: Shared, mut stop: watch::Receiver<bool>) {
+    if let Some(m) = shared.member() {
+        return m.clone().lease_expirer(stop).await;
+    }
     loop {
         tokio::select! {
             _ = stop.changed() => return,

@@ -34,6 +34,8 @@ pub mod kv;
 pub mod lease;
 pub mod log;
 pub mod maintenance;
+pub mod member;
+pub mod replicated;
 pub mod server;
 pub mod state;
 pub mod tls;

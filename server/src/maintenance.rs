@@ -213,14 +213,27 @@ impl Maintenance for MaintenanceService {
                 let stats = s.store().db().stats().map_err(from_folio)?;
                 let revision = s.store().current_revision();
                 let index = u64::try_from(revision).unwrap_or(0);
+                // A replicated member reports its Raft's leader, indexes and term.
+                let (leader, raft_index, raft_applied_index, raft_term) = match s.member() {
+                    Some(m) => {
+                        let st = m.status();
+                        (
+                            st.leader.unwrap_or(0),
+                            st.raft_index,
+                            st.applied_index,
+                            st.term,
+                        )
+                    }
+                    None => (s.member_id(), index, index, crate::state::RAFT_TERM),
+                };
                 Ok(Response::new(StatusResponse {
                     header: s.header(revision),
                     version: ETCD_VERSION.to_string(),
                     db_size: i64::try_from(stats.file_bytes).unwrap_or(i64::MAX),
-                    leader: s.member_id(),
-                    raft_index: index,
-                    raft_term: crate::state::RAFT_TERM,
-                    raft_applied_index: index,
+                    leader,
+                    raft_index,
+                    raft_term,
+                    raft_applied_index,
                     errors: s
                         .alarms()
                         .into_iter()

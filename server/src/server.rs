@@ -25,6 +25,7 @@ use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::{MaintenanceService, SNAPSHOT_PREFIX};
+use crate::member::{MEMBER_DIR, Member, STORE_FILE};
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -102,14 +103,53 @@ fn remove_stale_snapshots(dir: &Path) {
     }
 }
 
-/// Starts a server as `config` says: opens (or creates) the store in the data directory,
-/// listens on every client URL, and starts the automatic compaction and defrag.
-pub async fn start(config: Config) -> Result<Running, String> {
+/// What a server serves, opened as `config` says: its shared state, the database file, the
+/// auto compaction and the TLS configuration.
+type Opened = (
+    Shared,
+    PathBuf,
+    crate::config::AutoCompaction,
+    Option<tonic::transport::ServerTlsConfig>,
+);
+
+/// Opens the data directory: the single store, or the replicated member.
+async fn open(config: &Config) -> Result<Opened, String> {
     let dir = config.data_dir();
     data_dir(&dir)?;
     remove_stale_snapshots(&dir);
     let compaction = config.auto_compaction()?;
-    let tls = crate::tls::server_config(&config)?;
+    let tls = crate::tls::server_config(config)?;
+    let settings = Settings {
+        name: config.name.clone(),
+        data_dir: dir.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        quota_bytes: config.quota_bytes(),
+    };
+    let (shared, db_path) = match config.cluster()? {
+        Some(plan) => {
+            let member = Member::start(
+                &plan,
+                &dir,
+                &config.name,
+                config.advertise_client_urls.clone(),
+                config.lease_clock.0.clone(),
+            )
+            .await?;
+            let db_path = dir.join(MEMBER_DIR).join(STORE_FILE);
+            (
+                Shared::replicated(member, db_path.clone(), settings),
+                db_path,
+            )
+        }
+        None => single(&dir, settings).await?,
+    };
+    Ok((shared, db_path, compaction, tls))
+}
+
+/// Opens (or creates) a single member's store in `dir`.
+async fn single(dir: &Path, settings: Settings) -> Result<(Shared, PathBuf), String> {
     let db_path: PathBuf = dir.join(DB_FILE);
     let store = {
         let path = db_path.clone();
@@ -121,18 +161,14 @@ pub async fn start(config: Config) -> Result<Running, String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the store at {}: {e}", db_path.display()))?
     };
-    let shared = Shared::new(
-        store,
-        db_path.clone(),
-        Settings {
-            name: config.name.clone(),
-            data_dir: dir.clone(),
-            client_urls: config.advertise_client_urls.clone(),
-            max_request_bytes: config.max_request_bytes,
-            max_txn_ops: config.max_txn_ops,
-            quota_bytes: config.quota_bytes(),
-        },
-    );
+    Ok((Shared::new(store, db_path.clone(), settings), db_path))
+}
+
+/// Starts a server as `config` says: opens (or creates) the store in the data directory (or,
+/// with `--initial-cluster`, starts a replicated member: [`crate::member`]), listens on every
+/// client URL, and starts the automatic compaction and defrag.
+pub async fn start(config: Config) -> Result<Running, String> {
+    let (shared, db_path, compaction, tls) = open(&config).await?;
     let (stop, stopped) = watch::channel(false);
     let mut addrs = Vec::new();
     let mut servers = Vec::new();
@@ -191,7 +227,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         crate::info!("serving client requests on {url} ({addr})");
         addrs.push(addr);
     }
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(crate::lease::expirer(shared.clone(), stopped.clone())),
         tokio::spawn(auto::compactor(
             shared.clone(),
@@ -206,9 +242,12 @@ pub async fn start(config: Config) -> Result<Running, String> {
                 min_bytes: config.auto_defrag_min_bytes,
                 every: Duration::from_secs(config.auto_defrag_check_secs.max(1)),
             },
-            stopped,
+            stopped.clone(),
         )),
     ];
+    if let Some(m) = shared.member() {
+        background.push(tokio::spawn(m.clone().publish(stopped)));
+    }
     crate::info!(
         "folio-server {} started: member {:x} ({}), data {} at revision {} (compacted {}), quota {} bytes, max request {} bytes, max txn ops {}, auto compaction {:?}, auto defrag at {:.0}% reclaimable",
         env!("CARGO_PKG_VERSION"),
@@ -243,6 +282,32 @@ impl Running {
         &self.shared
     }
 
+    /// Stops the server as a crash would, as far as a process can do it to a part of itself: a
+    /// replicated member's Raft stops first (requests waiting on it fail), the background work is
+    /// dropped, and connections get a second to close before they are cut. Everything
+    /// acknowledged was synced; the data directory opens again as it was.
+    pub async fn kill(self) {
+        if let Some(m) = self.shared.member() {
+            m.shutdown().await;
+        }
+        let _ = self.stop.send(true);
+        for b in &self.background {
+            b.abort();
+        }
+        for mut s in self.servers {
+            if tokio::time::timeout(Duration::from_secs(1), &mut s)
+                .await
+                .is_err()
+            {
+                s.abort();
+            }
+        }
+        for b in self.background {
+            let _ = b.await;
+        }
+        crate::info!("killed");
+    }
+
     /// Stops the server (see the module docs for the steps).
     pub async fn stop(self) {
         crate::info!("shutting down: no new connections; finishing requests in flight");
@@ -257,6 +322,9 @@ impl Running {
         // 2. Background work.
         for b in self.background {
             let _ = b.await;
+        }
+        if let Some(m) = self.shared.member() {
+            m.shutdown().await;
         }
         // 3. Sync.
         let shared = self.shared.clone();

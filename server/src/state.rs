@@ -1,4 +1,8 @@
 //! What every service shares: the store, the member's identity, the limits and the alarms.
+//!
+//! The store sits behind a [`Backend`]: a single member's store, written directly, or a
+//! replicated member ([`crate::member::Member`]) whose writes go through Raft. The services ask
+//! [`Shared::member`] which one they serve and take the replicated path when there is one.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -23,8 +27,16 @@ pub struct Shared {
     inner: Arc<Inner>,
 }
 
+/// Where the services' reads and writes go.
+pub enum Backend {
+    /// One member without Raft: its store, written directly.
+    Single(Store),
+    /// A member of a replicated cluster: writes through Raft, reads from its own store.
+    Replicated(Arc<crate::member::Member>),
+}
+
 struct Inner {
-    store: Store,
+    backend: Backend,
     db_path: PathBuf,
     data_dir: PathBuf,
     name: String,
@@ -55,7 +67,7 @@ pub struct Settings {
 }
 
 /// 64-bit FNV-1a: a member id that stays the same across restarts with the same name and URLs.
-fn fnv64(parts: &[&[u8]]) -> u64 {
+pub fn fnv64(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for &b in p.iter().chain(std::iter::once(&0u8)) {
@@ -72,9 +84,41 @@ impl Shared {
         let urls = settings.client_urls.join(",");
         let member_id = fnv64(&[settings.name.as_bytes(), urls.as_bytes()]);
         let cluster_id = fnv64(&[b"folio-cluster", &member_id.to_be_bytes()]);
+        Shared::with(
+            Backend::Single(store),
+            db_path,
+            settings,
+            cluster_id,
+            member_id,
+        )
+    }
+
+    /// Shares a replicated `member`, whose store is kept in the file at `db_path`.
+    pub fn replicated(
+        member: Arc<crate::member::Member>,
+        db_path: PathBuf,
+        settings: Settings,
+    ) -> Shared {
+        let (cluster_id, member_id) = (member.cluster_id(), member.id());
+        Shared::with(
+            Backend::Replicated(member),
+            db_path,
+            settings,
+            cluster_id,
+            member_id,
+        )
+    }
+
+    fn with(
+        backend: Backend,
+        db_path: PathBuf,
+        settings: Settings,
+        cluster_id: u64,
+        member_id: u64,
+    ) -> Shared {
         Shared {
             inner: Arc::new(Inner {
-                store,
+                backend,
                 db_path,
                 data_dir: settings.data_dir,
                 name: settings.name,
@@ -90,9 +134,34 @@ impl Shared {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// The store (a replicated member's may be replaced by a snapshot install: take it anew
+    /// for each request).
+    pub fn store(&self) -> Store {
+        match &self.inner.backend {
+            Backend::Single(store) => store.clone(),
+            Backend::Replicated(m) => m.store(),
+        }
+    }
+
+    /// The replicated member, when the server is one.
+    pub fn member(&self) -> Option<&Arc<crate::member::Member>> {
+        match &self.inner.backend {
+            Backend::Single(_) => None,
+            Backend::Replicated(m) => Some(m),
+        }
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id
+    }
+
+    /// The raft term: the member's current one, or [`RAFT_TERM`] for a single member.
+    pub fn raft_term(&self) -> u64 {
+        match &self.inner.backend {
+            Backend::Single(_) => RAFT_TERM,
+            Backend::Replicated(m) => m.status().term,
+        }
     }
 
     /// The database file.
@@ -136,13 +205,13 @@ impl Shared {
             cluster_id: self.inner.cluster_id,
             member_id: self.inner.member_id,
             revision,
-            raft_term: RAFT_TERM,
+            raft_term: self.raft_term(),
         })
     }
 
     /// A response header at the store's current revision.
     pub fn header_now(&self) -> Option<ResponseHeader> {
-        self.header(self.inner.store.current_revision())
+        self.header(self.store().current_revision())
     }
 
     /// etcd's request size check: a write request longer than `--max-request-bytes` is refused.
