@@ -11,8 +11,8 @@ use crate::btree::source::Pages;
 use crate::error::{Error, PageId, Result};
 use crate::inspect::PageUse;
 use crate::limits::{PAGE_HEADER_LEN, TREE_DEPTH_MAX};
-use crate::page_file::freelist::FreeList;
-use crate::page_file::page::{self, Header, PageKind};
+use crate::page_file::freelist::chain;
+use crate::page_file::page::{self, PageKind};
 use crate::stats::{Stats, TreeStats};
 use crate::txn::catalog::Descriptor;
 use crate::txn::db::{Db, Snapshot};
@@ -261,30 +261,24 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn freelist(&mut self, id: PageId) {
-        let pages = self.pages;
-        let len = match pages.run(id, 1).and_then(|p| Header::read(p, id)) {
-            Ok(h) => h.overflow as u64 + 1,
+    /// Walks the freelist chain whose head is `head`: its runs are freelist pages, and the pages
+    /// it records are free.
+    fn freelist(&mut self, head: PageId) {
+        let (list, chain) = match chain::load(&self.pages, head) {
+            Ok(loaded) => loaded,
             Err(e) => {
-                self.problem(Some(id), e.to_string());
+                self.problem(Some(head), e.to_string());
                 return;
             }
         };
-        if !self.mark(id, len, PageKind::Freelist as u8) {
-            return;
-        }
-        self.stats.freelist_pages += len;
-        match pages
-            .run(id, len)
-            .and_then(|run| FreeList::decode(run, id, pages.page_count))
-        {
-            Ok(list) => {
-                for (start, n) in list.extents() {
-                    self.stats.free_pages += n;
-                    self.mark(start, n, FREE);
-                }
+        for &(id, len) in chain.runs() {
+            if self.mark(id, len, PageKind::Freelist as u8) {
+                self.stats.freelist_pages += len;
             }
-            Err(e) => self.problem(Some(id), e.to_string()),
+        }
+        for (start, n) in list.extents() {
+            self.stats.free_pages += n;
+            self.mark(start, n, FREE);
         }
     }
 }

@@ -72,7 +72,7 @@ pub enum Error {
     },
 
     /// The file was written by a format version this build cannot read.
-    #[error("unsupported file format version {0} (this build reads version {supported})", supported = crate::limits::FORMAT_VERSION)]
+    #[error("unsupported file format version {0} (this build reads versions {oldest} to {newest})", oldest = crate::limits::FORMAT_VERSION_OLDEST, newest = crate::limits::FORMAT_VERSION)]
     UnsupportedVersion(u32),
 
     /// A page's bytes fail validation: a bad checksum, an offset out of bounds, a wrong kind.

@@ -81,6 +81,18 @@ pub fn freelist(bytes: &[u8], page_count: u64) -> Result<Vec<(PageId, u64)>> {
     Ok(list.extents().collect())
 }
 
+/// One change of a freelist delta: its first page, its pages, and whether the run was taken
+/// from the list (else added to it).
+pub type DeltaChange = (PageId, u64, bool);
+
+/// Decodes a freelist delta run for a database of `page_count` pages; returns its link, its
+/// depth and its changes.
+pub fn freelist_delta(bytes: &[u8], page_count: u64) -> Result<(PageId, u64, Vec<DeltaChange>)> {
+    let delta =
+        crate::page_file::freelist::chain::decode_delta(bytes, claimed_id(bytes), page_count)?;
+    Ok((delta.previous, delta.depth, delta.changes))
+}
+
 /// The fields of a decoded meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetaFields {

@@ -26,9 +26,8 @@ use std::fmt;
 use crate::btree::node::{PageView, ValueRef};
 use crate::check::{Problem, walk};
 use crate::error::{Error, PageId, Result, corrupted};
-use crate::limits::FORMAT_VERSION;
 use crate::mvcc::store::{KEY_TREE, META_TREE};
-use crate::page_file::freelist::FreeList;
+use crate::page_file::freelist::{FreeList, chain};
 use crate::page_file::meta::{self, Meta};
 use crate::page_file::page::{self, Header, OFF_CRC, PageKind, read_u32};
 use crate::txn::db::Db;
@@ -44,7 +43,7 @@ pub enum PageUse {
     Leaf,
     /// A page of a run holding one large value.
     Overflow,
-    /// A page of the run holding the free-page list.
+    /// A page of a run of the free-page list: the whole list or one commit's delta to it.
     Freelist,
     /// Free: recorded in the freelist, to be reused by a later commit.
     Free,
@@ -201,12 +200,24 @@ pub enum PageBody {
         /// Pages in the run, this one included.
         pages: u64,
     },
-    /// The first page of the freelist run.
+    /// The first page of a run holding the whole freelist.
     Freelist {
         /// Pages in the run, this one included.
         pages: u64,
         /// Free extents recorded (start page, pages), including those pending release.
         extents: Vec<(PageId, u64)>,
+    },
+    /// The first page of a run holding one commit's changes to the freelist.
+    FreelistDelta {
+        /// Pages in the run, this one included.
+        pages: u64,
+        /// The first page of the freelist run or delta these changes apply to.
+        previous: PageId,
+        /// Deltas from the full list to this one, this one included.
+        depth: u64,
+        /// The changes, oldest first: start page, pages, and whether the run was taken from the
+        /// list (else added to it).
+        changes: Vec<(PageId, u64, bool)>,
     },
 }
 
@@ -351,6 +362,15 @@ impl Db {
                     extents: list.extents().collect(),
                 }
             }
+            PageKind::FreelistDelta => {
+                let delta = chain::decode_delta(pages.run(id, run_len)?, id, meta.page_count)?;
+                PageBody::FreelistDelta {
+                    pages: run_len,
+                    previous: delta.previous,
+                    depth: delta.depth,
+                    changes: delta.changes,
+                }
+            }
         };
         Ok(PageDump {
             id,
@@ -403,7 +423,7 @@ fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
         overflow: header.overflow,
         checksum: read_u32(bytes, OFF_CRC, slot)?,
         body: PageBody::Meta(MetaDump {
-            version: FORMAT_VERSION,
+            version: read_u32(bytes, meta::OFF_VERSION, slot)?,
             page_size: decoded.page_size,
             txid: decoded.txid,
             catalog_root: decoded.catalog_root,

@@ -1,8 +1,12 @@
 //! Every bound folio enforces, as a named constant, with the relations between them checked at
 //! compile time.
 
-/// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes. Version 2 added the freelist delta (a commit
+/// writes its changes to the free-page list, not the whole list).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads. A version 1 file is a version 2 file whose
+/// freelist chain is one full list; its first commit after open writes version 2.
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
 /// Page size used when none is given.
 pub const PAGE_SIZE_DEFAULT: u32 = 4096;
@@ -99,6 +103,11 @@ const _: () = assert!(
     (page_count_max(PAGE_SIZE_MIN) as u128) * (PAGE_SIZE_MIN as u128) <= FILE_LEN_MAX as u128
 );
 const _: () = assert!(FILE_LEN_MAX as u128 <= usize::MAX as u128);
+
+/// The most deltas a freelist chain holds after its full list: a commit after that many writes
+/// the whole list again (`page_file::freelist::chain`, invariant 4). An open reads at most this
+/// many delta runs more than the full list.
+pub const FREELIST_DELTAS_MAX: u64 = 128;
 
 /// Revisions an MVCC compaction deletes per write transaction, by default.
 pub const COMPACTION_BATCH_DEFAULT: usize = 1000;

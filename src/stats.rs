@@ -50,7 +50,7 @@ pub struct Stats {
     pub leaf_pages: u64,
     /// Overflow pages, in every tree.
     pub overflow_pages: u64,
-    /// Pages of the freelist run.
+    /// Pages of the freelist's runs: the full list and the deltas after it.
     pub freelist_pages: u64,
     /// Free pages recorded in the freelist (including those pending release).
     pub free_pages: u64,

@@ -152,7 +152,10 @@ fn run_start(db: &Db, map: &PageMap, page: u64, page_use: PageUse) -> Option<u64
     let first = map.run_of(page)?.start;
     (first..page).rev().find(|&p| match db.dump_page(p) {
         Ok(PageDump {
-            body: PageBody::Overflow { pages } | PageBody::Freelist { pages, .. },
+            body:
+                PageBody::Overflow { pages }
+                | PageBody::Freelist { pages, .. }
+                | PageBody::FreelistDelta { pages, .. },
             ..
         }) => p + pages > page,
         _ => false,
@@ -232,6 +235,29 @@ fn print_body(d: &PageDump, value_bytes: usize, out: &mut dyn Write) -> CliResul
                 writeln!(
                     out,
                     "  pages {start} to {} ({} pages)",
+                    start + n - 1,
+                    count(*n)
+                )?;
+            }
+        }
+        PageBody::FreelistDelta {
+            pages,
+            previous,
+            depth,
+            changes,
+        } => {
+            writeln!(
+                out,
+                "{head}, a run of {} page(s) holding one commit's {} changes to the freelist \
+                 (delta {depth} after the full list, applied to page {previous})",
+                count(*pages),
+                count(changes.len() as u64),
+            )?;
+            for (start, n, taken) in changes {
+                writeln!(
+                    out,
+                    "  {} pages {start} to {} ({} pages)",
+                    if *taken { "took" } else { "added" },
                     start + n - 1,
                     count(*n)
                 )?;

@@ -110,3 +110,28 @@ fn the_entry_tables_match_the_code() {
         [row(0, PAGE_HEADER_LEN), row(PAGE_HEADER_LEN, 8)]
     );
 }
+
+#[test]
+fn the_freelist_delta_table_matches_the_code() {
+    use crate::page_file::freelist::Change;
+    use crate::page_file::freelist::chain::{decode_delta, encode_delta};
+    let t = table("freelist_delta");
+    let offset = |i: usize| -> usize { t[i].0.parse().unwrap() };
+    assert_eq!(t[0], row(0, PAGE_HEADER_LEN));
+    let mut buf = vec![0u8; 512];
+    encode_delta(&[Change::Took(9, 2)], 7, 3, 4, &mut buf, 1);
+    let at = |off: usize| u64::from_le_bytes(buf[off..off + 8].try_into().unwrap());
+    assert_eq!(at(offset(1)), 7, "previous");
+    assert_eq!(at(offset(2)), 3, "depth");
+    assert_eq!(at(offset(3)), 1, "change count");
+    assert_eq!(at(offset(4)), 9, "first page");
+    assert_eq!(at(offset(4) + 8), 2 | 1 << 63, "length with the taken bit");
+    assert_eq!(
+        decode_delta(&buf, 4, 20).unwrap().changes,
+        vec![(9, 2, true)]
+    );
+    assert!(
+        FORMAT.contains(&format!("1 to {}", crate::limits::FREELIST_DELTAS_MAX)),
+        "the deltas' depth bound"
+    );
+}

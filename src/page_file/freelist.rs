@@ -10,13 +10,21 @@
 //!    refused with [`crate::Error::Corrupted`] in every build (a corrupted tree that names a page
 //!    twice must not make the allocator hand it out twice); `pending_pages` indexes the pending
 //!    runs so that the check costs O(log n).
+//! 5. `log` holds every change made to the *persisted set* (free and pending pages alike, what the
+//!    file records) since the last [`FreeList::keep_changes`] or [`FreeList::undo_changes`], in
+//!    order. A commit writes it as a delta ([`chain`]) and a failed commit undoes it, so neither
+//!    costs more than what the commit changed. Releasing pending pages changes nothing persisted
+//!    and is not logged.
 //!
 //! Allocation is best fit in O(log n): the smallest extent at least as long as the request.
 //!
-//! On disk the list is one run (kind freelist): the header's count is unused, then a `u64` extent
-//! count and that many `(start u64, len u64)` pairs, sorted and disjoint. It records every page that
-//! is free once no reader is open: free extents and every pending page alike. Its decoder (in
-//! `codec`) is linted against indexing and unchecked arithmetic.
+//! On disk the list is a chain ([`chain`]): a full list, then deltas. The full list is one run (kind
+//! freelist): the header's count is unused, then a `u64` extent count and that many `(start u64,
+//! len u64)` pairs, sorted and disjoint. It records every page that is free once no reader is open:
+//! free extents and every pending page alike. Its decoder (in `codec`) is linted against indexing
+//! and unchecked arithmetic.
+
+pub(crate) mod chain;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +38,27 @@ pub(crate) struct FreeList {
     pending: BTreeMap<u64, Vec<(PageId, u64)>>,
     /// Every pending run, by first page: `pending` indexed by page.
     pending_pages: BTreeMap<PageId, u64>,
+    /// The changes to the persisted set not yet kept or undone (invariant 5).
+    log: Vec<Change>,
+}
+
+/// One change to the persisted set (free and pending pages), as [`FreeList`] logs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A run taken from the free extents.
+    Took(PageId, u64),
+    /// A run left pending under a commit id.
+    Pending(u64, PageId, u64),
+}
+
+impl Change {
+    /// The run, and whether it left the persisted set (`true`) or joined it.
+    pub fn run(self) -> (PageId, u64, bool) {
+        match self {
+            Change::Took(s, n) => (s, n, true),
+            Change::Pending(_, s, n) => (s, n, false),
+        }
+    }
 }
 
 /// The run of `runs` (disjoint, keyed by first page) that shares a page with `start..end`.
@@ -47,13 +76,22 @@ impl FreeList {
         if len > n {
             self.insert_extent(start + n, len - n);
         }
+        self.log.push(Change::Took(start, n));
         Some(start)
     }
 
-    /// Returns a run to the free extents at once (it was never visible to any reader). Refuses a
-    /// run that shares a page with a free or pending one (invariant 4).
+    /// Adds a run to the free extents at once, unlogged: how tests set a list up. Refuses a run
+    /// that shares a page with a free or pending one (invariant 4).
+    #[cfg(test)]
     pub fn free_now(&mut self, start: PageId, len: u64) -> Result<()> {
         self.check_not_free(start, len)?;
+        self.insert_free(start, len);
+        Ok(())
+    }
+
+    /// Adds a run that shares no page with a free or pending one to the free extents, merged
+    /// with its neighbours (invariant 1). Not logged.
+    fn insert_free(&mut self, start: PageId, len: u64) {
         let (mut start, mut len) = (start, len);
         if let Some((&prev, &plen)) = self.extents.range(..start).next_back()
             && prev + plen == start
@@ -67,7 +105,59 @@ impl FreeList {
             len += next_len;
         }
         self.insert_extent(start, len);
-        Ok(())
+    }
+
+    /// Removes `start..start + len` from the free extents, if it lies inside one; returns whether
+    /// it did. Not logged.
+    fn take_range(&mut self, start: PageId, len: u64) -> bool {
+        let Some((&s, &n)) = self.extents.range(..=start).next_back() else {
+            return false;
+        };
+        let (Some(end), Some(extent_end)) = (start.checked_add(len), s.checked_add(n)) else {
+            return false;
+        };
+        if len == 0 || end > extent_end {
+            return false;
+        }
+        self.remove_extent(s, n);
+        if start > s {
+            self.insert_extent(s, start - s);
+        }
+        if extent_end > end {
+            self.insert_extent(end, extent_end - end);
+        }
+        true
+    }
+
+    /// The changes logged since the last keep or undo, oldest first (invariant 5).
+    pub fn changes(&self) -> &[Change] {
+        &self.log
+    }
+
+    /// Keeps the logged changes: the commit that made them is written.
+    pub fn keep_changes(&mut self) {
+        self.log.clear();
+    }
+
+    /// Undoes the logged changes, newest first: the list is as it was at the last keep (pending
+    /// releases aside, which stay released).
+    pub fn undo_changes(&mut self) {
+        while let Some(change) = self.log.pop() {
+            match change {
+                Change::Took(start, len) => self.insert_free(start, len),
+                Change::Pending(txid, start, len) => {
+                    self.pending_pages.remove(&start);
+                    if let Some(runs) = self.pending.get_mut(&txid) {
+                        if let Some(i) = runs.iter().rposition(|&r| r == (start, len)) {
+                            runs.swap_remove(i);
+                        }
+                        if runs.is_empty() {
+                            self.pending.remove(&txid);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Fails unless `start..start + len` is a non-empty run of pages past the metas of which none
@@ -113,6 +203,10 @@ impl FreeList {
             prev_end = start + len;
         }
         self.pending_pages.extend(runs.iter().copied());
+        self.log.extend(
+            runs.iter()
+                .map(|&(start, len)| Change::Pending(txid, start, len)),
+        );
         self.pending.entry(txid).or_default().extend(runs);
         Ok(())
     }
@@ -125,7 +219,8 @@ impl FreeList {
             }
             for (start, len) in entry.remove() {
                 self.pending_pages.remove(&start);
-                self.free_now(start, len)?;
+                self.check_not_free(start, len)?;
+                self.insert_free(start, len);
             }
         }
         Ok(())
@@ -359,5 +454,128 @@ mod tests {
         assert_eq!(f.allocate(2), Some(20));
         assert_eq!(f.allocate(4), Some(10));
         assert_eq!(f.allocate(1), None, "every page handed out once");
+    }
+
+    /// splitmix64, for the seeded tests below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    fn seed() -> u64 {
+        let seed = std::env::var("FOLIO_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("freelist: seed {seed} (rerun with FOLIO_SEED={seed})");
+        seed
+    }
+
+    /// Everything a list holds, to compare two of them.
+    /// Free extents, and pending runs by commit.
+    type State = (Vec<(PageId, u64)>, Vec<(u64, Vec<(PageId, u64)>)>);
+
+    fn state(f: &FreeList) -> State {
+        let mut pending: Vec<_> = f
+            .pending
+            .iter()
+            .map(|(&t, runs)| {
+                let mut runs = runs.clone();
+                runs.sort_unstable();
+                (t, runs)
+            })
+            .collect();
+        pending.sort_unstable();
+        assert_eq!(
+            f.by_len.len(),
+            f.extents.len(),
+            "by_len indexes every extent"
+        );
+        assert_eq!(
+            f.pending_pages.len(),
+            f.pending.values().map(Vec::len).sum::<usize>(),
+            "pending_pages indexes every pending run"
+        );
+        (f.extents().collect(), pending)
+    }
+
+    /// Random commits of allocations and frees; each either keeps its changes, and then its log
+    /// replayed on the persisted set before it gives the persisted set after it (what a delta
+    /// must do), or undoes them, and then the list is exactly as before (what a failed commit
+    /// must do, now that it no longer restores a copy).
+    #[test]
+    fn a_commit_s_logged_changes_replay_onto_the_persisted_set_and_undo_exactly() {
+        let mut rng = Rng(seed());
+        let mut f = FreeList::default();
+        f.free_now(2, 200).unwrap();
+        let mut frontier = 202;
+        let mut used: Vec<(PageId, u64)> = Vec::new();
+        let (mut kept, mut undone) = (0, 0);
+        for txid in 1..400u64 {
+            f.release(txid.saturating_sub(1 + rng.below(3))).unwrap();
+            let before = state(&f);
+            let persisted_before = f.persisted_runs();
+            let mut used_now = used.clone();
+            for _ in 0..rng.below(6) {
+                let n = 1 + rng.below(3);
+                let start = f.allocate(n).unwrap_or_else(|| {
+                    frontier += n;
+                    frontier - n
+                });
+                used_now.push((start, n));
+            }
+            // Free a few runs in use.
+            let mut pending = Vec::new();
+            for _ in 0..rng.below(4) {
+                if used_now.is_empty() {
+                    break;
+                }
+                let i = rng.below(used_now.len() as u64) as usize;
+                pending.push(used_now.swap_remove(i));
+            }
+            f.add_pending(txid, pending).unwrap();
+            if rng.below(4) == 0 {
+                f.undo_changes();
+                assert_eq!(state(&f), before, "txid {txid}: undo");
+                assert!(f.changes().is_empty());
+                undone += 1;
+            } else {
+                let mut replay = FreeList::default();
+                for &(s, n) in &persisted_before {
+                    replay.insert_free(s, n);
+                }
+                for &change in f.changes() {
+                    match change.run() {
+                        (s, n, true) => {
+                            assert!(replay.take_range(s, n), "txid {txid}: took {s}+{n}")
+                        }
+                        (s, n, false) => {
+                            replay.check_not_free(s, n).unwrap();
+                            replay.insert_free(s, n);
+                        }
+                    }
+                }
+                assert_eq!(
+                    replay.extents().collect::<Vec<_>>(),
+                    f.persisted_runs(),
+                    "txid {txid}: replay"
+                );
+                f.keep_changes();
+                used = used_now;
+                kept += 1;
+            }
+        }
+        assert!(kept > 100 && undone > 30, "{kept} kept, {undone} undone");
     }
 }

@@ -24,7 +24,8 @@
 
 use crate::error::{Error, PageId, Result, corrupted};
 use crate::limits::{
-    FORMAT_VERSION, META_LEN, PAGE_SIZE_MAX, PAGE_SIZE_MIN, entries_max, page_count_max,
+    FORMAT_VERSION, FORMAT_VERSION_OLDEST, META_LEN, PAGE_SIZE_MAX, PAGE_SIZE_MIN, entries_max,
+    page_count_max,
 };
 use crate::page_file::page::{self, Header, PageKind, field, read_u32, read_u64};
 use crate::page_file::storage::Storage;
@@ -33,7 +34,7 @@ use crate::page_file::storage::Storage;
 pub(crate) const MAGIC: &[u8; 8] = b"FOLIO\0DB";
 
 const OFF_MAGIC: usize = 24;
-const OFF_VERSION: usize = 32;
+pub(crate) const OFF_VERSION: usize = 32;
 const OFF_PAGE_SIZE: usize = 36;
 const OFF_TXID: usize = 40;
 const OFF_CATALOG: usize = 48;
@@ -125,7 +126,7 @@ fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
     let get32 = |off| read_u32(meta, off, slot).map_err(SlotError::damaged);
     let get64 = |off| read_u64(meta, off, slot).map_err(SlotError::damaged);
     let version = get32(OFF_VERSION)?;
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
         return Err(SlotError::Version(version));
     }
     let page_size = get32(OFF_PAGE_SIZE)?;

@@ -4,7 +4,7 @@
 //! ```text
 //! offset size field
 //!      0    8 page id (u64 LE): this page's own number, so a misdirected write is caught
-//!      8    1 kind: 1 meta, 2 branch, 3 leaf, 4 overflow, 5 freelist
+//!      8    1 kind: 1 meta, 2 branch, 3 leaf, 4 overflow, 5 freelist, 6 freelist delta
 //!      9    1 reserved, zero
 //!     10    2 count (u16 LE): entries in a branch or leaf
 //!     12    4 overflow (u32 LE): pages that follow this one in the same run
@@ -39,8 +39,11 @@ pub enum PageKind {
     Leaf = 3,
     /// The first page of a run holding one large value.
     Overflow = 4,
-    /// The first page of the run holding the free-page list.
+    /// The first page of the run holding the whole free-page list.
     Freelist = 5,
+    /// The first page of a run holding one commit's changes to the free-page list, and a link to
+    /// the list before them (format version 2).
+    FreelistDelta = 6,
 }
 
 impl PageKind {
@@ -51,6 +54,7 @@ impl PageKind {
             3 => PageKind::Leaf,
             4 => PageKind::Overflow,
             5 => PageKind::Freelist,
+            6 => PageKind::FreelistDelta,
             _ => return None,
         })
     }
@@ -63,6 +67,7 @@ impl PageKind {
             PageKind::Leaf => "leaf",
             PageKind::Overflow => "overflow",
             PageKind::Freelist => "freelist",
+            PageKind::FreelistDelta => "freelist delta",
         }
     }
 }

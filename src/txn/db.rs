@@ -41,6 +41,7 @@ use crate::limits::{
 };
 use crate::page_file::create;
 use crate::page_file::freelist::FreeList;
+use crate::page_file::freelist::chain::{self, Chain};
 use crate::page_file::meta::{self, Meta};
 use crate::page_file::storage::{
     DEFRAG_SUFFIX, FileStorage, OpenMode, Storage, io_at, sibling_path,
@@ -487,22 +488,14 @@ impl Db {
         }
         let map = Arc::new(storage.map()?);
         let snapshot = Arc::new(Snapshot::new(meta, map));
-        let (freelist, freelist_run) = if meta.freelist == 0 {
-            (FreeList::default(), None)
+        let (freelist, chain) = if meta.freelist == 0 {
+            (FreeList::default(), Chain::default())
         } else {
-            let pages = snapshot.pages(true);
-            let first = pages.run(meta.freelist, 1)?;
-            let header = crate::page_file::page::Header::read(first, meta.freelist)?;
-            let len = header.overflow as u64 + 1;
-            let run = pages.run(meta.freelist, len)?;
-            (
-                FreeList::decode(run, meta.freelist, meta.page_count)?,
-                Some((meta.freelist, len)),
-            )
+            chain::load(&snapshot.pages(true), meta.freelist)?
         };
         let writer = Writer {
             freelist,
-            freelist_run,
+            chain,
             maps: vec![Arc::downgrade(&snapshot.map)],
             latest: snapshot.clone(),
             file_len,

@@ -1,6 +1,8 @@
 //! Transactions: many concurrent readers, one writer, and the commit that joins them.
 
 pub(crate) mod catalog;
+#[cfg(test)]
+mod chain_tests;
 pub(crate) mod db;
 pub(crate) mod read;
 pub(crate) mod swap;

@@ -53,6 +53,7 @@ use parking_lot::MutexGuard;
 
 use crate::error::{Error, PageId, Result};
 use crate::page_file::freelist::FreeList;
+use crate::page_file::freelist::chain::Chain;
 use crate::page_file::storage::{DEFRAG_SUFFIX, Storage, sibling_path};
 use crate::txn::db::{Db, Options, Snapshot, WriterHeld};
 use crate::txn::sync::Durability;
@@ -133,7 +134,7 @@ struct Parts {
     snapshot: Arc<Snapshot>,
     slot: PageId,
     freelist: FreeList,
-    freelist_run: Option<(PageId, u64)>,
+    chain: Chain,
     file_len: u64,
     maps: Vec<Weak<Mmap>>,
 }
@@ -160,7 +161,7 @@ impl Db {
             snapshot: w.latest.clone(),
             slot,
             freelist,
-            freelist_run: w.freelist_run,
+            chain: w.chain.clone(),
             file_len: w.file_len,
             maps: w.maps.clone(),
         })
@@ -192,7 +193,7 @@ impl Db {
 /// read-ahead.
 #[derive(Debug)]
 pub(crate) struct Usage {
-    /// Pages of the freelist run.
+    /// Pages of the freelist's runs (its chain).
     pub freelist_pages: u64,
     /// Free and pending pages.
     pub free_pages: u64,
@@ -231,10 +232,10 @@ impl WritersHeld<'_> {
     pub fn usage(&self) -> Usage {
         let w = &*self.writer;
         let mut unused = w.freelist.persisted_runs();
-        unused.extend(w.freelist_run);
+        unused.extend_from_slice(w.chain.runs());
         unused.sort_unstable();
         Usage {
-            freelist_pages: w.freelist_run.map_or(0, |(_, n)| n),
+            freelist_pages: w.chain.pages(),
             free_pages: w.freelist.free_page_count() + w.freelist.pending_page_count(),
             unused,
         }
@@ -281,7 +282,7 @@ impl WritersHeld<'_> {
         // 3. The writer starts from the new file.
         let w = &mut *self.writer;
         w.freelist = parts.freelist;
-        w.freelist_run = parts.freelist_run;
+        w.chain = parts.chain;
         w.file_len = parts.file_len;
         let old_maps = std::mem::replace(&mut w.maps, parts.maps);
         let old_snapshot = std::mem::replace(&mut w.latest, parts.snapshot.clone());

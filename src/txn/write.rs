@@ -3,8 +3,8 @@
 //! Commit is a recipe, one step each (see [`WriteTxn::commit`]):
 //! spill → freelist → grow → write pages in order → sync → meta → sync → publish.
 //! Until the meta is written nothing a reader or a reopen can see has changed, so any failure up to
-//! there rolls back cleanly: the in-memory freelist is restored and the pages written are garbage in
-//! free space. A failure while making the meta durable poisons the database (see `sync.rs`).
+//! there rolls back cleanly: the in-memory freelist undoes the changes it logged and the pages
+//! written are garbage in free space. A failure while making the meta durable poisons the database (see `sync.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -19,6 +19,7 @@ use crate::btree::tree_mut::{self, Allocate, Dirty, PageWrites, TreeRoot};
 use crate::error::{Error, PageId, Result};
 use crate::limits::{GROWTH_STEP_MAX, INITIAL_PAGES_MIN};
 use crate::page_file::freelist::FreeList;
+use crate::page_file::freelist::chain::{self, Chain};
 use crate::page_file::meta::Meta;
 use crate::txn::catalog::{self, Descriptor};
 use crate::txn::db::{Inner, Snapshot, WriterHeld};
@@ -46,8 +47,8 @@ impl Visible<'_> {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(super) freelist: FreeList,
-    /// The current freelist run (first page, pages), if any.
-    pub(super) freelist_run: Option<(PageId, u64)>,
+    /// Where the newest commit's freelist chain lies.
+    pub(super) chain: Chain,
     /// The newest commit, as the next writer starts from it.
     pub(super) latest: Arc<Snapshot>,
     /// The file's length as this process last set or saw it.
@@ -287,12 +288,11 @@ impl<'db> WriteTxn<'db> {
     pub(crate) fn commit_visible(mut self) -> Result<Visible<'db>> {
         let db = self.db;
         db.sync.check_poisoned()?;
-        let saved = (self.writer.freelist.clone(), self.writer.freelist_run);
-        let meta = match self.write_pages() {
-            Ok(Some(meta)) => meta,
+        let (meta, chain) = match self.write_pages() {
+            Ok(Some(written)) => written,
             Ok(None) => return Ok(Visible { db, unsynced: None }),
             Err(e) => {
-                (self.writer.freelist, self.writer.freelist_run) = saved;
+                self.writer.freelist.undo_changes();
                 return Err(e);
             }
         };
@@ -306,7 +306,7 @@ impl<'db> WriteTxn<'db> {
                     m
                 }
                 Err(e) => {
-                    (self.writer.freelist, self.writer.freelist_run) = saved;
+                    self.writer.freelist.undo_changes();
                     return Err(e);
                 }
             }
@@ -319,9 +319,12 @@ impl<'db> WriteTxn<'db> {
         if db.options.strict
             && let Err(e) = strict_check(&snapshot, self.writer.file_len)
         {
-            (self.writer.freelist, self.writer.freelist_run) = saved;
+            self.writer.freelist.undo_changes();
             return Err(e);
         }
+        // The meta is about to be written: the freelist's changes are this commit's for good.
+        self.writer.freelist.keep_changes();
+        self.writer.chain = chain;
         db.sync.set_committed(meta);
         let txid = meta.txid;
         let unsynced = match self.durability {
@@ -349,9 +352,10 @@ impl<'db> WriteTxn<'db> {
         self.db.publish(snapshot);
     }
 
-    /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write, or
-    /// `None` when the transaction changed nothing.
-    fn write_pages(&mut self) -> Result<Option<Meta>> {
+    /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write
+    /// and the freelist chain it names, or `None` when the transaction changed nothing. On an
+    /// error the freelist's logged changes are the caller's to undo.
+    fn write_pages(&mut self) -> Result<Option<(Meta, Chain)>> {
         let changed =
             self.forced || self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
         if !changed {
@@ -397,28 +401,58 @@ impl<'db> WriteTxn<'db> {
             Some(NodeRef::Dirty(_)) => unreachable!("catalog spilled"),
         };
 
-        // 2. Freelist: pages this commit stopped using wait under its txid; then the whole list
-        //    (free and pending alike) goes to a new run. Taking the run from the list can add one
-        //    run to it: a free extent merged with pending pages beside it is written as one run,
-        //    and taking its front leaves a gap in that run. So the run is sized for one more.
+        // 2. Freelist: pages this commit stopped using wait under its txid. Then the commit
+        //    writes the changes it made to the list as a delta on the chain, or, now and then,
+        //    the whole list (free and pending alike) as a new chain, retiring the old chain's
+        //    pages like any other page it stopped using (`freelist::chain`, invariant 4).
         let mut freed = std::mem::take(&mut self.dirty.freed);
-        freed.extend(writer.freelist_run);
-        alloc.freelist.add_pending(txid, freed)?;
-        let run_pages = FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
-        let freelist_page = alloc.allocate(run_pages)?;
-        let runs = alloc.freelist.persisted_runs();
-        FreeList::encode_into(
-            &runs,
-            freelist_page,
-            out.add(freelist_page, run_pages, page_size),
-            run_pages,
-        );
+        let delta_changes = alloc.freelist.changes().len() + freed.len() + 1;
+        let delta_pages = chain::delta_pages(delta_changes, page_size);
+        let mut chain = writer.chain.clone();
+        let head = if chain.wants_full(delta_pages) {
+            // Taking the run from the list can add one run to it: a free extent merged with
+            // pending pages beside it is written as one run, and taking its front leaves a gap
+            // in that run. So the run is sized for one more.
+            freed.extend_from_slice(chain.runs());
+            alloc.freelist.add_pending(txid, freed)?;
+            let run_pages =
+                FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
+            let first = alloc.allocate(run_pages)?;
+            let runs = alloc.freelist.persisted_runs();
+            FreeList::encode_into(
+                &runs,
+                first,
+                out.add(first, run_pages, page_size),
+                run_pages,
+            );
+            chain = Chain::full(first, run_pages);
+            first
+        } else {
+            alloc.freelist.add_pending(txid, freed)?;
+            let first = alloc.allocate(delta_pages)?;
+            let changes = alloc.freelist.changes();
+            debug_assert!(
+                changes.len() <= delta_changes,
+                "the delta was sized for its changes"
+            );
+            let previous = chain.head().expect("a chain that takes a delta has a head");
+            chain::encode_delta(
+                changes,
+                previous,
+                chain.depth() + 1,
+                first,
+                out.add(first, delta_pages, page_size),
+                delta_pages,
+            );
+            chain.push_delta(first, delta_pages);
+            first
+        };
         let meta = Meta {
             page_size,
             txid,
             catalog_root,
             catalog_len: self.catalog.len,
-            freelist: freelist_page,
+            freelist: head,
             page_count: alloc.page_count,
         };
 
@@ -438,8 +472,7 @@ impl<'db> WriteTxn<'db> {
         }
         write_coalesced(&*self.db.storage(), &out, page_size)?;
         writer.reused.pages = out;
-        writer.freelist_run = Some((freelist_page, run_pages));
-        Ok(Some(meta))
+        Ok(Some((meta, chain)))
     }
 }
 

@@ -132,18 +132,38 @@ fn fixture() -> Fixture {
     }
 }
 
-/// Reads the class of every page from the newest meta and its freelist (see `docs/format.md`).
+/// Reads the class of every page from the newest meta and its freelist chain (see
+/// `docs/format.md`).
 fn classify(bytes: &[u8]) -> Vec<Class> {
     let txid = |slot: usize| u64_at(bytes, slot * PAGE_SIZE + 40);
     let newest = if txid(1) > txid(0) { 1 } else { 0 };
     let meta = &bytes[newest * PAGE_SIZE..];
     let (freelist, page_count) = (u64_at(meta, 56) as usize, u64_at(meta, 64) as usize);
+    // The meta names the chain's head: deltas (kind 6) back to one full list (kind 5).
+    let mut deltas = Vec::new();
+    let mut head = freelist;
+    while head != 0 && bytes[head * PAGE_SIZE + 8] == 6 {
+        deltas.push(head);
+        head = u64_at(bytes, head * PAGE_SIZE + 24) as usize;
+    }
     let mut free = BTreeSet::new();
-    if freelist != 0 {
-        let run = &bytes[freelist * PAGE_SIZE..];
+    if head != 0 {
+        let run = &bytes[head * PAGE_SIZE..];
         for i in 0..u64_at(run, 24) as usize {
             let (start, len) = (u64_at(run, 32 + 16 * i), u64_at(run, 40 + 16 * i));
             free.extend(start as usize..(start + len) as usize);
+        }
+    }
+    for delta in deltas.into_iter().rev() {
+        let run = &bytes[delta * PAGE_SIZE..];
+        for i in 0..u64_at(run, 40) as usize {
+            let (start, word) = (u64_at(run, 48 + 16 * i), u64_at(run, 56 + 16 * i));
+            let pages = start as usize..(start + (word & !(1 << 63))) as usize;
+            if word >> 63 == 1 {
+                pages.for_each(|p| assert!(free.remove(&p), "a delta takes page {p}, not free"));
+            } else {
+                pages.for_each(|p| assert!(free.insert(p), "a delta frees page {p}, free already"));
+            }
         }
     }
     let mut classes = vec![
@@ -610,17 +630,17 @@ fn a_file_from_a_newer_format_version_is_refused_even_when_only_its_newest_meta_
         let mut bytes = fx.bytes.clone();
         for &slot in &slots {
             bytes[slot * PAGE_SIZE + 32..slot * PAGE_SIZE + 36]
-                .copy_from_slice(&2u32.to_le_bytes());
+                .copy_from_slice(&3u32.to_le_bytes());
             reseal_meta(&mut bytes, slot);
         }
-        let err = open_bytes(fx.dir.path(), &format!("version-2-in-{slots:?}"), &bytes);
+        let err = open_bytes(fx.dir.path(), &format!("version-3-in-{slots:?}"), &bytes);
         assert!(
-            matches!(err, Error::UnsupportedVersion(2)),
-            "version 2 in slots {slots:?}: {err:?}"
+            matches!(err, Error::UnsupportedVersion(3)),
+            "version 3 in slots {slots:?}: {err:?}"
         );
         assert_eq!(
             err.to_string(),
-            "unsupported file format version 2 (this build reads version 1)"
+            "unsupported file format version 3 (this build reads versions 1 to 2)"
         );
     }
 }

@@ -410,7 +410,8 @@ fn a_freelist_page_with_forged_counts_is_a_corruption_at_open() {
     let newest = newest_meta(&bytes);
     let freelist = u64_at(&bytes, newest + OFF_FREELIST) as usize;
     assert_ne!(freelist, 0);
-    // (offset in the freelist page, value): the extent count, the run length in the header.
+    // (offset in the freelist page, value): the extent count of a full list or the link of a
+    // delta (whichever the head is), and the run length in the header.
     for (i, (off, bytes_len, forged)) in [(24, 8, u64::MAX), (12, 4, u32::MAX as u64)]
         .into_iter()
         .enumerate()
