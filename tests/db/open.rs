@@ -315,3 +315,84 @@ fn a_page_size_set_for_an_existing_file_of_another_page_size_is_an_invalid_optio
     );
     assert_eq!(Db::open(&path).unwrap().page_size(), 1024);
 }
+
+/// Sets the format version of both metas of the file at `path` to `version`, with good checksums.
+fn set_format_version(path: &Path, version: u32, page_size: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    for slot in 0..2 {
+        let meta = &mut bytes[slot * page_size..slot * page_size + 96];
+        meta[32..36].copy_from_slice(&version.to_le_bytes());
+        meta[16..20].fill(0);
+        let crc = crc32fast::hash(meta);
+        meta[16..20].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// What changed: format version 2 added freelist deltas. A version 1 file is a version 2 file
+/// whose freelist chain is one full list, so this build must open it, read it, and commit to it
+/// (writing version 2 from then on), and an older build must then refuse it.
+#[test]
+fn a_version_1_file_opens_commits_and_is_written_as_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.folio");
+    let db = Db::builder().page_size(512).open(&path).unwrap();
+    for round in 0..2u8 {
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree(b"t").unwrap();
+        for i in 0..200u32 {
+            t.put(&i.to_be_bytes(), &[round; 40]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    // One more commit writes the whole list again (the freelist's first chain was two long),
+    // as a version 1 build always did; the head of a version 1 file is a full list.
+    let head_kind = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let txid =
+            |slot: usize| u64::from_le_bytes(bytes[slot * 512 + 40..][..8].try_into().unwrap());
+        let newest = usize::from(txid(1) > txid(0));
+        let head = u64::from_le_bytes(bytes[newest * 512 + 56..][..8].try_into().unwrap());
+        bytes[head as usize * 512 + 8]
+    };
+    while head_kind(&path) != 5 {
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree(b"t").unwrap().put(b"x", b"y").unwrap();
+        tx.commit().unwrap();
+    }
+    drop(db);
+    set_format_version(&path, 1, 512);
+
+    let db = Db::open(&path).unwrap();
+    assert!(db.check().unwrap().is_clean());
+    assert_eq!(
+        db.begin_read()
+            .unwrap()
+            .tree(b"t")
+            .unwrap()
+            .unwrap()
+            .get(&7u32.to_be_bytes())
+            .unwrap(),
+        Some(&[1u8; 40][..])
+    );
+    for round in 2..6u8 {
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree(b"t").unwrap();
+        for i in (0..200u32).step_by(usize::from(round)) {
+            t.put(&i.to_be_bytes(), &[round; 40]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    drop(db);
+    let bytes = std::fs::read(&path).unwrap();
+    let versions: Vec<u32> = (0..2)
+        .map(|slot| u32::from_le_bytes(bytes[slot * 512 + 32..][..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(versions, vec![2, 2], "both metas rewritten as version 2");
+    let db = Db::open(&path).unwrap();
+    assert!(db.check().unwrap().is_clean());
+    let read = db.begin_read().unwrap();
+    let t = read.tree(b"t").unwrap().unwrap();
+    assert_eq!(t.get(&10u32.to_be_bytes()).unwrap(), Some(&[5u8; 40][..]));
+    assert_eq!(t.get(&7u32.to_be_bytes()).unwrap(), Some(&[1u8; 40][..]));
+}
