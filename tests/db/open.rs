@@ -345,8 +345,8 @@ fn a_version_1_file_opens_commits_and_is_written_as_version_2() {
         }
         tx.commit().unwrap();
     }
-    // One more commit writes the whole list again (the freelist's first chain was two long),
-    // as a version 1 build always did; the head of a version 1 file is a full list.
+    // Commit until the freelist chain's head is a full list (kind 5), as the head of every
+    // version 1 file is.
     let head_kind = |path: &Path| {
         let bytes = std::fs::read(path).unwrap();
         let txid =
