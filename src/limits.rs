@@ -163,8 +163,8 @@ pub const DEFRAG_PACE_PIECE: usize = 1 << 20;
 /// The default pace of a defrag's disk traffic while writers commit beside it, in bytes per
 /// second (see [`crate::DefragOptions::pace`]).
 pub const DEFRAG_PACE_DEFAULT: u64 = 64 << 20;
-/// A pace holds while a commit happened this recently; after that the defrag goes at the disk's
-/// speed until the next commit.
+/// A pace holds while a commit happened, or a write transaction was open, this recently; after
+/// that the defrag goes at the disk's speed until a writer comes back.
 pub const DEFRAG_PACE_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 /// A defrag reads the source ahead in file order in requests of this many bytes.
 pub const DEFRAG_READAHEAD_CHUNK: usize = 8 << 20;

@@ -54,8 +54,9 @@ const PROGRESS_EVERY: u64 = 2048;
 /// Writes every tree of `source` into `out` (an empty file) and returns the new file's meta.
 /// `pages_total` is the number of source pages the walk will visit, for progress reports.
 /// `unused` lists the source's runs of free, pending and freelist pages, sorted, so that its live
-/// pages can be read ahead in file order. `commits` is the source database's commit counter, if
-/// writers may commit beside the copy: the pace holds only while it moves (see `pace.rs`).
+/// pages can be read ahead in file order. `commits` reads the source database's commit counter and
+/// whether a writer is busy, if writers may commit beside the copy: the pace holds only while
+/// they write (see `pace.rs`).
 pub(crate) fn copy(
     source: &Snapshot,
     out: &dyn Storage,

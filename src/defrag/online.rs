@@ -94,7 +94,7 @@ impl Db {
 
         // 2. The new file, beside the old one: copy, sync, open. Writers go on; the defrag's
         //    disk traffic keeps to its pace while they commit.
-        let commits = || self.inner.committed_txid();
+        let commits = || self.inner.write_activity();
         let mut pages_written = 0;
         let new = NewFile::create(self, |out| {
             let meta = load::copy(

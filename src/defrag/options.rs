@@ -152,8 +152,8 @@ impl DefragOptions {
     /// commit's sync waits behind the defrag's queued requests, and on this project's test
     /// machine the longest put went from 90 ms to 390 ms and the write rate fell to 30%. Paced,
     /// their latency stays near what it is without a defrag; the writers' pause does not change.
-    /// The pace holds only while commits happen (one in the last
-    /// [`crate::limits::DEFRAG_PACE_IDLE`]): a defrag with no writer beside it, such as an
+    /// The pace holds only while writers write (a commit, or a write transaction open, in the
+    /// last [`crate::limits::DEFRAG_PACE_IDLE`]): a defrag with no writer beside it, such as an
     /// offline one, goes at the disk's speed.
     pub fn pace(mut self, bytes_per_second: Option<u64>) -> Self {
         self.pace = bytes_per_second;

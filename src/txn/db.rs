@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use memmap2::Mmap;
@@ -173,6 +174,27 @@ pub(crate) struct Inner {
     pub(super) sync: SyncState,
     /// Held by a defrag for its whole run, so that two never build a new file at once.
     pub(super) defrag: Mutex<()>,
+    /// Write transactions open or waiting for the writer lock (see [`Writing`]).
+    pub(super) writing: AtomicUsize,
+}
+
+/// Counts a write transaction from the moment it waits for the writer lock until it ends, so
+/// that a defrag's pace can tell a writer that is busy (reading cold tree pages, say) from an
+/// idle database (`defrag::pace`).
+#[derive(Debug)]
+pub(super) struct Writing<'db>(&'db AtomicUsize);
+
+impl<'db> Writing<'db> {
+    pub(super) fn enter(inner: &'db Inner) -> Writing<'db> {
+        inner.writing.fetch_add(1, Ordering::Relaxed);
+        Writing(&inner.writing)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Inner {
@@ -513,6 +535,7 @@ impl Db {
                 writer: Mutex::new(writer),
                 sync: SyncState::new(storage, meta, slot),
                 defrag: Mutex::new(()),
+                writing: AtomicUsize::new(0),
             }),
         };
         Ok(db)
@@ -536,9 +559,10 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         self.inner.sync.check_poisoned()?;
+        let writing = Writing::enter(&self.inner);
         let held = WriterHeld::take(&self.inner);
         let writer = self.inner.writer.lock();
-        WriteTxn::new(&self.inner, writer, held)
+        WriteTxn::new(&self.inner, writer, held, writing)
     }
 
     /// Makes every commit so far durable (useful after commits with [`Durability::None`]). A later
@@ -577,9 +601,13 @@ impl Inner {
         self.sync.storage()
     }
 
-    /// The newest commit's txid: it moves while writers commit (a defrag paces itself by it).
-    pub fn committed_txid(&self) -> u64 {
-        self.sync.committed_txid()
+    /// The newest commit's txid, and whether a write transaction is open or waiting for the
+    /// writer lock: a defrag paces itself while either says writers are at work.
+    pub fn write_activity(&self) -> (u64, bool) {
+        (
+            self.sync.committed_txid(),
+            self.writing.load(Ordering::Relaxed) > 0,
+        )
     }
 
     /// Runs a defrag's swap's finish (sync the new file, rename it over the database, sync the

@@ -22,7 +22,7 @@ use crate::page_file::freelist::FreeList;
 use crate::page_file::freelist::chain::{self, Chain};
 use crate::page_file::meta::Meta;
 use crate::txn::catalog::{self, Descriptor};
-use crate::txn::db::{Inner, Snapshot, WriterHeld};
+use crate::txn::db::{Inner, Snapshot, WriterHeld, Writing};
 use crate::txn::sync::Durability;
 
 /// A commit that is visible and may still be waiting for its sync (see
@@ -83,6 +83,7 @@ pub struct WriteTxn<'db> {
     writer: MutexGuard<'db, Writer>,
     /// Dropped after `writer` (fields drop in order).
     _held: WriterHeld,
+    _writing: Writing<'db>,
     base: Arc<Snapshot>,
     dirty: Dirty,
     catalog: TreeRoot,
@@ -126,6 +127,7 @@ impl<'db> WriteTxn<'db> {
         db: &'db Inner,
         mut writer: MutexGuard<'db, Writer>,
         held: WriterHeld,
+        writing: Writing<'db>,
     ) -> Result<WriteTxn<'db>> {
         // Pages freed by commit T may be reused once no reader's snapshot is older than T and no
         // crash can fall back to a meta older than T.
@@ -142,6 +144,7 @@ impl<'db> WriteTxn<'db> {
             db,
             writer,
             _held: held,
+            _writing: writing,
             base,
             dirty,
             catalog,
