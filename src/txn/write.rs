@@ -4,7 +4,8 @@
 //! spill → freelist → grow → write pages in order → sync → meta → sync → publish.
 //! Until the meta is written nothing a reader or a reopen can see has changed, so any failure up to
 //! there rolls back cleanly: the in-memory freelist undoes the changes it logged and the pages
-//! written are garbage in free space. A failure while making the meta durable poisons the database (see `sync.rs`).
+//! written are garbage in free space. A failure while making the meta durable poisons the
+//! database (see `sync.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
