@@ -35,8 +35,9 @@ enum Op {
     DeleteTree(&'static str),
 }
 
-/// Six commits at page size 512: the file grows, trees split and merge, overflow runs come and
-/// go, a whole tree is deleted, and later commits reuse the pages earlier ones freed.
+/// Nine commits at page size 512: the file grows, trees split and merge, overflow runs come and
+/// go, a whole tree is deleted, later commits reuse the pages earlier ones freed, and the
+/// freelist is written as deltas and as whole lists.
 fn workload() -> Vec<Vec<Op>> {
     use Op::{Delete, DeleteTree, Put};
     vec![
@@ -77,6 +78,11 @@ fn workload() -> Vec<Vec<Op>> {
                     .map(|i| Put("accounts", key(i), value(i, 6))),
             )
             .collect(),
+        // 7 to 9. Single overwrites: each commit's changes to the freelist are few, so they go to
+        //    deltas on its chain (format 2), and the chain is retired by a whole list.
+        vec![Put("accounts", key(301), value(301, 7))],
+        vec![Put("accounts", key(360), value(360, 8))],
+        vec![Put("accounts", key(419), value(419, 9))],
     ]
 }
 
