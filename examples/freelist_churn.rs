@@ -19,18 +19,10 @@ use std::time::Instant;
 
 use folio::{Db, Durability};
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
+#[path = "support/etcd_workload.rs"]
+#[allow(dead_code)]
+mod etcd_workload;
+use etcd_workload::Rng;
 
 /// Bytes this process has passed to write calls so far.
 fn wchar() -> u64 {
@@ -120,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !measure {
         return Ok(());
     }
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let (w0, c0) = (wchar(), cpu_us());
     let mut latencies = Vec::with_capacity(commits);
     for n in 0..commits {

@@ -235,6 +235,8 @@ pub mod limits;
 mod mvcc;
 mod page_file;
 mod stats;
+#[cfg(test)]
+mod testing;
 mod txn;
 
 pub use btree::{Cursor, Range, Tree, TreeMut};

@@ -381,6 +381,7 @@ mod codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Rng, seed};
 
     #[test]
     fn adjacent_frees_merge_and_best_fit_takes_the_smallest_extent() {
@@ -456,32 +457,6 @@ mod tests {
         assert_eq!(f.allocate(1), None, "every page handed out once");
     }
 
-    /// splitmix64, for the seeded tests below.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) % n
-        }
-    }
-
-    fn seed() -> u64 {
-        let seed = std::env::var("FOLIO_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        println!("freelist: seed {seed} (rerun with FOLIO_SEED={seed})");
-        seed
-    }
-
     /// Everything a list holds, to compare two of them.
     /// Free extents, and pending runs by commit.
     type State = (Vec<(PageId, u64)>, Vec<(u64, Vec<(PageId, u64)>)>);
@@ -516,7 +491,7 @@ mod tests {
     /// must do, now that it no longer restores a copy).
     #[test]
     fn a_commit_s_logged_changes_replay_onto_the_persisted_set_and_undo_exactly() {
-        let mut rng = Rng(seed());
+        let mut rng = Rng(seed("freelist"));
         let mut f = FreeList::default();
         f.free_now(2, 200).unwrap();
         let mut frontier = 202;

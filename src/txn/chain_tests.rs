@@ -4,20 +4,8 @@
 //! `FOLIO_SEED=<seed>` reruns it.
 
 use crate::page_file::freelist::chain;
+use crate::testing::{Rng, seed};
 use crate::txn::db::Db;
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 /// Loads the newest commit's chain and compares it with the writer's list and chain.
 fn assert_chain_matches_the_writer(db: &Db, step: usize) -> u64 {
@@ -40,16 +28,7 @@ fn assert_chain_matches_the_writer(db: &Db, step: usize) -> u64 {
 
 #[test]
 fn the_freelist_an_open_loads_is_the_one_the_writer_holds_after_every_commit() {
-    let seed = std::env::var("FOLIO_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("freelist chain: seed {seed} (rerun with FOLIO_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(seed("freelist chain"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chain.folio");
     let (mut deepest, mut full_lists) = (0, 0);
