@@ -65,10 +65,12 @@ use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
 
 mod index;
+mod log;
 #[cfg(test)]
 mod pump_tests;
 
 use index::{RangeIndex, contains};
+use log::EventLog;
 
 /// How to watch: where to start, what to send, how much to buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,6 +243,10 @@ pub(crate) struct WatchHub {
 /// queue stays short when no receiver comes to do it.
 const RELEASE_BACKLOG_REVISIONS: i64 = 1024;
 
+/// The bytes of released events the hub keeps in memory (its [`EventLog`]) while watchers are
+/// open, so that a watcher that fell behind by less catches up from memory, not from the key tree.
+const EVENT_LOG_BYTES: usize = 8 << 20;
+
 #[derive(Debug)]
 struct HubState {
     durable: i64,
@@ -249,6 +255,8 @@ struct HubState {
     watchers: usize,
     /// The watchers, by range (the watcher's own range is kept by its [`Watcher`]).
     index: RangeIndex<Arc<Shared>>,
+    /// The newest released revisions, for the catch-ups; kept only while watchers are open.
+    log: EventLog,
 }
 
 /// What a watcher and the hub share.
@@ -311,6 +319,7 @@ impl WatchHub {
                 next_id: 1,
                 watchers: 0,
                 index: RangeIndex::default(),
+                log: EventLog::new(durable + 1, EVENT_LOG_BYTES),
             }),
         }
     }
@@ -354,6 +363,11 @@ impl WatchHub {
         let mut wakers = Vec::new();
         for (revision, events) in &ready {
             fan_out(&hub, *revision, events, &mut wakers);
+            if hub.watchers > 0 {
+                hub.log.push(*revision, events);
+            } else {
+                hub.log.clear(revision + 1);
+            }
         }
         hub.durable = durable;
         self.released.store(durable, Ordering::Release);
@@ -679,9 +693,19 @@ impl Watcher {
     /// missed into its inbox, rejoins the synced set once nothing is missing, or ends it.
     fn catch_up(&self) -> Result<()> {
         let inner = &self.store.inner;
+        let compacted = inner.state.read().compacted;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            (self.shared.next.load(Ordering::Relaxed), hub.durable)
+            let next = self.shared.next.load(Ordering::Relaxed);
+            if next > compacted && hub.log.covers(next) {
+                // From memory: the log holds every released revision from `next` on.
+                let (batches, read_to) = hub.log.read(next, hub.durable, self.shared.buffer, |e| {
+                    self.shared.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
+                });
+                self.hand_over(&hub, batches, read_to);
+                return Ok(());
+            }
+            (next, hub.durable)
         };
         let (tx, compacted) = {
             let state = inner.state.read();
@@ -693,7 +717,8 @@ impl Watcher {
             inbox.compacted = Some(compacted);
             return Ok(());
         }
-        // Read whole revisions from `next` up to `durable`, about one buffer's worth.
+        // From the key tree: read whole revisions from `next` up to `durable`, about one
+        // buffer's worth.
         let mut batches: Vec<(i64, Vec<Arc<RawEvent>>)> = Vec::new();
         let mut read_to = durable;
         if next <= durable {
@@ -742,17 +767,24 @@ impl Watcher {
             }
         }
         let hub = inner.watch.hub.lock();
+        let batches = batches.into_iter().map(|(r, e)| (r, e.into())).collect();
+        self.hand_over(&hub, batches, read_to);
+        Ok(())
+    }
+
+    /// Ends a catch-up step (invariant 5): under the hub lock, moves `next` past `read_to`,
+    /// hands the events read to the inbox, and rejoins the synced set if nothing is missing.
+    fn hand_over(&self, hub: &HubState, batches: Vec<(i64, Events)>, read_to: i64) {
         let next = self.shared.next.load(Ordering::Relaxed).max(read_to + 1);
         self.shared.next.store(next, Ordering::Relaxed);
         let mut inbox = self.shared.inbox.lock();
         for (revision, events) in batches {
             inbox.events += events.len();
-            inbox.batches.push_back((revision, events.into()));
+            inbox.batches.push_back((revision, events));
         }
         if next > hub.durable {
             self.shared.synced.store(true, Ordering::Relaxed);
         }
-        Ok(())
     }
 
     /// Turns buffered batches into one response, adding previous records if asked.
