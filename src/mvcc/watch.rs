@@ -67,6 +67,8 @@ use crate::mvcc::types::{KeyRange, RangeOptions};
 mod index;
 mod log;
 #[cfg(test)]
+mod catch_up_tests;
+#[cfg(test)]
 mod pump_tests;
 
 use index::{RangeIndex, contains};

@@ -76,7 +76,14 @@ impl EventLog {
         next >= self.from
     }
 
-    /// How many events the log holds (for tests and figures).
+    /// The events the log holds for `revision`.
+    #[cfg(test)]
+    pub fn get(&self, revision: i64) -> Option<&Events> {
+        let i = self.entries.partition_point(|(r, _)| *r < revision);
+        self.entries.get(i).filter(|(r, _)| *r == revision).map(|(_, e)| e)
+    }
+
+    /// How many events the log holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.iter().map(|(_, e)| e.len()).sum()
