@@ -27,9 +27,11 @@
 //! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
 //!    events becomes unsynced at that revision (`next` = R) and catches up from the tree.
 //! 4. A catch-up reads a snapshot taken under the store's state lock, after checking
-//!    `next > compacted`: compaction raises `compacted` before deleting anything (store
-//!    invariant 3), so every record at or above `next` is in the snapshot. If `next <= compacted`,
-//!    the watcher ends with [`WatchResponse::Compacted`].
+//!    `next >= compacted`: compaction raises `compacted` before deleting anything (store
+//!    invariant 3) and keeps every record at the compacted revision itself (each is its key's
+//!    newest there, a tombstone too), so every record at or above `next` is in the snapshot. If
+//!    `next < compacted` (etcd's `minRev < compactRev`), the watcher ends with
+//!    [`WatchResponse::Compacted`].
 //! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
 //!    lock, so no release can slip a newer revision in front of them.
 //! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
@@ -64,10 +66,10 @@ use crate::mvcc::revision::{KeyValue, RecordHead, Revision};
 use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
 
-mod index;
-mod log;
 #[cfg(test)]
 mod catch_up_tests;
+mod index;
+mod log;
 #[cfg(test)]
 mod pump_tests;
 
@@ -106,8 +108,8 @@ impl WatchOptions {
         }
     }
 
-    /// Start at revision `rev` (0 or less: from now). A revision at or below the compacted one
-    /// is refused with [`Error::Compacted`]; one in the future is waited for.
+    /// Start at revision `rev` (0 or less: from now). A revision below the compacted one is
+    /// refused with [`Error::Compacted`]; one in the future is waited for.
     pub fn start_revision(mut self, rev: i64) -> Self {
         self.start_revision = rev;
         self
@@ -470,7 +472,8 @@ impl Store {
     /// durable. A watcher whose buffer fills falls behind and catches up from the key tree
     /// inside its own receives: it never holds up a writer.
     ///
-    /// Fails with [`Error::Compacted`] when the start revision is at or below the compacted one.
+    /// Fails with [`Error::Compacted`] when the start revision is below the compacted one; the
+    /// compacted revision itself is still readable, so a watch can start there (as etcd's).
     /// A watcher keeps its store open until it is dropped.
     ///
     /// ```
@@ -511,7 +514,7 @@ impl Store {
         } else {
             current + 1
         };
-        if start <= compacted {
+        if start < compacted {
             return Err(Error::Compacted {
                 requested: start,
                 compacted,
@@ -699,7 +702,7 @@ impl Watcher {
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
             let next = self.shared.next.load(Ordering::Relaxed);
-            if next > compacted && hub.log.covers(next) {
+            if next >= compacted && hub.log.covers(next) {
                 // From memory: the log holds every released revision from `next` on.
                 let (batches, read_to) = hub.log.read(next, hub.durable, self.shared.buffer, |e| {
                     self.shared.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
@@ -713,7 +716,7 @@ impl Watcher {
             let state = inner.state.read();
             (inner.db.begin_read()?, state.compacted)
         };
-        if next <= compacted {
+        if next < compacted {
             self.unregister();
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);

@@ -41,10 +41,18 @@ fn a_watcher_that_fell_behind_catches_up_with_the_logs_own_events_not_copies() {
     w.catch_up().unwrap();
     let hub = store.inner.watch.hub.lock();
     let inbox = w.shared.inbox.lock();
-    assert_eq!(inbox.batches.len(), 1, "one buffer's worth: {:?}", inbox.batches);
+    assert_eq!(
+        inbox.batches.len(),
+        1,
+        "one buffer's worth: {:?}",
+        inbox.batches
+    );
     let (rev, events) = &inbox.batches[0];
     assert_eq!(*rev, revs[1]);
-    let logged = hub.log.get(revs[1]).expect("the log holds the missed revision");
+    let logged = hub
+        .log
+        .get(revs[1])
+        .expect("the log holds the missed revision");
     assert!(Arc::ptr_eq(events, logged), "shares the log's events");
 }
 

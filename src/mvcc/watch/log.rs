@@ -80,7 +80,10 @@ impl EventLog {
     #[cfg(test)]
     pub fn get(&self, revision: i64) -> Option<&Events> {
         let i = self.entries.partition_point(|(r, _)| *r < revision);
-        self.entries.get(i).filter(|(r, _)| *r == revision).map(|(_, e)| e)
+        self.entries
+            .get(i)
+            .filter(|(r, _)| *r == revision)
+            .map(|(_, e)| e)
     }
 
     /// How many events the log holds.
