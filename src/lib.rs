@@ -251,7 +251,9 @@ pub use mvcc::{
     RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
     TxnBuilder, TxnResponse,
 };
-pub use mvcc::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
+pub use mvcc::{
+    Event, EventKind, SharedEvent, SharedResponse, WatchOptions, WatchResponse, Watcher,
+};
 pub use page_file::PageKind;
 
 /// Where a database's bytes live: the [`Storage`](storage::Storage) trait every byte passes through,

@@ -194,6 +194,72 @@ pub enum WatchResponse {
     },
 }
 
+/// One change to one key, sharing its key and value with every watcher that receives it; what
+/// [`Watcher::recv_shared`] and its siblings return. [`SharedEvent::to_event`] makes an owned
+/// [`Event`].
+#[derive(Clone, Debug)]
+pub struct SharedEvent {
+    raw: Arc<RawEvent>,
+    prev_kv: Option<KeyValue>,
+}
+
+impl SharedEvent {
+    /// A put or a delete.
+    pub fn kind(&self) -> EventKind {
+        self.raw.kind
+    }
+
+    /// The record after the change; for a delete, only `key` and `mod_revision` are set, as in
+    /// [`Event::kv`].
+    pub fn kv(&self) -> &KeyValue {
+        &self.raw.kv
+    }
+
+    /// The record before the change, as in [`Event::prev_kv`].
+    pub fn prev_kv(&self) -> Option<&KeyValue> {
+        self.prev_kv.as_ref()
+    }
+
+    /// This event with its own copy of the bytes.
+    pub fn to_event(&self) -> Event {
+        Event {
+            kind: self.raw.kind,
+            kv: self.raw.kv.clone(),
+            prev_kv: self.prev_kv.clone(),
+        }
+    }
+}
+
+/// What a watcher receives from [`Watcher::recv_shared`] and its siblings: a
+/// [`WatchResponse`] whose events share their bytes.
+#[derive(Clone, Debug)]
+pub enum SharedResponse {
+    /// The events of one or more whole revisions, in order; `revision` is the last one's.
+    Events {
+        /// The revision of the last event.
+        revision: i64,
+        /// The events, in revision order.
+        events: Vec<SharedEvent>,
+    },
+    /// As [`WatchResponse::Progress`].
+    Progress {
+        /// Every durable revision up to here has been sent.
+        revision: i64,
+    },
+    /// As [`WatchResponse::Compacted`].
+    Compacted {
+        /// The store's compacted revision.
+        compact_revision: i64,
+    },
+}
+
+/// What a receive found, before it becomes a [`WatchResponse`] or a [`SharedResponse`].
+enum Delivery {
+    Events(Vec<(i64, Events)>),
+    Progress(i64),
+    Compacted(i64),
+}
+
 /// One change as the writer records it.
 #[derive(Debug)]
 pub(crate) struct RawEvent {
@@ -574,20 +640,47 @@ impl Watcher {
     /// Waits for the next response.
     pub fn recv(&self) -> Result<WatchResponse> {
         loop {
-            if let Some(r) = self.next(Wait::Forever, None)? {
-                return Ok(r);
+            if let Some(d) = self.next(Wait::Forever, None)? {
+                return self.owned(d);
             }
         }
     }
 
     /// Waits at most `d` for the next response.
     pub fn recv_timeout(&self, d: Duration) -> Result<Option<WatchResponse>> {
-        self.next(Wait::Until(Instant::now() + d), None)
+        let next = self.next(Wait::Until(Instant::now() + d), None)?;
+        next.map(|d| self.owned(d)).transpose()
     }
 
     /// The next response if one is ready (a catch-up read from the key tree counts as ready).
     pub fn try_recv(&self) -> Result<Option<WatchResponse>> {
-        self.next(Wait::Never, None)
+        let next = self.next(Wait::Never, None)?;
+        next.map(|d| self.owned(d)).transpose()
+    }
+
+    /// As [`recv`](Watcher::recv), with events that share their bytes with the store's other
+    /// watchers instead of copies: for a consumer that encodes or filters events and does not
+    /// keep them, this saves a copy of every key and value per watcher.
+    pub fn recv_shared(&self) -> Result<SharedResponse> {
+        loop {
+            if let Some(d) = self.next(Wait::Forever, None)? {
+                return self.shared_response(d);
+            }
+        }
+    }
+
+    /// As [`recv_timeout`](Watcher::recv_timeout), with shared events; see
+    /// [`recv_shared`](Watcher::recv_shared).
+    pub fn recv_timeout_shared(&self, d: Duration) -> Result<Option<SharedResponse>> {
+        let next = self.next(Wait::Until(Instant::now() + d), None)?;
+        next.map(|d| self.shared_response(d)).transpose()
+    }
+
+    /// As [`try_recv`](Watcher::try_recv), with shared events; see
+    /// [`recv_shared`](Watcher::recv_shared).
+    pub fn try_recv_shared(&self) -> Result<Option<SharedResponse>> {
+        let next = self.next(Wait::Never, None)?;
+        next.map(|d| self.shared_response(d)).transpose()
     }
 
     /// The next response for async code: `Pending` registers `cx`'s waker, which is woken when
@@ -596,7 +689,7 @@ impl Watcher {
     /// on its own timer as well.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<WatchResponse>> {
         match self.next(Wait::Never, Some(cx)) {
-            Ok(Some(r)) => Poll::Ready(Ok(r)),
+            Ok(Some(d)) => Poll::Ready(self.owned(d)),
             Ok(None) => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -617,7 +710,7 @@ impl Watcher {
     /// Stops watching (dropping the watcher does the same).
     pub fn cancel(self) {}
 
-    fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<WatchResponse>> {
+    fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<Delivery>> {
         // One receive at a time: a catch-up reads from `next` and moves it.
         let _one = self.receiving.lock();
         let hub = &self.store.inner.watch;
@@ -630,9 +723,7 @@ impl Watcher {
                 hub.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             if let Some(c) = inbox.compacted {
-                return Ok(Some(WatchResponse::Compacted {
-                    compact_revision: c,
-                }));
+                return Ok(Some(Delivery::Compacted(c)));
             }
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
@@ -641,7 +732,7 @@ impl Watcher {
                     inbox.last_sent = Instant::now(); // the clock is read only when it matters
                 }
                 drop(inbox);
-                return self.events(batches).map(Some);
+                return Ok(Some(Delivery::Events(batches)));
             }
             if !self.shared.synced.load(Ordering::Relaxed) {
                 drop(inbox);
@@ -659,7 +750,7 @@ impl Watcher {
             if inbox.progress_requested || due.zip(now).is_some_and(|(d, now)| d <= now) {
                 inbox.progress_requested = false;
                 inbox.last_sent = now.unwrap_or_else(Instant::now);
-                return Ok(Some(WatchResponse::Progress { revision: released }));
+                return Ok(Some(Delivery::Progress(released)));
             }
             // About to sleep: count as a sleeper, so that writers fan out (and wake us) from now
             // on, then look once more for a release that came before they could see us.
@@ -792,8 +883,48 @@ impl Watcher {
         }
     }
 
-    /// Turns buffered batches into one response, adding previous records if asked.
-    fn events(&self, batches: Vec<(i64, Events)>) -> Result<WatchResponse> {
+    /// Turns what a receive found into a response of owned events.
+    fn owned(&self, delivery: Delivery) -> Result<WatchResponse> {
+        Ok(match delivery {
+            Delivery::Events(batches) => {
+                let (revision, events) = self.collect(batches, |e, prev_kv| Event {
+                    kind: e.kind,
+                    kv: e.kv.clone(),
+                    prev_kv,
+                })?;
+                WatchResponse::Events { revision, events }
+            }
+            Delivery::Progress(revision) => WatchResponse::Progress { revision },
+            Delivery::Compacted(c) => WatchResponse::Compacted {
+                compact_revision: c,
+            },
+        })
+    }
+
+    /// Turns what a receive found into a response of shared events.
+    fn shared_response(&self, delivery: Delivery) -> Result<SharedResponse> {
+        Ok(match delivery {
+            Delivery::Events(batches) => {
+                let (revision, events) = self.collect(batches, |e, prev_kv| SharedEvent {
+                    raw: e.clone(),
+                    prev_kv,
+                })?;
+                SharedResponse::Events { revision, events }
+            }
+            Delivery::Progress(revision) => SharedResponse::Progress { revision },
+            Delivery::Compacted(c) => SharedResponse::Compacted {
+                compact_revision: c,
+            },
+        })
+    }
+
+    /// Makes one event each of buffered batches with `make`, adding previous records if asked;
+    /// returns them with the last one's revision.
+    fn collect<E>(
+        &self,
+        batches: Vec<(i64, Events)>,
+        make: impl Fn(&Arc<RawEvent>, Option<KeyValue>) -> E,
+    ) -> Result<(i64, Vec<E>)> {
         let revision = batches.last().map_or(0, |(r, _)| *r);
         let mut events = Vec::with_capacity(batches.iter().map(|(_, e)| e.len()).sum());
         for (rev, raw) in batches {
@@ -803,14 +934,10 @@ impl Watcher {
                 } else {
                     None
                 };
-                events.push(Event {
-                    kind: e.kind,
-                    kv: e.kv.clone(),
-                    prev_kv,
-                });
+                events.push(make(e, prev_kv));
             }
         }
-        Ok(WatchResponse::Events { revision, events })
+        Ok((revision, events))
     }
 
     /// `key` as it was just before revision `rev`, if it existed and is not compacted away.

@@ -22,7 +22,8 @@ use crate::common::{StorageCall, Watch, Watched, random_seed};
 use folio::sim::SimStorage;
 use folio::{
     DefragOptions, Durability, Error, Event, EventKind, KeyRange, KeyValue, Op, OpResponse,
-    PutOptions, RangeOptions, Store, WatchOptions, WatchResponse, Watcher,
+    PutOptions, RangeOptions, SharedEvent, SharedResponse, Store, WatchOptions, WatchResponse,
+    Watcher,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -302,6 +303,46 @@ fn a_watch_from_exactly_the_compacted_revision_gets_that_revisions_events() {
             (EventKind::Put, b"c".to_vec(), r_last),
         ]
     );
+}
+
+/// What would break: the shared receive must deliver what the owned one does (the same events,
+/// previous records included), with one copy of each event's bytes for every watcher.
+#[test]
+fn shared_events_equal_the_owned_ones_and_share_their_bytes_between_watchers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("kv.folio"));
+    let options = || WatchOptions::new().prev_kv(true);
+    let owned = store.watch(KeyRange::prefix(b"k"), options()).unwrap();
+    let shared = [
+        store.watch(KeyRange::prefix(b"k"), options()).unwrap(),
+        store.watch(KeyRange::all(), options()).unwrap(),
+    ];
+    store.put(b"k1", b"1").unwrap();
+    store.put(b"k1", b"2").unwrap();
+    let last = store.delete_range(b"k1").unwrap().revision;
+    let want = events_up_to(&owned, last);
+    assert_eq!(want.len(), 3);
+    let received: Vec<Vec<SharedEvent>> = shared
+        .iter()
+        .map(|w| {
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                match w.recv_timeout_shared(LONG).unwrap() {
+                    Some(SharedResponse::Events { events, .. }) => got.extend(events),
+                    other => panic!("events expected, got {other:?}"),
+                }
+            }
+            got
+        })
+        .collect();
+    for got in &received {
+        let as_owned: Vec<Event> = got.iter().map(SharedEvent::to_event).collect();
+        assert_eq!(as_owned, want);
+    }
+    for (a, b) in received[0].iter().zip(&received[1]) {
+        assert!(std::ptr::eq(a.kv(), b.kv()), "one record for both watchers");
+        assert_eq!((a.kind(), a.prev_kv()), (b.kind(), b.prev_kv()));
+    }
 }
 
 #[test]
