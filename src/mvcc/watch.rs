@@ -6,9 +6,14 @@
 //!   *pump* releases every queued revision up to that mark into the buffers of the synced
 //!   watchers whose range and filters match, found in a range index ([`index`]);
 //! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
-//!   reads the records it missed from the `mvcc.key` tree by revision range, in its own `recv`
-//!   (no thread of the hub's), and rejoins the synced set once it has read up to the released
-//!   watermark.
+//!   reads what it missed in its own `recv` (no thread of the hub's) and rejoins the synced set
+//!   once it has read up to the released watermark: from the hub's [`log`] of the newest
+//!   released revisions (shared events, no copy) while that reaches back far enough, else from
+//!   the `mvcc.key` tree by revision range.
+//!
+//! Events are shared, not copied, from the writer to the receive: a revision's events are one
+//! `Arc` that the queue, the log and every inbox hold; [`Watcher::recv`] copies each event out
+//! as an owned [`Event`], [`Watcher::recv_shared`] hands out [`SharedEvent`]s that point at it.
 //!
 //! Who pumps: the first receive to look (any watcher's `recv`, `try_recv` or `poll_recv`), so
 //! that the fan-out runs on the consumers' threads, not on the writers' commit path. A writer
@@ -25,8 +30,11 @@
 //!    already returned). A synced watcher is given every released revision at or above `next`
 //!    that matches it; revisions below `next` are never given again (nothing twice).
 //! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
-//!    events becomes unsynced at that revision (`next` = R) and catches up from the tree.
-//! 4. A catch-up reads a snapshot taken under the store's state lock, after checking
+//!    events becomes unsynced at that revision (`next` = R) and catches up (from the log or
+//!    the tree).
+//! 4. A catch-up from the log reads it under the hub lock from `next`, which the log covers
+//!    (log invariant 2), after checking `next >= compacted` as below. A catch-up from the tree
+//!    reads a snapshot taken under the store's state lock, after checking
 //!    `next >= compacted`: compaction raises `compacted` before deleting anything (store
 //!    invariant 3) and keeps every record at the compacted revision itself (each is its key's
 //!    newest there, a tombstone too), so every record at or above `next` is in the snapshot. If
