@@ -4,7 +4,7 @@
 //! anonymous memory before and after opening 100,000 of them).
 //!
 //! `cargo run --release --example watch_bench -- [--seconds S] [--rounds R] [--watchers N]
-//! [--consumers C] [--consumer-nice P] [--idle N] [--dir D]`
+//! [--consumers C] [--consumer-nice P] [--shared] [--idle N] [--dir D]`
 //!
 //! Each round writes for S seconds with no watcher, then for S seconds with the watchers (opened
 //! afresh), so the two are interleaved and share the machine's noise; the summary gives the
@@ -16,7 +16,10 @@
 //! threads compete with the writers for CPU, so the write throughput with watchers measures the
 //! whole machine's work per put; `--consumer-nice 19` lowers the consumers' priority, and
 //! `--consumers 0` reads nothing while writing (every watcher overflows into catch-up; the
-//! events are then read after the writers stop, and counted apart).
+//! events are then read after the writers stop, and counted apart). The consumers receive owned
+//! events (`Watcher::try_recv`: a copy of each key and value per watcher), or with `--shared`
+//! events that share their bytes (`Watcher::try_recv_shared`). Threads are named (`writer-N`,
+//! `consumer-N`) so that `perf report --sort comm` tells their costs apart.
 //!
 //! The watchers: one in ten watches everything under `/registry/`, the others one of 10 namespace
 //! prefixes or one of 100 object-name prefixes, so each put matches about 150 watchers. Writers
@@ -27,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use folio::{KeyRange, Store, WatchOptions, WatchResponse, Watcher};
+use folio::{KeyRange, SharedResponse, Store, WatchOptions, WatchResponse, Watcher};
 
 struct Args {
     seconds: u64,
@@ -35,6 +38,7 @@ struct Args {
     watchers: usize,
     consumers: usize,
     consumer_nice: i32,
+    shared: bool,
     idle: usize,
     dir: Option<std::path::PathBuf>,
 }
@@ -46,11 +50,16 @@ fn args() -> Args {
         watchers: 1000,
         consumers: 2,
         consumer_nice: 0,
+        shared: false,
         idle: 100_000,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--shared" {
+            a.shared = true;
+            continue;
+        }
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => a.seconds = value().parse().expect("--seconds S"),
@@ -80,11 +89,22 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
+/// Seconds this thread has waited on a run queue for a core (`/proc/thread-self/schedstat`'s
+/// second field), 0 where the kernel does not say.
+fn runqueue_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
+}
+
 /// What one write phase did.
 struct Phase {
     puts: u64,
     /// CPU seconds of the writer threads, summed.
     writer_cpu: f64,
+    /// Seconds the writer threads waited for a core, summed: the machine was full.
+    writer_runqueue: f64,
     /// CPU seconds of the whole process over the phase.
     process_cpu: f64,
 }
@@ -97,25 +117,37 @@ fn write_for(store: &Store, secs: u64) -> Phase {
     let threads: Vec<_> = (0..WRITERS)
         .map(|t| {
             let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
-            thread::spawn(move || {
-                let cpu0 = cpu_seconds(libc::RUSAGE_THREAD);
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("/registry/ns-{}/obj-{:04}", i % 10, i % 10_000);
-                    store.put(key.as_bytes(), &[b'v'; 100]).unwrap();
-                    done.fetch_add(1, Ordering::Relaxed);
-                    i += WRITERS;
-                }
-                cpu_seconds(libc::RUSAGE_THREAD) - cpu0
-            })
+            let builder = thread::Builder::new().name(format!("writer-{t}"));
+            builder
+                .spawn(move || {
+                    let (cpu0, queued0) = (cpu_seconds(libc::RUSAGE_THREAD), runqueue_seconds());
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("/registry/ns-{}/obj-{:04}", i % 10, i % 10_000);
+                        store.put(key.as_bytes(), &[b'v'; 100]).unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i += WRITERS;
+                    }
+                    (
+                        cpu_seconds(libc::RUSAGE_THREAD) - cpu0,
+                        runqueue_seconds() - queued0,
+                    )
+                })
+                .unwrap()
         })
         .collect();
     thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
-    let writer_cpu = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let (mut writer_cpu, mut writer_runqueue) = (0.0, 0.0);
+    for t in threads {
+        let (cpu, queued) = t.join().unwrap();
+        writer_cpu += cpu;
+        writer_runqueue += queued;
+    }
     Phase {
         puts: done.load(Ordering::Relaxed),
         writer_cpu,
+        writer_runqueue,
         process_cpu: cpu_seconds(libc::RUSAGE_SELF) - process0,
     }
 }
@@ -144,10 +176,16 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("RssAnon:"))
 }
 
-/// Reads every ready response of `watchers`; returns the events read.
-fn drain(watchers: &[Watcher]) -> u64 {
+/// Reads every ready response of `w`, owned or shared; returns the events read.
+fn receive(w: &Watcher, shared: bool) -> u64 {
     let mut got = 0;
-    for w in watchers {
+    if shared {
+        while let Some(r) = w.try_recv_shared().unwrap() {
+            if let SharedResponse::Events { events, .. } = r {
+                got += events.len() as u64;
+            }
+        }
+    } else {
         while let Some(r) = w.try_recv().unwrap() {
             if let WatchResponse::Events { events, .. } = r {
                 got += events.len() as u64;
@@ -155,6 +193,11 @@ fn drain(watchers: &[Watcher]) -> u64 {
         }
     }
     got
+}
+
+/// Reads every ready response of `watchers`; returns the events read.
+fn drain(watchers: &[Watcher], shared: bool) -> u64 {
+    watchers.iter().map(|w| receive(w, shared)).sum()
 }
 
 /// What one phase with watchers did.
@@ -173,33 +216,34 @@ fn write_watched(store: &Store, a: &Args) -> Watched {
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let n = a.consumers;
-    let nice = a.consumer_nice;
+    let (nice, shared) = (a.consumer_nice, a.shared);
     let consumers: Vec<_> = (0..n)
         .map(|c| {
             let (watchers, stop, delivered) = (watchers.clone(), stop.clone(), delivered.clone());
-            thread::spawn(move || {
-                if nice != 0 {
-                    // SAFETY: gettid and setpriority take and return plain integers.
-                    unsafe {
-                        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
-                    }
-                }
-                while !stop.load(Ordering::Relaxed) {
-                    let mut got = 0;
-                    for w in watchers.iter().skip(c).step_by(n) {
-                        while let Some(r) = w.try_recv().unwrap() {
-                            if let WatchResponse::Events { events, .. } = r {
-                                got += events.len() as u64;
-                            }
+            let builder = thread::Builder::new().name(format!("consumer-{c}"));
+            builder
+                .spawn(move || {
+                    if nice != 0 {
+                        // SAFETY: gettid and setpriority take and return plain integers.
+                        unsafe {
+                            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                            libc::setpriority(libc::PRIO_PROCESS, tid, nice);
                         }
                     }
-                    delivered.fetch_add(got, Ordering::Relaxed);
-                    if got == 0 {
-                        thread::sleep(Duration::from_millis(1));
+                    while !stop.load(Ordering::Relaxed) {
+                        let got: u64 = watchers
+                            .iter()
+                            .skip(c)
+                            .step_by(n)
+                            .map(|w| receive(w, shared))
+                            .sum();
+                        delivered.fetch_add(got, Ordering::Relaxed);
+                        if got == 0 {
+                            thread::sleep(Duration::from_millis(1));
+                        }
                     }
-                }
-            })
+                })
+                .unwrap()
         })
         .collect();
     let start = Instant::now();
@@ -210,7 +254,11 @@ fn write_watched(store: &Store, a: &Args) -> Watched {
     for c in consumers {
         c.join().unwrap();
     }
-    let drained = if n == 0 { drain(&watchers) } else { 0 };
+    let drained = if n == 0 {
+        drain(&watchers, a.shared)
+    } else {
+        0
+    };
     Watched {
         phase,
         events_per_sec: events as f64 / secs,
@@ -234,23 +282,27 @@ fn main() {
     let us = |cpu: f64, puts: u64| 1e6 * cpu / puts.max(1) as f64;
     let (mut ratios, mut none_rates, mut with_rates, mut event_rates) =
         (vec![], vec![], vec![], vec![]);
-    let (mut writer_us, mut process_us) = (vec![], vec![]);
+    let (mut writer_us, mut process_us, mut queued_us) = (vec![], vec![], vec![]);
     for round in 1..=a.rounds.max(1) {
         let none = write_for(&store, a.seconds);
         let none_rate = none.puts as f64 / a.seconds as f64;
         let with = write_watched(&store, &a);
         let with_rate = with.phase.puts as f64 / a.seconds as f64;
         println!(
-            "round {round}: no watcher {none_rate:>7.0} puts/s, CPU/put writers {:>5.1} us, process {:>5.1} us | \
-             {} watchers, {} consumers (nice {}): {with_rate:>7.0} puts/s ({:.0}%), CPU/put writers {:>5.1} us, \
-             process {:>5.1} us, {:>8.0} events/s ({:.0} per put){}",
+            "round {round}: no watcher {none_rate:>7.0} puts/s, CPU/put writers {:>5.1} us (+{:.1} us waiting \
+             for a core), process {:>5.1} us | {} watchers, {} consumers (nice {}{}): {with_rate:>7.0} puts/s \
+             ({:.0}%), CPU/put writers {:>5.1} us (+{:.1} us waiting for a core), process {:>5.1} us, \
+             {:>8.0} events/s ({:.0} per put){}",
             us(none.writer_cpu, none.puts),
+            us(none.writer_runqueue, none.puts),
             us(none.process_cpu, none.puts),
             a.watchers,
             a.consumers,
             a.consumer_nice,
+            if a.shared { ", shared" } else { "" },
             100.0 * with_rate / none_rate,
             us(with.phase.writer_cpu, with.phase.puts),
+            us(with.phase.writer_runqueue, with.phase.puts),
             us(with.phase.process_cpu, with.phase.puts),
             with.events_per_sec,
             with.events_per_sec * a.seconds as f64 / with.phase.puts.max(1) as f64,
@@ -272,10 +324,15 @@ fn main() {
             us(none.process_cpu, none.puts),
             us(with.phase.process_cpu, with.phase.puts),
         ));
+        queued_us.push((
+            us(none.writer_runqueue, none.puts),
+            us(with.phase.writer_runqueue, with.phase.puts),
+        ));
     }
     println!(
         "median of {} rounds: puts/s no watcher {:.0}, with {} watchers {:.0}, ratio {:.0}%; events/s {:.0}; \
-         CPU/put writers {:.1} -> {:.1} us, process {:.1} -> {:.1} us",
+         CPU/put writers {:.1} -> {:.1} us, process {:.1} -> {:.1} us; writers' wait for a core per put \
+         {:.1} -> {:.1} us",
         a.rounds.max(1),
         median(none_rates),
         a.watchers,
@@ -286,6 +343,8 @@ fn main() {
         median(writer_us.iter().map(|w| w.1).collect()),
         median(process_us.iter().map(|w| w.0).collect()),
         median(process_us.iter().map(|w| w.1).collect()),
+        median(queued_us.iter().map(|w| w.0).collect()),
+        median(queued_us.iter().map(|w| w.1).collect()),
     );
 
     if a.idle == 0 {

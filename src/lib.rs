@@ -119,7 +119,7 @@
 //! }
 //! assert_eq!(kinds, [EventKind::Put, EventKind::Delete]);
 //!
-//! // A start at or below the compacted revision is refused, with that revision.
+//! // A start below the compacted revision is refused, with that revision (one at it is served).
 //! store.compact(store.current_revision())?;
 //! match store.watch(b"/registry/pods/a", WatchOptions::new().start_revision(from)) {
 //!     Err(Error::Compacted { requested, compacted }) => assert!(requested <= compacted),
@@ -129,7 +129,9 @@
 //! ```
 //!
 //! A watcher that nobody reads never holds up a writer: past its buffer it falls behind and
-//! catches up from the key tree inside its own `recv`. See [`Store::watch`] and [`Watcher`].
+//! catches up inside its own `recv`, from the store's shared log of recent events or from the key
+//! tree. `recv_shared` and its siblings hand out [`SharedEvent`]s, which share their bytes with
+//! every other watcher instead of copying them. See [`Store::watch`] and [`Watcher`].
 //!
 //! ## Defrag
 //!
@@ -253,7 +255,9 @@ pub use mvcc::{
     RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
     TxnBuilder, TxnResponse,
 };
-pub use mvcc::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
+pub use mvcc::{
+    Event, EventKind, SharedEvent, SharedResponse, WatchOptions, WatchResponse, Watcher,
+};
 pub use page_file::PageKind;
 
 /// Where a database's bytes live: the [`Storage`](storage::Storage) trait every byte passes through,

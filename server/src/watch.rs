@@ -4,12 +4,12 @@
 //! it receives; a cancel request, or the client going away, ends the task, which drops (and so
 //! cancels) the watcher. A watcher whose start revision has been compacted gets etcd's answer:
 //! `created`, then a response with `compact_revision` set and `canceled`; one that starts at the
-//! compacted revision itself is served from there, as by etcd.
+//! compacted revision itself is served from there by folio, as by etcd.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use folio::{EventKind, RangeOptions, WatchOptions};
+use folio::{EventKind, WatchOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -153,25 +153,10 @@ impl Session {
             .filter_deletes(c.filters.contains(&(FilterType::Nodelete as i32)))
             .progress_notify(c.progress_notify.then_some(PROGRESS_NOTIFY_INTERVAL));
         let range = key_range(&key, &c.range_end);
-        // etcd watches from exactly the compacted revision (it is still readable), where folio
-        // refuses a start at or below it: the puts at that revision are read here and folio's
-        // watcher starts one later. A delete at the compacted revision is compacted away, here
-        // as in etcd.
-        let mut first = Vec::new();
-        let mut at_compacted = Ok(());
-        if c.start_revision > 0 && c.start_revision == self.shared.store().compacted_revision() {
-            options = options.start_revision(c.start_revision + 1);
-            if !c.filters.contains(&(FilterType::Noput as i32)) {
-                let at = RangeOptions::at(c.start_revision).min_mod_revision(c.start_revision);
-                match self.shared.store().range(range.clone(), at) {
-                    Ok(r) => first = r.kvs,
-                    Err(e) => at_compacted = Err(e),
-                }
-            }
-        } else if c.start_revision > 0 {
+        if c.start_revision > 0 {
             options = options.start_revision(c.start_revision);
         }
-        let watched = at_compacted.and_then(|()| self.shared.store().watch(range, options));
+        let watched = self.shared.store().watch(range, options);
         let created = WatchResponse {
             header: self.shared.header_now(),
             watch_id: id,
@@ -183,22 +168,6 @@ impl Session {
         }
         match watched {
             Ok(watcher) => {
-                if !first.is_empty() {
-                    let events = first.into_iter().map(|kv| mvccpb::Event {
-                        r#type: mvccpb::event::EventType::Put as i32,
-                        kv: Some(to_pb(kv)),
-                        prev_kv: None,
-                    });
-                    let msg = WatchResponse {
-                        header: self.shared.header(c.start_revision),
-                        watch_id: id,
-                        events: events.collect(),
-                        ..WatchResponse::default()
-                    };
-                    if !self.send(msg).await {
-                        return false;
-                    }
-                }
                 let task =
                     tokio::spawn(forward(self.shared.clone(), id, watcher, self.out.clone()));
                 self.watchers.insert(id, task);

@@ -21,5 +21,7 @@ pub use types::{
     PutOptions, PutResponse, RangeOptions, RangeResponse, SortOrder, SortTarget, StoreOptions,
     TxnResponse,
 };
-pub use watch::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
+pub use watch::{
+    Event, EventKind, SharedEvent, SharedResponse, WatchOptions, WatchResponse, Watcher,
+};
 pub use write::TxnBuilder;

@@ -6,9 +6,14 @@
 //!   *pump* releases every queued revision up to that mark into the buffers of the synced
 //!   watchers whose range and filters match, found in a range index ([`index`]);
 //! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
-//!   reads the records it missed from the `mvcc.key` tree by revision range, in its own `recv`
-//!   (no thread of the hub's), and rejoins the synced set once it has read up to the released
-//!   watermark.
+//!   reads what it missed in its own `recv` (no thread of the hub's) and rejoins the synced set
+//!   once it has read up to the released watermark: from the hub's [`log`] of the newest
+//!   released revisions (shared events, no copy) while that reaches back far enough, else from
+//!   the `mvcc.key` tree by revision range.
+//!
+//! Events are shared, not copied, from the writer to the receive: a revision's events are one
+//! `Arc` that the queue, the log and every inbox hold; [`Watcher::recv`] copies each event out
+//! as an owned [`Event`], [`Watcher::recv_shared`] hands out [`SharedEvent`]s that point at it.
 //!
 //! Who pumps: the first receive to look (any watcher's `recv`, `try_recv` or `poll_recv`), so
 //! that the fan-out runs on the consumers' threads, not on the writers' commit path. A writer
@@ -25,11 +30,16 @@
 //!    already returned). A synced watcher is given every released revision at or above `next`
 //!    that matches it; revisions below `next` are never given again (nothing twice).
 //! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
-//!    events becomes unsynced at that revision (`next` = R) and catches up from the tree.
-//! 4. A catch-up reads a snapshot taken under the store's state lock, after checking
-//!    `next > compacted`: compaction raises `compacted` before deleting anything (store
-//!    invariant 3), so every record at or above `next` is in the snapshot. If `next <= compacted`,
-//!    the watcher ends with [`WatchResponse::Compacted`].
+//!    events becomes unsynced at that revision (`next` = R) and catches up (from the log or
+//!    the tree).
+//! 4. A catch-up from the log reads it under the hub lock from `next`, which the log covers
+//!    (log invariant 2), after checking `next >= compacted` as below. A catch-up from the tree
+//!    reads a snapshot taken under the store's state lock, after checking
+//!    `next >= compacted`: compaction raises `compacted` before deleting anything (store
+//!    invariant 3) and keeps every record at the compacted revision itself (each is its key's
+//!    newest there, a tombstone too), so every record at or above `next` is in the snapshot. If
+//!    `next < compacted` (etcd's `minRev < compactRev`), the watcher ends with
+//!    [`WatchResponse::Compacted`].
 //! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
 //!    lock, so no release can slip a newer revision in front of them.
 //! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
@@ -64,11 +74,15 @@ use crate::mvcc::revision::{KeyValue, RecordHead, Revision};
 use crate::mvcc::store::{KEY_TREE, Store, missing};
 use crate::mvcc::types::{KeyRange, RangeOptions};
 
+#[cfg(test)]
+mod catch_up_tests;
 mod index;
+mod log;
 #[cfg(test)]
 mod pump_tests;
 
 use index::{RangeIndex, contains};
+use log::EventLog;
 
 /// How to watch: where to start, what to send, how much to buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,8 +116,8 @@ impl WatchOptions {
         }
     }
 
-    /// Start at revision `rev` (0 or less: from now). A revision at or below the compacted one
-    /// is refused with [`Error::Compacted`]; one in the future is waited for.
+    /// Start at revision `rev` (0 or less: from now). A revision below the compacted one is
+    /// refused with [`Error::Compacted`]; one in the future is waited for.
     pub fn start_revision(mut self, rev: i64) -> Self {
         self.start_revision = rev;
         self
@@ -188,6 +202,72 @@ pub enum WatchResponse {
     },
 }
 
+/// One change to one key, sharing its key and value with every watcher that receives it; what
+/// [`Watcher::recv_shared`] and its siblings return. [`SharedEvent::to_event`] makes an owned
+/// [`Event`].
+#[derive(Clone, Debug)]
+pub struct SharedEvent {
+    raw: Arc<RawEvent>,
+    prev_kv: Option<KeyValue>,
+}
+
+impl SharedEvent {
+    /// A put or a delete.
+    pub fn kind(&self) -> EventKind {
+        self.raw.kind
+    }
+
+    /// The record after the change; for a delete, only `key` and `mod_revision` are set, as in
+    /// [`Event::kv`].
+    pub fn kv(&self) -> &KeyValue {
+        &self.raw.kv
+    }
+
+    /// The record before the change, as in [`Event::prev_kv`].
+    pub fn prev_kv(&self) -> Option<&KeyValue> {
+        self.prev_kv.as_ref()
+    }
+
+    /// This event with its own copy of the bytes.
+    pub fn to_event(&self) -> Event {
+        Event {
+            kind: self.raw.kind,
+            kv: self.raw.kv.clone(),
+            prev_kv: self.prev_kv.clone(),
+        }
+    }
+}
+
+/// What a watcher receives from [`Watcher::recv_shared`] and its siblings: a
+/// [`WatchResponse`] whose events share their bytes.
+#[derive(Clone, Debug)]
+pub enum SharedResponse {
+    /// The events of one or more whole revisions, in order; `revision` is the last one's.
+    Events {
+        /// The revision of the last event.
+        revision: i64,
+        /// The events, in revision order.
+        events: Vec<SharedEvent>,
+    },
+    /// As [`WatchResponse::Progress`].
+    Progress {
+        /// Every durable revision up to here has been sent.
+        revision: i64,
+    },
+    /// As [`WatchResponse::Compacted`].
+    Compacted {
+        /// The store's compacted revision.
+        compact_revision: i64,
+    },
+}
+
+/// What a receive found, before it becomes a [`WatchResponse`] or a [`SharedResponse`].
+enum Delivery {
+    Events(Vec<(i64, Events)>),
+    Progress(i64),
+    Compacted(i64),
+}
+
 /// One change as the writer records it.
 #[derive(Debug)]
 pub(crate) struct RawEvent {
@@ -241,6 +321,10 @@ pub(crate) struct WatchHub {
 /// queue stays short when no receiver comes to do it.
 const RELEASE_BACKLOG_REVISIONS: i64 = 1024;
 
+/// The bytes of released events the hub keeps in memory (its [`EventLog`]) while watchers are
+/// open, so that a watcher that fell behind by less catches up from memory, not from the key tree.
+const EVENT_LOG_BYTES: usize = 8 << 20;
+
 #[derive(Debug)]
 struct HubState {
     durable: i64,
@@ -249,6 +333,8 @@ struct HubState {
     watchers: usize,
     /// The watchers, by range (the watcher's own range is kept by its [`Watcher`]).
     index: RangeIndex<Arc<Shared>>,
+    /// The newest released revisions, for the catch-ups; kept only while watchers are open.
+    log: EventLog,
 }
 
 /// What a watcher and the hub share.
@@ -311,6 +397,7 @@ impl WatchHub {
                 next_id: 1,
                 watchers: 0,
                 index: RangeIndex::default(),
+                log: EventLog::new(durable + 1, EVENT_LOG_BYTES),
             }),
         }
     }
@@ -354,6 +441,11 @@ impl WatchHub {
         let mut wakers = Vec::new();
         for (revision, events) in &ready {
             fan_out(&hub, *revision, events, &mut wakers);
+            if hub.watchers > 0 {
+                hub.log.push(*revision, events);
+            } else {
+                hub.log.clear(revision + 1);
+            }
         }
         hub.durable = durable;
         self.released.store(durable, Ordering::Release);
@@ -454,7 +546,8 @@ impl Store {
     /// durable. A watcher whose buffer fills falls behind and catches up from the key tree
     /// inside its own receives: it never holds up a writer.
     ///
-    /// Fails with [`Error::Compacted`] when the start revision is at or below the compacted one.
+    /// Fails with [`Error::Compacted`] when the start revision is below the compacted one; the
+    /// compacted revision itself is still readable, so a watch can start there (as etcd's).
     /// A watcher keeps its store open until it is dropped.
     ///
     /// ```
@@ -495,7 +588,7 @@ impl Store {
         } else {
             current + 1
         };
-        if start <= compacted {
+        if start < compacted {
             return Err(Error::Compacted {
                 requested: start,
                 compacted,
@@ -555,20 +648,47 @@ impl Watcher {
     /// Waits for the next response.
     pub fn recv(&self) -> Result<WatchResponse> {
         loop {
-            if let Some(r) = self.next(Wait::Forever, None)? {
-                return Ok(r);
+            if let Some(d) = self.next(Wait::Forever, None)? {
+                return self.owned(d);
             }
         }
     }
 
     /// Waits at most `d` for the next response.
     pub fn recv_timeout(&self, d: Duration) -> Result<Option<WatchResponse>> {
-        self.next(Wait::Until(Instant::now() + d), None)
+        let next = self.next(Wait::Until(Instant::now() + d), None)?;
+        next.map(|d| self.owned(d)).transpose()
     }
 
     /// The next response if one is ready (a catch-up read from the key tree counts as ready).
     pub fn try_recv(&self) -> Result<Option<WatchResponse>> {
-        self.next(Wait::Never, None)
+        let next = self.next(Wait::Never, None)?;
+        next.map(|d| self.owned(d)).transpose()
+    }
+
+    /// As [`recv`](Watcher::recv), with events that share their bytes with the store's other
+    /// watchers instead of copies: for a consumer that encodes or filters events and does not
+    /// keep them, this saves a copy of every key and value per watcher.
+    pub fn recv_shared(&self) -> Result<SharedResponse> {
+        loop {
+            if let Some(d) = self.next(Wait::Forever, None)? {
+                return self.shared_response(d);
+            }
+        }
+    }
+
+    /// As [`recv_timeout`](Watcher::recv_timeout), with shared events; see
+    /// [`recv_shared`](Watcher::recv_shared).
+    pub fn recv_timeout_shared(&self, d: Duration) -> Result<Option<SharedResponse>> {
+        let next = self.next(Wait::Until(Instant::now() + d), None)?;
+        next.map(|d| self.shared_response(d)).transpose()
+    }
+
+    /// As [`try_recv`](Watcher::try_recv), with shared events; see
+    /// [`recv_shared`](Watcher::recv_shared).
+    pub fn try_recv_shared(&self) -> Result<Option<SharedResponse>> {
+        let next = self.next(Wait::Never, None)?;
+        next.map(|d| self.shared_response(d)).transpose()
     }
 
     /// The next response for async code: `Pending` registers `cx`'s waker, which is woken when
@@ -577,7 +697,7 @@ impl Watcher {
     /// on its own timer as well.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<WatchResponse>> {
         match self.next(Wait::Never, Some(cx)) {
-            Ok(Some(r)) => Poll::Ready(Ok(r)),
+            Ok(Some(d)) => Poll::Ready(self.owned(d)),
             Ok(None) => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -598,7 +718,7 @@ impl Watcher {
     /// Stops watching (dropping the watcher does the same).
     pub fn cancel(self) {}
 
-    fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<WatchResponse>> {
+    fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<Delivery>> {
         // One receive at a time: a catch-up reads from `next` and moves it.
         let _one = self.receiving.lock();
         let hub = &self.store.inner.watch;
@@ -611,9 +731,7 @@ impl Watcher {
                 hub.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             if let Some(c) = inbox.compacted {
-                return Ok(Some(WatchResponse::Compacted {
-                    compact_revision: c,
-                }));
+                return Ok(Some(Delivery::Compacted(c)));
             }
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
@@ -622,7 +740,7 @@ impl Watcher {
                     inbox.last_sent = Instant::now(); // the clock is read only when it matters
                 }
                 drop(inbox);
-                return self.events(batches).map(Some);
+                return Ok(Some(Delivery::Events(batches)));
             }
             if !self.shared.synced.load(Ordering::Relaxed) {
                 drop(inbox);
@@ -640,7 +758,7 @@ impl Watcher {
             if inbox.progress_requested || due.zip(now).is_some_and(|(d, now)| d <= now) {
                 inbox.progress_requested = false;
                 inbox.last_sent = now.unwrap_or_else(Instant::now);
-                return Ok(Some(WatchResponse::Progress { revision: released }));
+                return Ok(Some(Delivery::Progress(released)));
             }
             // About to sleep: count as a sleeper, so that writers fan out (and wake us) from now
             // on, then look once more for a release that came before they could see us.
@@ -679,21 +797,32 @@ impl Watcher {
     /// missed into its inbox, rejoins the synced set once nothing is missing, or ends it.
     fn catch_up(&self) -> Result<()> {
         let inner = &self.store.inner;
+        let compacted = inner.state.read().compacted;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            (self.shared.next.load(Ordering::Relaxed), hub.durable)
+            let next = self.shared.next.load(Ordering::Relaxed);
+            if next >= compacted && hub.log.covers(next) {
+                // From memory: the log holds every released revision from `next` on.
+                let (batches, read_to) = hub.log.read(next, hub.durable, self.shared.buffer, |e| {
+                    self.shared.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
+                });
+                self.hand_over(&hub, batches, read_to);
+                return Ok(());
+            }
+            (next, hub.durable)
         };
         let (tx, compacted) = {
             let state = inner.state.read();
             (inner.db.begin_read()?, state.compacted)
         };
-        if next <= compacted {
+        if next < compacted {
             self.unregister();
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);
             return Ok(());
         }
-        // Read whole revisions from `next` up to `durable`, about one buffer's worth.
+        // From the key tree: read whole revisions from `next` up to `durable`, about one
+        // buffer's worth.
         let mut batches: Vec<(i64, Vec<Arc<RawEvent>>)> = Vec::new();
         let mut read_to = durable;
         if next <= durable {
@@ -742,21 +871,68 @@ impl Watcher {
             }
         }
         let hub = inner.watch.hub.lock();
+        let batches = batches.into_iter().map(|(r, e)| (r, e.into())).collect();
+        self.hand_over(&hub, batches, read_to);
+        Ok(())
+    }
+
+    /// Ends a catch-up step (invariant 5): under the hub lock, moves `next` past `read_to`,
+    /// hands the events read to the inbox, and rejoins the synced set if nothing is missing.
+    fn hand_over(&self, hub: &HubState, batches: Vec<(i64, Events)>, read_to: i64) {
         let next = self.shared.next.load(Ordering::Relaxed).max(read_to + 1);
         self.shared.next.store(next, Ordering::Relaxed);
         let mut inbox = self.shared.inbox.lock();
         for (revision, events) in batches {
             inbox.events += events.len();
-            inbox.batches.push_back((revision, events.into()));
+            inbox.batches.push_back((revision, events));
         }
         if next > hub.durable {
             self.shared.synced.store(true, Ordering::Relaxed);
         }
-        Ok(())
     }
 
-    /// Turns buffered batches into one response, adding previous records if asked.
-    fn events(&self, batches: Vec<(i64, Events)>) -> Result<WatchResponse> {
+    /// Turns what a receive found into a response of owned events.
+    fn owned(&self, delivery: Delivery) -> Result<WatchResponse> {
+        Ok(match delivery {
+            Delivery::Events(batches) => {
+                let (revision, events) = self.collect(batches, |e, prev_kv| Event {
+                    kind: e.kind,
+                    kv: e.kv.clone(),
+                    prev_kv,
+                })?;
+                WatchResponse::Events { revision, events }
+            }
+            Delivery::Progress(revision) => WatchResponse::Progress { revision },
+            Delivery::Compacted(c) => WatchResponse::Compacted {
+                compact_revision: c,
+            },
+        })
+    }
+
+    /// Turns what a receive found into a response of shared events.
+    fn shared_response(&self, delivery: Delivery) -> Result<SharedResponse> {
+        Ok(match delivery {
+            Delivery::Events(batches) => {
+                let (revision, events) = self.collect(batches, |e, prev_kv| SharedEvent {
+                    raw: e.clone(),
+                    prev_kv,
+                })?;
+                SharedResponse::Events { revision, events }
+            }
+            Delivery::Progress(revision) => SharedResponse::Progress { revision },
+            Delivery::Compacted(c) => SharedResponse::Compacted {
+                compact_revision: c,
+            },
+        })
+    }
+
+    /// Makes one event each of buffered batches with `make`, adding previous records if asked;
+    /// returns them with the last one's revision.
+    fn collect<E>(
+        &self,
+        batches: Vec<(i64, Events)>,
+        make: impl Fn(&Arc<RawEvent>, Option<KeyValue>) -> E,
+    ) -> Result<(i64, Vec<E>)> {
         let revision = batches.last().map_or(0, |(r, _)| *r);
         let mut events = Vec::with_capacity(batches.iter().map(|(_, e)| e.len()).sum());
         for (rev, raw) in batches {
@@ -766,14 +942,10 @@ impl Watcher {
                 } else {
                     None
                 };
-                events.push(Event {
-                    kind: e.kind,
-                    kv: e.kv.clone(),
-                    prev_kv,
-                });
+                events.push(make(e, prev_kv));
             }
         }
-        Ok(WatchResponse::Events { revision, events })
+        Ok((revision, events))
     }
 
     /// `key` as it was just before revision `rev`, if it existed and is not compacted away.
