@@ -7,23 +7,7 @@ use std::ops::Bound;
 
 use super::{RangeIndex, Shape, contains, shape};
 use crate::mvcc::types::KeyRange;
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::testing::{Rng, seed};
 
 /// A key of 0 to 3 bytes from `a`, `b` and `0xff` (the byte a prefix's end carries past).
 fn key(rng: &mut Rng) -> Vec<u8> {
@@ -55,15 +39,7 @@ fn range(rng: &mut Rng) -> KeyRange {
 
 #[test]
 fn the_range_index_finds_exactly_the_ranges_that_contain_a_key() {
-    let seed = std::env::var("FOLIO_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("range index model: seed {seed} (rerun with FOLIO_SEED={seed})");
+    let seed = seed("range index model");
     for case in 0..200 {
         let mut rng = Rng(seed.wrapping_add(case));
         let mut index = RangeIndex::default();

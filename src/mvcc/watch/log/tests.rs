@@ -8,23 +8,7 @@ use std::sync::Arc;
 use super::{EventLog, event_bytes};
 use crate::mvcc::revision::KeyValue;
 use crate::mvcc::watch::{Events, RawEvent};
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::testing::{Rng, seed};
 
 fn event(rng: &mut Rng, revision: i64) -> RawEvent {
     let key = vec![[b'a', b'b', b'c'][rng.below(3) as usize]];
@@ -79,15 +63,7 @@ fn pointers(batches: &[(i64, Events)]) -> Vec<(i64, Vec<*const RawEvent>)> {
 
 #[test]
 fn the_event_log_reads_exactly_what_the_history_holds_from_where_it_is_complete() {
-    let seed = std::env::var("FOLIO_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        });
-    println!("event log model: seed {seed} (rerun with FOLIO_SEED={seed})");
+    let seed = seed("event log model");
     for case in 0..200 {
         let mut rng = Rng(seed.wrapping_add(case));
         let start = 1 + rng.below(5) as i64;
