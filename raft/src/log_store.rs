@@ -10,7 +10,7 @@
 //! - `raft.state`: `vote`, `committed` and `purged` (the last purged log id) → JSON.
 //!
 //! Invariants:
-//! 1. Every call but `append` returns after its commit is durable (the database syncs each
+//! 1. Every call but `append` and `save_committed` returns after its commit is durable (the database syncs each
 //!    commit). `append` hands its entries to the *flusher*, a thread of the log's own, and
 //!    returns at once; the flusher commits every append queued by the time it is free in one
 //!    commit (one sync for them all, however many appends openraft made meanwhile: under load
@@ -23,6 +23,13 @@
 //!    before them (a barrier), so they change the database in the order openraft called.
 //! 4. The log holds a contiguous run of indexes, all above `purged`: `truncate` removes a suffix,
 //!    `purge` a prefix and records its last log id first in the same commit.
+//! 5. `save_committed` queues the committed log id to the flusher and returns: openraft calls it
+//!    in its core loop at every advance of the commit index, and a sync there held up every
+//!    member's Raft between two rounds. The flusher writes it in its next commit, with every
+//!    entry appended before it, so the recorded committed index never names an entry the log
+//!    does not hold. After a crash it may be older than the one openraft last saved: that is
+//!    safe, since it only tells openraft how far it may apply before it hears from the leader
+//!    (an older one means less, never a wrong entry).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -59,6 +66,8 @@ pub struct LogStore {
 enum Flush {
     /// Commit the entries, then report to openraft.
     Append(Vec<Entry<TypeConfig>>, LogFlushed<TypeConfig>),
+    /// Record the committed log id (invariant 5).
+    Committed(Vec<u8>),
     /// Answer once everything queued before is committed.
     Barrier(SyncSender<()>),
 }
@@ -72,14 +81,18 @@ fn flusher(db: Db, pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>, queue:
             .iter()
             .filter_map(|f| match f {
                 Flush::Append(entries, _) => Some(entries),
-                Flush::Barrier(_) => None,
+                _ => None,
             })
             .flatten()
             .collect();
-        let done = if entries.is_empty() {
+        let committed = batch.iter().rev().find_map(|f| match f {
+            Flush::Committed(raw) => Some(raw.as_slice()),
+            _ => None,
+        });
+        let done = if entries.is_empty() && committed.is_none() {
             Ok(())
         } else {
-            commit_entries(&db, &entries)
+            commit_entries(&db, &entries, committed)
         };
         if done.is_ok() {
             let mut pending = pending.lock().expect("pending lock");
@@ -99,14 +112,23 @@ fn flusher(db: Db, pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>, queue:
                 Flush::Barrier(answer) => {
                     let _ = answer.send(());
                 }
+                Flush::Committed(_) => {}
             }
         }
     }
 }
 
-/// Puts `entries` into the log tree in one commit, durable when it returns.
-fn commit_entries(db: &Db, entries: &[&Entry<TypeConfig>]) -> Result<(), folio::Error> {
+/// Puts `entries` into the log tree, and `committed` as the committed log id, in one commit,
+/// durable when it returns.
+fn commit_entries(
+    db: &Db,
+    entries: &[&Entry<TypeConfig>],
+    committed: Option<&[u8]>,
+) -> Result<(), folio::Error> {
     let mut tx = db.begin_write()?;
+    if let Some(raw) = committed {
+        tx.open_tree(STATE_TREE)?.put(COMMITTED, raw)?;
+    }
     {
         let mut log = tx.open_tree(LOG_TREE)?;
         for entry in entries {
@@ -116,15 +138,6 @@ fn commit_entries(db: &Db, entries: &[&Entry<TypeConfig>]) -> Result<(), folio::
         }
     }
     tx.commit()
-}
-
-impl std::fmt::Debug for Flush {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Flush::Append(entries, _) => write!(f, "Append({} entries)", entries.len()),
-            Flush::Barrier(_) => write!(f, "Barrier"),
-        }
-    }
 }
 
 pub(crate) fn io_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -313,10 +326,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.put_state(COMMITTED, &committed)
+        // Queued, not waited for (invariant 5).
+        self.flusher
+            .send(Flush::Committed(encode(&committed)?))
+            .map_err(|_| io_err("the log's flusher stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        self.barrier()?;
         Ok(self
             .get_state::<Option<LogId<NodeId>>>(COMMITTED)?
             .flatten())

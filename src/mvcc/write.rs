@@ -255,7 +255,8 @@ impl<'s> StoreWrite<'s> {
 }
 
 impl Store {
-    /// Runs `f` as one write: one database transaction, at most one new main revision.
+    /// Runs `f` as one write: one database transaction, at most one new main revision, unless
+    /// `f` ends revisions itself ([`StoreWrite::end_revision`], a batch): one per transaction.
     pub(crate) fn write<R>(
         &self,
         f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>,
