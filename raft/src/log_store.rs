@@ -273,8 +273,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 key.try_into()
                     .map_err(|_| read_err("a log key is not 8 bytes"))?,
             );
-            if !entries.contains_key(&index) {
-                entries.insert(index, decode(raw)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = entries.entry(index) {
+                slot.insert(decode(raw)?);
             }
         }
         Ok(entries.into_values().collect())
