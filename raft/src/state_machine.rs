@@ -1,15 +1,22 @@
 //! The store as the state machine, and its snapshots.
 //!
-//! Applying an entry is one store transaction, and the entry's log id is put into the tree
-//! `raft.applied` of the store's database in the same commit ([`folio::TxnBuilder::also_put`]):
-//! after a crash the store holds every entry up to the recorded one and none after it, so
-//! openraft replays exactly the entries after it. An entry that writes no store key (a blank
-//! entry, a membership change, a transaction whose branch only reads, a command the store
-//! refuses) still commits its log id. The commands of two commits are `Compact` (compaction
-//! deletes in batches of their own) and the lease grant and revoke (the store's lease calls are
-//! writes of their own): each records its log id after it finishes, and a replay of it after a
-//! crash in between is refused by the store (compacted already, the lease exists, no such lease)
-//! and changes nothing, so every member ends in the same state.
+//! Applying an entry is one store transaction at its own revision, and the entry's log id is put
+//! into the tree `raft.applied` of the store's database in the same commit
+//! ([`folio::TxnBuilder::also_put`]): after a crash the store holds every entry up to the
+//! recorded one and none after it, so openraft replays exactly the entries after it. openraft
+//! hands `apply` a batch of committed entries; a run of them is applied in one database commit
+//! ([`folio::Store::commit_batch`]: one sync for the run, each entry still its own revision and
+//! its own answer), the last one's log id recorded in it, so a crash leaves all of the run or
+//! none of it. An entry that writes no store key (a blank entry, a membership change, a
+//! transaction whose branch only reads) still commits its log id. If the store refuses an entry
+//! of a run (a key put twice in a branch, a range below the compacted revision, ...), nothing of
+//! the run is committed and its entries are applied one by one instead, so the refusal is that
+//! entry's answer, the same on every member. The commands of two commits are `Compact`
+//! (compaction deletes in batches of their own) and the lease grant and revoke (the store's lease
+//! calls are writes of their own): they end a run and are applied alone, each recording its log
+//! id after it finishes, and a replay of it after a crash in between is refused by the store
+//! (compacted already, the lease exists, no such lease) and changes nothing, so every member
+//! ends in the same state.
 //!
 //! A snapshot is a packed copy of one read snapshot of the store's database
 //! ([`folio::ReadTxn::copy_to`], the defrag's bulk loader), in `snapshots/` of the data dir: the
@@ -119,11 +126,103 @@ fn refused(e: &folio::Error) -> bool {
     )
 }
 
+/// Whether an entry's command takes two store commits (see the module docs): those are
+/// applied alone, never in a batch.
+fn two_commits(entry: &Entry<TypeConfig>) -> bool {
+    matches!(
+        entry.payload,
+        EntryPayload::Normal(
+            Command::Compact { .. } | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. }
+        )
+    )
+}
+
+/// `txn` with `log_id` recorded as the last applied in the same commit.
+fn mark<'s>(
+    txn: folio::TxnBuilder<'s>,
+    log_id: &LogId<NodeId>,
+) -> Result<folio::TxnBuilder<'s>, StorageError<NodeId>> {
+    let last = serde_json::to_vec(log_id).map_err(io_err)?;
+    Ok(txn.also_put(APPLIED_TREE, LAST_APPLIED, &last))
+}
+
+/// The store transaction an entry is, its log id recorded with it; `None` for the commands
+/// of two commits.
+fn as_txn<'s>(
+    store: &'s Store,
+    entry: &Entry<TypeConfig>,
+) -> Result<Option<folio::TxnBuilder<'s>>, StorageError<NodeId>> {
+    let txn = match &entry.payload {
+        EntryPayload::Blank => store.txn(),
+        EntryPayload::Membership(m) => {
+            let stored = Membership::new(Some(entry.log_id), m.clone());
+            let raw = serde_json::to_vec(&stored).map_err(io_err)?;
+            store.txn().also_put(APPLIED_TREE, MEMBERSHIP, &raw)
+        }
+        EntryPayload::Normal(Command::SetMember {
+            id,
+            name,
+            client_urls,
+        }) => {
+            let info = MemberInfo {
+                name: name.clone(),
+                client_urls: client_urls.clone(),
+            };
+            let raw = serde_json::to_vec(&info).map_err(io_err)?;
+            store.txn().also_put(MEMBERS_TREE, &id.to_be_bytes(), &raw)
+        }
+        EntryPayload::Normal(Command::Put { key, value, lease }) => {
+            store.txn().then([Op::put_with_lease(key, value, *lease)])
+        }
+        EntryPayload::Normal(Command::DeleteRange { key, range_end }) => store
+            .txn()
+            .then([Op::delete_range(key_range(key, range_end))]),
+        EntryPayload::Normal(Command::Txn {
+            compares,
+            success,
+            failure,
+        }) => store
+            .txn()
+            .when(compares.iter().map(|c| c.to_store()))
+            .then(success.iter().map(|o| o.to_store()))
+            .otherwise(failure.iter().map(|o| o.to_store())),
+        EntryPayload::Normal(
+            Command::Compact { .. } | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. },
+        ) => return Ok(None),
+    };
+    Ok(Some(mark(txn, &entry.log_id)?))
+}
+
+/// An entry's answer, from its store transaction's.
+fn answer(entry: &Entry<TypeConfig>, r: folio::TxnResponse) -> Response {
+    match &entry.payload {
+        EntryPayload::Normal(
+            Command::Put { .. } | Command::DeleteRange { .. } | Command::Txn { .. },
+        ) => Response {
+            revision: r.revision,
+            succeeded: r.succeeded,
+            results: r.responses.into_iter().map(OpResult::from_store).collect(),
+            error: None,
+            refusal: None,
+        },
+        _ => Response {
+            revision: r.revision,
+            ..Response::default()
+        },
+    }
+}
+
 impl StateMachine {
     /// Opens the store in `dir` (made if missing) and the newest snapshot beside it.
     pub fn open(dir: &Path) -> folio::Result<StateMachine> {
+        StateMachine::with_store(dir, open_store(&store_path(dir))?)
+    }
+
+    /// The state machine over `store`, opened by the caller (on a [`folio::sim::SimStorage`],
+    /// say) at `dir`'s `store.folio`, with the snapshots in `dir` as [`StateMachine::open`]
+    /// keeps them. A snapshot install reopens the store from that path.
+    pub fn with_store(dir: &Path, store: Store) -> folio::Result<StateMachine> {
         std::fs::create_dir_all(snapshot_dir(dir))?;
-        let store = open_store(&store_path(dir))?;
         let current = std::fs::read(snapshot_dir(dir).join("current.json"))
             .ok()
             .and_then(|raw| serde_json::from_slice::<SnapshotMeta<NodeId, Peer>>(&raw).ok())
@@ -158,41 +257,80 @@ impl Shared {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Applies a batch of entries: each run of entries that are store transactions (every
+    /// entry but the commands of two commits) in one store commit, the others alone.
+    fn apply_batch(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Response>, StorageError<NodeId>> {
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut run = Vec::new();
+        for entry in entries {
+            if two_commits(&entry) {
+                responses.extend(self.apply_run(std::mem::take(&mut run))?);
+                responses.push(self.apply_one(entry)?);
+            } else {
+                run.push(entry);
+            }
+        }
+        responses.extend(self.apply_run(run)?);
+        Ok(responses)
+    }
+
+    /// Applies entries that are each one store transaction in one store commit, the last
+    /// one's log id recorded in it; if the store refuses one of them, it applies them one by
+    /// one instead, so that the refused one answers with its refusal and the others as alone.
+    fn apply_run(
+        &self,
+        run: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Response>, StorageError<NodeId>> {
+        if run.len() <= 1 {
+            return run.into_iter().map(|e| self.apply_one(e)).collect();
+        }
+        let store = self.store();
+        let txns = run
+            .iter()
+            .map(|e| Ok(as_txn(&store, e)?.expect("a run holds no command of two commits")))
+            .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
+        match store.commit_batch(&txns) {
+            Ok(done) => Ok(run.iter().zip(done).map(|(e, r)| answer(e, r)).collect()),
+            Err(e) if refused(&e) => {
+                drop(txns);
+                run.into_iter().map(|e| self.apply_one(e)).collect()
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
     /// Applies one entry: one store transaction with its log id (see the module docs).
     fn apply_one(&self, entry: Entry<TypeConfig>) -> Result<Response, StorageError<NodeId>> {
         let store = self.store();
-        let last = serde_json::to_vec(&entry.log_id).map_err(io_err)?;
-        fn mark<'s>(txn: folio::TxnBuilder<'s>, last: &[u8]) -> folio::TxnBuilder<'s> {
-            txn.also_put(APPLIED_TREE, LAST_APPLIED, last)
-        }
         let only_mark = |store: &Store| -> Result<Response, StorageError<NodeId>> {
-            let r = mark(store.txn(), &last).commit().map_err(io_err)?;
+            let r = mark(store.txn(), &entry.log_id)?.commit().map_err(io_err)?;
             Ok(Response {
                 revision: r.revision,
                 ..Response::default()
             })
         };
-        match entry.payload {
-            EntryPayload::Blank => only_mark(&store),
-            EntryPayload::Membership(m) => {
-                let stored = Membership::new(Some(entry.log_id), m);
-                let raw = serde_json::to_vec(&stored).map_err(io_err)?;
-                let r = mark(store.txn(), &last)
-                    .also_put(APPLIED_TREE, MEMBERSHIP, &raw)
-                    .commit()
-                    .map_err(io_err)?;
-                Ok(Response {
-                    revision: r.revision,
-                    ..Response::default()
-                })
-            }
+        if let Some(txn) = as_txn(&store, &entry)? {
+            return match txn.commit() {
+                Ok(r) => Ok(answer(&entry, r)),
+                Err(e) if refused(&e) => Ok(Response {
+                    error: Some(e.to_string()),
+                    refusal: Refusal::of(&e),
+                    ..only_mark(&store)?
+                }),
+                Err(e) => Err(io_err(e)),
+            };
+        }
+        match &entry.payload {
             EntryPayload::Normal(Command::LeaseGrant { id, ttl }) => {
-                let id = if id == 0 {
+                let id = if *id == 0 {
                     i64::try_from(entry.log_id.index).map_err(io_err)?
                 } else {
-                    id
+                    *id
                 };
-                let (results, error) = match store.lease_grant(id, ttl) {
+                let (results, error) = match store.lease_grant(id, *ttl) {
                     Ok(g) => (
                         vec![OpResult::LeaseGranted {
                             id: g.id,
@@ -211,7 +349,7 @@ impl Shared {
                 })
             }
             EntryPayload::Normal(Command::LeaseRevoke { id }) => {
-                let error = match store.lease_revoke(id) {
+                let error = match store.lease_revoke(*id) {
                     Ok(_) => None,
                     Err(e) if refused(&e) => Some(e),
                     Err(e) => return Err(io_err(e)),
@@ -223,7 +361,7 @@ impl Shared {
                 })
             }
             EntryPayload::Normal(Command::Compact { revision }) => {
-                let error = match store.compact(revision) {
+                let error = match store.compact(*revision) {
                     Ok(()) => None,
                     Err(e) if refused(&e) => Some(e),
                     Err(e) => return Err(io_err(e)),
@@ -234,59 +372,7 @@ impl Shared {
                     ..only_mark(&store)?
                 })
             }
-            EntryPayload::Normal(Command::SetMember {
-                id,
-                name,
-                client_urls,
-            }) => {
-                let raw = serde_json::to_vec(&MemberInfo { name, client_urls }).map_err(io_err)?;
-                let r = mark(store.txn(), &last)
-                    .also_put(MEMBERS_TREE, &id.to_be_bytes(), &raw)
-                    .commit()
-                    .map_err(io_err)?;
-                Ok(Response {
-                    revision: r.revision,
-                    ..Response::default()
-                })
-            }
-            EntryPayload::Normal(cmd) => {
-                let txn = match &cmd {
-                    Command::Put { key, value, lease } => {
-                        store.txn().then([Op::put_with_lease(key, value, *lease)])
-                    }
-                    Command::DeleteRange { key, range_end } => store
-                        .txn()
-                        .then([Op::delete_range(key_range(key, range_end))]),
-                    Command::Txn {
-                        compares,
-                        success,
-                        failure,
-                    } => store
-                        .txn()
-                        .when(compares.iter().map(|c| c.to_store()))
-                        .then(success.iter().map(|o| o.to_store()))
-                        .otherwise(failure.iter().map(|o| o.to_store())),
-                    Command::Compact { .. }
-                    | Command::LeaseGrant { .. }
-                    | Command::LeaseRevoke { .. }
-                    | Command::SetMember { .. } => unreachable!("matched above"),
-                };
-                match mark(txn, &last).commit() {
-                    Ok(r) => Ok(Response {
-                        revision: r.revision,
-                        succeeded: r.succeeded,
-                        results: r.responses.into_iter().map(OpResult::from_store).collect(),
-                        error: None,
-                        refusal: None,
-                    }),
-                    Err(e) if refused(&e) => Ok(Response {
-                        error: Some(e.to_string()),
-                        refusal: Refusal::of(&e),
-                        ..only_mark(&store)?
-                    }),
-                    Err(e) => Err(io_err(e)),
-                }
-            }
+            _ => unreachable!("every other entry is one store transaction"),
         }
     }
 
@@ -434,10 +520,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        entries
-            .into_iter()
-            .map(|e| self.shared.apply_one(e))
-            .collect()
+        self.shared.apply_batch(entries.into_iter().collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -311,3 +311,54 @@ async fn commands_keep_etcds_options_and_refusals_by_kind() {
     let members = folio_raft::members(&sm.store()).unwrap();
     assert_eq!(members[&7].name, "m7");
 }
+
+/// Applying a batch in one store commit must keep each entry's own revision and answer, and a
+/// watcher must see each entry's change at that entry's revision: the threat is a batch that
+/// shares one revision, or queues its events to watchers under the batch's last one.
+#[tokio::test]
+async fn a_batch_applied_in_one_commit_keeps_each_entrys_revision_and_watch_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let store = sm.store();
+    let watcher = store
+        .watch(folio::KeyRange::prefix(b"k"), folio::WatchOptions::new())
+        .unwrap();
+    let answers = sm
+        .apply(vec![
+            put(1, "k1", "a"),
+            entry(2, EntryPayload::Blank),
+            put(3, "k2", "b"),
+            put(4, "k1", "c"),
+        ])
+        .await
+        .unwrap();
+    let revisions: Vec<i64> = answers.iter().map(|r| r.revision).collect();
+    // A new store is at revision 1; the blank entry writes no revision.
+    assert_eq!(revisions, [2, 2, 3, 4]);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match watcher
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+        {
+            Some(folio::WatchResponse::Events { events, .. }) => {
+                seen.extend(events.into_iter().map(|e| (e.kv.key, e.kv.mod_revision)));
+            }
+            Some(_) => {}
+            None => panic!("no events after {seen:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (b"k1".to_vec(), 2),
+            (b"k2".to_vec(), 3),
+            (b"k1".to_vec(), 4)
+        ]
+    );
+    let kv = store
+        .range(b"k1", folio::RangeOptions::current())
+        .unwrap()
+        .kvs;
+    assert_eq!((kv[0].version, kv[0].create_revision), (2, 2));
+}

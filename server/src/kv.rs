@@ -352,74 +352,110 @@ fn serializable(t: &TxnRequest) -> bool {
         })
 }
 
+/// A txn request's compares and branches mapped onto some engine's types (the store's, or the
+/// Raft log's commands) by `compare` and `op`, and what each branch's ranges need afterwards:
+/// the mapping both the single server and a cluster member use.
+pub(crate) struct TxnPlan<C, O> {
+    pub(crate) compares: Vec<C>,
+    pub(crate) success: Vec<O>,
+    pub(crate) failure: Vec<O>,
+    pub(crate) posts: TxnPosts,
+}
+
+/// The post-processing of each operation of a txn's two branches (`Some` for a range).
+pub(crate) struct TxnPosts {
+    success: Vec<Option<RangePost>>,
+    failure: Vec<Option<RangePost>>,
+}
+
+/// Maps a txn request with `compare` and `op`.
+pub(crate) fn plan_txn<C, O>(
+    t: &TxnRequest,
+    compare: impl Fn(&Compare) -> Result<C, Status>,
+    op: impl Fn(&RequestOp) -> Result<(O, Option<RangePost>), Status>,
+) -> Result<TxnPlan<C, O>, Status> {
+    let branch = |ops: &[RequestOp]| -> Result<(Vec<O>, Vec<Option<RangePost>>), Status> {
+        Ok(ops
+            .iter()
+            .map(&op)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip())
+    };
+    let compares = t.compare.iter().map(compare).collect::<Result<_, _>>()?;
+    let (success, success_posts) = branch(&t.success)?;
+    let (failure, failure_posts) = branch(&t.failure)?;
+    Ok(TxnPlan {
+        compares,
+        success,
+        failure,
+        posts: TxnPosts {
+            success: success_posts,
+            failure: failure_posts,
+        },
+    })
+}
+
+impl TxnPosts {
+    /// The etcd answer to a txn whose branch (the success one if `done.succeeded`) answered
+    /// with `done.responses`.
+    pub(crate) fn response(self, shared: &Shared, done: folio::TxnResponse) -> TxnResponse {
+        let posts = if done.succeeded {
+            self.success
+        } else {
+            self.failure
+        };
+        let responses = done
+            .responses
+            .into_iter()
+            .zip(posts)
+            .map(|(r, post)| {
+                let response = match r {
+                    OpResponse::Range(rr) => {
+                        let post = post.expect("a range op has its post-processing");
+                        RespOp::ResponseRange(range_response(shared, &post, rr))
+                    }
+                    OpResponse::Put(p) => RespOp::ResponsePut(PutResponse {
+                        header: shared.header(p.revision),
+                        prev_kv: p.prev_kv.map(to_pb),
+                    }),
+                    OpResponse::DeleteRange(d) => {
+                        RespOp::ResponseDeleteRange(DeleteRangeResponse {
+                            header: shared.header(d.revision),
+                            deleted: i64::try_from(d.deleted).unwrap_or(i64::MAX),
+                            prev_kvs: d.prev_kvs.into_iter().map(to_pb).collect(),
+                        })
+                    }
+                };
+                ResponseOp {
+                    response: Some(response),
+                }
+            })
+            .collect();
+        TxnResponse {
+            header: shared.header(done.revision),
+            succeeded: done.succeeded,
+            responses,
+        }
+    }
+}
+
 /// Runs a txn request.
 fn txn(shared: &Shared, t: &TxnRequest) -> Result<TxnResponse, Status> {
     let max = shared.max_txn_ops();
     if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
         return Err(errors::too_many_ops());
     }
-    let compares = t
-        .compare
-        .iter()
-        .map(compare)
-        .collect::<Result<Vec<_>, _>>()?;
-    let (then, then_posts): (Vec<_>, Vec<_>) = t
-        .success
-        .iter()
-        .map(op)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
-    let (otherwise, else_posts): (Vec<_>, Vec<_>) = t
-        .failure
-        .iter()
-        .map(op)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+    let plan = plan_txn(t, compare, op)?;
     let done = shared
         .store()
         .txn()
-        .when(compares)
-        .then(then)
-        .otherwise(otherwise)
+        .when(plan.compares)
+        .then(plan.success)
+        .otherwise(plan.failure)
         .commit()
         .map_err(from_folio)?;
-    let posts = if done.succeeded {
-        then_posts
-    } else {
-        else_posts
-    };
-    let responses = done
-        .responses
-        .into_iter()
-        .zip(posts)
-        .map(|(r, post)| {
-            let response = match r {
-                OpResponse::Range(rr) => {
-                    let post = post.expect("a range op has its post-processing");
-                    RespOp::ResponseRange(range_response(shared, &post, rr))
-                }
-                OpResponse::Put(p) => RespOp::ResponsePut(PutResponse {
-                    header: shared.header(p.revision),
-                    prev_kv: p.prev_kv.map(to_pb),
-                }),
-                OpResponse::DeleteRange(d) => RespOp::ResponseDeleteRange(DeleteRangeResponse {
-                    header: shared.header(d.revision),
-                    deleted: i64::try_from(d.deleted).unwrap_or(i64::MAX),
-                    prev_kvs: d.prev_kvs.into_iter().map(to_pb).collect(),
-                }),
-            };
-            ResponseOp {
-                response: Some(response),
-            }
-        })
-        .collect();
-    Ok(TxnResponse {
-        header: shared.header(done.revision),
-        succeeded: done.succeeded,
-        responses,
-    })
+    Ok(plan.posts.response(shared, done))
 }
 
 #[tonic::async_trait]

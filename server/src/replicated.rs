@@ -16,14 +16,13 @@ use folio_raft::{
 };
 
 use crate::errors;
-use crate::kv::{RangePost, check_put, plan_range, range_response};
+use crate::kv::{RangePost, check_put, plan_range, plan_txn};
 use crate::member::Member;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as ReqOp;
-use crate::pb::etcdserverpb::response_op::Response as RespOp;
 use crate::pb::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RequestOp,
-    ResponseOp, TxnRequest, TxnResponse,
+    TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb;
 use crate::state::Shared;
@@ -256,75 +255,52 @@ fn op(r: &RequestOp) -> Result<(OpSpec, Option<RangePost>), Status> {
 
 /// A txn that writes, through Raft (the caller checked its size, quota and op count).
 pub async fn txn(shared: &Shared, m: &Member, t: TxnRequest) -> Result<TxnResponse, Status> {
-    let compares = t
-        .compare
-        .iter()
-        .map(compare)
-        .collect::<Result<Vec<_>, _>>()?;
-    let (success, then_posts): (Vec<_>, Vec<_>) = t
-        .success
-        .iter()
-        .map(op)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
-    let (failure, else_posts): (Vec<_>, Vec<_>) = t
-        .failure
-        .iter()
-        .map(op)
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+    let plan = plan_txn(&t, compare, op)?;
     let r = m
         .write(Command::Txn {
-            compares,
-            success,
-            failure,
+            compares: plan.compares,
+            success: plan.success,
+            failure: plan.failure,
         })
         .await?;
-    let posts = if r.succeeded { then_posts } else { else_posts };
     let revision = r.revision;
     let responses = r
         .results
         .into_iter()
-        .zip(posts)
-        .map(|(result, post)| {
-            let response = match result {
-                OpResult::Range { kvs, count, more } => {
-                    let post = post.expect("a range op has its post-processing");
-                    let got = folio::RangeResponse {
-                        kvs: kvs.into_iter().map(kv_to_store).collect(),
-                        count,
-                        more,
-                        revision,
-                    };
-                    RespOp::ResponseRange(range_response(shared, &post, got))
-                }
-                OpResult::Put { prev_kv } => RespOp::ResponsePut(PutResponse {
-                    header: shared.header(revision),
-                    prev_kv: prev_kv.map(kv_to_pb),
-                }),
-                OpResult::DeleteRange { deleted, prev_kvs } => {
-                    RespOp::ResponseDeleteRange(DeleteRangeResponse {
-                        header: shared.header(revision),
-                        deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
-                        prev_kvs: prev_kvs.into_iter().map(kv_to_pb).collect(),
-                    })
-                }
-                other => {
-                    return Err(Status::internal(format!(
-                        "etcdserver: unexpected answer in a txn: {other:?}"
-                    )));
-                }
-            };
-            Ok(ResponseOp {
-                response: Some(response),
-            })
-        })
+        .map(|result| op_response(result, revision))
         .collect::<Result<Vec<_>, Status>>()?;
-    Ok(TxnResponse {
-        header: shared.header(revision),
+    let done = folio::TxnResponse {
         succeeded: r.succeeded,
+        revision,
         responses,
+    };
+    Ok(plan.posts.response(shared, done))
+}
+
+/// The store's answer an operation of a txn applied at `revision` gave, from the log's.
+fn op_response(result: OpResult, revision: i64) -> Result<folio::OpResponse, Status> {
+    Ok(match result {
+        OpResult::Range { kvs, count, more } => folio::OpResponse::Range(folio::RangeResponse {
+            kvs: kvs.into_iter().map(kv_to_store).collect(),
+            count,
+            more,
+            revision,
+        }),
+        OpResult::Put { prev_kv } => folio::OpResponse::Put(folio::PutResponse {
+            revision,
+            prev_kv: prev_kv.map(kv_to_store),
+        }),
+        OpResult::DeleteRange { deleted, prev_kvs } => {
+            folio::OpResponse::DeleteRange(folio::DeleteResponse {
+                revision,
+                deleted,
+                prev_kvs: prev_kvs.into_iter().map(kv_to_store).collect(),
+            })
+        }
+        other => {
+            return Err(Status::internal(format!(
+                "etcdserver: unexpected answer in a txn: {other:?}"
+            )));
+        }
     })
 }

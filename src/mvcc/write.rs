@@ -2,6 +2,7 @@
 //! one main revision of the store; each change in it takes the next sub revision.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::limits::STORE_VALUE_LEN_MAX;
@@ -33,6 +34,8 @@ pub(crate) struct StoreWrite<'s> {
     pub(crate) leases: LeaseChanges,
     /// The changes, for watchers.
     events: Vec<RawEvent>,
+    /// The changes of the revisions this write finished before its current one (a batch).
+    done: Vec<(i64, Vec<RawEvent>)>,
 }
 
 impl<'s> StoreWrite<'s> {
@@ -43,6 +46,16 @@ impl<'s> StoreWrite<'s> {
     /// The revision reads inside this write see: its own, once it has written.
     fn read_revision(&self) -> i64 {
         if self.sub > 0 { self.main() } else { self.base }
+    }
+
+    /// Ends the current revision if it wrote (a batch's next transaction takes the next one).
+    fn end_revision(&mut self) {
+        if self.sub > 0 {
+            let events = std::mem::take(&mut self.events);
+            self.done.push((self.main(), events));
+            self.base += 1;
+            self.sub = 0;
+        }
     }
 
     fn next_revision(&mut self) -> Revision {
@@ -242,7 +255,8 @@ impl<'s> StoreWrite<'s> {
 }
 
 impl Store {
-    /// Runs `f` as one write: one database transaction, at most one new main revision.
+    /// Runs `f` as one write: one database transaction, at most one new main revision, unless
+    /// `f` ends revisions itself ([`StoreWrite::end_revision`], a batch): one per transaction.
     pub(crate) fn write<R>(
         &self,
         f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>,
@@ -260,15 +274,17 @@ impl Store {
             forced: false,
             leases: LeaseChanges::default(),
             events: Vec::new(),
+            done: Vec::new(),
         };
         let result = f(&mut w);
+        w.end_revision();
         let StoreWrite {
             tx,
-            sub,
+            base: last,
             touched,
             forced,
             leases,
-            events,
+            done,
             ..
         } = w;
         match result {
@@ -277,7 +293,7 @@ impl Store {
                 unwind_index(inner, base, &touched);
                 Err(e)
             }
-            Ok(r) if sub == 0 && !forced && !leases.needs_commit() => Ok((r, base)),
+            Ok(r) if done.is_empty() && !forced && !leases.needs_commit() => Ok((r, base)),
             Ok(r) => match tx.commit_visible() {
                 Err(e) => {
                     unwind_index(inner, base, &touched);
@@ -286,16 +302,17 @@ impl Store {
                 Ok(visible) => {
                     // A lease grant, a revoke of no keys or an `also_put` alone commits
                     // without a revision.
-                    let revision = if sub > 0 { base + 1 } else { base };
+                    let revision = last;
                     inner.lessor.lock().apply(leases, inner.options.clock.now());
                     inner.state.write().current = revision;
                     // Queued in revision order under the writer lock; sent once durable.
-                    if sub > 0 {
-                        inner.watch.queue(revision, events);
+                    let wrote = !done.is_empty();
+                    for (main, events) in done {
+                        inner.watch.queue(main, events);
                     }
                     drop(guard);
                     visible.wait()?;
-                    if sub > 0 {
+                    if wrote {
                         inner.watch.release(revision);
                     }
                     Ok((r, revision))
@@ -407,50 +424,56 @@ impl TxnBuilder<'_> {
     /// that puts a key twice, or puts a key inside one of its delete ranges, is refused with
     /// [`Error::DuplicateKey`] and nothing changes. Overlapping delete ranges are allowed.
     pub fn commit(self) -> Result<TxnResponse> {
-        let TxnBuilder {
-            store,
-            compares,
-            then,
-            otherwise,
-            also,
-        } = self;
-        if let Some((tree, ..)) = also.iter().find(|(t, ..)| t.starts_with(b"mvcc.")) {
+        self.check()?;
+        Ok(self.store.write(|w| self.run(w))?.0)
+    }
+
+    /// What a transaction is refused for before it runs: an `also_put` into the store's own
+    /// trees, a branch that writes a key twice.
+    fn check(&self) -> Result<()> {
+        if let Some((tree, ..)) = self.also.iter().find(|(t, ..)| t.starts_with(b"mvcc.")) {
             return Err(Error::InvalidOption(format!(
                 "`also_put` into the store's own tree `{}`",
                 tree.escape_ascii()
             )));
         }
-        check_duplicates(&then)?;
-        check_duplicates(&otherwise)?;
-        let ((succeeded, mut responses), revision) = store.write(|w| {
-            let mut succeeded = true;
-            for c in &compares {
-                if !w.holds(c)? {
-                    succeeded = false;
-                    break;
+        check_duplicates(&self.then)?;
+        check_duplicates(&self.otherwise)
+    }
+
+    /// Runs the transaction inside the store write `w`, at `w`'s current revision.
+    fn run(&self, w: &mut StoreWrite<'_>) -> Result<TxnResponse> {
+        let mut succeeded = true;
+        for c in &self.compares {
+            if !w.holds(c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &self.then
+        } else {
+            &self.otherwise
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                Op::Put {
+                    key,
+                    value,
+                    options,
+                } => OpResponse::Put(w.put(key, value, options)?),
+                Op::DeleteRange { range, prev_kv } => {
+                    OpResponse::DeleteRange(w.delete_range(range, *prev_kv)?)
                 }
-            }
-            let ops = if succeeded { &then } else { &otherwise };
-            let mut responses = Vec::with_capacity(ops.len());
-            for op in ops {
-                responses.push(match op {
-                    Op::Put {
-                        key,
-                        value,
-                        options,
-                    } => OpResponse::Put(w.put(key, value, options)?),
-                    Op::DeleteRange { range, prev_kv } => {
-                        OpResponse::DeleteRange(w.delete_range(range, *prev_kv)?)
-                    }
-                    Op::Range { range, options } => OpResponse::Range(w.range(range, options)?),
-                });
-            }
-            for (tree, key, value) in &also {
-                w.tx.open_tree(tree)?.put(key, value)?;
-                w.forced = true;
-            }
-            Ok((succeeded, responses))
-        })?;
+                Op::Range { range, options } => OpResponse::Range(w.range(range, options)?),
+            });
+        }
+        for (tree, key, value) in &self.also {
+            w.tx.open_tree(tree)?.put(key, value)?;
+            w.forced = true;
+        }
+        let revision = w.read_revision();
         for r in &mut responses {
             match r {
                 OpResponse::Put(p) => p.revision = revision,
@@ -463,6 +486,36 @@ impl TxnBuilder<'_> {
             revision,
             responses,
         })
+    }
+}
+
+impl Store {
+    /// Runs `txns` in order, each as if committed alone (each that writes takes the next main
+    /// revision and answers as it would alone; each `also_put` is applied in turn, so a later
+    /// one overwrites an earlier one's key), in one database commit: one sync for them all.
+    /// This is how a replica applies a batch of log entries. If any transaction fails, none
+    /// takes effect and the error is its error. Every transaction must be of this store.
+    pub fn commit_batch<'s>(&'s self, txns: &[TxnBuilder<'s>]) -> Result<Vec<TxnResponse>> {
+        if txns
+            .iter()
+            .any(|t| !Arc::ptr_eq(&t.store.inner, &self.inner))
+        {
+            return Err(Error::InvalidOption(
+                "a batch holds a transaction of another store".into(),
+            ));
+        }
+        for t in txns {
+            t.check()?;
+        }
+        let (responses, _) = self.write(|w| {
+            let mut responses = Vec::with_capacity(txns.len());
+            for t in txns {
+                responses.push(t.run(w)?);
+                w.end_revision();
+            }
+            Ok(responses)
+        })?;
+        Ok(responses)
     }
 }
 
