@@ -19,25 +19,11 @@ use folio::sim::{Fault, SimStorage};
 use folio::{KeyRange, RangeOptions, Store};
 use folio_raft::{Command, CompareSpec, CompareTarget, OpSpec, Relation, StateMachine, TypeConfig};
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use openraft::{Entry, EntryPayload};
 
-fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload,
-    }
-}
-
-fn put(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
-    entry(
-        index,
-        EntryPayload::Normal(Command::Put {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            lease: 0,
-        }),
-    )
-}
+#[path = "support/entries.rs"]
+mod entries;
+use entries::{entry, put};
 
 const FIRST: u64 = 3;
 const LAST: u64 = 11;

@@ -10,25 +10,11 @@ use folio_raft::{
     Command, CompareSpec, CompareTarget, OpSpec, Peer, Relation, StateMachine, TypeConfig,
 };
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+use openraft::{Entry, EntryPayload, Membership};
 
-fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload,
-    }
-}
-
-fn put(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
-    entry(
-        index,
-        EntryPayload::Normal(Command::Put {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            lease: 0,
-        }),
-    )
-}
+#[path = "support/entries.rs"]
+mod entries;
+use entries::{entry, put};
 
 fn txn(index: u64, compare_value: &str, success: Vec<OpSpec>) -> Entry<TypeConfig> {
     entry(
