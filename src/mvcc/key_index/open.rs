@@ -239,3 +239,138 @@ fn compact(index: &mut Index, at: i64) {
         index.remove(&key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The index an open loads and replays answers as a full rebuild of the same file does, over
+    //! random histories of puts, transactions, deletes and compactions, with the index persisted
+    //! at random points and the store closed cleanly or as a crash would (no persist at close);
+    //! and the open loads exactly when the persisted index can be brought up to date (seeded:
+    //! the seed is printed, and `FOLIO_SEED=<seed>` reruns one).
+
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::mvcc::key_index::VisibleRevision;
+    use crate::mvcc::store::KEY_TREE;
+    use crate::{Db, Durability, Op, Store};
+
+    type Answers = Vec<(Vec<u8>, bool, Vec<Option<VisibleRevision>>)>;
+
+    /// Every key's answers at every revision from `from` to `to`.
+    fn answers(index: &Index, from: i64, to: i64) -> Answers {
+        index
+            .range::<[u8], _>(..)
+            .map(|(k, ki)| {
+                let seen = (from..=to).map(|at| ki.get(at)).collect();
+                (k.to_vec(), ki.is_alive(), seen)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_loaded_and_replayed_index_answers_as_a_rebuild_of_the_same_file() {
+        let seed: u64 = match std::env::var("FOLIO_SEED") {
+            Ok(s) => s.parse().expect("FOLIO_SEED=<u64>"),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_nanos() as u64,
+        };
+        println!("seed {seed}");
+        let mut rng = seed;
+        let mut next = move |n: u64| {
+            // splitmix64
+            rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.folio");
+        let builder = Db::builder().durability(Durability::None);
+        let key = |i: u64| format!("k{i:02}").into_bytes();
+        // The revision of the index persisted in the file, and the highest compaction since.
+        let mut persisted: Option<i64> = None;
+        let mut compacted_since = i64::MIN;
+        let (mut loaded, mut replayed_some) = (0, 0);
+        for round in 0..24 {
+            let store = Store::open_with(&path, &builder).unwrap();
+            let origin = store.index_origin();
+            let usable = persisted.is_some_and(|p| compacted_since <= p);
+            match (&origin, usable) {
+                (IndexOrigin::Loaded { revision, replayed }, true) => {
+                    assert_eq!(Some(*revision), persisted, "seed {seed}, round {round}");
+                    loaded += 1;
+                    replayed_some += usize::from(*replayed > 0);
+                }
+                (IndexOrigin::Rebuilt { .. }, false) => {}
+                _ => panic!(
+                    "seed {seed}, round {round}: {origin:?}, with the index persisted at \
+                     {persisted:?} and a compaction at {compacted_since} since"
+                ),
+            }
+            // The opened index answers as a rebuild of the same file.
+            {
+                let state = store.inner.state.read();
+                let tx = store.db().begin_read().unwrap();
+                let keys = tx.tree(KEY_TREE).unwrap().unwrap();
+                let (rebuilt, _) = rebuild(&keys).unwrap();
+                let (from, to) = (state.compacted.max(0), state.current + 1);
+                let (opened, rebuilt) = (
+                    answers(&state.index, from, to),
+                    answers(&rebuilt, from, to),
+                );
+                let names = |a: &Answers| a.iter().map(|k| k.0.clone()).collect::<Vec<_>>();
+                assert_eq!(names(&opened), names(&rebuilt), "seed {seed}, round {round}");
+                if let Some((o, r)) = opened.iter().zip(&rebuilt).find(|(o, r)| o != r) {
+                    panic!("seed {seed}, round {round}: opened {o:?}, rebuilt {r:?}");
+                }
+            }
+            for _ in 0..60 {
+                match next(20) {
+                    0..=7 => {
+                        store.put(&key(next(40)), b"v").unwrap();
+                    }
+                    8..=11 => {
+                        // Many keys in one revision: sub revisions above 0.
+                        let mut ks: Vec<u64> = (0..1 + next(6)).map(|_| next(40)).collect();
+                        ks.sort_unstable();
+                        ks.dedup();
+                        let ops: Vec<Op> = ks.iter().map(|&i| Op::put(&key(i), b"t")).collect();
+                        store.txn().then(ops).commit().unwrap();
+                    }
+                    12..=15 => {
+                        let a = next(40);
+                        let (lo, hi) = (key(a), key(a + 1 + next(3)));
+                        store.delete_range(lo.as_slice()..hi.as_slice()).unwrap();
+                    }
+                    16 | 17 => {
+                        let floor = store.compacted_revision();
+                        let current = store.current_revision();
+                        if current > floor {
+                            let at = floor + 1 + next((current - floor) as u64) as i64;
+                            store.compact(at).unwrap();
+                            compacted_since = compacted_since.max(at);
+                        }
+                    }
+                    _ => {
+                        store.persist_index().unwrap();
+                        persisted = Some(store.current_revision());
+                        compacted_since = i64::MIN;
+                    }
+                }
+            }
+            if next(3) == 0 {
+                // As a crash: the commits are in the file, the close persists nothing.
+                store.inner.persist_at_close.store(false, Ordering::Relaxed);
+            } else {
+                persisted = Some(store.current_revision());
+                compacted_since = i64::MIN;
+            }
+        }
+        println!("{loaded} of 24 opens loaded, {replayed_some} of them replayed records");
+        assert!(loaded >= 4 && replayed_some >= 1, "seed {seed}: too few loads to judge");
+    }
+}
