@@ -138,7 +138,12 @@ fn main() {
     let after = rss_anon();
     if let folio::IndexOrigin::Rebuilt { reason } = store.index_origin() {
         println!("the index was rebuilt ({reason}); persisting it and starting again");
+        let t = Instant::now();
         drop(store);
+        println!(
+            "the close persisted the index in {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args(std::env::args().skip(1))
             .status()
