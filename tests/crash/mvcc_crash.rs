@@ -810,7 +810,10 @@ fn a_crash_at_any_call_of_persisting_the_key_index_leaves_the_old_index_or_the_n
         assert_eq!(write(&store).current, model.current);
         counter.sim.arm(n, Fault::Crash);
         let at = format!("a crash at call {n} of {calls} ({:?})", log[n as usize - 1]);
-        assert!(store.persist_index().is_err(), "{at}: the persist returned Ok");
+        assert!(
+            store.persist_index().is_err(),
+            "{at}: the persist returned Ok"
+        );
         assert!(counter.sim.crashed(), "{at}: the armed call was never made");
         drop(store);
         let written = std::fs::read(dir.path().join(&name)).unwrap();

@@ -42,7 +42,11 @@ fn tamper(path: &std::path::Path, reseal: bool, f: impl FnOnce(&mut Vec<u8>, &mu
     let db = Db::open(path).unwrap();
     let mut tx = db.begin_write().unwrap();
     let mut tree = tx.open_tree(INDEX_TREE).unwrap();
-    let mut header = tree.get(HEADER).unwrap().expect("a persisted index").to_vec();
+    let mut header = tree
+        .get(HEADER)
+        .unwrap()
+        .expect("a persisted index")
+        .to_vec();
     let n = u32::from_le_bytes(header[4..8].try_into().unwrap());
     let mut chunks: Vec<Vec<u8>> = (0..n)
         .map(|i| tree.get(&i.to_be_bytes()).unwrap().unwrap().to_vec())
@@ -63,7 +67,6 @@ fn tamper(path: &std::path::Path, reseal: bool, f: impl FnOnce(&mut Vec<u8>, &mu
         tree.put(&(i as u32).to_be_bytes(), c).unwrap();
     }
     tree.put(HEADER, &header).unwrap();
-    drop(tree);
     tx.commit().unwrap();
 }
 
@@ -93,7 +96,10 @@ fn assert_rebuilt(path: &std::path::Path, why: &str, all: &[Vec<KeyValue>]) {
     let store = Store::open(path).unwrap();
     match store.index_origin() {
         IndexOrigin::Rebuilt { reason } => {
-            assert!(reason.contains(why), "rebuilt because {reason:?}, not {why:?}")
+            assert!(
+                reason.contains(why),
+                "rebuilt because {reason:?}, not {why:?}"
+            )
         }
         other => panic!("{other:?}: the index was not rebuilt ({why})"),
     }
@@ -184,7 +190,10 @@ fn a_persisted_chunk_damaged_under_matching_checksums_never_panics_the_open() {
     }
     tamper(&path, true, |_, chunks| chunks[0].clone_from(&chunk));
     assert_eq!(everything(&Store::open(&path).unwrap()), all);
-    assert!(rebuilt > positions.len(), "only {rebuilt} changes were caught");
+    assert!(
+        rebuilt > positions.len(),
+        "only {rebuilt} changes were caught"
+    );
 }
 
 #[test]
@@ -197,7 +206,6 @@ fn a_record_removed_behind_the_persisted_index_falls_back_to_the_rebuild() {
         let mut keys = tx.open_tree(b"mvcc.key").unwrap();
         let first = keys.as_tree().first().unwrap().unwrap().0.to_vec();
         assert!(keys.delete(&first).unwrap());
-        drop(keys);
         tx.commit().unwrap();
     }
     let store = Store::open(&path).unwrap();
@@ -224,7 +232,10 @@ fn an_index_persisted_before_a_compaction_past_it_is_rebuilt_from_the_records() 
     let reopened = Store::open(&copy).unwrap();
     match reopened.index_origin() {
         IndexOrigin::Rebuilt { reason } => {
-            assert!(reason.contains("removed records a replay would need"), "{reason}")
+            assert!(
+                reason.contains("removed records a replay would need"),
+                "{reason}"
+            )
         }
         other => panic!("{other:?}: an index a compaction passed was used"),
     }

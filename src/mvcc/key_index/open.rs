@@ -62,7 +62,12 @@ pub(crate) struct Opened {
 
 /// Makes the index of the store in `tx`: `keys` is its `key` tree, `finished` and `scheduled`
 /// the revisions of its last finished and scheduled compactions.
-pub(crate) fn open(tx: &ReadTxn<'_>, keys: &Tree<'_>, finished: i64, scheduled: i64) -> Result<Opened> {
+pub(crate) fn open(
+    tx: &ReadTxn<'_>,
+    keys: &Tree<'_>,
+    finished: i64,
+    scheduled: i64,
+) -> Result<Opened> {
     let newest = match keys.last()? {
         Some((k, _)) => Some(Revision::decode(k)?.0.main),
         None => None,
@@ -318,12 +323,14 @@ mod tests {
                 let keys = tx.tree(KEY_TREE).unwrap().unwrap();
                 let (rebuilt, _) = rebuild(&keys).unwrap();
                 let (from, to) = (state.compacted.max(0), state.current + 1);
-                let (opened, rebuilt) = (
-                    answers(&state.index, from, to),
-                    answers(&rebuilt, from, to),
-                );
+                let (opened, rebuilt) =
+                    (answers(&state.index, from, to), answers(&rebuilt, from, to));
                 let names = |a: &Answers| a.iter().map(|k| k.0.clone()).collect::<Vec<_>>();
-                assert_eq!(names(&opened), names(&rebuilt), "seed {seed}, round {round}");
+                assert_eq!(
+                    names(&opened),
+                    names(&rebuilt),
+                    "seed {seed}, round {round}"
+                );
                 if let Some((o, r)) = opened.iter().zip(&rebuilt).find(|(o, r)| o != r) {
                     panic!("seed {seed}, round {round}: opened {o:?}, rebuilt {r:?}");
                 }
@@ -371,6 +378,9 @@ mod tests {
             }
         }
         println!("{loaded} of 24 opens loaded, {replayed_some} of them replayed records");
-        assert!(loaded >= 4 && replayed_some >= 1, "seed {seed}: too few loads to judge");
+        assert!(
+            loaded >= 4 && replayed_some >= 1,
+            "seed {seed}: too few loads to judge"
+        );
     }
 }

@@ -195,16 +195,19 @@ pub(super) fn count(bytes: &[u8]) -> u64 {
 }
 
 /// The varint at the start of `bytes` and its length, if it is one that fits a `u64`.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(super) fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut n = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        if i == 9 && b > 1 {
+    let mut shift = 0u32;
+    for (len, &b) in (1..=10).zip(bytes) {
+        if len == 10 && b > 1 {
             return None;
         }
-        n |= u64::from(b & 0x7f) << (7 * i);
+        n |= u64::from(b & 0x7f).checked_shl(shift)?;
         if b < 0x80 {
-            return Some((n, i + 1));
+            return Some((n, len));
         }
+        shift = shift.wrapping_add(7); // at most 63: ten bytes at most
     }
     None
 }
@@ -213,6 +216,7 @@ pub(super) fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
 /// panicking and that the index may hold: canonical, every generation but the last non-empty,
 /// revisions rising (main revisions from 1 up to `revision_max`, sub revisions from 0). Returns
 /// how many revisions it holds, or what is wrong.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(super) fn check(bytes: &[u8], revision_max: i64) -> Result<u64, &'static str> {
     struct Checked<'a> {
         bytes: &'a [u8],
@@ -222,7 +226,7 @@ pub(super) fn check(bytes: &[u8], revision_max: i64) -> Result<u64, &'static str
         fn next(&mut self) -> Result<u64, &'static str> {
             let rest = self.bytes.get(self.at..).unwrap_or_default();
             let (n, len) = read_varint(rest).ok_or("a malformed number")?;
-            self.at += len;
+            self.at = self.at.checked_add(len).ok_or("a malformed number")?;
             Ok(n)
         }
     }
@@ -273,7 +277,7 @@ pub(super) fn check(bytes: &[u8], revision_max: i64) -> Result<u64, &'static str
             }
             previous = Some(rev);
         }
-        total += len;
+        total = total.checked_add(len).ok_or("too many revisions")?;
     }
     if total == 0 && !ended_empty {
         return Err("no generation");

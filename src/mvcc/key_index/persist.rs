@@ -74,17 +74,14 @@ impl Header {
         b
     }
 
+    #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     fn decode(b: &[u8]) -> Result<Header, Rejected> {
-        let b: &[u8; HEADER_LEN] = b
-            .try_into()
-            .map_err(|_| format!("the header is {} bytes, not {HEADER_LEN}", b.len()))?;
-        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let u64_at = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
-        if u32_at(60) != crc32fast::hash(&b[..60]) {
+        if b.len() != HEADER_LEN {
+            return Err(format!("the header is {} bytes, not {HEADER_LEN}", b.len()));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes_at(b, at));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes_at(b, at));
+        if u32_at(60) != crc32fast::hash(b.get(..60).unwrap_or_default()) {
             return Err("the header's checksum does not match".into());
         }
         let format = u32_at(0);
@@ -102,6 +99,16 @@ impl Header {
             crc: u32_at(56),
         })
     }
+}
+
+/// `N` bytes of `b` from `at`, zeros if `b` is shorter (a header's fixed fields, its length
+/// checked first).
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    at.checked_add(N)
+        .and_then(|end| b.get(at..end))
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; N])
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -160,7 +167,6 @@ pub(crate) fn write(
     if !chunk.is_empty() {
         flush(&mut chunk, &mut header)?;
     }
-    drop(flush);
     header.crc = crc.finalize();
     tree.put(HEADER_KEY, &header.encode())?;
     Ok(header)
@@ -178,6 +184,7 @@ pub(crate) fn header(tree: &Tree<'_>) -> Result<Header, Rejected> {
 /// Loads the index persisted in `tree` under `header`, every check made (see the module docs).
 /// No history may hold a revision above the header's. Decodes the two halves of the chunks on
 /// two threads.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(crate) fn load(tree: &Tree<'_>, header: &Header) -> Result<Index, Rejected> {
     // The chunks, in place, in order.
     let mut chunks: Vec<&[u8]> = Vec::with_capacity(header.chunks.min(1 << 20) as usize);
@@ -192,15 +199,14 @@ pub(crate) fn load(tree: &Tree<'_>, header: &Header) -> Result<Index, Rejected> 
             Err(e) => return Err(format!("reading the chunks: {e}")),
         };
         entry = cursor.next();
-        if k.len() != 4 {
+        let Ok(n) = <[u8; 4]>::try_from(k).map(u32::from_be_bytes) else {
             continue; // the header
-        }
-        let n = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+        };
         if n as usize != chunks.len() {
             return Err(format!("chunk {n} where chunk {} belongs", chunks.len()));
         }
         crc.update(v);
-        bytes += v.len() as u64;
+        bytes = bytes.saturating_add(v.len() as u64);
         chunks.push(v);
     }
     if chunks.len() as u64 != u64::from(header.chunks) || bytes != header.bytes {
@@ -219,13 +225,13 @@ pub(crate) fn load(tree: &Tree<'_>, header: &Header) -> Result<Index, Rejected> 
     let split = chunks
         .iter()
         .position(|c| {
-            behind += c.len() as u64;
-            behind * 2 > bytes
+            behind = behind.saturating_add(c.len() as u64);
+            behind > bytes / 2
         })
-        .map_or(chunks.len(), |i| i + 1);
+        .map_or(chunks.len(), |i| i.saturating_add(1));
     let (low, high) = chunks.split_at(split);
     // Each entry takes at least 3 bytes (two lengths and a history): that bounds the allocation.
-    let keys = header.keys.min(bytes / 3) as usize;
+    let keys = usize::try_from(header.keys.min(bytes / 3)).unwrap_or(0);
     let (low, high) = std::thread::scope(|s| {
         let high = s.spawn(|| decode(high, header.revision, Vec::new()));
         let low = decode(low, header.revision, Vec::with_capacity(keys));
@@ -238,7 +244,7 @@ pub(crate) fn load(tree: &Tree<'_>, header: &Header) -> Result<Index, Rejected> 
         return Err("keys do not rise from one chunk to the next".into());
     }
     entries.extend(upper);
-    let revisions = low_revisions + high_revisions;
+    let revisions = low_revisions.saturating_add(high_revisions);
     if entries.len() as u64 != header.keys || revisions != header.revisions {
         return Err(format!(
             "{} keys of {revisions} revisions, the header says {} of {}",
@@ -252,6 +258,7 @@ pub(crate) fn load(tree: &Tree<'_>, header: &Header) -> Result<Index, Rejected> 
 
 /// Decodes `chunks` onto `entries`; returns them and how many revisions they hold.
 #[allow(clippy::type_complexity)]
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 fn decode(
     chunks: &[&[u8]],
     revision_max: i64,
@@ -277,7 +284,7 @@ fn decode(
             if n == 0 {
                 return Err(format!("key {} has no revisions", key.escape_ascii()));
             }
-            revisions += n;
+            revisions = revisions.saturating_add(n);
             entries.push((
                 Box::from(key),
                 KeyIndex {
@@ -290,15 +297,17 @@ fn decode(
 }
 
 /// The length-prefixed bytes at `*at` in `chunk` (a `what`); moves `*at` past them.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 fn take<'a>(chunk: &'a [u8], at: &mut usize, what: &str) -> Result<&'a [u8], Rejected> {
     let (len, n) = packed::read_varint(chunk.get(*at..).unwrap_or_default())
         .ok_or_else(|| format!("a chunk holds a malformed {what} length"))?;
-    let start = *at + n;
-    let bytes = usize::try_from(len)
+    let past = || format!("a {what} runs past the end of its chunk");
+    let start = at.checked_add(n).ok_or_else(past)?;
+    let end = usize::try_from(len)
         .ok()
         .and_then(|len| start.checked_add(len))
-        .and_then(|end| chunk.get(start..end))
-        .ok_or_else(|| format!("a {what} runs past the end of its chunk"))?;
-    *at = start + bytes.len();
+        .ok_or_else(past)?;
+    let bytes = chunk.get(start..end).ok_or_else(past)?;
+    *at = end;
     Ok(bytes)
 }
