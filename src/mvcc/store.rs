@@ -173,8 +173,11 @@ impl Store {
         Store::with_db_options(db, StoreOptions::default())
     }
 
-    /// Opens a store in `db` with `options`. Rebuilds the key index from the `key` tree and
-    /// finishes a compaction that a crash interrupted.
+    /// Opens a store in `db` with `options`. Loads the key index persisted in the file and
+    /// replays the records written after it, or, when there is none or it cannot be brought up
+    /// to date, rebuilds the index from the `key` tree ([`Store::index_origin`] says which, and
+    /// why); finishes a compaction that a crash interrupted. The last handle's drop persists
+    /// the index again if it changed.
     ///
     /// A database with no trees becomes a store: its trees `mvcc.key` and `mvcc.meta` are made
     /// (which needs a read-write `db`). A database that holds other trees but not the store's
