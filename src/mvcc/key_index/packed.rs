@@ -197,6 +197,12 @@ pub(super) fn count(bytes: &[u8]) -> u64 {
 /// The varint at the start of `bytes` and its length, if it is one that fits a `u64`.
 #[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub(super) fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    // Most numbers of a history are one byte (differences, sub revisions, short lengths).
+    if let Some(&b) = bytes.first()
+        && b < 0x80
+    {
+        return Some((u64::from(b), 1));
+    }
     let mut n = 0u64;
     let mut shift = 0u32;
     for (len, &b) in (1..=10).zip(bytes) {
