@@ -257,8 +257,10 @@ impl Store {
     /// this too; call it to bound the replay after a crash (after a compaction, say: an index
     /// persisted before a compaction cannot be used after it, and the next open rebuilds).
     /// Writers wait for it (it holds the writer lock while it writes the index: about 60 bytes
-    /// per key), readers do not. Does nothing if the index persisted is already this one or a
-    /// compaction is scheduled and not finished.
+    /// per key), readers do not; it waits for a running compaction to finish (so calling it
+    /// while holding a [`Compaction`](crate::Compaction) of this store never returns). Does
+    /// nothing if the index persisted is already this one or a compaction is scheduled and not
+    /// finished.
     pub fn persist_index(&self) -> Result<()> {
         self.inner.persist_index().map(|_| ())
     }
