@@ -103,7 +103,13 @@ impl Drop for StoreInner {
         if *self.persist_at_close.get_mut() && !self.db.is_read_only() {
             // A failure leaves the index persisted before (or none) in the file, which the next
             // open brings up to date by a longer replay, or rebuilds from the records.
-            let _ = self.persist_index();
+            let records = self
+                .db
+                .begin_read()
+                .and_then(|tx| Ok(tx.tree(KEY_TREE)?.map_or(0, |t| t.len())));
+            if records.is_ok_and(|n| n >= crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN) {
+                let _ = self.persist_index();
+            }
         }
     }
 }
@@ -177,7 +183,7 @@ impl Store {
     /// replays the records written after it, or, when there is none or it cannot be brought up
     /// to date, rebuilds the index from the `key` tree ([`Store::index_origin`] says which, and
     /// why); finishes a compaction that a crash interrupted. The last handle's drop persists
-    /// the index again if it changed.
+    /// the index again if it changed (in a store of 10,000 records or more).
     ///
     /// A database with no trees becomes a store: its trees `mvcc.key` and `mvcc.meta` are made
     /// (which needs a read-write `db`). A database that holds other trees but not the store's
@@ -254,7 +260,9 @@ impl Store {
 
     /// Persists the key index in the file, so the next open loads it and replays only the
     /// revisions written after now instead of reading every record. The last handle's drop does
-    /// this too; call it to bound the replay after a crash (after a compaction, say: an index
+    /// this too, for a store of at least
+    /// [`INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`](crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN)
+    /// records; call it to bound the replay after a crash (after a compaction, say: an index
     /// persisted before a compaction cannot be used after it, and the next open rebuilds).
     /// Writers wait for it (it holds the writer lock while it writes the index: about 60 bytes
     /// per key), readers do not; it waits for a running compaction to finish (so calling it

@@ -758,10 +758,18 @@ fn a_crash_while_the_open_resumes_a_compaction_leaves_an_image_the_next_open_fin
 #[test]
 fn a_crash_at_any_call_of_persisting_the_key_index_leaves_the_old_index_or_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    // The base's close persists its index at its current revision.
-    let base = base(dir.path(), "base", 300, 24, Some(90));
-    let persisted = base.model.current;
     let durability = Durability::Immediate;
+    // The base, with its index persisted at its current revision.
+    let base = {
+        let base = base(dir.path(), "base", 300, 24, Some(90));
+        let (counter, db) = open_image(dir.path(), "base-persisted", &base.image, durability);
+        Store::with_db(db).unwrap().persist_index().unwrap();
+        Base {
+            image: counter.sim.crash_image(None),
+            ..base
+        }
+    };
+    let persisted = base.model.current;
     // The writes after the base, the same in every run.
     let write = |store: &Store| -> Model {
         let mut w = Writer {

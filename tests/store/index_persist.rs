@@ -70,12 +70,14 @@ fn tamper(path: &std::path::Path, reseal: bool, f: impl FnOnce(&mut Vec<u8>, &mu
     tx.commit().unwrap();
 }
 
-/// A store at `dir/kv.folio` closed with its index persisted; returns its path and contents.
+/// A store at `dir/kv.folio` closed with its index persisted (explicitly: a store this small
+/// does not persist it at close); returns its path and contents.
 fn persisted(dir: &tempfile::TempDir) -> (std::path::PathBuf, Vec<Vec<KeyValue>>) {
     let path = dir.path().join("kv.folio");
     let store = Store::open(&path).unwrap();
     let current = fill(&store);
     let all = everything(&store);
+    store.persist_index().unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(
@@ -84,7 +86,7 @@ fn persisted(dir: &tempfile::TempDir) -> (std::path::PathBuf, Vec<Vec<KeyValue>>
             revision: current,
             replayed: 0
         },
-        "a clean close persists the index and the next open loads it"
+        "the next open loads the index persisted"
     );
     assert_eq!(everything(&store), all);
     (path, all)
@@ -246,7 +248,7 @@ fn an_index_persisted_before_a_compaction_past_it_is_rebuilt_from_the_records() 
 }
 
 #[test]
-fn a_store_without_a_persisted_index_is_rebuilt_and_persists_one_at_close() {
+fn a_store_without_a_persisted_index_is_rebuilt_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (path, all) = persisted(&dir);
     {
@@ -256,11 +258,52 @@ fn a_store_without_a_persisted_index_is_rebuilt_and_persists_one_at_close() {
         tx.commit().unwrap();
     }
     assert_rebuilt(&path, "no persisted index", &all);
+}
+
+/// A close persists the index of a store of at least `INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`
+/// records (where it saves the open a rebuild) and leaves a smaller store's file as it was.
+#[test]
+fn a_close_persists_the_index_of_a_store_of_ten_thousand_records_and_not_of_a_smaller_one() {
+    let min = folio::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.folio");
+    let put = |store: &Store, from: u64, n: u64| {
+        let ops: Vec<folio::Op> = (from..from + n)
+            .map(|i| folio::Op::put(format!("key-{i:06}").as_bytes(), b"v"))
+            .collect();
+        store.txn().then(ops).commit().unwrap();
+    };
     let store = Store::open(&path).unwrap();
-    assert!(matches!(
+    put(&store, 0, min - 1);
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
         store.index_origin(),
-        IndexOrigin::Loaded { replayed: 0, .. }
-    ));
+        IndexOrigin::Rebuilt {
+            reason: "no persisted index".into()
+        },
+        "a store of {} records persisted its index at close",
+        min - 1
+    );
+    put(&store, min - 1, 1);
+    let at = store.current_revision();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.index_origin(),
+        IndexOrigin::Loaded {
+            revision: at,
+            replayed: 0
+        },
+        "a store of {min} records did not persist its index at close"
+    );
+    assert_eq!(
+        store
+            .range(KeyRange::all(), RangeOptions::current().count_only())
+            .unwrap()
+            .count,
+        min
+    );
 }
 
 /// Everything in the store at every revision from `from` to the current one.

@@ -358,10 +358,19 @@ mod tests {
         let mut revisions = 0;
         for i in 0..20i64 {
             let mut k = KeyIndex::default();
-            k.put(Revision { main: i + 1, sub: 0 });
-            k.put(Revision { main: i + 30, sub: 1 });
+            k.put(Revision {
+                main: i + 1,
+                sub: 0,
+            });
+            k.put(Revision {
+                main: i + 30,
+                sub: 1,
+            });
             if i % 3 == 0 {
-                k.tombstone(Revision { main: i + 60, sub: 0 });
+                k.tombstone(Revision {
+                    main: i + 60,
+                    sub: 0,
+                });
                 revisions += 1;
             }
             if i % 5 == 0 {
@@ -376,7 +385,10 @@ mod tests {
             chunk.extend_from_slice(&k.packed);
         }
         assert_eq!(fuzz_chunk(&chunk, 100), Ok((20, revisions)));
-        assert!(fuzz_chunk(&chunk, 50).is_err(), "a revision above the header's");
+        assert!(
+            fuzz_chunk(&chunk, 50).is_err(),
+            "a revision above the header's"
+        );
         let mut rejected = 0;
         for _ in 0..20_000 {
             let mut damaged = chunk.clone();
@@ -387,6 +399,9 @@ mod tests {
             damaged.truncate(damaged.len() - next(3) as usize);
             rejected += usize::from(fuzz_chunk(&damaged, 100).is_err());
         }
-        assert!(rejected > 1000, "seed {seed}: only {rejected} damaged chunks rejected");
+        assert!(
+            rejected > 1000,
+            "seed {seed}: only {rejected} damaged chunks rejected"
+        );
     }
 }
