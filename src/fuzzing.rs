@@ -133,3 +133,15 @@ pub fn seal(run: &mut [u8]) {
         page::seal(run);
     }
 }
+
+/// Decodes `bytes` as one chunk of a persisted key index (`mvcc/key_index/persist.rs`) whose
+/// revisions are at most `revision_max`, as an open loads it, then asks every decoded history
+/// what an open store would: what is visible at every revision up to `revision_max + 1` (at
+/// most 64 of them) and whether the key is alive. Returns the keys and revisions decoded, or
+/// why the chunk was rejected.
+pub fn key_index_chunk(
+    bytes: &[u8],
+    revision_max: i64,
+) -> std::result::Result<(usize, u64), String> {
+    crate::mvcc::key_index::persist::fuzz_chunk(bytes, revision_max)
+}

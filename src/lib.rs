@@ -249,6 +249,7 @@ pub use inspect::{
     BranchEntry, LeafEntry, LeafValue, MetaDump, PageBody, PageDump, PageMap, PageRun, PageUse,
 };
 pub use mvcc::Compaction;
+pub use mvcc::IndexOrigin;
 pub use mvcc::{
     Clock, Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue,
     LeaseGrant, LeaseStatus, ManualClock, MonotonicClock, Op, OpResponse, PutOptions, PutResponse,

@@ -121,6 +121,10 @@ pub const RANGE_STREAM_INDEX_CHUNK: usize = 1024;
 /// Records a streaming range reads from the key tree at a time: what it holds in memory.
 pub const RANGE_STREAM_LOAD_BATCH: usize = 128;
 const _: () = assert!(RANGE_STREAM_LOAD_BATCH > 0 && RANGE_STREAM_INDEX_CHUNK > 0);
+/// Records the `key` tree must hold for a store's close to persist its key index: below it a
+/// rebuild on open takes milliseconds, and the file is left as an older build would leave it.
+/// (`Store::persist_index` persists at any size.)
+pub const INDEX_PERSIST_AT_CLOSE_RECORDS_MIN: u64 = 10_000;
 /// The longest lease TTL in seconds, etcd's `MaxLeaseTTL`.
 pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 /// Events a watcher buffers by default before it falls behind and catches up from the key tree.

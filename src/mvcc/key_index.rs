@@ -41,13 +41,17 @@
 //!    as above and pack them again. The packing is canonical, so two equal histories have equal
 //!    bytes.
 //!
-//! The keys and their histories live in an [`Index`] (`map.rs`), an ordered map; on open it is
+//! The keys and their histories live in an [`Index`] (`map.rs`), an ordered map. It is persisted
+//! in its own tree with the revision it reflects (`persist.rs`); on open (`open.rs`) the persisted
+//! index is loaded and the records after it replayed, or, when it cannot be trusted, the index is
 //! rebuilt from the `key` tree by `rebuild.rs`, which reads only the head of each record.
 
 mod map;
 #[cfg(test)]
 mod model_tests;
+mod open;
 mod packed;
+pub(crate) mod persist;
 mod rebuild;
 
 use std::collections::HashSet;
@@ -56,6 +60,8 @@ use std::fmt;
 use crate::mvcc::revision::Revision;
 
 pub(crate) use map::Index;
+pub use open::IndexOrigin;
+pub(crate) use open::open;
 pub(crate) use rebuild::rebuild;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@ pub(crate) mod watch;
 pub(crate) mod write;
 
 pub use compaction::Compaction;
+pub use key_index::IndexOrigin;
 pub use lease::{Clock, LeaseGrant, LeaseStatus, ManualClock, MonotonicClock};
 pub use range::RangeStream;
 pub use revision::{KeyValue, Revision};

@@ -13,13 +13,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
-use crate::mvcc::key_index::{self, Index};
+use crate::mvcc::key_index::{self, Index, IndexOrigin, persist};
 use crate::mvcc::lease::Lessor;
 use crate::mvcc::range::plan_range;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
@@ -41,6 +42,9 @@ pub(crate) struct StoreState {
     pub index: Index,
     pub current: i64,
     pub compacted: i64,
+    /// The revision and compacted revision of the index persisted in the file, when known to
+    /// be these; a close persists the index when they are not `(current, compacted)`.
+    pub persisted: Option<(i64, i64)>,
 }
 
 #[derive(Debug)]
@@ -56,6 +60,58 @@ pub(crate) struct StoreInner {
     pub options: StoreOptions,
     /// The watchers, and the events of revisions not yet durable.
     pub watch: WatchHub,
+    /// How the open made the key index.
+    pub index_origin: IndexOrigin,
+    /// Set once the open has succeeded: the last handle's drop then persists the key index.
+    pub persist_at_close: AtomicBool,
+}
+
+impl StoreInner {
+    /// Persists the key index in the file (`key_index/persist.rs`) unless the index persisted
+    /// there is already this one; returns whether it wrote. Holds the compaction and writer locks
+    /// for the whole of it: no compaction runs and no revision is added meanwhile (readers go
+    /// on). Does not write while a compaction is scheduled and not finished: the index would not
+    /// match the records.
+    pub(crate) fn persist_index(&self) -> Result<bool> {
+        let _one_compaction = self.compaction.lock();
+        let _writer = self.writer.lock();
+        let state = self.state.read();
+        let (current, compacted) = (state.current, state.compacted);
+        if state.persisted == Some((current, compacted)) {
+            return Ok(false);
+        }
+        let mut tx = self.db.begin_write()?;
+        let key_records = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?.len();
+        let pending = {
+            let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
+            let meta = meta.as_tree();
+            meta_rev(&meta, SCHEDULED)? > meta_rev(&meta, FINISHED)?
+        };
+        if pending {
+            return Ok(false);
+        }
+        persist::write(&mut tx, &state.index, current, compacted, key_records)?;
+        tx.commit()?;
+        drop(state);
+        self.state.write().persisted = Some((current, compacted));
+        Ok(true)
+    }
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        if *self.persist_at_close.get_mut() && !self.db.is_read_only() {
+            // A failure leaves the index persisted before (or none) in the file, which the next
+            // open brings up to date by a longer replay, or rebuilds from the records.
+            let records = self
+                .db
+                .begin_read()
+                .and_then(|tx| Ok(tx.tree(KEY_TREE)?.map_or(0, |t| t.len())));
+            if records.is_ok_and(|n| n >= crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN) {
+                let _ = self.persist_index();
+            }
+        }
+    }
 }
 
 /// A revisioned key-value store with etcd's semantics: every write gets a new revision, reads can
@@ -123,8 +179,11 @@ impl Store {
         Store::with_db_options(db, StoreOptions::default())
     }
 
-    /// Opens a store in `db` with `options`. Rebuilds the key index from the `key` tree and
-    /// finishes a compaction that a crash interrupted.
+    /// Opens a store in `db` with `options`. Loads the key index persisted in the file and
+    /// replays the records written after it, or, when there is none or it cannot be brought up
+    /// to date, rebuilds the index from the `key` tree ([`Store::index_origin`] says which, and
+    /// why); finishes a compaction that a crash interrupted. The last handle's drop persists
+    /// the index again if it changed (in a store of 10,000 records or more).
     ///
     /// A database with no trees becomes a store: its trees `mvcc.key` and `mvcc.meta` are made
     /// (which needs a read-write `db`). A database that holds other trees but not the store's
@@ -149,22 +208,22 @@ impl Store {
             tx.open_tree(META_TREE)?;
             tx.commit()?;
         }
-        let (state, scheduled) = {
+        let (state, scheduled, index_origin) = {
             let tx = db.begin_read()?;
             let keys = tx.tree(KEY_TREE)?.ok_or_else(|| missing(KEY_TREE))?;
             let meta = tx.tree(META_TREE)?.ok_or_else(|| missing(META_TREE))?;
-            let (index, newest) = key_index::rebuild(&keys)?;
-            // As in etcd, a new store is at revision 1 and its first write is revision 2.
-            let mut state = StoreState {
-                index,
-                current: newest.map_or(1, |n| n.max(1)),
-                compacted: NEVER_COMPACTED,
-            };
             let scheduled = meta_rev(&meta, SCHEDULED)?;
-            state.compacted = meta_rev(&meta, FINISHED)?;
-            // Compaction may have removed the newest revisions (tombstones at or below it).
-            state.current = state.current.max(scheduled);
-            (state, scheduled)
+            let finished = meta_rev(&meta, FINISHED)?;
+            let opened = key_index::open(&tx, &keys, finished, scheduled)?;
+            // As in etcd, a new store is at revision 1 and its first write is revision 2.
+            let state = StoreState {
+                index: opened.index,
+                // Compaction may have removed the newest revisions (tombstones at or below it).
+                current: opened.newest.map_or(1, |n| n.max(1)).max(scheduled),
+                compacted: finished,
+                persisted: opened.persisted,
+            };
+            (state, scheduled, opened.origin)
         };
         let lessor = Lessor::open(&db.begin_read()?, options.clock.now())?;
         let durable = state.current;
@@ -177,6 +236,8 @@ impl Store {
                 compaction: Mutex::new(()),
                 lessor: Mutex::new(lessor),
                 options,
+                index_origin,
+                persist_at_close: AtomicBool::new(false),
             }),
         };
         if scheduled > store.compacted_revision() {
@@ -187,7 +248,29 @@ impl Store {
                 store.finish_compaction(scheduled)?;
             }
         }
+        store.inner.persist_at_close.store(true, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// How the open made the key index: loaded from the index persisted in the file (and the
+    /// records after it replayed), or rebuilt from every record, and then why.
+    pub fn index_origin(&self) -> IndexOrigin {
+        self.inner.index_origin.clone()
+    }
+
+    /// Persists the key index in the file, so the next open loads it and replays only the
+    /// revisions written after now instead of reading every record. The last handle's drop does
+    /// this too, for a store of at least
+    /// [`INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`](crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN)
+    /// records; call it to bound the replay after a crash (after a compaction, say: an index
+    /// persisted before a compaction cannot be used after it, and the next open rebuilds).
+    /// Writers wait for it (it holds the writer lock while it writes the index: about 60 bytes
+    /// per key), readers do not; it waits for a running compaction to finish (so calling it
+    /// while holding a [`Compaction`](crate::Compaction) of this store never returns). Does
+    /// nothing if the index persisted is already this one or a compaction is scheduled and not
+    /// finished.
+    pub fn persist_index(&self) -> Result<()> {
+        self.inner.persist_index().map(|_| ())
     }
 
     /// Defragments the database under this store (see [`Db::defrag`]) online: reads and writes

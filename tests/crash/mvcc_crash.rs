@@ -743,3 +743,133 @@ fn a_crash_while_the_open_resumes_a_compaction_leaves_an_image_the_next_open_fin
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Crashes while the key index is persisted
+// ---------------------------------------------------------------------------------------------
+
+/// The threat: a crash while `Store::persist_index` writes the index leaves a half-written or
+/// stale index that the next open trusts, and the store answers from a wrong index. The persist
+/// is one commit: a crash before its meta page is durable leaves the index persisted before (at
+/// the base's revision, and the open replays the writes after it), after that the new one (and
+/// the open replays nothing). Either way every read agrees with the model; and once a crash
+/// point leaves the new index, every later one does (from the call after the meta write, for a
+/// process crash).
+#[test]
+fn a_crash_at_any_call_of_persisting_the_key_index_leaves_the_old_index_or_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let durability = Durability::Immediate;
+    // The base, with its index persisted at its current revision.
+    let base = {
+        let base = base(dir.path(), "base", 300, 24, Some(90));
+        let (counter, db) = open_image(dir.path(), "base-persisted", &base.image, durability);
+        Store::with_db(db).unwrap().persist_index().unwrap();
+        Base {
+            image: counter.sim.crash_image(None),
+            ..base
+        }
+    };
+    let persisted = base.model.current;
+    // The writes after the base, the same in every run.
+    let write = |store: &Store| -> Model {
+        let mut w = Writer {
+            store,
+            model: base.model.clone(),
+        };
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        for i in 0..40u64 {
+            let k = key(rng.below(30));
+            if i % 7 == 3 {
+                w.delete_prefix(&k);
+            } else {
+                let v = value(&mut rng, w.model.current + 1);
+                w.put(&k, &v);
+            }
+        }
+        w.model
+    };
+    let loaded = |store: &Store| match store.index_origin() {
+        folio::IndexOrigin::Loaded { revision, replayed } => (revision, replayed),
+        other => panic!("the persisted index was not loaded: {other:?}"),
+    };
+
+    // The dry run: the calls of the persist.
+    let (counter, db) = open_image(dir.path(), "dry", &base.image, durability);
+    let store = Store::with_db(db).unwrap();
+    assert_eq!(loaded(&store), (persisted, 0), "the base's index");
+    let model = write(&store);
+    let records = model.stored(base.floor) - base.model.stored(base.floor);
+    let before = counter.calls().len();
+    store.persist_index().unwrap();
+    let log = counter.calls()[before..].to_vec();
+    let calls = log.len() as u64;
+    assert!(
+        log.contains(&Call::Write { meta: true }),
+        "the persist committed"
+    );
+    drop(store);
+
+    let mut first_new: [Option<u64>; 2] = [None, None];
+    let reorder = reorder_seeds("persist", 3);
+    for n in 1..=calls {
+        let name = format!("persist-{n}");
+        let (counter, db) = open_image(dir.path(), &name, &base.image, durability);
+        let store = Store::with_db(db).unwrap();
+        assert_eq!(write(&store).current, model.current);
+        counter.sim.arm(n, Fault::Crash);
+        let at = format!("a crash at call {n} of {calls} ({:?})", log[n as usize - 1]);
+        assert!(
+            store.persist_index().is_err(),
+            "{at}: the persist returned Ok"
+        );
+        assert!(counter.sim.crashed(), "{at}: the armed call was never made");
+        drop(store);
+        let written = std::fs::read(dir.path().join(&name)).unwrap();
+        let mut images = vec![
+            ("power loss".to_string(), counter.sim.crash_image(None)),
+            ("process crash".to_string(), written),
+        ];
+        if counter.sim.unsynced_blocks() > 0 {
+            for seed in reorder.iter().map(|&s| point_seed(s, n as usize)) {
+                images.push((
+                    format!("power loss reordering unsynced sectors (seed {seed})"),
+                    counter.sim.crash_image_reordered(seed),
+                ));
+            }
+        }
+        for (i, (label, image)) in images.iter().enumerate() {
+            let what = format!("{at}, {label}");
+            let (_, db) = open_image(dir.path(), &format!("{name}-{i}"), image, durability);
+            let store = Store::with_db(db)
+                .unwrap_or_else(|e| panic!("{what}: the store does not open: {e}"));
+            let origin = loaded(&store);
+            let new = origin == (model.current, 0);
+            assert!(
+                new || origin == (persisted, records),
+                "{what}: {origin:?}: neither the old index with the writes after it replayed \
+                 nor the new one"
+            );
+            assert_store(&store, &model, base.floor, 1, &what);
+            if i < 2 {
+                if new {
+                    first_new[i].get_or_insert(n);
+                } else if let Some(first) = first_new[i] {
+                    panic!("{what}: the old index, though the crash at call {first} left the new");
+                }
+            }
+        }
+    }
+    println!("persist: {calls} calls; the new index from call {first_new:?}");
+    // The new index is in the file once the commit's meta page is written; a power loss keeps it
+    // only after the sync that follows, the persist's last call, so no crash point inside it.
+    let written = 1 + log
+        .iter()
+        .position(|c| *c == Call::Write { meta: true })
+        .expect("a meta write") as u64;
+    assert_eq!(log.last(), Some(&Call::Sync), "the persist ends in a sync");
+    assert_eq!(
+        first_new,
+        [None, Some(written + 1)],
+        "the first crash points that leave the new index (power loss, process crash)"
+    );
+}

@@ -14,8 +14,9 @@
 //! ```
 //! Every number is an unsigned LEB128 varint of the `u64` the `i64` wraps to, and differences
 //! wrap, so any history round-trips exactly (a difference is small in every real one: one or two
-//! bytes). Nothing here comes from disk: the index packs what it was given, so a malformed packed
-//! string is a bug and panics.
+//! bytes). The index packs what it was given, so a malformed packed string is a bug and panics;
+//! the one packed string that comes from disk, a history of the persisted index (`persist.rs`),
+//! passes [`check`] before the index takes it.
 
 use crate::mvcc::key_index::Generation;
 use crate::mvcc::revision::Revision;
@@ -176,4 +177,116 @@ pub(super) fn decode(bytes: &[u8]) -> Vec<Generation> {
         });
     }
     generations
+}
+
+/// How many revisions the packed history `bytes` holds.
+pub(super) fn count(bytes: &[u8]) -> u64 {
+    let mut r = Reader::new(bytes);
+    let mut n = 0u64;
+    while !r.is_empty() {
+        let h = r.header();
+        let mut previous = None;
+        for _ in 0..h.len {
+            previous = Some(r.revision(previous));
+        }
+        n += h.len as u64;
+    }
+    n
+}
+
+/// The varint at the start of `bytes` and its length, if it is one that fits a `u64`.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub(super) fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    // Most numbers of a history are one byte (differences, sub revisions, short lengths).
+    if let Some(&b) = bytes.first()
+        && b < 0x80
+    {
+        return Some((u64::from(b), 1));
+    }
+    let mut n = 0u64;
+    let mut shift = 0u32;
+    for (len, &b) in (1..=10).zip(bytes) {
+        if len == 10 && b > 1 {
+            return None;
+        }
+        n |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b < 0x80 {
+            return Some((n, len));
+        }
+        shift = shift.wrapping_add(7); // at most 63: ten bytes at most
+    }
+    None
+}
+
+/// Checks that `bytes`, read from disk, is a history [`decode`] and [`Reader`] can walk without
+/// panicking and that the index may hold: canonical, every generation but the last non-empty,
+/// revisions rising (main revisions from 1 up to `revision_max`, sub revisions from 0). Returns
+/// how many revisions it holds, or what is wrong.
+#[deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+pub(super) fn check(bytes: &[u8], revision_max: i64) -> Result<u64, &'static str> {
+    struct Checked<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+    impl Checked<'_> {
+        fn next(&mut self) -> Result<u64, &'static str> {
+            let rest = self.bytes.get(self.at..).unwrap_or_default();
+            let (n, len) = read_varint(rest).ok_or("a malformed number")?;
+            self.at = self.at.checked_add(len).ok_or("a malformed number")?;
+            Ok(n)
+        }
+    }
+    let mut r = Checked { bytes, at: 0 };
+    let mut total = 0u64;
+    let mut previous: Option<Revision> = None;
+    let mut ended_empty = false;
+    while r.at < bytes.len() {
+        if ended_empty {
+            return Err("a generation after the empty one");
+        }
+        let tag = r.next()?;
+        let len = tag >> 1;
+        if len == 0 {
+            if tag != 0 {
+                return Err("an empty generation with a creation flag");
+            }
+            ended_empty = true;
+            continue;
+        }
+        if len > bytes.len() as u64 {
+            return Err("more revisions than bytes");
+        }
+        let _version = r.next()?;
+        let created = if tag & 1 == 1 {
+            None
+        } else {
+            Some(r.next()? as i64)
+        };
+        for i in 0..len {
+            let (main, sub) = (r.next()? as i64, r.next()? as i64);
+            let main = match previous {
+                Some(p) if i > 0 => p.main.checked_add(main).ok_or("a revision overflows")?,
+                _ => main,
+            };
+            let rev = Revision { main, sub };
+            if i == 0 && created == Some(main) {
+                return Err("a creation revision written out that equals the first");
+            }
+            if created.is_some_and(|c| c < 0 || c > main) {
+                return Err("a creation revision out of order");
+            }
+            if main <= 0 || sub < 0 || main > revision_max {
+                return Err("a revision out of bounds");
+            }
+            if previous.is_some_and(|p| p >= rev) {
+                return Err("revisions that do not rise");
+            }
+            previous = Some(rev);
+        }
+        total = total.checked_add(len).ok_or("too many revisions")?;
+    }
+    if total == 0 && !ended_empty {
+        return Err("no generation");
+    }
+    Ok(total)
 }
