@@ -53,6 +53,8 @@ mod open;
 mod packed;
 pub(crate) mod persist;
 mod rebuild;
+#[cfg(test)]
+mod test_writes;
 
 use std::collections::HashSet;
 use std::fmt;

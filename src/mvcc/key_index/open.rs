@@ -257,46 +257,18 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::mvcc::key_index::VisibleRevision;
+    use crate::mvcc::key_index::test_writes::{Answers, Write, answers, write};
     use crate::mvcc::store::KEY_TREE;
-    use crate::{Db, Durability, Op, Store};
-
-    type Answers = Vec<(Vec<u8>, bool, Vec<Option<VisibleRevision>>)>;
-
-    /// Every key's answers at every revision from `from` to `to`.
-    fn answers(index: &Index, from: i64, to: i64) -> Answers {
-        index
-            .range::<[u8], _>(..)
-            .map(|(k, ki)| {
-                let seen = (from..=to).map(|at| ki.get(at)).collect();
-                (k.to_vec(), ki.is_alive(), seen)
-            })
-            .collect()
-    }
+    use crate::{Db, Durability, Store};
 
     #[test]
     fn a_loaded_and_replayed_index_answers_as_a_rebuild_of_the_same_file() {
-        let seed: u64 = match std::env::var("FOLIO_SEED") {
-            Ok(s) => s.parse().expect("FOLIO_SEED=<u64>"),
-            Err(_) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_nanos() as u64,
-        };
-        println!("seed {seed}");
-        let mut rng = seed;
-        let mut next = move |n: u64| {
-            // splitmix64
-            rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) % n
-        };
+        let seed = crate::testing::seed("persisted index open");
+        let mut rng = crate::testing::Rng(seed);
+        let mut next = move |n: u64| rng.below(n);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.folio");
         let builder = Db::builder().durability(Durability::None);
-        let key = |i: u64| format!("k{i:02}").into_bytes();
         // The revision of the index persisted in the file, and the highest compaction since.
         let mut persisted: Option<i64> = None;
         let mut compacted_since = i64::MIN;
@@ -337,37 +309,20 @@ mod tests {
                 }
             }
             for _ in 0..60 {
-                match next(20) {
-                    0..=7 => {
-                        store.put(&key(next(40)), b"v").unwrap();
-                    }
-                    8..=11 => {
-                        // Many keys in one revision: sub revisions above 0.
-                        let mut ks: Vec<u64> = (0..1 + next(6)).map(|_| next(40)).collect();
-                        ks.sort_unstable();
-                        ks.dedup();
-                        let ops: Vec<Op> = ks.iter().map(|&i| Op::put(&key(i), b"t")).collect();
-                        store.txn().then(ops).commit().unwrap();
-                    }
-                    12..=15 => {
-                        let a = next(40);
-                        let (lo, hi) = (key(a), key(a + 1 + next(3)));
-                        store.delete_range(lo.as_slice()..hi.as_slice()).unwrap();
-                    }
-                    16 | 17 => {
-                        let floor = store.compacted_revision();
-                        let current = store.current_revision();
-                        if current > floor {
-                            let at = floor + 1 + next((current - floor) as u64) as i64;
-                            store.compact(at).unwrap();
-                            compacted_since = compacted_since.max(at);
-                        }
-                    }
+                let kind = match next(20) {
+                    0..=7 => Write::Put,
+                    8..=11 => Write::Txn,
+                    12..=15 => Write::DeleteRange,
+                    16 | 17 => Write::Compact,
                     _ => {
                         store.persist_index().unwrap();
                         persisted = Some(store.current_revision());
                         compacted_since = i64::MIN;
+                        continue;
                     }
+                };
+                if let Some(at) = write(&store, kind, &mut next) {
+                    compacted_since = compacted_since.max(at);
                 }
             }
             if next(3) == 0 {

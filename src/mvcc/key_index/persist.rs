@@ -336,23 +336,9 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_is_rejected_or_decodes_to_histories_the_index_can_read() {
-        let seed: u64 = match std::env::var("FOLIO_SEED") {
-            Ok(s) => s.parse().expect("FOLIO_SEED=<u64>"),
-            Err(_) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_nanos() as u64,
-        };
-        println!("seed {seed}");
-        let mut rng = seed;
-        let mut next = move |n: u64| {
-            // splitmix64
-            rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) % n
-        };
+        let seed = crate::testing::seed("index chunk decoder");
+        let mut rng = crate::testing::Rng(seed);
+        let mut next = move |n: u64| rng.below(n);
         // A sound chunk: keys with puts, deletes and a compacted history.
         let mut chunk = Vec::new();
         let mut revisions = 0;

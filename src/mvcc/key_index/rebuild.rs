@@ -417,75 +417,33 @@ mod tests {
     //! of puts, transactions, deletes and compactions (seeded: the seed is printed, and
     //! `FOLIO_SEED=<seed>` reruns one).
 
-    use crate::mvcc::key_index::VisibleRevision;
-    use crate::{Db, Durability, Op, Store};
+    use crate::mvcc::key_index::test_writes::{self, Answers, Write, write};
+    use crate::{Db, Durability, Store};
 
     /// Every key's answers at every revision from the compacted one to the current one.
-    fn answers(store: &Store) -> Vec<(Vec<u8>, bool, Vec<Option<VisibleRevision>>)> {
+    fn answers(store: &Store) -> Answers {
         let state = store.inner.state.read();
-        let from = state.compacted.max(0);
-        state
-            .index
-            .range::<[u8], _>(..)
-            .map(|(k, ki)| {
-                let seen = (from..=state.current + 1).map(|at| ki.get(at)).collect();
-                (k.to_vec(), ki.is_alive(), seen)
-            })
-            .collect()
+        test_writes::answers(&state.index, state.compacted.max(0), state.current + 1)
     }
 
     #[test]
     fn a_rebuilt_index_answers_as_the_index_the_writes_built() {
-        let seed: u64 = match std::env::var("FOLIO_SEED") {
-            Ok(s) => s.parse().expect("FOLIO_SEED=<u64>"),
-            Err(_) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_nanos() as u64,
-        };
-        println!("seed {seed}");
-        let mut rng = seed;
-        let mut next = move |n: u64| {
-            // splitmix64
-            rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) % n
-        };
+        let seed = crate::testing::seed("index rebuild");
+        let mut rng = crate::testing::Rng(seed);
+        let mut next = move |n: u64| rng.below(n);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.folio");
         let builder = Db::builder().durability(Durability::None);
-        let key = |i: u64| format!("k{i:02}").into_bytes();
         for round in 0..8 {
             let store = Store::open_with(&path, &builder).unwrap();
             for _ in 0..150 {
-                match next(10) {
-                    0..=3 => {
-                        store.put(&key(next(40)), b"v").unwrap();
-                    }
-                    4..=6 => {
-                        // Many keys in one revision: sub revisions above 0.
-                        let mut ks: Vec<u64> = (0..1 + next(6)).map(|_| next(40)).collect();
-                        ks.sort_unstable();
-                        ks.dedup();
-                        let ops: Vec<Op> = ks.iter().map(|&i| Op::put(&key(i), b"t")).collect();
-                        store.txn().then(ops).commit().unwrap();
-                    }
-                    7 | 8 => {
-                        let a = next(40);
-                        let (lo, hi) = (key(a), key(a + 1 + next(3)));
-                        store.delete_range(lo.as_slice()..hi.as_slice()).unwrap();
-                    }
-                    _ => {
-                        let floor = store.compacted_revision();
-                        let current = store.current_revision();
-                        if current > floor {
-                            let at = floor + 1 + next((current - floor) as u64) as i64;
-                            store.compact(at).unwrap();
-                        }
-                    }
-                }
+                let kind = match next(10) {
+                    0..=3 => Write::Put,
+                    4..=6 => Write::Txn,
+                    7 | 8 => Write::DeleteRange,
+                    _ => Write::Compact,
+                };
+                write(&store, kind, &mut next);
             }
             let built = answers(&store);
             drop(store);
