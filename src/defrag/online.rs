@@ -182,7 +182,7 @@ impl Db {
                 let _ = new.remove_sibling(&new.path());
             }
         }
-        drop((last, swapped.old_snapshot));
+        drop((last, swapped.old_snapshot, swapped.old_freelist));
         finished?;
         Ok(DefragReport {
             size_before,
