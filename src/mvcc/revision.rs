@@ -155,6 +155,24 @@ impl<'a> RecordHead<'a> {
     }
 }
 
+/// Decodes the `key` tree entry `k` → `v` read after `previous` in a forward walk: its revision,
+/// whether it is a tombstone, and its record's head. Revisions must rise strictly; `previous`
+/// becomes this one.
+pub(crate) fn next_record<'a>(
+    k: &[u8],
+    v: &'a [u8],
+    previous: &mut Option<Revision>,
+) -> Result<(Revision, bool, RecordHead<'a>)> {
+    let (rev, tombstone) = Revision::decode(k)?;
+    if previous.is_some_and(|p| p >= rev) {
+        return Err(malformed(format!(
+            "revision {rev:?} after {previous:?} in the key tree"
+        )));
+    }
+    *previous = Some(rev);
+    Ok((rev, tombstone, RecordHead::decode(v)?))
+}
+
 /// Bytes of the store's own trees that make no sense: the tree pages were valid, so this is a bug
 /// or a file written by something else. (Not [`Error::Corrupted`]: the page is not known here, and
 /// page 0 is a real meta page.)

@@ -254,6 +254,25 @@ impl Watched<Arc<Mutex<Vec<Call>>>> {
             .filter(|c| **c == Call::Write { meta: true })
             .count() as u64
     }
+
+    /// What a crash at call `n` leaves, labelled: a power loss, a process crash (`written`, the
+    /// file as written), and a power loss that reordered the unsynced sectors, once per seed in
+    /// `reorder`.
+    fn crash_images(&self, n: u64, written: Vec<u8>, reorder: &[u64]) -> Vec<(String, Vec<u8>)> {
+        let mut images = vec![
+            ("power loss".to_string(), self.sim.crash_image(None)),
+            ("process crash".to_string(), written),
+        ];
+        if self.sim.unsynced_blocks() > 0 {
+            for seed in reorder.iter().map(|&s| point_seed(s, n as usize)) {
+                images.push((
+                    format!("power loss reordering unsynced sectors (seed {seed})"),
+                    self.sim.crash_image_reordered(seed),
+                ));
+            }
+        }
+        images
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,18 +730,7 @@ fn a_crash_while_the_open_resumes_a_compaction_leaves_an_image_the_next_open_fin
             "{what}: the open returned Ok"
         );
         let written = std::fs::read(dir.path().join(&name)).unwrap();
-        let mut images = vec![
-            ("power loss".to_string(), counter.sim.crash_image(None)),
-            ("process crash".to_string(), written),
-        ];
-        if counter.sim.unsynced_blocks() > 0 {
-            for seed in reorder.iter().map(|&s| point_seed(s, n as usize)) {
-                images.push((
-                    format!("power loss reordering unsynced sectors (seed {seed})"),
-                    counter.sim.crash_image_reordered(seed),
-                ));
-            }
-        }
+        let images = counter.crash_images(n, written, &reorder);
         for (i, (label, image)) in images.iter().enumerate() {
             let plan = Plan {
                 test: "resume",
@@ -825,18 +833,7 @@ fn a_crash_at_any_call_of_persisting_the_key_index_leaves_the_old_index_or_the_n
         assert!(counter.sim.crashed(), "{at}: the armed call was never made");
         drop(store);
         let written = std::fs::read(dir.path().join(&name)).unwrap();
-        let mut images = vec![
-            ("power loss".to_string(), counter.sim.crash_image(None)),
-            ("process crash".to_string(), written),
-        ];
-        if counter.sim.unsynced_blocks() > 0 {
-            for seed in reorder.iter().map(|&s| point_seed(s, n as usize)) {
-                images.push((
-                    format!("power loss reordering unsynced sectors (seed {seed})"),
-                    counter.sim.crash_image_reordered(seed),
-                ));
-            }
-        }
+        let images = counter.crash_images(n, written, &reorder);
         for (i, (label, image)) in images.iter().enumerate() {
             let what = format!("{at}, {label}");
             let (_, db) = open_image(dir.path(), &format!("{name}-{i}"), image, durability);

@@ -29,7 +29,7 @@ use crate::btree::tree::Tree;
 use crate::error::Result;
 use crate::mvcc::key_index::persist::{self, Header, INDEX_TREE, Rejected};
 use crate::mvcc::key_index::{Index, packed, rebuild};
-use crate::mvcc::revision::{RecordHead, Revision, malformed};
+use crate::mvcc::revision::{Revision, next_record};
 use crate::txn::ReadTxn;
 
 /// How a store's key index was made when the store was opened ([`crate::Store::index_origin`]).
@@ -195,14 +195,7 @@ fn replay(
     let mut replayed = 0u64;
     let mut previous: Option<Revision> = None;
     while let Some((k, v)) = entry {
-        let (rev, tombstone) = Revision::decode(k)?;
-        if previous.is_some_and(|p| p >= rev) {
-            return Err(malformed(format!(
-                "revision {rev:?} after {previous:?} in the key tree"
-            )));
-        }
-        previous = Some(rev);
-        let head = RecordHead::decode(v)?;
+        let (rev, tombstone, head) = next_record(k, v, &mut previous)?;
         if tombstone {
             match index.get_mut(head.key) {
                 Some(history) if history.is_alive() => history.tombstone(rev),

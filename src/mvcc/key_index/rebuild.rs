@@ -26,7 +26,7 @@
 use crate::btree::tree::Tree;
 use crate::error::Result;
 use crate::mvcc::key_index::{Index, KeyIndex, packed};
-use crate::mvcc::revision::{RecordHead, Revision, malformed};
+use crate::mvcc::revision::{RecordHead, Revision, malformed, next_record};
 
 /// A key and its packed history, as the index holds them.
 type Entry = (Box<[u8]>, KeyIndex);
@@ -214,14 +214,7 @@ fn scan(keys: &Tree<'_>, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Scan>
                 entry = None;
                 break;
             }
-            let (rev, tombstone) = Revision::decode(k)?;
-            if previous.is_some_and(|p| p >= rev) {
-                return Err(malformed(format!(
-                    "revision {rev:?} after {previous:?} in the key tree"
-                )));
-            }
-            previous = Some(rev);
-            let head = RecordHead::decode(v)?;
+            let (rev, tombstone, head) = next_record(k, v, &mut previous)?;
             batch.push((rev, tombstone, head, hash(head.key)));
             entry = cursor.next()?;
         }
