@@ -284,8 +284,8 @@ impl WritersHeld<'_> {
         // 3. The writer starts from the new file.
         let w = &mut *self.writer;
         // The old file's list goes out with the swap, to be dropped with writers free: a
-        // fragmented file's list, with every page freed during the defrag pending, holds
-        // hundreds of thousands of runs, and freeing them took 10-20 ms of the pause.
+        // fragmented file's list, with every run freed during the defrag pending, is large, and
+        // freeing it made a 2 ms pause 10-23 ms.
         let old_freelist = std::mem::replace(&mut w.freelist, parts.freelist);
         w.chain = parts.chain;
         w.file_len = parts.file_len;
