@@ -17,7 +17,10 @@
 //! Before the load starts it syncs and waits for the kernel to finish writing the built file back,
 //! so that the "before" figures are not the build's writeback. It also prints the longest puts
 //! and reads with when they happened relative to the defrag's steps (copy, warm-up, catch-up,
-//! pause, release), so a stall can be traced to its cause.
+//! pause, release), so a stall can be traced to its cause, and each longest figure again less
+//! the time the thread waited for a core (`/proc/thread-self/schedstat`): with 8 threads busy on
+//! a machine of few cores, an operation can wait tens of milliseconds for a core with no storage
+//! cause at all.
 //!
 //! Flags: `--live-mb N` (live value bytes, default 400: a file over 1 GiB), `--gib4` (live 1,600
 //! MiB: a file over 4 GiB), `--before-secs S`, `--dir D` (where to build; default a temporary
@@ -106,6 +109,40 @@ struct Sample {
     phase: u8,
     at: Duration,
     latency: Duration,
+    /// Of `latency`, the time the thread was runnable but waited for a core: the machine's
+    /// share of the latency, not the store's.
+    queued: Duration,
+}
+
+impl Sample {
+    /// The latency less the wait for a core: what the store held the caller.
+    fn held(&self) -> Duration {
+        self.latency.saturating_sub(self.queued)
+    }
+}
+
+/// The calling thread's total wait for a core so far (`/proc/thread-self/schedstat`'s second
+/// field), read through a file kept open: zero where the kernel does not say.
+struct RunQueue(Option<std::fs::File>);
+
+impl RunQueue {
+    /// Opens the calling thread's counter; use it only on that thread.
+    fn of_this_thread() -> RunQueue {
+        RunQueue(std::fs::File::open("/proc/thread-self/schedstat").ok())
+    }
+
+    fn waited(&self) -> Duration {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        let Some(n) = self.0.as_ref().and_then(|f| f.read_at(&mut buf, 0).ok()) else {
+            return Duration::ZERO;
+        };
+        let ns = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        Duration::from_nanos(ns)
+    }
 }
 
 /// Waits (up to a minute) until the kernel has written back all but a little of what is dirty,
@@ -259,6 +296,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (store, phase, stop, t0) = (&store, &phase, &stop, t0);
                 s.spawn(move || {
                     let mut rng = Rng::new(0xa11ce + t);
+                    let run_queue = RunQueue::of_this_thread();
                     let mut out = Vec::new();
                     let mut value = Vec::with_capacity(4096);
                     while !stop.load(Ordering::Relaxed) {
@@ -270,12 +308,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                         value.truncate(len);
                         let p = phase.load(Ordering::Relaxed);
-                        let started = Instant::now();
+                        let (started, queued) = (Instant::now(), run_queue.waited());
                         store.put(&key, &value).expect("put");
                         out.push(Sample {
                             phase: p.max(phase.load(Ordering::Relaxed)),
                             at: t0.elapsed(),
                             latency: started.elapsed(),
+                            queued: run_queue.waited().saturating_sub(queued),
                         });
                     }
                     out
@@ -287,10 +326,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (store, phase, stop, t0) = (&store, &phase, &stop, t0);
                 s.spawn(move || {
                     let mut rng = Rng::new(0xbeef + t);
+                    let run_queue = RunQueue::of_this_thread();
                     let mut out = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let p = phase.load(Ordering::Relaxed);
-                        let started = Instant::now();
+                        let (started, queued) = (Instant::now(), run_queue.waited());
                         if rng.below(2) == 0 {
                             let ns = format!("/registry/pods/ns-{:02}/", rng.below(50));
                             store
@@ -311,6 +351,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             phase: p.max(phase.load(Ordering::Relaxed)),
                             at: t0.elapsed(),
                             latency: started.elapsed(),
+                            queued: run_queue.waited().saturating_sub(queued),
                         });
                     }
                     out
@@ -401,6 +442,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         longest(&reads_during),
         longest(&reads_after)
     );
+    let held = |samples: &[Sample], phase: u8| {
+        let longest = samples
+            .iter()
+            .filter(|s| s.phase == phase)
+            .map(Sample::held)
+            .max();
+        ms(longest.unwrap_or_default())
+    };
+    for (what, samples) in [("put", &all[..]), ("read", &readers[..])] {
+        println!(
+            "longest {what} less its wait for a core: before {}, during the defrag {}, in the second after it {}",
+            held(samples, BEFORE),
+            held(samples, DURING),
+            held(samples, AFTER)
+        );
+    }
     let steps = steps.lock().unwrap();
     for (what, samples) in [("puts", &all[..]), ("reads", &readers[..])] {
         let mut slow: Vec<Sample> = samples
@@ -411,7 +468,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.latency));
         println!("  the longest {what} from the defrag's start, and where they ended:");
         for s in slow.iter().take(5) {
-            println!("    {} in the {}", ms(s.latency), steps.name(s.at));
+            println!(
+                "    {} ({} of it waiting for a core) in the {}",
+                ms(s.latency),
+                ms(s.queued),
+                steps.name(s.at)
+            );
         }
     }
     println!(

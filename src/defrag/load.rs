@@ -16,7 +16,9 @@
 //! second thread reads the live pages ahead in file order (see `readahead`); or, when they would
 //! not fit in memory, the walk asks the kernel for each branch's children before it descends and
 //! for each leaf's overflow runs before it copies them (`madvise(WILLNEED)`): many reads in flight
-//! instead of one page fault at a time.
+//! instead of one page fault at a time. With writers beside the copy, the source mapping is
+//! advised random access while the walk runs, so that a fault reads its page and not the pages
+//! around it, out of the pace's reach (see `readahead::RandomAccess`).
 //!
 //! Writing: the walk fills a buffer and hands it to a writer thread, which writes it with
 //! [`Storage::write_bulk`] (around the page cache, where the file system allows) while the walk
@@ -71,6 +73,9 @@ pub(crate) fn copy(
     };
     let ranges = readahead::live_ranges(source.meta.page_count, source.meta.page_size, unused);
     let ahead = readahead::fits_in_memory(ranges.iter().map(|r| r.1).sum());
+    // With writers beside the copy, the walk's faults read only what they need (see
+    // `RandomAccess`); alone, a fault's neighbours are reads the copy would make anyway.
+    let _random = commits.map(|_| readahead::RandomAccess::new(&source.map));
     let stop = AtomicBool::new(false);
     let (sink, writes, spare) = Sink::new(source.meta.page_size);
     let (copied, written) = std::thread::scope(|s| {
