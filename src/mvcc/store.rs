@@ -131,6 +131,14 @@ impl Drop for StoreInner {
 /// assert!(store.range(b"/registry/pods/a", RangeOptions::at(r1)).is_err());
 /// # Ok::<(), folio::Error>(())
 /// ```
+///
+/// A `Store` is a handle: clones share one store, and the last one's drop closes it. That drop
+/// persists the key index for the next open when the store holds at least
+/// [`INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`](crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN)
+/// records (see [`Store::persist_index`]), with a durable commit: it blocks for about half a
+/// second per million keys on the machine the README's figures come from, and longer if the
+/// disk is slow. Call [`Store::persist_index`] earlier (at a quiet moment) and the drop has
+/// nothing left to write unless the store changed since.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) inner: Arc<StoreInner>,
