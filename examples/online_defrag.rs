@@ -493,11 +493,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (entries, bytes) = report.caught_up();
     println!(
-        "defrag: {} -> {} in {:.2} s; writers held {} (the last round and the swap); {} catch-up rounds copied {entries} entries ({}); rounds: {}",
+        "defrag: {} -> {} in {:.2} s; writers held {} (the last round and the swap), then the swap made durable in {} (commits meanwhile acknowledged after it); {} catch-up rounds copied {entries} entries ({}); rounds: {}",
         mib(report.size_before),
         mib(report.size_after),
         report.duration.as_secs_f64(),
         ms(report.pause),
+        ms(report.finish),
         report.rounds.len(),
         mib(bytes),
         report

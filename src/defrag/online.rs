@@ -167,7 +167,7 @@ impl Db {
         // in the first commit round after the swap, with writers free: until then none of their
         // commits is acknowledged.
         let finished = self.inner.finish_swap();
-        let duration = started.elapsed();
+        let (duration, finish) = (started.elapsed(), paused.elapsed() - pause);
 
         // 7. Release the old file; it waits for no one, writers are free. The release thread
         // takes its references to the old mappings first, so that it, not this call, unmaps them.
@@ -191,6 +191,7 @@ impl Db {
             pages_written,
             duration,
             pause,
+            finish,
             rounds,
             warm,
         })

@@ -194,12 +194,17 @@ pub struct DefragReport {
     pub live_bytes: u64,
     /// Pages written to the new file by the bulk copy, metas included.
     pub pages_written: u64,
-    /// From the start to the swap: the copy, every catch-up round and the swap.
+    /// From the start to the swap made durable: the copy, every catch-up round, the swap and
+    /// its finish.
     pub duration: Duration,
     /// How long writers were held: the last catch-up round and the swap, in memory. (The sync of
     /// the new file, its rename and the directory sync follow with writers free; they hold only
-    /// the acknowledgement of the commits made meanwhile.)
+    /// the acknowledgement of the commits made meanwhile: see `finish`.)
     pub pause: Duration,
+    /// From the writers' release to the new file's being durably in place (synced, renamed over
+    /// the database, the rename synced). Writers commit meanwhile, but none of those commits is
+    /// acknowledged before it ends, so a put in flight across the swap can take this long more.
+    pub finish: Duration,
     /// The catch-up rounds, in order; the last one ran with writers held.
     pub rounds: Vec<DefragRound>,
     /// How long reading the new file into the page cache took, before the swap, with readers and
@@ -246,8 +251,9 @@ impl fmt::Display for DefragReport {
         let (entries, bytes) = self.caught_up();
         write!(
             f,
-            "; writers held {:.1} ms; {} catch-up round{} copied {entries} entries ({bytes} bytes)",
+            "; writers held {:.1} ms, then the swap made durable in {:.1} ms; {} catch-up round{} copied {entries} entries ({bytes} bytes)",
             self.pause.as_secs_f64() * 1e3,
+            self.finish.as_secs_f64() * 1e3,
             self.rounds.len(),
             if self.rounds.len() == 1 { "" } else { "s" },
         )?;
