@@ -62,7 +62,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -76,11 +76,13 @@ use crate::mvcc::types::{KeyRange, RangeOptions};
 
 #[cfg(test)]
 mod catch_up_tests;
+mod feed;
 mod index;
 mod log;
 #[cfg(test)]
 mod pump_tests;
 
+use feed::Feed;
 use index::{RangeIndex, contains};
 use log::EventLog;
 
@@ -331,33 +333,92 @@ struct HubState {
     next_id: u64,
     /// The watchers registered in `index`.
     watchers: usize,
-    /// The watchers, by range (the watcher's own range is kept by its [`Watcher`]).
-    index: RangeIndex<Arc<Shared>>,
+    /// The watchers' groups, by range (the range itself is kept by each [`Watcher`]).
+    index: RangeIndex<Arc<Group>>,
     /// The newest released revisions, for the catch-ups; kept only while watchers are open.
     log: EventLog,
+}
+
+/// The watchers of one range with the same filters and buffer: the pump appends each released
+/// revision's matching events once to the group's [`Feed`], and every member reads them there at
+/// its own cursor (so the fan-out costs one append per group, not one per watcher).
+#[derive(Debug)]
+struct Group {
+    puts: bool,
+    deletes: bool,
+    buffer: usize,
+    feed: Mutex<GroupFeed>,
+    /// Members asleep in a receive (each counts once, while its `Inbox::sleeping` is set).
+    sleepers: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct GroupFeed {
+    feed: Feed,
+    /// The watchers of this group, for waking the sleeping ones.
+    members: Vec<Arc<Shared>>,
+}
+
+impl Group {
+    /// Whether the filters let `kind` through.
+    fn wants_kind(&self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Put => self.puts,
+            EventKind::Delete => self.deletes,
+        }
+    }
+
+    /// Appends a released revision's matching events to the feed (invariant 3: whoever falls
+    /// more than a buffer behind overflows, nobody is waited for) and wakes the members that
+    /// sleep.
+    fn append(&self, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
+        let sleeping = {
+            let mut g = self.feed.lock();
+            g.feed.push(revision, events.clone());
+            // Read under the feed lock: a receiver counts itself, then looks at the feed
+            // (invariant 7).
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                g.members.clone()
+            } else {
+                Vec::new()
+            }
+        };
+        for member in sleeping {
+            let mut inbox = member.inbox.lock();
+            if inbox.sleeping {
+                wakers.extend(member.notify(&mut inbox));
+            }
+        }
+    }
 }
 
 /// What a watcher and the hub share.
 #[derive(Debug)]
 struct Shared {
     id: u64,
-    /// The first revision this watcher has not been given (invariant 2); read and written only
-    /// under the hub lock (atomic so that the index can share the watcher).
-    next: AtomicI64,
-    puts: bool,
-    deletes: bool,
-    buffer: usize,
-    /// Whether releases feed this watcher; changed only under both the hub lock and the inbox,
-    /// so either one is enough to read it.
-    synced: AtomicBool,
     inbox: Mutex<Inbox>,
     ready: Condvar,
 }
 
+/// Where a watcher's receive stands; owned by the receive (under `Watcher::receiving`).
+#[derive(Debug)]
+struct Cursor {
+    /// The first revision this watcher has not been given (invariant 2).
+    next: i64,
+    /// Whether it reads its group's feed (else it catches up, from `next`).
+    synced: bool,
+    /// The first entry of its group's feed it has not read, while synced.
+    seq: u64,
+    /// It fell more than a buffer behind its feed and has not caught up a step since: its
+    /// next step reads a buffer's worth from the log even below the compacted revision, the
+    /// events a bounded buffer would have held for it (invariant 3).
+    overflowed: bool,
+}
+
 #[derive(Debug)]
 struct Inbox {
+    /// Events read by a catch-up, delivered before anything from the feed.
     batches: VecDeque<(i64, Events)>,
-    events: usize,
     progress_requested: bool,
     last_sent: Instant,
     compacted: Option<i64>,
@@ -367,14 +428,6 @@ struct Inbox {
 }
 
 impl Shared {
-    /// Whether the filters let `kind` through.
-    fn wants_kind(&self, kind: EventKind) -> bool {
-        match kind {
-            EventKind::Put => self.puts,
-            EventKind::Delete => self.deletes,
-        }
-    }
-
     /// Wakes a blocked receive; returns the async waker to wake once every lock is released
     /// (a waker may poll the watcher at once, which takes the hub lock and the inbox).
     #[must_use]
@@ -454,58 +507,36 @@ impl WatchHub {
     }
 }
 
-/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3),
-/// finding those watchers in the range index: the cost grows with the watchers an event matches,
-/// not with all of them.
+/// Appends revision `revision`'s events to the feed of every group they match, found in the range
+/// index: the cost grows with the groups an event matches, not with the watchers.
 fn fan_out(hub: &HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
     if let [event] = &events[..] {
-        // The common case, one event: every watcher it matches gets the revision's own `Arc`.
-        hub.index.for_each_match(&event.kv.key, |w| {
-            if w.wants_kind(event.kind) {
-                give(w, revision, events, wakers);
+        // The common case, one event: every group it matches gets the revision's own `Arc`.
+        hub.index.for_each_match(&event.kv.key, |g| {
+            if g.wants_kind(event.kind) {
+                g.append(revision, events, wakers);
             }
         });
         return;
     }
-    // Several events: gather (watcher, event) pairs, then give each watcher its share in order.
-    let mut pairs: Vec<(&Arc<Shared>, usize)> = Vec::new();
+    // Several events: gather (group, event) pairs, then give each group its share in order.
+    let mut pairs: Vec<(&Arc<Group>, usize)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
-        hub.index.for_each_match(&event.kv.key, |w| {
-            if w.wants_kind(event.kind) {
-                pairs.push((w, i));
+        hub.index.for_each_match(&event.kv.key, |g| {
+            if g.wants_kind(event.kind) {
+                pairs.push((g, i));
             }
         });
     }
-    pairs.sort_unstable_by_key(|(w, i)| (Arc::as_ptr(w), *i));
+    pairs.sort_unstable_by_key(|(g, i)| (Arc::as_ptr(g), *i));
     for share in pairs.chunk_by(|a, b| Arc::ptr_eq(a.0, b.0)) {
-        let w = share[0].0;
+        let g = share[0].0;
         if share.len() == events.len() {
-            give(w, revision, events, wakers);
+            g.append(revision, events, wakers);
         } else {
             let mine: Events = share.iter().map(|(_, i)| events[*i].clone()).collect();
-            give(w, revision, &mine, wakers);
+            g.append(revision, &mine, wakers);
         }
-    }
-}
-
-/// Gives one synced watcher its share of a revision's events, or unsyncs it if its buffer cannot
-/// take them (invariant 3). Wakes it only if its inbox was empty: a receive waits only then.
-fn give(w: &Shared, revision: i64, mine: &Events, wakers: &mut Vec<Waker>) {
-    if !w.synced.load(Ordering::Relaxed) || revision < w.next.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut inbox = w.inbox.lock();
-    if inbox.events == 0 || inbox.events + mine.len() <= w.buffer {
-        let was_empty = inbox.batches.is_empty();
-        inbox.events += mine.len();
-        inbox.batches.push_back((revision, mine.clone()));
-        w.next.store(revision + 1, Ordering::Relaxed);
-        if was_empty {
-            wakers.extend(w.notify(&mut inbox));
-        }
-    } else {
-        w.synced.store(false, Ordering::Relaxed);
-        w.next.store(revision, Ordering::Relaxed);
     }
 }
 
@@ -516,9 +547,11 @@ pub struct Watcher {
     store: Store,
     range: KeyRange,
     shared: Arc<Shared>,
+    group: Arc<Group>,
     prev_kv: bool,
     progress_every: Option<Duration>,
-    receiving: Mutex<()>,
+    /// One receive at a time, and where it stands.
+    receiving: Mutex<Cursor>,
 }
 
 /// How long a receive may wait.
@@ -599,14 +632,8 @@ impl Store {
         hub.next_id += 1;
         let shared = Arc::new(Shared {
             id,
-            next: AtomicI64::new(start),
-            puts: !options.filter_puts,
-            deletes: !options.filter_deletes,
-            buffer: options.buffer.max(1),
-            synced: AtomicBool::new(false),
             inbox: Mutex::new(Inbox {
                 batches: VecDeque::new(),
-                events: 0,
                 progress_requested: false,
                 last_sent: Instant::now(),
                 compacted: None,
@@ -615,18 +642,48 @@ impl Store {
             }),
             ready: Condvar::new(),
         });
-        shared.synced.store(start > hub.durable, Ordering::Relaxed);
+        let (puts, deletes) = (!options.filter_puts, !options.filter_deletes);
+        let buffer = options.buffer.max(1);
+        let same = |g: &Arc<Group>| g.puts == puts && g.deletes == deletes && g.buffer == buffer;
+        let group = match hub.index.find(&range, same) {
+            Some(g) => g.clone(),
+            None => {
+                let g = Arc::new(Group {
+                    puts,
+                    deletes,
+                    buffer,
+                    feed: Mutex::new(GroupFeed {
+                        feed: Feed::new(buffer),
+                        members: Vec::new(),
+                    }),
+                    sleepers: AtomicUsize::new(0),
+                });
+                hub.index.insert(&range, g.clone());
+                g
+            }
+        };
+        let seq = {
+            let mut g = group.feed.lock();
+            g.members.push(shared.clone());
+            g.feed.end()
+        };
+        let cursor = Cursor {
+            next: start,
+            synced: start > hub.durable,
+            seq,
+            overflowed: false,
+        };
         hub.watchers += 1;
-        hub.index.insert(&range, shared.clone());
         drop(hub);
         Ok(Watcher {
             id,
             store: self.clone(),
             range,
             shared,
+            group,
             prev_kv: options.prev_kv,
             progress_every: options.progress_every,
-            receiving: Mutex::new(()),
+            receiving: Mutex::new(cursor),
         })
     }
 }
@@ -719,8 +776,8 @@ impl Watcher {
     pub fn cancel(self) {}
 
     fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<Delivery>> {
-        // One receive at a time: a catch-up reads from `next` and moves it.
-        let _one = self.receiving.lock();
+        // One receive at a time: it owns the cursor, and a catch-up moves it.
+        let mut cur = self.receiving.lock();
         let hub = &self.store.inner.watch;
         loop {
             // The first receiver to look fans out what writers have released (invariant 7).
@@ -729,27 +786,47 @@ impl Watcher {
             if inbox.sleeping {
                 inbox.sleeping = false;
                 hub.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.group.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             if let Some(c) = inbox.compacted {
                 return Ok(Some(Delivery::Compacted(c)));
             }
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
-                inbox.events = 0;
-                if self.progress_every.is_some() {
-                    inbox.last_sent = Instant::now(); // the clock is read only when it matters
-                }
-                drop(inbox);
+                self.sent(&mut inbox);
                 return Ok(Some(Delivery::Events(batches)));
             }
-            if !self.shared.synced.load(Ordering::Relaxed) {
+            if !cur.synced {
                 drop(inbox);
-                self.catch_up()?;
+                self.catch_up(&mut cur)?;
                 continue; // it read something, synced, or ended: look again
             }
-            // Synced and empty: nothing up to `released`, which a fan-out raises only after it
-            // has given this inbox (whose lock we hold) its events.
+            // Synced: what the group's feed holds past the cursor.
+            let mut g = self.group.feed.lock();
+            let mut batches = Vec::new();
+            let read = if g.members.len() == 1 {
+                g.feed.take(cur.seq, cur.next, &mut batches)
+            } else {
+                g.feed.read(cur.seq, cur.next, &mut batches)
+            };
+            let Ok(seq) = read else {
+                // More than a buffer behind: catch up from `next` (invariant 3).
+                drop(g);
+                cur.synced = false;
+                cur.overflowed = true;
+                continue;
+            };
+            cur.seq = seq;
+            if let Some((last, _)) = batches.last() {
+                drop(g);
+                cur.next = cur.next.max(last + 1);
+                self.sent(&mut inbox);
+                return Ok(Some(Delivery::Events(batches)));
+            }
+            // Synced and nothing past the cursor: nothing up to `released`, which a pump
+            // raises only after appending to this feed (whose lock we hold).
             let released = hub.released.load(Ordering::Acquire);
+            drop(g);
             let due = self.progress_every.map(|every| inbox.last_sent + every);
             let now = match (wait, due) {
                 (Wait::Never | Wait::Forever, None) if !inbox.progress_requested => None,
@@ -760,12 +837,16 @@ impl Watcher {
                 inbox.last_sent = now.unwrap_or_else(Instant::now);
                 return Ok(Some(Delivery::Progress(released)));
             }
-            // About to sleep: count as a sleeper, so that writers fan out (and wake us) from now
-            // on, then look once more for a release that came before they could see us.
+            // About to sleep: count as a sleeper, so that writers pump and the pump wakes us from
+            // now on, then look once more for a release or an append that came before they
+            // could see us.
             if wait.may_sleep(cx.is_some()) {
                 inbox.sleeping = true;
                 hub.sleepers.fetch_add(1, Ordering::SeqCst);
-                if hub.durable.load(Ordering::SeqCst) > hub.released.load(Ordering::SeqCst) {
+                self.group.sleepers.fetch_add(1, Ordering::SeqCst);
+                if hub.durable.load(Ordering::SeqCst) > hub.released.load(Ordering::SeqCst)
+                    || self.group.feed.lock().feed.end() > cur.seq
+                {
                     continue;
                 }
             }
@@ -793,20 +874,28 @@ impl Watcher {
         }
     }
 
+    /// Notes that events are being sent (for periodic progress).
+    fn sent(&self, inbox: &mut Inbox) {
+        if self.progress_every.is_some() {
+            inbox.last_sent = Instant::now(); // the clock is read only when it matters
+        }
+    }
+
     /// One catch-up step for an unsynced watcher (invariants 4 and 5): reads some of what it
     /// missed into its inbox, rejoins the synced set once nothing is missing, or ends it.
-    fn catch_up(&self) -> Result<()> {
+    fn catch_up(&self, cur: &mut Cursor) -> Result<()> {
         let inner = &self.store.inner;
         let compacted = inner.state.read().compacted;
+        let buffer = self.group.buffer;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            let next = self.shared.next.load(Ordering::Relaxed);
-            if next >= compacted && hub.log.covers(next) {
+            let next = cur.next;
+            if (next >= compacted || cur.overflowed) && hub.log.covers(next) {
                 // From memory: the log holds every released revision from `next` on.
-                let (batches, read_to) = hub.log.read(next, hub.durable, self.shared.buffer, |e| {
-                    self.shared.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
+                let (batches, read_to) = hub.log.read(next, hub.durable, buffer, |e| {
+                    self.group.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
                 });
-                self.hand_over(&hub, batches, read_to);
+                self.hand_over(&hub, cur, batches, read_to);
                 return Ok(());
             }
             (next, hub.durable)
@@ -838,7 +927,7 @@ impl Watcher {
                 let (k, v) = entry?;
                 let (rev, tombstone) = Revision::decode(k)?;
                 let current = batches.last().map(|(r, _)| *r);
-                if current != Some(rev.main) && count >= self.shared.buffer {
+                if current != Some(rev.main) && count >= buffer {
                     read_to = rev.main - 1;
                     break;
                 }
@@ -850,7 +939,7 @@ impl Watcher {
                     EventKind::Put
                 };
                 let head = RecordHead::decode(v)?;
-                if !self.shared.wants_kind(kind) || !contains(&self.range, head.key) {
+                if !self.group.wants_kind(kind) || !contains(&self.range, head.key) {
                     continue;
                 }
                 let kv = KeyValue::decode(v, false)?;
@@ -872,22 +961,27 @@ impl Watcher {
         }
         let hub = inner.watch.hub.lock();
         let batches = batches.into_iter().map(|(r, e)| (r, e.into())).collect();
-        self.hand_over(&hub, batches, read_to);
+        self.hand_over(&hub, cur, batches, read_to);
         Ok(())
     }
 
     /// Ends a catch-up step (invariant 5): under the hub lock, moves `next` past `read_to`,
-    /// hands the events read to the inbox, and rejoins the synced set if nothing is missing.
-    fn hand_over(&self, hub: &HubState, batches: Vec<(i64, Events)>, read_to: i64) {
-        let next = self.shared.next.load(Ordering::Relaxed).max(read_to + 1);
-        self.shared.next.store(next, Ordering::Relaxed);
+    /// hands the events read to the inbox, and rejoins the synced set if nothing is missing, its
+    /// cursor at the feed's end (the feed holds nothing above the hub's durable mark).
+    fn hand_over(
+        &self,
+        hub: &HubState,
+        cur: &mut Cursor,
+        batches: Vec<(i64, Events)>,
+        read_to: i64,
+    ) {
+        cur.next = cur.next.max(read_to + 1);
+        cur.overflowed = false;
         let mut inbox = self.shared.inbox.lock();
-        for (revision, events) in batches {
-            inbox.events += events.len();
-            inbox.batches.push_back((revision, events));
-        }
-        if next > hub.durable {
-            self.shared.synced.store(true, Ordering::Relaxed);
+        inbox.batches.extend(batches);
+        if cur.next > hub.durable {
+            cur.synced = true;
+            cur.seq = self.group.feed.lock().feed.end();
         }
     }
 
@@ -962,11 +1056,22 @@ impl Watcher {
 }
 
 impl Watcher {
-    /// Takes this watcher out of the hub (and its index); releases no longer reach it.
+    /// Takes this watcher out of the hub (and its group, and the group out of the index when it
+    /// was the last); releases no longer reach it.
     fn unregister(&self) {
         let mut hub = self.store.inner.watch.hub.lock();
-        if hub.index.remove(&self.range, |w| w.id == self.id) {
+        let (removed, empty) = {
+            let mut g = self.group.feed.lock();
+            let before = g.members.len();
+            g.members.retain(|m| m.id != self.id);
+            (g.members.len() < before, g.members.is_empty())
+        };
+        if removed {
             hub.watchers -= 1;
+            if empty {
+                hub.index
+                    .remove(&self.range, |g| Arc::ptr_eq(g, &self.group));
+            }
         }
     }
 }
@@ -974,11 +1079,9 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         if std::mem::take(&mut self.shared.inbox.lock().sleeping) {
-            self.store
-                .inner
-                .watch
-                .sleepers
-                .fetch_sub(1, Ordering::SeqCst);
+            let hub = &self.store.inner.watch;
+            hub.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.group.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
         self.unregister();
     }
