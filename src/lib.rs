@@ -251,13 +251,14 @@ pub use inspect::{
 pub use mvcc::Compaction;
 pub use mvcc::IndexOrigin;
 pub use mvcc::{
+    BatchResponse, Event, EventBatch, EventKind, EventRef, SharedEvent, SharedResponse,
+    WatchOptions, WatchResponse, Watcher,
+};
+pub use mvcc::{
     Clock, Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue,
     LeaseGrant, LeaseStatus, ManualClock, MonotonicClock, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
     TxnBuilder, TxnResponse,
-};
-pub use mvcc::{
-    Event, EventKind, SharedEvent, SharedResponse, WatchOptions, WatchResponse, Watcher,
 };
 pub use page_file::PageKind;
 

@@ -3,17 +3,20 @@
 //! Two paths feed a watcher, as in etcd's watchable store:
 //! - **synced**: the writer of revision R queues R's events (under the writer lock, so the queue
 //!   is in revision order) and, once R is durable, raises the hub's durable mark; the next
-//!   *pump* releases every queued revision up to that mark into the buffers of the synced
-//!   watchers whose range and filters match, found in a range index ([`index`]);
-//! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
-//!   reads what it missed in its own `recv` (no thread of the hub's) and rejoins the synced set
-//!   once it has read up to the released watermark: from the hub's [`log`] of the newest
+//!   *pump* releases every queued revision up to that mark: it appends each revision's matching
+//!   events once to the [`feed`] of every **group** they match (the watchers of one range with
+//!   the same filters and buffer share a group; groups are found in a range index, [`index`]),
+//!   and each synced watcher reads its group's feed at its own cursor in its receive;
+//! - **unsynced**: a watcher that starts in the past, or that fell more than a buffer behind its
+//!   feed, reads what it missed in its own `recv` (no thread of the hub's) and rejoins the synced
+//!   set once it has read up to the released watermark: from the hub's [`log`] of the newest
 //!   released revisions (shared events, no copy) while that reaches back far enough, else from
 //!   the `mvcc.key` tree by revision range.
 //!
 //! Events are shared, not copied, from the writer to the receive: a revision's events are one
-//! `Arc` that the queue, the log and every inbox hold; [`Watcher::recv`] copies each event out
-//! as an owned [`Event`], [`Watcher::recv_shared`] hands out [`SharedEvent`]s that point at it.
+//! `Arc` that the queue, the log and every feed hold; [`Watcher::recv`] copies each event out
+//! as an owned [`Event`], [`Watcher::recv_shared`] hands out [`SharedEvent`]s that point at it,
+//! and [`Watcher::recv_batch`] an [`EventBatch`] that holds one `Arc` per revision.
 //!
 //! Who pumps: the first receive to look (any watcher's `recv`, `try_recv` or `poll_recv`), so
 //! that the fan-out runs on the consumers' threads, not on the writers' commit path. A writer
@@ -23,39 +26,47 @@
 //!
 //! Invariants:
 //! 1. `HubState::durable` is the newest revision released; every revision at or below it is durable
-//!    and in the key tree. It only grows, and only under the hub lock, together with the fan-out of
-//!    the revisions it passes; so for a synced watcher, "no event buffered" means "no event up to
-//!    `durable`".
-//! 2. A watcher's `Shared::next` is the first revision it has not been given (in its inbox or
-//!    already returned). A synced watcher is given every released revision at or above `next`
-//!    that matches it; revisions below `next` are never given again (nothing twice).
-//! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
-//!    events becomes unsynced at that revision (`next` = R) and catches up (from the log or
-//!    the tree).
+//!    and in the key tree. It only grows, and only under the hub lock, together with the appends
+//!    of the revisions it passes to the feeds; so for a synced watcher, "nothing past its cursor"
+//!    means "no event up to `durable`".
+//! 2. A watcher's `Cursor::next` is the first revision it has not been given (returned, or in its
+//!    inbox). A synced watcher reads every entry of its group's feed from its cursor whose
+//!    revision is at or above `next`, and moves `next` past the last; revisions below `next` are
+//!    never given again (nothing twice). The cursor is the receive's own (under
+//!    `Watcher::receiving`); no pump touches it.
+//! 3. A release never blocks on a watcher: a feed keeps about a buffer's worth of events and
+//!    drops the oldest (feed invariant 2); a synced watcher whose cursor the feed no longer holds
+//!    has **overflowed**, becomes unsynced at `next` and catches up (from the log or the tree).
+//!    Its first catch-up step reads a buffer's worth from the log even below the compacted
+//!    revision (what a bounded buffer would have held for it, as etcd's does); later steps do
+//!    not.
 //! 4. A catch-up from the log reads it under the hub lock from `next`, which the log covers
-//!    (log invariant 2), after checking `next >= compacted` as below. A catch-up from the tree
-//!    reads a snapshot taken under the store's state lock, after checking
-//!    `next >= compacted`: compaction raises `compacted` before deleting anything (store
-//!    invariant 3) and keeps every record at the compacted revision itself (each is its key's
-//!    newest there, a tombstone too), so every record at or above `next` is in the snapshot. If
-//!    `next < compacted` (etcd's `minRev < compactRev`), the watcher ends with
+//!    (log invariant 2), after checking `next >= compacted` as below (but for invariant 3's
+//!    first step). A catch-up from the tree reads a snapshot taken under the store's state lock,
+//!    after checking `next >= compacted`: compaction raises `compacted` before deleting anything
+//!    (store invariant 3) and keeps every record at the compacted revision itself (each is its
+//!    key's newest there, a tombstone too), so every record at or above `next` is in the
+//!    snapshot. If `next < compacted` (etcd's `minRev < compactRev`), the watcher ends with
 //!    [`WatchResponse::Compacted`].
-//! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
-//!    lock, so no release can slip a newer revision in front of them.
-//! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
-//!    receive holding its inbox reads it without the hub lock; `WatchHub::released` mirrors
-//!    `durable` and is raised after the fan-out, so a synced receive that holds its inbox and
-//!    finds it empty has had every event up to `released`.
-//! 7. No receiver sleeps past a release: a receive pumps before it looks at its inbox; one about
-//!    to sleep first counts itself in `WatchHub::sleepers`, then looks at the durable mark once
-//!    more, while a writer raises the mark before it reads `sleepers` (all `SeqCst`). So either
-//!    the receiver sees the new mark and pumps, or the writer sees the sleeper and pumps, which
-//!    wakes every watcher whose inbox it fills.
+//! 5. A catch-up hands its events to the inbox and, if it read up to `durable`, sets the
+//!    watcher's cursor to its feed's end and flips it to synced, all under the hub lock: the feed
+//!    then holds nothing at or below `durable` past the cursor, and nothing above it that the
+//!    catch-up read. A receive delivers the inbox before the feed.
+//! 6. `WatchHub::released` mirrors `durable` and is raised after the appends, so a synced
+//!    receive that holds its feed's lock and finds nothing past its cursor has had every event
+//!    up to `released`.
+//! 7. No receiver sleeps past a release: a receive pumps before it looks; one about to sleep
+//!    first counts itself in `WatchHub::sleepers` and its group's `Group::sleepers`, then looks at
+//!    the durable mark and its feed once more, while a writer raises the mark before it reads
+//!    `WatchHub::sleepers`, and a pump appends to a feed before it reads the group's sleepers
+//!    under the feed lock (all `SeqCst`). So either the receiver sees the new mark or the new
+//!    entry, or the writer and then the pump see the sleeper, and the pump wakes it.
 //!
-//! Lock order: (1) a watcher's `receiving`, (2) the hub lock, (3) a watcher's inbox;
-//! `WatchHub::queue` is a leaf (taken under the store's writer lock, or under the hub lock by a
-//! pump). The store's state lock is never held while taking any of them. Async wakers are woken
-//! after every lock is released.
+//! Lock order: (1) a watcher's `receiving`, (2) the hub lock, (3) a watcher's inbox, (4) a
+//! group's feed; a pump takes a feed and then, once it is released, the inboxes of the sleeping
+//! members. `WatchHub::queue` is a leaf (taken under the store's writer lock, or under the hub
+//! lock by a pump). The store's state lock is never held while taking any of them. Async wakers
+//! are woken after every lock is released.
 //!
 //! Leases: a lease revoke is a delete through the store's ordinary write path, so its events are
 //! queued and released as any other delete's (`StoreWrite::delete_range` records them).
@@ -261,6 +272,98 @@ pub enum SharedResponse {
         /// The store's compacted revision.
         compact_revision: i64,
     },
+}
+
+/// What a watcher receives from [`Watcher::recv_batch`] and its siblings: a [`WatchResponse`]
+/// whose events stay where the store keeps them.
+#[derive(Clone, Debug)]
+pub enum BatchResponse {
+    /// The events of one or more whole revisions, in order.
+    Events(EventBatch),
+    /// As [`WatchResponse::Progress`].
+    Progress {
+        /// Every durable revision up to here has been sent.
+        revision: i64,
+    },
+    /// As [`WatchResponse::Compacted`].
+    Compacted {
+        /// The store's compacted revision.
+        compact_revision: i64,
+    },
+}
+
+/// The events of one or more whole revisions, in revision order, as the store holds them: one
+/// shared reference per revision (shared with every watcher of the revision), none per event.
+/// [`EventBatch::iter`] lends [`EventRef`]s.
+#[derive(Clone, Debug)]
+pub struct EventBatch {
+    revisions: Vec<(i64, Events)>,
+    /// With [`WatchOptions::prev_kv`], each event's previous record, in order; else empty.
+    prev_kvs: Vec<Option<KeyValue>>,
+    len: usize,
+}
+
+impl EventBatch {
+    /// The revision of the last event.
+    pub fn revision(&self) -> i64 {
+        self.revisions.last().map_or(0, |(r, _)| *r)
+    }
+
+    /// How many events the batch holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch holds no event (a receive never returns such a batch).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The events, in revision order.
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        self.revisions
+            .iter()
+            .flat_map(|(_, events)| events.iter())
+            .enumerate()
+            .map(|(i, raw)| EventRef {
+                raw,
+                prev_kv: self.prev_kvs.get(i).and_then(Option::as_ref),
+            })
+    }
+}
+
+/// One event of an [`EventBatch`], borrowed from it.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    raw: &'a RawEvent,
+    prev_kv: Option<&'a KeyValue>,
+}
+
+impl<'a> EventRef<'a> {
+    /// A put or a delete.
+    pub fn kind(&self) -> EventKind {
+        self.raw.kind
+    }
+
+    /// The record after the change; for a delete, only `key` and `mod_revision` are set, as in
+    /// [`Event::kv`].
+    pub fn kv(&self) -> &'a KeyValue {
+        &self.raw.kv
+    }
+
+    /// The record before the change, as in [`Event::prev_kv`].
+    pub fn prev_kv(&self) -> Option<&'a KeyValue> {
+        self.prev_kv
+    }
+
+    /// This event with its own copy of the bytes.
+    pub fn to_event(&self) -> Event {
+        Event {
+            kind: self.raw.kind,
+            kv: self.raw.kv.clone(),
+            prev_kv: self.prev_kv.cloned(),
+        }
+    }
 }
 
 /// What a receive found, before it becomes a [`WatchResponse`] or a [`SharedResponse`].
@@ -748,6 +851,31 @@ impl Watcher {
         next.map(|d| self.shared_response(d)).transpose()
     }
 
+    /// As [`recv`](Watcher::recv), with the events left where the store keeps them: for a
+    /// consumer that reads events and does not keep them, the cheapest receive (one shared
+    /// reference per revision, none per event, and no copy).
+    pub fn recv_batch(&self) -> Result<BatchResponse> {
+        loop {
+            if let Some(d) = self.next(Wait::Forever, None)? {
+                return self.batch_response(d);
+            }
+        }
+    }
+
+    /// As [`recv_timeout`](Watcher::recv_timeout), with a batch; see
+    /// [`recv_batch`](Watcher::recv_batch).
+    pub fn recv_timeout_batch(&self, d: Duration) -> Result<Option<BatchResponse>> {
+        let next = self.next(Wait::Until(Instant::now() + d), None)?;
+        next.map(|d| self.batch_response(d)).transpose()
+    }
+
+    /// As [`try_recv`](Watcher::try_recv), with a batch; see
+    /// [`recv_batch`](Watcher::recv_batch).
+    pub fn try_recv_batch(&self) -> Result<Option<BatchResponse>> {
+        let next = self.next(Wait::Never, None)?;
+        next.map(|d| self.batch_response(d)).transpose()
+    }
+
     /// The next response for async code: `Pending` registers `cx`'s waker, which is woken when
     /// events arrive or progress is requested. Periodic progress notifications are sent when
     /// the watcher is polled after they fall due; an async caller that wants them on time polls
@@ -1015,6 +1143,33 @@ impl Watcher {
             }
             Delivery::Progress(revision) => SharedResponse::Progress { revision },
             Delivery::Compacted(c) => SharedResponse::Compacted {
+                compact_revision: c,
+            },
+        })
+    }
+
+    /// Turns what a receive found into a response that keeps the events where they are.
+    fn batch_response(&self, delivery: Delivery) -> Result<BatchResponse> {
+        Ok(match delivery {
+            Delivery::Events(revisions) => {
+                let len = revisions.iter().map(|(_, e)| e.len()).sum();
+                let mut prev_kvs = Vec::new();
+                if self.prev_kv {
+                    prev_kvs.reserve(len);
+                    for (rev, events) in &revisions {
+                        for e in events.iter() {
+                            prev_kvs.push(self.previous(&e.kv.key, *rev)?);
+                        }
+                    }
+                }
+                BatchResponse::Events(EventBatch {
+                    revisions,
+                    prev_kvs,
+                    len,
+                })
+            }
+            Delivery::Progress(revision) => BatchResponse::Progress { revision },
+            Delivery::Compacted(c) => BatchResponse::Compacted {
                 compact_revision: c,
             },
         })
