@@ -73,7 +73,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -451,6 +451,8 @@ struct Group {
     deletes: bool,
     buffer: usize,
     feed: Mutex<GroupFeed>,
+    /// The feed's end, readable without its lock (written under it, after each append).
+    end: AtomicU64,
     /// Members asleep in a receive (each counts once, while its `Inbox::sleeping` is set).
     sleepers: AtomicUsize,
 }
@@ -478,6 +480,7 @@ impl Group {
         let sleeping = {
             let mut g = self.feed.lock();
             g.feed.push(revision, events.clone());
+            self.end.store(g.feed.end(), Ordering::Release);
             // Read under the feed lock: a receiver counts itself, then looks at the feed
             // (invariant 7).
             if self.sleepers.load(Ordering::SeqCst) > 0 {
@@ -500,6 +503,9 @@ impl Group {
 struct Shared {
     id: u64,
     inbox: Mutex<Inbox>,
+    /// Whether the inbox holds something for the receive (events, a progress request, the
+    /// compacted end); written under the inbox lock, read without it by `try_recv`'s fast path.
+    pending: AtomicBool,
     ready: Condvar,
 }
 
@@ -531,6 +537,13 @@ struct Inbox {
 }
 
 impl Shared {
+    /// Publishes whether `inbox` (this watcher's, locked) holds something for the receive.
+    fn mark_pending(&self, inbox: &Inbox) {
+        let pending =
+            inbox.progress_requested || inbox.compacted.is_some() || !inbox.batches.is_empty();
+        self.pending.store(pending, Ordering::Release);
+    }
+
     /// Wakes a blocked receive; returns the async waker to wake once every lock is released
     /// (a waker may poll the watcher at once, which takes the hub lock and the inbox).
     #[must_use]
@@ -655,6 +668,9 @@ pub struct Watcher {
     progress_every: Option<Duration>,
     /// One receive at a time, and where it stands.
     receiving: Mutex<Cursor>,
+    /// The cursor's `seq` while synced, `u64::MAX` while not: what `try_recv`'s fast path
+    /// compares with the group's end (written only by the receive, under `receiving`).
+    synced_at: AtomicU64,
 }
 
 /// How long a receive may wait.
@@ -743,6 +759,7 @@ impl Store {
                 waker: None,
                 sleeping: false,
             }),
+            pending: AtomicBool::new(false),
             ready: Condvar::new(),
         });
         let (puts, deletes) = (!options.filter_puts, !options.filter_deletes);
@@ -759,6 +776,7 @@ impl Store {
                         feed: Feed::new(buffer),
                         members: Vec::new(),
                     }),
+                    end: AtomicU64::new(0),
                     sleepers: AtomicUsize::new(0),
                 });
                 hub.index.insert(&range, g.clone());
@@ -770,6 +788,7 @@ impl Store {
             g.members.push(shared.clone());
             g.feed.end()
         };
+        let synced_at = AtomicU64::new(if start > hub.durable { seq } else { u64::MAX });
         let cursor = Cursor {
             next: start,
             synced: start > hub.durable,
@@ -787,6 +806,7 @@ impl Store {
             prev_kv: options.prev_kv,
             progress_every: options.progress_every,
             receiving: Mutex::new(cursor),
+            synced_at,
         })
     }
 }
@@ -893,6 +913,7 @@ impl Watcher {
     pub fn request_progress(&self) {
         let mut inbox = self.shared.inbox.lock();
         inbox.progress_requested = true;
+        self.shared.mark_pending(&inbox);
         let waker = self.shared.notify(&mut inbox);
         drop(inbox);
         if let Some(w) = waker {
@@ -903,7 +924,22 @@ impl Watcher {
     /// Stops watching (dropping the watcher does the same).
     pub fn cancel(self) {}
 
+    /// Whether a receive that does not wait would find nothing, known without a lock: nothing
+    /// to pump, synced with nothing past its cursor, nothing in its inbox, no periodic progress.
+    /// (A receive that races a pump may miss what the pump appends, as it would a moment
+    /// earlier; one that follows a pump, a request or a release in its own thread sees it.)
+    fn idle(&self) -> bool {
+        let hub = &self.store.inner.watch;
+        self.progress_every.is_none()
+            && hub.durable.load(Ordering::SeqCst) <= hub.released.load(Ordering::Acquire)
+            && self.synced_at.load(Ordering::Relaxed) == self.group.end.load(Ordering::Acquire)
+            && !self.shared.pending.load(Ordering::Acquire)
+    }
+
     fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<Delivery>> {
+        if matches!(wait, Wait::Never) && cx.is_none() && self.idle() {
+            return Ok(None);
+        }
         // One receive at a time: it owns the cursor, and a catch-up moves it.
         let mut cur = self.receiving.lock();
         let hub = &self.store.inner.watch;
@@ -921,6 +957,7 @@ impl Watcher {
             }
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
+                self.shared.mark_pending(&inbox);
                 self.sent(&mut inbox);
                 return Ok(Some(Delivery::Events(batches)));
             }
@@ -942,9 +979,11 @@ impl Watcher {
                 drop(g);
                 cur.synced = false;
                 cur.overflowed = true;
+                self.synced_at.store(u64::MAX, Ordering::Relaxed);
                 continue;
             };
             cur.seq = seq;
+            self.synced_at.store(seq, Ordering::Relaxed);
             if let Some((last, _)) = batches.last() {
                 drop(g);
                 cur.next = cur.next.max(last + 1);
@@ -962,6 +1001,7 @@ impl Watcher {
             };
             if inbox.progress_requested || due.zip(now).is_some_and(|(d, now)| d <= now) {
                 inbox.progress_requested = false;
+                self.shared.mark_pending(&inbox);
                 inbox.last_sent = now.unwrap_or_else(Instant::now);
                 return Ok(Some(Delivery::Progress(released)));
             }
@@ -1036,6 +1076,7 @@ impl Watcher {
             self.unregister();
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);
+            self.shared.mark_pending(&inbox);
             return Ok(());
         }
         // From the key tree: read whole revisions from `next` up to `durable`, about one
@@ -1107,9 +1148,11 @@ impl Watcher {
         cur.overflowed = false;
         let mut inbox = self.shared.inbox.lock();
         inbox.batches.extend(batches);
+        self.shared.mark_pending(&inbox);
         if cur.next > hub.durable {
             cur.synced = true;
             cur.seq = self.group.feed.lock().feed.end();
+            self.synced_at.store(cur.seq, Ordering::Relaxed);
         }
     }
 
