@@ -131,7 +131,9 @@
 //! A watcher that nobody reads never holds up a writer: past its buffer it falls behind and
 //! catches up inside its own `recv`, from the store's shared log of recent events or from the key
 //! tree. `recv_shared` and its siblings hand out [`SharedEvent`]s, which share their bytes with
-//! every other watcher instead of copying them. See [`Store::watch`] and [`Watcher`].
+//! every other watcher instead of copying them; `recv_batch` and its siblings return an
+//! [`EventBatch`] that lends them where the store keeps them. See [`Store::watch`] and
+//! [`Watcher`].
 //!
 //! ## Defrag
 //!
