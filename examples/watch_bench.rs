@@ -4,7 +4,7 @@
 //! anonymous memory before and after opening 100,000 of them).
 //!
 //! `cargo run --release --example watch_bench -- [--seconds S] [--rounds R] [--watchers N]
-//! [--consumers C] [--consumer-nice P] [--shared] [--idle N] [--dir D]`
+//! [--consumers C] [--consumer-nice P] [--shared | --batch] [--poll-ms M] [--idle N] [--dir D]`
 //!
 //! Each round writes for S seconds with no watcher, then for S seconds with the watchers (opened
 //! afresh), so the two are interleaved and share the machine's noise; the summary gives the
@@ -17,8 +17,14 @@
 //! whole machine's work per put; `--consumer-nice 19` lowers the consumers' priority, and
 //! `--consumers 0` reads nothing while writing (every watcher overflows into catch-up; the
 //! events are then read after the writers stop, and counted apart). The consumers receive owned
-//! events (`Watcher::try_recv`: a copy of each key and value per watcher), or with `--shared`
-//! events that share their bytes (`Watcher::try_recv_shared`). Threads are named (`writer-N`,
+//! events (`Watcher::try_recv`: a copy of each key and value per watcher), with `--shared`
+//! events that share their bytes (`Watcher::try_recv_shared`: a shared reference per event), or
+//! with `--batch` batches that lend them (`Watcher::try_recv_batch`: a shared reference per
+//! revision); the consumer looks at each event's key either way. A consumer sweeps its share of
+//! the watchers with `try_recv*` until each has nothing ready, and sleeps 1 ms after a sweep that
+//! found nothing; with `--poll-ms M` it sleeps M ms after every sweep instead (fewer, larger
+//! responses for up to M ms more latency). The events per response are reported: the receive's
+//! fixed cost is paid per response. Threads are named (`writer-N`,
 //! `consumer-N`) so that `perf report --sort comm` tells their costs apart.
 //!
 //! The watchers: one in ten watches everything under `/registry/`, the others one of 10 namespace
@@ -30,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use folio::{KeyRange, SharedResponse, Store, WatchOptions, WatchResponse, Watcher};
+use folio::{BatchResponse, KeyRange, SharedResponse, Store, WatchOptions, WatchResponse, Watcher};
 
 struct Args {
     seconds: u64,
@@ -39,6 +45,8 @@ struct Args {
     consumers: usize,
     consumer_nice: i32,
     shared: bool,
+    batch: bool,
+    poll_ms: u64,
     idle: usize,
     dir: Option<std::path::PathBuf>,
 }
@@ -51,6 +59,8 @@ fn args() -> Args {
         consumers: 2,
         consumer_nice: 0,
         shared: false,
+        batch: false,
+        poll_ms: 0,
         idle: 100_000,
         dir: None,
     };
@@ -60,6 +70,10 @@ fn args() -> Args {
             a.shared = true;
             continue;
         }
+        if flag == "--batch" {
+            a.batch = true;
+            continue;
+        }
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => a.seconds = value().parse().expect("--seconds S"),
@@ -67,6 +81,7 @@ fn args() -> Args {
             "--watchers" => a.watchers = value().parse().expect("--watchers N"),
             "--consumers" => a.consumers = value().parse().expect("--consumers C"),
             "--consumer-nice" => a.consumer_nice = value().parse().expect("--consumer-nice P"),
+            "--poll-ms" => a.poll_ms = value().parse().expect("--poll-ms M"),
             "--idle" => a.idle = value().parse().expect("--idle N"),
             "--dir" => a.dir = Some(value().into()),
             other => panic!("unknown flag {other}"),
@@ -176,34 +191,58 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("RssAnon:"))
 }
 
-/// Reads every ready response of `w`, owned or shared; returns the events read.
-fn receive(w: &Watcher, shared: bool) -> u64 {
-    let mut got = 0;
-    if shared {
-        while let Some(r) = w.try_recv_shared().unwrap() {
-            if let SharedResponse::Events { events, .. } = r {
-                got += events.len() as u64;
+/// How the consumers receive.
+#[derive(Clone, Copy)]
+enum Mode {
+    Owned,
+    Shared,
+    Batch,
+}
+
+/// Reads every ready response of `w`, looking at each event's key; returns the events and the
+/// responses with events read.
+fn receive(w: &Watcher, mode: Mode) -> (u64, u64) {
+    let (mut got, mut responses) = (0, 0);
+    match mode {
+        Mode::Shared => {
+            while let Some(r) = w.try_recv_shared().unwrap() {
+                if let SharedResponse::Events { events, .. } = r {
+                    got += events.iter().filter(|e| !e.kv().key.is_empty()).count() as u64;
+                    responses += 1;
+                }
             }
         }
-    } else {
-        while let Some(r) = w.try_recv().unwrap() {
-            if let WatchResponse::Events { events, .. } = r {
-                got += events.len() as u64;
+        Mode::Batch => {
+            while let Some(r) = w.try_recv_batch().unwrap() {
+                if let BatchResponse::Events(batch) = r {
+                    got += batch.iter().filter(|e| !e.kv().key.is_empty()).count() as u64;
+                    responses += 1;
+                }
+            }
+        }
+        Mode::Owned => {
+            while let Some(r) = w.try_recv().unwrap() {
+                if let WatchResponse::Events { events, .. } = r {
+                    got += events.iter().filter(|e| !e.kv.key.is_empty()).count() as u64;
+                    responses += 1;
+                }
             }
         }
     }
-    got
+    (got, responses)
 }
 
 /// Reads every ready response of `watchers`; returns the events read.
-fn drain(watchers: &[Watcher], shared: bool) -> u64 {
-    watchers.iter().map(|w| receive(w, shared)).sum()
+fn drain(watchers: &[Watcher], mode: Mode) -> u64 {
+    watchers.iter().map(|w| receive(w, mode).0).sum()
 }
 
 /// What one phase with watchers did.
 struct Watched {
     phase: Phase,
     events_per_sec: f64,
+    /// Events per response with events.
+    events_per_response: f64,
     /// Events read after the writers stopped (with no consumer thread).
     drained: u64,
 }
@@ -215,11 +254,18 @@ fn write_watched(store: &Store, a: &Args) -> Watched {
     let watchers = Arc::new(watchers);
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
+    let responses = Arc::new(AtomicU64::new(0));
     let n = a.consumers;
-    let (nice, shared) = (a.consumer_nice, a.shared);
+    let (nice, poll_ms) = (a.consumer_nice, a.poll_ms);
+    let mode = match (a.shared, a.batch) {
+        (_, true) => Mode::Batch,
+        (true, false) => Mode::Shared,
+        (false, false) => Mode::Owned,
+    };
     let consumers: Vec<_> = (0..n)
         .map(|c| {
-            let (watchers, stop, delivered) = (watchers.clone(), stop.clone(), delivered.clone());
+            let (watchers, stop) = (watchers.clone(), stop.clone());
+            let (delivered, responses) = (delivered.clone(), responses.clone());
             let builder = thread::Builder::new().name(format!("consumer-{c}"));
             builder
                 .spawn(move || {
@@ -231,14 +277,17 @@ fn write_watched(store: &Store, a: &Args) -> Watched {
                         }
                     }
                     while !stop.load(Ordering::Relaxed) {
-                        let got: u64 = watchers
-                            .iter()
-                            .skip(c)
-                            .step_by(n)
-                            .map(|w| receive(w, shared))
-                            .sum();
+                        let (mut got, mut sent) = (0, 0);
+                        for w in watchers.iter().skip(c).step_by(n) {
+                            let (events, r) = receive(w, mode);
+                            got += events;
+                            sent += r;
+                        }
                         delivered.fetch_add(got, Ordering::Relaxed);
-                        if got == 0 {
+                        responses.fetch_add(sent, Ordering::Relaxed);
+                        if poll_ms > 0 {
+                            thread::sleep(Duration::from_millis(poll_ms));
+                        } else if got == 0 {
                             thread::sleep(Duration::from_millis(1));
                         }
                     }
@@ -249,19 +298,17 @@ fn write_watched(store: &Store, a: &Args) -> Watched {
     let start = Instant::now();
     let phase = write_for(store, a.seconds);
     let events = delivered.load(Ordering::Relaxed);
+    let sent = responses.load(Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for c in consumers {
         c.join().unwrap();
     }
-    let drained = if n == 0 {
-        drain(&watchers, a.shared)
-    } else {
-        0
-    };
+    let drained = if n == 0 { drain(&watchers, mode) } else { 0 };
     Watched {
         phase,
         events_per_sec: events as f64 / secs,
+        events_per_response: events as f64 / sent.max(1) as f64,
         drained,
     }
 }
@@ -292,20 +339,25 @@ fn main() {
             "round {round}: no watcher {none_rate:>7.0} puts/s, CPU/put writers {:>5.1} us (+{:.1} us waiting \
              for a core), process {:>5.1} us | {} watchers, {} consumers (nice {}{}): {with_rate:>7.0} puts/s \
              ({:.0}%), CPU/put writers {:>5.1} us (+{:.1} us waiting for a core), process {:>5.1} us, \
-             {:>8.0} events/s ({:.0} per put){}",
+             {:>8.0} events/s ({:.0} per put, {:.1} per response){}",
             us(none.writer_cpu, none.puts),
             us(none.writer_runqueue, none.puts),
             us(none.process_cpu, none.puts),
             a.watchers,
             a.consumers,
             a.consumer_nice,
-            if a.shared { ", shared" } else { "" },
+            match (a.shared, a.batch) {
+                (_, true) => ", batch",
+                (true, false) => ", shared",
+                (false, false) => "",
+            },
             100.0 * with_rate / none_rate,
             us(with.phase.writer_cpu, with.phase.puts),
             us(with.phase.writer_runqueue, with.phase.puts),
             us(with.phase.process_cpu, with.phase.puts),
             with.events_per_sec,
             with.events_per_sec * a.seconds as f64 / with.phase.puts.max(1) as f64,
+            with.events_per_response,
             if a.consumers == 0 {
                 format!(", {} events read after", with.drained)
             } else {

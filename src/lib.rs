@@ -131,7 +131,9 @@
 //! A watcher that nobody reads never holds up a writer: past its buffer it falls behind and
 //! catches up inside its own `recv`, from the store's shared log of recent events or from the key
 //! tree. `recv_shared` and its siblings hand out [`SharedEvent`]s, which share their bytes with
-//! every other watcher instead of copying them. See [`Store::watch`] and [`Watcher`].
+//! every other watcher instead of copying them; `recv_batch` and its siblings return an
+//! [`EventBatch`] that lends them where the store keeps them. See [`Store::watch`] and
+//! [`Watcher`].
 //!
 //! ## Defrag
 //!
@@ -251,13 +253,14 @@ pub use inspect::{
 pub use mvcc::Compaction;
 pub use mvcc::IndexOrigin;
 pub use mvcc::{
+    BatchResponse, Event, EventBatch, EventKind, EventRef, SharedEvent, SharedResponse,
+    WatchOptions, WatchResponse, Watcher,
+};
+pub use mvcc::{
     Clock, Compare, CompareTarget, CompareValue, DeleteResponse, HashResponse, KeyRange, KeyValue,
     LeaseGrant, LeaseStatus, ManualClock, MonotonicClock, Op, OpResponse, PutOptions, PutResponse,
     RangeOptions, RangeResponse, RangeStream, Revision, SortOrder, SortTarget, Store, StoreOptions,
     TxnBuilder, TxnResponse,
-};
-pub use mvcc::{
-    Event, EventKind, SharedEvent, SharedResponse, WatchOptions, WatchResponse, Watcher,
 };
 pub use page_file::PageKind;
 

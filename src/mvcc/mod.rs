@@ -23,6 +23,7 @@ pub use types::{
     TxnResponse,
 };
 pub use watch::{
-    Event, EventKind, SharedEvent, SharedResponse, WatchOptions, WatchResponse, Watcher,
+    BatchResponse, Event, EventBatch, EventKind, EventRef, SharedEvent, SharedResponse,
+    WatchOptions, WatchResponse, Watcher,
 };
 pub use write::TxnBuilder;

@@ -3,17 +3,20 @@
 //! Two paths feed a watcher, as in etcd's watchable store:
 //! - **synced**: the writer of revision R queues R's events (under the writer lock, so the queue
 //!   is in revision order) and, once R is durable, raises the hub's durable mark; the next
-//!   *pump* releases every queued revision up to that mark into the buffers of the synced
-//!   watchers whose range and filters match, found in a range index ([`index`]);
-//! - **unsynced**: a watcher that starts in the past, or whose buffer was full when a release came,
-//!   reads what it missed in its own `recv` (no thread of the hub's) and rejoins the synced set
-//!   once it has read up to the released watermark: from the hub's [`log`] of the newest
+//!   *pump* releases every queued revision up to that mark: it appends each revision's matching
+//!   events once to the [`feed`] of every **group** they match (the watchers of one range with
+//!   the same filters and buffer share a group; groups are found in a range index, [`index`]),
+//!   and each synced watcher reads its group's feed at its own cursor in its receive;
+//! - **unsynced**: a watcher that starts in the past, or that fell more than a buffer behind its
+//!   feed, reads what it missed in its own `recv` (no thread of the hub's) and rejoins the synced
+//!   set once it has read up to the released watermark: from the hub's [`log`] of the newest
 //!   released revisions (shared events, no copy) while that reaches back far enough, else from
 //!   the `mvcc.key` tree by revision range.
 //!
 //! Events are shared, not copied, from the writer to the receive: a revision's events are one
-//! `Arc` that the queue, the log and every inbox hold; [`Watcher::recv`] copies each event out
-//! as an owned [`Event`], [`Watcher::recv_shared`] hands out [`SharedEvent`]s that point at it.
+//! `Arc` that the queue, the log and every feed hold; [`Watcher::recv`] copies each event out
+//! as an owned [`Event`], [`Watcher::recv_shared`] hands out [`SharedEvent`]s that point at it,
+//! and [`Watcher::recv_batch`] an [`EventBatch`] that holds one `Arc` per revision.
 //!
 //! Who pumps: the first receive to look (any watcher's `recv`, `try_recv` or `poll_recv`), so
 //! that the fan-out runs on the consumers' threads, not on the writers' commit path. A writer
@@ -23,46 +26,54 @@
 //!
 //! Invariants:
 //! 1. `HubState::durable` is the newest revision released; every revision at or below it is durable
-//!    and in the key tree. It only grows, and only under the hub lock, together with the fan-out of
-//!    the revisions it passes; so for a synced watcher, "no event buffered" means "no event up to
-//!    `durable`".
-//! 2. A watcher's `Shared::next` is the first revision it has not been given (in its inbox or
-//!    already returned). A synced watcher is given every released revision at or above `next`
-//!    that matches it; revisions below `next` are never given again (nothing twice).
-//! 3. A release never blocks on a watcher: a synced watcher whose buffer cannot take a revision's
-//!    events becomes unsynced at that revision (`next` = R) and catches up (from the log or
-//!    the tree).
+//!    and in the key tree. It only grows, and only under the hub lock, together with the appends
+//!    of the revisions it passes to the feeds; so for a synced watcher, "nothing past its cursor"
+//!    means "no event up to `durable`".
+//! 2. A watcher's `Cursor::next` is the first revision it has not been given (returned, or in its
+//!    inbox). A synced watcher reads every entry of its group's feed from its cursor whose
+//!    revision is at or above `next`, and moves `next` past the last; revisions below `next` are
+//!    never given again (nothing twice). The cursor is the receive's own (under
+//!    `Watcher::receiving`); no pump touches it.
+//! 3. A release never blocks on a watcher: a feed keeps about a buffer's worth of events and
+//!    drops the oldest (feed invariant 2); a synced watcher whose cursor the feed no longer holds
+//!    has **overflowed**, becomes unsynced at `next` and catches up (from the log or the tree).
+//!    Its first catch-up step reads a buffer's worth from the log even below the compacted
+//!    revision (what a bounded buffer would have held for it, as etcd's does); later steps do
+//!    not.
 //! 4. A catch-up from the log reads it under the hub lock from `next`, which the log covers
-//!    (log invariant 2), after checking `next >= compacted` as below. A catch-up from the tree
-//!    reads a snapshot taken under the store's state lock, after checking
-//!    `next >= compacted`: compaction raises `compacted` before deleting anything (store
-//!    invariant 3) and keeps every record at the compacted revision itself (each is its key's
-//!    newest there, a tombstone too), so every record at or above `next` is in the snapshot. If
-//!    `next < compacted` (etcd's `minRev < compactRev`), the watcher ends with
+//!    (log invariant 2), after checking `next >= compacted` as below (but for invariant 3's
+//!    first step). A catch-up from the tree reads a snapshot taken under the store's state lock,
+//!    after checking `next >= compacted`: compaction raises `compacted` before deleting anything
+//!    (store invariant 3) and keeps every record at the compacted revision itself (each is its
+//!    key's newest there, a tombstone too), so every record at or above `next` is in the
+//!    snapshot. If `next < compacted` (etcd's `minRev < compactRev`), the watcher ends with
 //!    [`WatchResponse::Compacted`].
-//! 5. A catch-up hands its events to the inbox and flips the watcher to synced under the hub
-//!    lock, so no release can slip a newer revision in front of them.
-//! 6. `Shared::synced` changes only under both the hub lock and the watcher's inbox, so a
-//!    receive holding its inbox reads it without the hub lock; `WatchHub::released` mirrors
-//!    `durable` and is raised after the fan-out, so a synced receive that holds its inbox and
-//!    finds it empty has had every event up to `released`.
-//! 7. No receiver sleeps past a release: a receive pumps before it looks at its inbox; one about
-//!    to sleep first counts itself in `WatchHub::sleepers`, then looks at the durable mark once
-//!    more, while a writer raises the mark before it reads `sleepers` (all `SeqCst`). So either
-//!    the receiver sees the new mark and pumps, or the writer sees the sleeper and pumps, which
-//!    wakes every watcher whose inbox it fills.
+//! 5. A catch-up hands its events to the inbox and, if it read up to `durable`, sets the
+//!    watcher's cursor to its feed's end and flips it to synced, all under the hub lock: the feed
+//!    then holds nothing at or below `durable` past the cursor, and nothing above it that the
+//!    catch-up read. A receive delivers the inbox before the feed.
+//! 6. `WatchHub::released` mirrors `durable` and is raised after the appends, so a synced
+//!    receive that holds its feed's lock and finds nothing past its cursor has had every event
+//!    up to `released`.
+//! 7. No receiver sleeps past a release: a receive pumps before it looks; one about to sleep
+//!    first counts itself in `WatchHub::sleepers` and its group's `Group::sleepers`, then looks at
+//!    the durable mark and its feed once more, while a writer raises the mark before it reads
+//!    `WatchHub::sleepers`, and a pump appends to a feed before it reads the group's sleepers
+//!    under the feed lock (all `SeqCst`). So either the receiver sees the new mark or the new
+//!    entry, or the writer and then the pump see the sleeper, and the pump wakes it.
 //!
-//! Lock order: (1) a watcher's `receiving`, (2) the hub lock, (3) a watcher's inbox;
-//! `WatchHub::queue` is a leaf (taken under the store's writer lock, or under the hub lock by a
-//! pump). The store's state lock is never held while taking any of them. Async wakers are woken
-//! after every lock is released.
+//! Lock order: (1) a watcher's `receiving`, (2) the hub lock, (3) a watcher's inbox, (4) a
+//! group's feed; a pump takes a feed and then, once it is released, the inboxes of the sleeping
+//! members. `WatchHub::queue` is a leaf (taken under the store's writer lock, or under the hub
+//! lock by a pump). The store's state lock is never held while taking any of them. Async wakers
+//! are woken after every lock is released.
 //!
 //! Leases: a lease revoke is a delete through the store's ordinary write path, so its events are
 //! queued and released as any other delete's (`StoreWrite::delete_range` records them).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -76,11 +87,13 @@ use crate::mvcc::types::{KeyRange, RangeOptions};
 
 #[cfg(test)]
 mod catch_up_tests;
+mod feed;
 mod index;
 mod log;
 #[cfg(test)]
 mod pump_tests;
 
+use feed::Feed;
 use index::{RangeIndex, contains};
 use log::EventLog;
 
@@ -261,6 +274,98 @@ pub enum SharedResponse {
     },
 }
 
+/// What a watcher receives from [`Watcher::recv_batch`] and its siblings: a [`WatchResponse`]
+/// whose events stay where the store keeps them.
+#[derive(Clone, Debug)]
+pub enum BatchResponse {
+    /// The events of one or more whole revisions, in order.
+    Events(EventBatch),
+    /// As [`WatchResponse::Progress`].
+    Progress {
+        /// Every durable revision up to here has been sent.
+        revision: i64,
+    },
+    /// As [`WatchResponse::Compacted`].
+    Compacted {
+        /// The store's compacted revision.
+        compact_revision: i64,
+    },
+}
+
+/// The events of one or more whole revisions, in revision order, as the store holds them: one
+/// shared reference per revision (shared with every watcher of the revision), none per event.
+/// [`EventBatch::iter`] lends [`EventRef`]s.
+#[derive(Clone, Debug)]
+pub struct EventBatch {
+    revisions: Vec<(i64, Events)>,
+    /// With [`WatchOptions::prev_kv`], each event's previous record, in order; else empty.
+    prev_kvs: Vec<Option<KeyValue>>,
+    len: usize,
+}
+
+impl EventBatch {
+    /// The revision of the last event.
+    pub fn revision(&self) -> i64 {
+        self.revisions.last().map_or(0, |(r, _)| *r)
+    }
+
+    /// How many events the batch holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch holds no event (a receive never returns such a batch).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The events, in revision order.
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        self.revisions
+            .iter()
+            .flat_map(|(_, events)| events.iter())
+            .enumerate()
+            .map(|(i, raw)| EventRef {
+                raw,
+                prev_kv: self.prev_kvs.get(i).and_then(Option::as_ref),
+            })
+    }
+}
+
+/// One event of an [`EventBatch`], borrowed from it.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    raw: &'a RawEvent,
+    prev_kv: Option<&'a KeyValue>,
+}
+
+impl<'a> EventRef<'a> {
+    /// A put or a delete.
+    pub fn kind(&self) -> EventKind {
+        self.raw.kind
+    }
+
+    /// The record after the change; for a delete, only `key` and `mod_revision` are set, as in
+    /// [`Event::kv`].
+    pub fn kv(&self) -> &'a KeyValue {
+        &self.raw.kv
+    }
+
+    /// The record before the change, as in [`Event::prev_kv`].
+    pub fn prev_kv(&self) -> Option<&'a KeyValue> {
+        self.prev_kv
+    }
+
+    /// This event with its own copy of the bytes.
+    pub fn to_event(&self) -> Event {
+        Event {
+            kind: self.raw.kind,
+            kv: self.raw.kv.clone(),
+            prev_kv: self.prev_kv.cloned(),
+        }
+    }
+}
+
 /// What a receive found, before it becomes a [`WatchResponse`] or a [`SharedResponse`].
 enum Delivery {
     Events(Vec<(i64, Events)>),
@@ -331,33 +436,98 @@ struct HubState {
     next_id: u64,
     /// The watchers registered in `index`.
     watchers: usize,
-    /// The watchers, by range (the watcher's own range is kept by its [`Watcher`]).
-    index: RangeIndex<Arc<Shared>>,
+    /// The watchers' groups, by range (the range itself is kept by each [`Watcher`]).
+    index: RangeIndex<Arc<Group>>,
     /// The newest released revisions, for the catch-ups; kept only while watchers are open.
     log: EventLog,
+}
+
+/// The watchers of one range with the same filters and buffer: the pump appends each released
+/// revision's matching events once to the group's [`Feed`], and every member reads them there at
+/// its own cursor (so the fan-out costs one append per group, not one per watcher).
+#[derive(Debug)]
+struct Group {
+    puts: bool,
+    deletes: bool,
+    buffer: usize,
+    feed: Mutex<GroupFeed>,
+    /// The feed's end, readable without its lock (written under it, after each append).
+    end: AtomicU64,
+    /// Members asleep in a receive (each counts once, while its `Inbox::sleeping` is set).
+    sleepers: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct GroupFeed {
+    feed: Feed,
+    /// The watchers of this group, for waking the sleeping ones.
+    members: Vec<Arc<Shared>>,
+}
+
+impl Group {
+    /// Whether the filters let `kind` through.
+    fn wants_kind(&self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Put => self.puts,
+            EventKind::Delete => self.deletes,
+        }
+    }
+
+    /// Appends a released revision's matching events to the feed (invariant 3: whoever falls
+    /// more than a buffer behind overflows, nobody is waited for) and wakes the members that
+    /// sleep.
+    fn append(&self, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
+        let sleeping = {
+            let mut g = self.feed.lock();
+            g.feed.push(revision, events.clone());
+            self.end.store(g.feed.end(), Ordering::Release);
+            // Read under the feed lock: a receiver counts itself, then looks at the feed
+            // (invariant 7).
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                g.members.clone()
+            } else {
+                Vec::new()
+            }
+        };
+        for member in sleeping {
+            let mut inbox = member.inbox.lock();
+            if inbox.sleeping {
+                wakers.extend(member.notify(&mut inbox));
+            }
+        }
+    }
 }
 
 /// What a watcher and the hub share.
 #[derive(Debug)]
 struct Shared {
     id: u64,
-    /// The first revision this watcher has not been given (invariant 2); read and written only
-    /// under the hub lock (atomic so that the index can share the watcher).
-    next: AtomicI64,
-    puts: bool,
-    deletes: bool,
-    buffer: usize,
-    /// Whether releases feed this watcher; changed only under both the hub lock and the inbox,
-    /// so either one is enough to read it.
-    synced: AtomicBool,
     inbox: Mutex<Inbox>,
+    /// Whether the inbox holds something for the receive (events, a progress request, the
+    /// compacted end); written under the inbox lock, read without it by `try_recv`'s fast path.
+    pending: AtomicBool,
     ready: Condvar,
+}
+
+/// Where a watcher's receive stands; owned by the receive (under `Watcher::receiving`).
+#[derive(Debug)]
+struct Cursor {
+    /// The first revision this watcher has not been given (invariant 2).
+    next: i64,
+    /// Whether it reads its group's feed (else it catches up, from `next`).
+    synced: bool,
+    /// The first entry of its group's feed it has not read, while synced.
+    seq: u64,
+    /// It fell more than a buffer behind its feed and has not caught up a step since: its
+    /// next step reads a buffer's worth from the log even below the compacted revision, the
+    /// events a bounded buffer would have held for it (invariant 3).
+    overflowed: bool,
 }
 
 #[derive(Debug)]
 struct Inbox {
+    /// Events read by a catch-up, delivered before anything from the feed.
     batches: VecDeque<(i64, Events)>,
-    events: usize,
     progress_requested: bool,
     last_sent: Instant,
     compacted: Option<i64>,
@@ -367,12 +537,11 @@ struct Inbox {
 }
 
 impl Shared {
-    /// Whether the filters let `kind` through.
-    fn wants_kind(&self, kind: EventKind) -> bool {
-        match kind {
-            EventKind::Put => self.puts,
-            EventKind::Delete => self.deletes,
-        }
+    /// Publishes whether `inbox` (this watcher's, locked) holds something for the receive.
+    fn mark_pending(&self, inbox: &Inbox) {
+        let pending =
+            inbox.progress_requested || inbox.compacted.is_some() || !inbox.batches.is_empty();
+        self.pending.store(pending, Ordering::Release);
     }
 
     /// Wakes a blocked receive; returns the async waker to wake once every lock is released
@@ -454,58 +623,36 @@ impl WatchHub {
     }
 }
 
-/// Gives revision `revision`'s events to every synced watcher they match (invariants 2 and 3),
-/// finding those watchers in the range index: the cost grows with the watchers an event matches,
-/// not with all of them.
+/// Appends revision `revision`'s events to the feed of every group they match, found in the range
+/// index: the cost grows with the groups an event matches, not with the watchers.
 fn fan_out(hub: &HubState, revision: i64, events: &Events, wakers: &mut Vec<Waker>) {
     if let [event] = &events[..] {
-        // The common case, one event: every watcher it matches gets the revision's own `Arc`.
-        hub.index.for_each_match(&event.kv.key, |w| {
-            if w.wants_kind(event.kind) {
-                give(w, revision, events, wakers);
+        // The common case, one event: every group it matches gets the revision's own `Arc`.
+        hub.index.for_each_match(&event.kv.key, |g| {
+            if g.wants_kind(event.kind) {
+                g.append(revision, events, wakers);
             }
         });
         return;
     }
-    // Several events: gather (watcher, event) pairs, then give each watcher its share in order.
-    let mut pairs: Vec<(&Arc<Shared>, usize)> = Vec::new();
+    // Several events: gather (group, event) pairs, then give each group its share in order.
+    let mut pairs: Vec<(&Arc<Group>, usize)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
-        hub.index.for_each_match(&event.kv.key, |w| {
-            if w.wants_kind(event.kind) {
-                pairs.push((w, i));
+        hub.index.for_each_match(&event.kv.key, |g| {
+            if g.wants_kind(event.kind) {
+                pairs.push((g, i));
             }
         });
     }
-    pairs.sort_unstable_by_key(|(w, i)| (Arc::as_ptr(w), *i));
+    pairs.sort_unstable_by_key(|(g, i)| (Arc::as_ptr(g), *i));
     for share in pairs.chunk_by(|a, b| Arc::ptr_eq(a.0, b.0)) {
-        let w = share[0].0;
+        let g = share[0].0;
         if share.len() == events.len() {
-            give(w, revision, events, wakers);
+            g.append(revision, events, wakers);
         } else {
             let mine: Events = share.iter().map(|(_, i)| events[*i].clone()).collect();
-            give(w, revision, &mine, wakers);
+            g.append(revision, &mine, wakers);
         }
-    }
-}
-
-/// Gives one synced watcher its share of a revision's events, or unsyncs it if its buffer cannot
-/// take them (invariant 3). Wakes it only if its inbox was empty: a receive waits only then.
-fn give(w: &Shared, revision: i64, mine: &Events, wakers: &mut Vec<Waker>) {
-    if !w.synced.load(Ordering::Relaxed) || revision < w.next.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut inbox = w.inbox.lock();
-    if inbox.events == 0 || inbox.events + mine.len() <= w.buffer {
-        let was_empty = inbox.batches.is_empty();
-        inbox.events += mine.len();
-        inbox.batches.push_back((revision, mine.clone()));
-        w.next.store(revision + 1, Ordering::Relaxed);
-        if was_empty {
-            wakers.extend(w.notify(&mut inbox));
-        }
-    } else {
-        w.synced.store(false, Ordering::Relaxed);
-        w.next.store(revision, Ordering::Relaxed);
     }
 }
 
@@ -516,9 +663,14 @@ pub struct Watcher {
     store: Store,
     range: KeyRange,
     shared: Arc<Shared>,
+    group: Arc<Group>,
     prev_kv: bool,
     progress_every: Option<Duration>,
-    receiving: Mutex<()>,
+    /// One receive at a time, and where it stands.
+    receiving: Mutex<Cursor>,
+    /// The cursor's `seq` while synced, `u64::MAX` while not: what `try_recv`'s fast path
+    /// compares with the group's end (written only by the receive, under `receiving`).
+    synced_at: AtomicU64,
 }
 
 /// How long a receive may wait.
@@ -599,34 +751,62 @@ impl Store {
         hub.next_id += 1;
         let shared = Arc::new(Shared {
             id,
-            next: AtomicI64::new(start),
-            puts: !options.filter_puts,
-            deletes: !options.filter_deletes,
-            buffer: options.buffer.max(1),
-            synced: AtomicBool::new(false),
             inbox: Mutex::new(Inbox {
                 batches: VecDeque::new(),
-                events: 0,
                 progress_requested: false,
                 last_sent: Instant::now(),
                 compacted: None,
                 waker: None,
                 sleeping: false,
             }),
+            pending: AtomicBool::new(false),
             ready: Condvar::new(),
         });
-        shared.synced.store(start > hub.durable, Ordering::Relaxed);
+        let (puts, deletes) = (!options.filter_puts, !options.filter_deletes);
+        let buffer = options.buffer.max(1);
+        let same = |g: &Arc<Group>| g.puts == puts && g.deletes == deletes && g.buffer == buffer;
+        let group = match hub.index.find(&range, same) {
+            Some(g) => g.clone(),
+            None => {
+                let g = Arc::new(Group {
+                    puts,
+                    deletes,
+                    buffer,
+                    feed: Mutex::new(GroupFeed {
+                        feed: Feed::new(buffer),
+                        members: Vec::new(),
+                    }),
+                    end: AtomicU64::new(0),
+                    sleepers: AtomicUsize::new(0),
+                });
+                hub.index.insert(&range, g.clone());
+                g
+            }
+        };
+        let seq = {
+            let mut g = group.feed.lock();
+            g.members.push(shared.clone());
+            g.feed.end()
+        };
+        let synced_at = AtomicU64::new(if start > hub.durable { seq } else { u64::MAX });
+        let cursor = Cursor {
+            next: start,
+            synced: start > hub.durable,
+            seq,
+            overflowed: false,
+        };
         hub.watchers += 1;
-        hub.index.insert(&range, shared.clone());
         drop(hub);
         Ok(Watcher {
             id,
             store: self.clone(),
             range,
             shared,
+            group,
             prev_kv: options.prev_kv,
             progress_every: options.progress_every,
-            receiving: Mutex::new(()),
+            receiving: Mutex::new(cursor),
+            synced_at,
         })
     }
 }
@@ -691,6 +871,31 @@ impl Watcher {
         next.map(|d| self.shared_response(d)).transpose()
     }
 
+    /// As [`recv`](Watcher::recv), with the events left where the store keeps them: for a
+    /// consumer that reads events and does not keep them, the cheapest receive (one shared
+    /// reference per revision, none per event, and no copy).
+    pub fn recv_batch(&self) -> Result<BatchResponse> {
+        loop {
+            if let Some(d) = self.next(Wait::Forever, None)? {
+                return self.batch_response(d);
+            }
+        }
+    }
+
+    /// As [`recv_timeout`](Watcher::recv_timeout), with a batch; see
+    /// [`recv_batch`](Watcher::recv_batch).
+    pub fn recv_timeout_batch(&self, d: Duration) -> Result<Option<BatchResponse>> {
+        let next = self.next(Wait::Until(Instant::now() + d), None)?;
+        next.map(|d| self.batch_response(d)).transpose()
+    }
+
+    /// As [`try_recv`](Watcher::try_recv), with a batch; see
+    /// [`recv_batch`](Watcher::recv_batch).
+    pub fn try_recv_batch(&self) -> Result<Option<BatchResponse>> {
+        let next = self.next(Wait::Never, None)?;
+        next.map(|d| self.batch_response(d)).transpose()
+    }
+
     /// The next response for async code: `Pending` registers `cx`'s waker, which is woken when
     /// events arrive or progress is requested. Periodic progress notifications are sent when
     /// the watcher is polled after they fall due; an async caller that wants them on time polls
@@ -708,6 +913,7 @@ impl Watcher {
     pub fn request_progress(&self) {
         let mut inbox = self.shared.inbox.lock();
         inbox.progress_requested = true;
+        self.shared.mark_pending(&inbox);
         let waker = self.shared.notify(&mut inbox);
         drop(inbox);
         if let Some(w) = waker {
@@ -718,9 +924,24 @@ impl Watcher {
     /// Stops watching (dropping the watcher does the same).
     pub fn cancel(self) {}
 
+    /// Whether a receive that does not wait would find nothing, known without a lock: nothing
+    /// to pump, synced with nothing past its cursor, nothing in its inbox, no periodic progress.
+    /// (A receive that races a pump may miss what the pump appends, as it would a moment
+    /// earlier; one that follows a pump, a request or a release in its own thread sees it.)
+    fn idle(&self) -> bool {
+        let hub = &self.store.inner.watch;
+        self.progress_every.is_none()
+            && hub.durable.load(Ordering::SeqCst) <= hub.released.load(Ordering::Acquire)
+            && self.synced_at.load(Ordering::Relaxed) == self.group.end.load(Ordering::Acquire)
+            && !self.shared.pending.load(Ordering::Acquire)
+    }
+
     fn next(&self, wait: Wait, mut cx: Option<&mut Context<'_>>) -> Result<Option<Delivery>> {
-        // One receive at a time: a catch-up reads from `next` and moves it.
-        let _one = self.receiving.lock();
+        if matches!(wait, Wait::Never) && cx.is_none() && self.idle() {
+            return Ok(None);
+        }
+        // One receive at a time: it owns the cursor, and a catch-up moves it.
+        let mut cur = self.receiving.lock();
         let hub = &self.store.inner.watch;
         loop {
             // The first receiver to look fans out what writers have released (invariant 7).
@@ -729,27 +950,50 @@ impl Watcher {
             if inbox.sleeping {
                 inbox.sleeping = false;
                 hub.sleepers.fetch_sub(1, Ordering::SeqCst);
+                self.group.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
             if let Some(c) = inbox.compacted {
                 return Ok(Some(Delivery::Compacted(c)));
             }
             if !inbox.batches.is_empty() {
                 let batches: Vec<_> = inbox.batches.drain(..).collect();
-                inbox.events = 0;
-                if self.progress_every.is_some() {
-                    inbox.last_sent = Instant::now(); // the clock is read only when it matters
-                }
-                drop(inbox);
+                self.shared.mark_pending(&inbox);
+                self.sent(&mut inbox);
                 return Ok(Some(Delivery::Events(batches)));
             }
-            if !self.shared.synced.load(Ordering::Relaxed) {
+            if !cur.synced {
                 drop(inbox);
-                self.catch_up()?;
+                self.catch_up(&mut cur)?;
                 continue; // it read something, synced, or ended: look again
             }
-            // Synced and empty: nothing up to `released`, which a fan-out raises only after it
-            // has given this inbox (whose lock we hold) its events.
+            // Synced: what the group's feed holds past the cursor.
+            let mut g = self.group.feed.lock();
+            let mut batches = Vec::new();
+            let read = if g.members.len() == 1 {
+                g.feed.take(cur.seq, cur.next, &mut batches)
+            } else {
+                g.feed.read(cur.seq, cur.next, &mut batches)
+            };
+            let Ok(seq) = read else {
+                // More than a buffer behind: catch up from `next` (invariant 3).
+                drop(g);
+                cur.synced = false;
+                cur.overflowed = true;
+                self.synced_at.store(u64::MAX, Ordering::Relaxed);
+                continue;
+            };
+            cur.seq = seq;
+            self.synced_at.store(seq, Ordering::Relaxed);
+            if let Some((last, _)) = batches.last() {
+                drop(g);
+                cur.next = cur.next.max(last + 1);
+                self.sent(&mut inbox);
+                return Ok(Some(Delivery::Events(batches)));
+            }
+            // Synced and nothing past the cursor: nothing up to `released`, which a pump
+            // raises only after appending to this feed (whose lock we hold).
             let released = hub.released.load(Ordering::Acquire);
+            drop(g);
             let due = self.progress_every.map(|every| inbox.last_sent + every);
             let now = match (wait, due) {
                 (Wait::Never | Wait::Forever, None) if !inbox.progress_requested => None,
@@ -757,15 +1001,20 @@ impl Watcher {
             };
             if inbox.progress_requested || due.zip(now).is_some_and(|(d, now)| d <= now) {
                 inbox.progress_requested = false;
+                self.shared.mark_pending(&inbox);
                 inbox.last_sent = now.unwrap_or_else(Instant::now);
                 return Ok(Some(Delivery::Progress(released)));
             }
-            // About to sleep: count as a sleeper, so that writers fan out (and wake us) from now
-            // on, then look once more for a release that came before they could see us.
+            // About to sleep: count as a sleeper, so that writers pump and the pump wakes us from
+            // now on, then look once more for a release or an append that came before they
+            // could see us.
             if wait.may_sleep(cx.is_some()) {
                 inbox.sleeping = true;
                 hub.sleepers.fetch_add(1, Ordering::SeqCst);
-                if hub.durable.load(Ordering::SeqCst) > hub.released.load(Ordering::SeqCst) {
+                self.group.sleepers.fetch_add(1, Ordering::SeqCst);
+                if hub.durable.load(Ordering::SeqCst) > hub.released.load(Ordering::SeqCst)
+                    || self.group.feed.lock().feed.end() > cur.seq
+                {
                     continue;
                 }
             }
@@ -793,20 +1042,28 @@ impl Watcher {
         }
     }
 
+    /// Notes that events are being sent (for periodic progress).
+    fn sent(&self, inbox: &mut Inbox) {
+        if self.progress_every.is_some() {
+            inbox.last_sent = Instant::now(); // the clock is read only when it matters
+        }
+    }
+
     /// One catch-up step for an unsynced watcher (invariants 4 and 5): reads some of what it
     /// missed into its inbox, rejoins the synced set once nothing is missing, or ends it.
-    fn catch_up(&self) -> Result<()> {
+    fn catch_up(&self, cur: &mut Cursor) -> Result<()> {
         let inner = &self.store.inner;
         let compacted = inner.state.read().compacted;
+        let buffer = self.group.buffer;
         let (next, durable) = {
             let hub = inner.watch.hub.lock();
-            let next = self.shared.next.load(Ordering::Relaxed);
-            if next >= compacted && hub.log.covers(next) {
+            let next = cur.next;
+            if (next >= compacted || cur.overflowed) && hub.log.covers(next) {
                 // From memory: the log holds every released revision from `next` on.
-                let (batches, read_to) = hub.log.read(next, hub.durable, self.shared.buffer, |e| {
-                    self.shared.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
+                let (batches, read_to) = hub.log.read(next, hub.durable, buffer, |e| {
+                    self.group.wants_kind(e.kind) && contains(&self.range, &e.kv.key)
                 });
-                self.hand_over(&hub, batches, read_to);
+                self.hand_over(&hub, cur, batches, read_to);
                 return Ok(());
             }
             (next, hub.durable)
@@ -819,6 +1076,7 @@ impl Watcher {
             self.unregister();
             let mut inbox = self.shared.inbox.lock();
             inbox.compacted = Some(compacted);
+            self.shared.mark_pending(&inbox);
             return Ok(());
         }
         // From the key tree: read whole revisions from `next` up to `durable`, about one
@@ -838,7 +1096,7 @@ impl Watcher {
                 let (k, v) = entry?;
                 let (rev, tombstone) = Revision::decode(k)?;
                 let current = batches.last().map(|(r, _)| *r);
-                if current != Some(rev.main) && count >= self.shared.buffer {
+                if current != Some(rev.main) && count >= buffer {
                     read_to = rev.main - 1;
                     break;
                 }
@@ -850,7 +1108,7 @@ impl Watcher {
                     EventKind::Put
                 };
                 let head = RecordHead::decode(v)?;
-                if !self.shared.wants_kind(kind) || !contains(&self.range, head.key) {
+                if !self.group.wants_kind(kind) || !contains(&self.range, head.key) {
                     continue;
                 }
                 let kv = KeyValue::decode(v, false)?;
@@ -872,22 +1130,29 @@ impl Watcher {
         }
         let hub = inner.watch.hub.lock();
         let batches = batches.into_iter().map(|(r, e)| (r, e.into())).collect();
-        self.hand_over(&hub, batches, read_to);
+        self.hand_over(&hub, cur, batches, read_to);
         Ok(())
     }
 
     /// Ends a catch-up step (invariant 5): under the hub lock, moves `next` past `read_to`,
-    /// hands the events read to the inbox, and rejoins the synced set if nothing is missing.
-    fn hand_over(&self, hub: &HubState, batches: Vec<(i64, Events)>, read_to: i64) {
-        let next = self.shared.next.load(Ordering::Relaxed).max(read_to + 1);
-        self.shared.next.store(next, Ordering::Relaxed);
+    /// hands the events read to the inbox, and rejoins the synced set if nothing is missing, its
+    /// cursor at the feed's end (the feed holds nothing above the hub's durable mark).
+    fn hand_over(
+        &self,
+        hub: &HubState,
+        cur: &mut Cursor,
+        batches: Vec<(i64, Events)>,
+        read_to: i64,
+    ) {
+        cur.next = cur.next.max(read_to + 1);
+        cur.overflowed = false;
         let mut inbox = self.shared.inbox.lock();
-        for (revision, events) in batches {
-            inbox.events += events.len();
-            inbox.batches.push_back((revision, events));
-        }
-        if next > hub.durable {
-            self.shared.synced.store(true, Ordering::Relaxed);
+        inbox.batches.extend(batches);
+        self.shared.mark_pending(&inbox);
+        if cur.next > hub.durable {
+            cur.synced = true;
+            cur.seq = self.group.feed.lock().feed.end();
+            self.synced_at.store(cur.seq, Ordering::Relaxed);
         }
     }
 
@@ -921,6 +1186,33 @@ impl Watcher {
             }
             Delivery::Progress(revision) => SharedResponse::Progress { revision },
             Delivery::Compacted(c) => SharedResponse::Compacted {
+                compact_revision: c,
+            },
+        })
+    }
+
+    /// Turns what a receive found into a response that keeps the events where they are.
+    fn batch_response(&self, delivery: Delivery) -> Result<BatchResponse> {
+        Ok(match delivery {
+            Delivery::Events(revisions) => {
+                let len = revisions.iter().map(|(_, e)| e.len()).sum();
+                let mut prev_kvs = Vec::new();
+                if self.prev_kv {
+                    prev_kvs.reserve(len);
+                    for (rev, events) in &revisions {
+                        for e in events.iter() {
+                            prev_kvs.push(self.previous(&e.kv.key, *rev)?);
+                        }
+                    }
+                }
+                BatchResponse::Events(EventBatch {
+                    revisions,
+                    prev_kvs,
+                    len,
+                })
+            }
+            Delivery::Progress(revision) => BatchResponse::Progress { revision },
+            Delivery::Compacted(c) => BatchResponse::Compacted {
                 compact_revision: c,
             },
         })
@@ -962,11 +1254,22 @@ impl Watcher {
 }
 
 impl Watcher {
-    /// Takes this watcher out of the hub (and its index); releases no longer reach it.
+    /// Takes this watcher out of the hub (and its group, and the group out of the index when it
+    /// was the last); releases no longer reach it.
     fn unregister(&self) {
         let mut hub = self.store.inner.watch.hub.lock();
-        if hub.index.remove(&self.range, |w| w.id == self.id) {
+        let (removed, empty) = {
+            let mut g = self.group.feed.lock();
+            let before = g.members.len();
+            g.members.retain(|m| m.id != self.id);
+            (g.members.len() < before, g.members.is_empty())
+        };
+        if removed {
             hub.watchers -= 1;
+            if empty {
+                hub.index
+                    .remove(&self.range, |g| Arc::ptr_eq(g, &self.group));
+            }
         }
     }
 }
@@ -974,11 +1277,9 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         if std::mem::take(&mut self.shared.inbox.lock().sleeping) {
-            self.store
-                .inner
-                .watch
-                .sleepers
-                .fetch_sub(1, Ordering::SeqCst);
+            let hub = &self.store.inner.watch;
+            hub.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.group.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
         self.unregister();
     }

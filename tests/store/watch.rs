@@ -21,9 +21,9 @@ use crate::common::rng::SplitMix64;
 use crate::common::{StorageCall, Watch, Watched, random_seed};
 use folio::sim::SimStorage;
 use folio::{
-    DefragOptions, Durability, Error, Event, EventKind, KeyRange, KeyValue, Op, OpResponse,
-    PutOptions, RangeOptions, SharedEvent, SharedResponse, Store, WatchOptions, WatchResponse,
-    Watcher,
+    BatchResponse, DefragOptions, Durability, Error, Event, EventKind, KeyRange, KeyValue, Op,
+    OpResponse, PutOptions, RangeOptions, SharedEvent, SharedResponse, Store, WatchOptions,
+    WatchResponse, Watcher,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -343,6 +343,121 @@ fn shared_events_equal_the_owned_ones_and_share_their_bytes_between_watchers() {
         assert!(std::ptr::eq(a.kv(), b.kv()), "one record for both watchers");
         assert_eq!((a.kind(), a.prev_kv()), (b.kind(), b.prev_kv()));
     }
+}
+
+/// What would break: the batch receive must deliver what the owned one does (the same events,
+/// previous records included) while lending each revision's events as the store holds them, one
+/// record for every watcher.
+#[test]
+fn batched_events_equal_the_owned_ones_and_lend_one_record_to_every_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("kv.folio"));
+    let options = || WatchOptions::new().prev_kv(true);
+    let owned = store.watch(KeyRange::prefix(b"k"), options()).unwrap();
+    let batched = [
+        store.watch(KeyRange::prefix(b"k"), options()).unwrap(),
+        store.watch(KeyRange::all(), options()).unwrap(),
+    ];
+    store.put(b"k1", b"1").unwrap();
+    store
+        .txn()
+        .then([Op::put(b"k1", b"2"), Op::put(b"k2", b"1")])
+        .commit()
+        .unwrap();
+    let last = store.delete_range(b"k1").unwrap().revision;
+    let want = events_up_to(&owned, last);
+    assert_eq!(want.len(), 4);
+    let received: Vec<Vec<(EventKind, *const KeyValue, Event)>> = batched
+        .iter()
+        .map(|w| {
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                match w.recv_timeout_batch(LONG).unwrap() {
+                    Some(BatchResponse::Events(batch)) => {
+                        assert_eq!(batch.len(), batch.iter().count());
+                        assert!(!batch.is_empty());
+                        let last_rev = batch.iter().last().unwrap().kv().mod_revision;
+                        assert_eq!(batch.revision(), last_rev);
+                        got.extend(
+                            batch
+                                .iter()
+                                .map(|e| (e.kind(), std::ptr::from_ref(e.kv()), e.to_event())),
+                        );
+                    }
+                    other => panic!("events expected, got {other:?}"),
+                }
+            }
+            got
+        })
+        .collect();
+    for got in &received {
+        let as_owned: Vec<Event> = got.iter().map(|(_, _, e)| e.clone()).collect();
+        assert_eq!(as_owned, want);
+    }
+    for (a, b) in received[0].iter().zip(&received[1]) {
+        assert!(std::ptr::eq(a.1, b.1), "one record for both watchers");
+    }
+}
+
+/// What would break: watchers of one range share one feed, read at their own cursors; a member
+/// that reads nothing must overflow alone (and catch up, in order, with nothing twice), while a
+/// member that keeps reading gets every event straight from the feed.
+#[test]
+fn a_slow_watcher_sharing_a_range_with_a_fast_one_overflows_alone_and_catches_up_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("kv.folio"));
+    let options = || WatchOptions::new().buffer(3);
+    let fast = store.watch(KeyRange::prefix(b"k"), options()).unwrap();
+    let slow = store.watch(KeyRange::prefix(b"k"), options()).unwrap();
+    let mut want = Vec::new();
+    let mut got_fast = Vec::new();
+    for i in 0..40u32 {
+        let key = format!("k{}", i % 5).into_bytes();
+        let rev = store.put(&key, &i.to_le_bytes()).unwrap();
+        want.push((EventKind::Put, key, rev));
+        store.put(b"other", b"v").unwrap();
+        got_fast.extend(events_up_to(&fast, rev));
+    }
+    assert_eq!(summary(&got_fast), want);
+    let got_slow = events_up_to(&slow, store.current_revision());
+    assert_eq!(summary(&got_slow), want);
+}
+
+/// What would break: `try_recv` answers "nothing" without a lock when nothing changed since its
+/// last look; it must still see at once a progress request, a release and a catch-up that came
+/// before it in its own thread.
+#[test]
+fn try_recv_sees_at_once_a_request_a_put_and_a_catch_up_that_came_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("kv.folio"));
+    let first = store.put(b"k0", b"v").unwrap();
+    let w = store
+        .watch(KeyRange::prefix(b"k"), WatchOptions::new())
+        .unwrap();
+    assert_eq!(w.try_recv().unwrap(), None);
+    w.request_progress();
+    assert_eq!(
+        w.try_recv().unwrap(),
+        Some(WatchResponse::Progress { revision: first })
+    );
+    assert_eq!(w.try_recv().unwrap(), None);
+    let rev = store.put(b"k1", b"v").unwrap();
+    match w.try_recv().unwrap() {
+        Some(WatchResponse::Events { revision, .. }) => assert_eq!(revision, rev),
+        other => panic!("the put's event: {other:?}"),
+    }
+    assert_eq!(w.try_recv().unwrap(), None);
+    let past = store
+        .watch(
+            KeyRange::prefix(b"k"),
+            WatchOptions::new().start_revision(first),
+        )
+        .unwrap();
+    match past.try_recv().unwrap() {
+        Some(WatchResponse::Events { events, .. }) => assert_eq!(events.len(), 2),
+        other => panic!("the catch-up's events: {other:?}"),
+    }
+    assert_eq!(past.try_recv().unwrap(), None);
 }
 
 #[test]

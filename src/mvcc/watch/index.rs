@@ -231,6 +231,16 @@ impl<T> RangeIndex<T> {
         }
     }
 
+    /// The first item filed under exactly `range` that `is` picks.
+    pub fn find(&self, range: &KeyRange, is: impl Fn(&T) -> bool) -> Option<&T> {
+        let group = match shape(range) {
+            Shape::Key(k) => self.keys.get(k),
+            Shape::Prefix(p) => self.prefixes.get(p),
+            Shape::Other => self.ranges.iter().find(|(r, _)| r == range).map(|(_, g)| g),
+        }?;
+        group.as_slice().iter().find(|item| is(item))
+    }
+
     /// Calls `f` on every item whose range admits `key`, each once.
     pub fn for_each_match<'a>(&'a self, key: &[u8], mut f: impl FnMut(&'a T)) {
         if let Some(group) = self.keys.get(key) {
