@@ -6,8 +6,13 @@
 //!
 //! ```text
 //! data : entry | entry | dead entry | entry ...   (in the order written)
-//! slots: offset of each live entry in `data`, in key order
+//! slots: (key prefix, offset) of each live entry in `data`, in key order
 //! ```
+//!
+//! A slot carries the first 8 bytes of its key as a big-endian integer (zero-padded), so that a
+//! search compares integers in the slot array and reads an entry's bytes only when two prefixes
+//! tie: a binary search over a node's slots touches one small array instead of one entry per
+//! probe scattered through `data` (the write path's descents were bound by those cache misses).
 //!
 //! Invariants:
 //! 1. Every slot is the offset of one whole entry inside `data`: an entry copied from a page was
@@ -18,7 +23,8 @@
 //! 3. A branch entry's child is a page id, or [`DIRTY_CHILD`] plus an arena index. A page read
 //!    from disk whose child id has that bit set is refused as corrupt before it is copied here
 //!    (`tree_mut::touch`), so the bit never misreads a page id.
-//! 4. `dead` counts the bytes of `data` that no slot points at, and `bytes` the bytes the live
+//! 4. Every slot's prefix is [`key_prefix`] of its entry's key.
+//! 5. `dead` counts the bytes of `data` that no slot points at, and `bytes` the bytes the live
 //!    entries take in pages (slots included, large values as overflow references), so that
 //!    rebalance and spill know a node's size without walking it.
 
@@ -44,20 +50,42 @@ const FLAG_OVERFLOW: u8 = 1;
 pub(crate) struct Node {
     leaf: bool,
     data: Vec<u8>,
-    slots: Vec<usize>,
+    slots: Vec<Slot>,
     dead: usize,
     page_size: u32,
     bytes: usize,
 }
 
+/// Where a live entry lies in `data`, and the start of its key (invariant 4).
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    prefix: u64,
+    off: usize,
+}
+
+/// The first 8 bytes of `key` as a big-endian integer, zero-padded: when two keys' prefixes
+/// differ, they order the keys as the keys' bytes do (a key that pads with zeros is a prefix of
+/// the other up to there, so the shorter, smaller key has the smaller prefix); when they are
+/// equal, the keys must be compared.
+#[inline]
+pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+#[inline]
 fn u16_at(b: &[u8], at: usize) -> usize {
     usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
+#[inline]
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
 }
 
+#[inline]
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"))
 }
@@ -75,7 +103,7 @@ impl Node {
 
     /// Bytes of buffer this node holds on to, for capping what a transaction keeps for reuse.
     pub fn capacity(&self) -> usize {
-        self.data.capacity() + self.slots.capacity() * std::mem::size_of::<usize>()
+        self.data.capacity() + self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -86,8 +114,9 @@ impl Node {
         self.slots.len()
     }
 
+    #[inline]
     fn off(&self, i: usize) -> usize {
-        self.slots[i]
+        self.slots[i].off
     }
 
     /// The whole of entry `i` as a page stores it.
@@ -110,6 +139,7 @@ impl Node {
         }
     }
 
+    #[inline]
     pub fn key(&self, i: usize) -> &[u8] {
         let off = self.off(i);
         let d = &self.data;
@@ -167,10 +197,15 @@ impl Node {
 
     /// The first index whose key is not less than `key`, and whether it is equal.
     pub fn search(&self, key: &[u8]) -> (usize, bool) {
+        let prefix = key_prefix(key);
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo.midpoint(hi);
-            match self.key(mid).cmp(key) {
+            let order = match self.slots[mid].prefix.cmp(&prefix) {
+                Ordering::Equal => self.key(mid).cmp(key),
+                decided => decided,
+            };
+            match order {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Equal => return (mid, true),
                 Ordering::Greater => hi = mid,
@@ -233,7 +268,10 @@ impl Node {
             }
             prev = Some(key);
             // `entry` refused an offset inside the slots.
-            self.slots.push(off - base);
+            self.slots.push(Slot {
+                prefix: key_prefix(key),
+                off: off - base,
+            });
             live += len;
         }
         let region = l
@@ -243,7 +281,7 @@ impl Node {
         self.data.extend_from_slice(region);
         self.dead = self.data.len().saturating_sub(live);
         self.bytes = (0..self.slots.len())
-            .map(|i| self.page_len_at(self.slots[i]))
+            .map(|i| self.page_len_at(self.slots[i].off))
             .sum();
         Ok(())
     }
@@ -253,7 +291,10 @@ impl Node {
         debug_assert!(self.leaf);
         let off = self.append_leaf(key, value);
         self.bytes += self.page_len_at(off);
-        self.slots.push(off);
+        self.slots.push(Slot {
+            prefix: key_prefix(key),
+            off,
+        });
     }
 
     /// Adds a branch entry after the last (keys must come in order).
@@ -261,7 +302,10 @@ impl Node {
         debug_assert!(!self.leaf);
         let off = self.append_branch(key, child);
         self.bytes += self.page_len_at(off);
-        self.slots.push(off);
+        self.slots.push(Slot {
+            prefix: key_prefix(key),
+            off,
+        });
     }
 
     /// Inserts a leaf entry at index `i`.
@@ -269,7 +313,13 @@ impl Node {
         debug_assert!(self.leaf);
         let off = self.append_leaf(key, value);
         self.bytes += self.page_len_at(off);
-        self.slots.insert(i, off);
+        self.slots.insert(
+            i,
+            Slot {
+                prefix: key_prefix(key),
+                off,
+            },
+        );
     }
 
     /// Replaces the value of leaf entry `i`, keeping its key.
@@ -286,7 +336,7 @@ impl Node {
         let key = old + LEAF_ENTRY_HEADER_LEN;
         self.data.extend_from_within(key..key + klen);
         self.data.extend_from_slice(value);
-        self.slots[i] = off;
+        self.slots[i].off = off;
         self.bytes = self.bytes + self.page_len_at(off) - self.page_len_at(old);
         self.dead += old_len;
         self.compact_if_sparse();
@@ -299,14 +349,18 @@ impl Node {
         let child = self.child(i);
         self.dead += self.entry_len_at(old);
         self.bytes -= self.page_len_at(old);
-        self.slots[i] = self.append_branch(key, child);
-        self.bytes += self.page_len_at(self.slots[i]);
+        let off = self.append_branch(key, child);
+        self.slots[i] = Slot {
+            prefix: key_prefix(key),
+            off,
+        };
+        self.bytes += self.page_len_at(off);
         self.compact_if_sparse();
     }
 
     /// Removes entry `i`.
     pub fn remove(&mut self, i: usize) {
-        let off = self.slots.remove(i);
+        let off = self.slots.remove(i).off;
         self.dead += self.entry_len_at(off);
         self.bytes -= self.page_len_at(off);
         self.compact_if_sparse();
@@ -318,7 +372,10 @@ impl Node {
         for i in 0..other.len() {
             let off = self.data.len();
             self.data.extend_from_slice(other.entry(i));
-            self.slots.push(off);
+            self.slots.push(Slot {
+                prefix: other.slots[i].prefix,
+                off,
+            });
         }
         self.bytes += other.bytes;
     }
@@ -417,7 +474,7 @@ impl Node {
         for i in 0..self.len() {
             let off = data.len();
             data.extend_from_slice(self.entry(i));
-            self.slots[i] = off;
+            self.slots[i].off = off;
         }
         self.data = data;
         self.dead = 0;
@@ -466,6 +523,50 @@ mod tests {
         assert_eq!(n.dead, 0);
         let bytes: usize = (0..n.len()).map(|i| n.page_len(i)).sum();
         assert_eq!(n.page_bytes(), bytes);
+    }
+
+    /// Search compares the slots' 8-byte key prefixes first (invariant 4): keys that tie on
+    /// them, keys shorter than 8 bytes, and keys that differ only by trailing zero bytes must
+    /// still be found and kept in byte order.
+    #[test]
+    fn search_orders_keys_that_tie_on_their_prefix_or_are_short() {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for len in 0..=10usize {
+            for fill in [0u8, 1, 0x7f, 0x80, 0xff] {
+                for last in [0u8, 1, 0xff] {
+                    let mut k = vec![fill; len];
+                    if let Some(l) = k.last_mut() {
+                        *l = last;
+                    }
+                    keys.push(k);
+                }
+            }
+        }
+        keys.extend([
+            b"prefix-0a".to_vec(),
+            b"prefix-0".to_vec(),
+            b"prefix-0\0".to_vec(),
+        ]);
+        keys.sort();
+        keys.dedup();
+        // Insert in a scrambled order (a fixed permutation: the keys, not a seed, are the test).
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| (i * 7919) % keys.len());
+        let mut n = Node::default();
+        n.reset(true, 4096);
+        for &i in &order {
+            let (at, found) = n.search(&keys[i]);
+            assert!(!found, "{:?} found before it was inserted", keys[i]);
+            n.insert_leaf(at, &keys[i], ValueRef::Inline(b"v"));
+        }
+        let stored: Vec<&[u8]> = (0..n.len()).map(|i| n.key(i)).collect();
+        assert_eq!(stored, keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(n.search(k), (i, true), "{k:?}");
+        }
+        for (a, b) in keys.iter().zip(&keys[1..]) {
+            assert!(key_prefix(a) <= key_prefix(b), "{a:?} {b:?}");
+        }
     }
 
     #[test]
