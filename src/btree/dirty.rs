@@ -252,15 +252,16 @@ impl Node {
         off
     }
 
-    /// Makes this empty leaf a copy of leaf page `l`: one copy of the page's bytes past its
-    /// slots, and an offset per entry. Every entry is validated first, and the keys must rise
-    /// (the write path searches the copy). Entries that overlap in a forged page are harmless
-    /// here: a leaf's entries are never written in place.
+    /// Makes this empty leaf a copy of leaf page `l`: one copy of the page's bytes from its
+    /// slots to the end of its last entry (not the free space after it), and an offset per
+    /// entry. Every entry is validated first, and the keys must rise (the write path searches the
+    /// copy). Entries that overlap in a forged page are harmless here: a leaf's entries are never
+    /// written in place.
     pub fn copy_leaf(&mut self, l: &LeafView<'_>) -> Result<()> {
         debug_assert!(self.leaf && self.slots.is_empty());
         let base = PAGE_HEADER_LEN + l.len() * SLOT_LEN;
         let mut prev: Option<&[u8]> = None;
-        let mut live = 0usize;
+        let (mut live, mut end, mut bytes) = (0usize, base, 0usize);
         for i in 0..l.len() {
             let (off, len, key) = l.entry(i)?;
             if prev.is_some_and(|p| p >= key) {
@@ -273,16 +274,27 @@ impl Node {
                 off: off - base,
             });
             live += len;
+            end = end.max(off + len);
+            // What `page_len_at` would find: the bytes stored after the key stay if they fit
+            // inline (an overflow reference always does), else they become a reference.
+            let stored = len - LEAF_ENTRY_HEADER_LEN - key.len();
+            bytes += if fits_inline(key.len(), stored, self.page_size) {
+                node::leaf_entry_len(key.len(), stored)
+            } else {
+                node::leaf_entry_len(key.len(), OVERFLOW_REF_LEN)
+            };
         }
         let region = l
             .bytes()
-            .get(base..)
+            .get(base..end)
             .ok_or_else(|| corrupted(l.id(), "slots run past the page"))?;
         self.data.extend_from_slice(region);
         self.dead = self.data.len().saturating_sub(live);
-        self.bytes = (0..self.slots.len())
-            .map(|i| self.page_len_at(self.slots[i].off))
-            .sum();
+        self.bytes = bytes;
+        debug_assert_eq!(
+            self.bytes,
+            (0..self.len()).map(|i| self.page_len(i)).sum::<usize>()
+        );
         Ok(())
     }
 
@@ -433,29 +445,43 @@ impl Node {
         .write(buf);
         let mut off = PAGE_HEADER_LEN + count * SLOT_LEN;
         let mut overflows = overflows.iter();
+        // Entries that lie end to end in `data` (a copied page's, in key order) are copied
+        // together: `run` is the pending part of `data`, to go to `buf` at `run_to`.
+        let (mut run, mut run_to) = (0..0, off);
         for (j, i) in piece.enumerate() {
             let s = PAGE_HEADER_LEN + j * SLOT_LEN;
             buf[s..s + SLOT_LEN].copy_from_slice(&(off as u16).to_le_bytes());
-            let entry = self.entry(i);
-            let klen = self.key(i).len();
-            let spilled = self.leaf
-                && entry[0] == FLAG_INLINE
-                && !fits_inline(klen, u32_at(entry, 3) as usize, page_size);
+            let from = self.off(i);
+            let len = self.entry_len_at(from);
+            let spilled = self.leaf && self.data[from] == FLAG_INLINE && {
+                let klen = u16_at(&self.data, from + 1);
+                !fits_inline(klen, u32_at(&self.data, from + 3) as usize, page_size)
+            };
+            if !spilled && run.end == from && !run.is_empty() {
+                run.end += len;
+                off += len;
+                continue;
+            }
+            buf[run_to..run_to + run.len()].copy_from_slice(&self.data[run.clone()]);
             if spilled {
+                let entry = &self.data[from..from + len];
                 let page = overflows
                     .next()
                     .expect("an overflow run for each large value");
-                let head = LEAF_ENTRY_HEADER_LEN + klen;
+                let head = LEAF_ENTRY_HEADER_LEN + u16_at(entry, 1);
                 buf[off] = FLAG_OVERFLOW;
                 buf[off + 1..off + head].copy_from_slice(&entry[1..head]);
                 buf[off + head..off + head + OVERFLOW_REF_LEN].copy_from_slice(&page.to_le_bytes());
                 off += head + OVERFLOW_REF_LEN;
+                (run, run_to) = (0..0, off);
             } else {
-                buf[off..off + entry.len()].copy_from_slice(entry);
-                off += entry.len();
+                (run, run_to) = (from..from + len, off);
+                off += len;
             }
             debug_assert!(off <= page_size as usize, "entries overflow page {id}");
         }
+        buf[run_to..run_to + run.len()].copy_from_slice(&self.data[run]);
+        debug_assert!(off <= page_size as usize, "entries overflow page {id}");
         debug_assert!(overflows.next().is_none(), "an overflow run left unused");
         buf[off..page_size as usize].fill(0);
         page::seal(&mut buf[..page_size as usize]);
