@@ -1,8 +1,9 @@
 //! A node of a write transaction, kept in page form: its entries encoded exactly as a page encodes
 //! them (see [`crate::btree::node`]), end to end in one buffer, and one offset per entry in key
 //! order. Inserting an entry appends its bytes and moves offsets, never entries; a replaced or
-//! removed entry leaves dead bytes that [`Node::compact`] reclaims. Spill copies each entry into
-//! its page with one `memcpy`, and nothing here allocates per entry.
+//! removed entry leaves dead bytes that [`Node::compact`] reclaims. Spill copies the entries into
+//! their page, one `memcpy` for each run of them that lies end to end here (a copied page's
+//! entries do), and nothing here allocates per entry.
 //!
 //! ```text
 //! data : entry | entry | dead entry | entry ...   (in the order written)
@@ -27,6 +28,10 @@
 //! 5. `dead` counts the bytes of `data` that no slot points at, and `bytes` the bytes the live
 //!    entries take in pages (slots included, large values as overflow references), so that
 //!    rebalance and spill know a node's size without walking it.
+//! 6. If an entry holds inline a value that does not fit inline in a page, `may_spill` is set
+//!    (it may stay set after that entry is gone), so that spill looks for values to move to
+//!    overflow runs only in nodes that may have one: that look reads every entry's header, a
+//!    cache miss each in a large transaction's cold nodes.
 
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -54,6 +59,8 @@ pub(crate) struct Node {
     dead: usize,
     page_size: u32,
     bytes: usize,
+    /// Whether some entry may hold an inline value too large for a page (invariant 6).
+    may_spill: bool,
 }
 
 /// Where a live entry lies in `data`, and the start of its key (invariant 4).
@@ -96,6 +103,7 @@ impl Node {
         self.leaf = leaf;
         self.page_size = page_size;
         self.bytes = 0;
+        self.may_spill = false;
         self.data.clear();
         self.slots.clear();
         self.dead = 0;
@@ -225,6 +233,9 @@ impl Node {
     /// Appends a leaf entry's bytes to `data` and returns its offset.
     fn append_leaf(&mut self, key: &[u8], value: ValueRef<'_>) -> usize {
         let off = self.data.len();
+        if let ValueRef::Inline(v) = value {
+            self.may_spill |= !fits_inline(key.len(), v.len(), self.page_size);
+        }
         let (flags, vlen) = match value {
             ValueRef::Inline(v) => (FLAG_INLINE, v.len() as u32),
             ValueRef::Overflow { len, .. } => (FLAG_OVERFLOW, len),
@@ -281,6 +292,8 @@ impl Node {
             bytes += if fits_inline(key.len(), stored, self.page_size) {
                 node::leaf_entry_len(key.len(), stored)
             } else {
+                // A page of another page size, or forged: spill moves the value out.
+                self.may_spill = true;
                 node::leaf_entry_len(key.len(), OVERFLOW_REF_LEN)
             };
         }
@@ -340,6 +353,7 @@ impl Node {
         let old = self.off(i);
         let old_len = self.entry_len_at(old);
         let klen = u16_at(&self.data, old + 1);
+        self.may_spill |= !fits_inline(klen, value.len(), self.page_size);
         let off = self.data.len();
         self.data.push(FLAG_INLINE);
         self.data.extend_from_slice(&(klen as u16).to_le_bytes());
@@ -381,6 +395,7 @@ impl Node {
     /// Appends every entry of `other` (of the same kind, all keys greater) after this node's.
     pub fn append(&mut self, other: &Node) {
         debug_assert_eq!(self.leaf, other.leaf);
+        self.may_spill |= other.may_spill;
         for i in 0..other.len() {
             let off = self.data.len();
             self.data.extend_from_slice(other.entry(i));
@@ -412,6 +427,12 @@ impl Node {
         } else {
             node::branch_entry_len(u16_at(d, off + 8))
         }
+    }
+
+    /// Whether some entry may hold a value that spill must move to an overflow run (invariant 6);
+    /// when this is false, none does.
+    pub fn may_spill(&self) -> bool {
+        self.may_spill
     }
 
     /// Bytes the whole node takes in pages.

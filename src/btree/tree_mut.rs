@@ -619,7 +619,7 @@ fn write_page(
     out: &mut PageWrites,
 ) -> Result<PageId> {
     d.overflows.clear();
-    if node.is_leaf() {
+    if node.is_leaf() && node.may_spill() {
         for i in piece.clone() {
             if let ValueRef::Inline(v) = node.value(i)
                 && !crate::btree::dirty::fits_inline(node.key(i).len(), v.len(), page_size)
