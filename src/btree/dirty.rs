@@ -24,7 +24,7 @@
 //! 3. A branch entry's child is a page id, or [`DIRTY_CHILD`] plus an arena index. A page read
 //!    from disk whose child id has that bit set is refused as corrupt before it is copied here
 //!    (`tree_mut::touch`), so the bit never misreads a page id.
-//! 4. Every slot's prefix is [`key_prefix`] of its entry's key.
+//! 4. Every slot's prefix is [`key_prefix`] of its entry's key, and its length the entry's.
 //! 5. `dead` counts the bytes of `data` that no slot points at, and `bytes` the bytes the live
 //!    entries take in pages (slots included, large values as overflow references), so that
 //!    rebalance and spill know a node's size without walking it.
@@ -63,11 +63,13 @@ pub(crate) struct Node {
     may_spill: bool,
 }
 
-/// Where a live entry lies in `data`, and the start of its key (invariant 4).
+/// Where a live entry lies in `data`, its length there, and the start of its key (invariant
+/// 4): spill lays out and splits pages from the slots alone, without reading entries' headers.
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     prefix: u64,
     off: usize,
+    len: usize,
 }
 
 /// The first 8 bytes of `key` as a big-endian integer, zero-padded: when two keys' prefixes
@@ -129,8 +131,9 @@ impl Node {
 
     /// The whole of entry `i` as a page stores it.
     pub fn entry(&self, i: usize) -> &[u8] {
-        let off = self.off(i);
-        &self.data[off..off + self.entry_len_at(off)]
+        let Slot { off, len, .. } = self.slots[i];
+        debug_assert_eq!(len, self.entry_len_at(off), "slot {i}'s length");
+        &self.data[off..off + len]
     }
 
     fn entry_len_at(&self, off: usize) -> usize {
@@ -283,6 +286,7 @@ impl Node {
             self.slots.push(Slot {
                 prefix: key_prefix(key),
                 off: off - base,
+                len,
             });
             live += len;
             end = end.max(off + len);
@@ -319,6 +323,7 @@ impl Node {
         self.slots.push(Slot {
             prefix: key_prefix(key),
             off,
+            len: self.data.len() - off,
         });
     }
 
@@ -330,6 +335,7 @@ impl Node {
         self.slots.push(Slot {
             prefix: key_prefix(key),
             off,
+            len: self.data.len() - off,
         });
     }
 
@@ -343,6 +349,7 @@ impl Node {
             Slot {
                 prefix: key_prefix(key),
                 off,
+                len: self.data.len() - off,
             },
         );
     }
@@ -363,6 +370,7 @@ impl Node {
         self.data.extend_from_within(key..key + klen);
         self.data.extend_from_slice(value);
         self.slots[i].off = off;
+        self.slots[i].len = self.data.len() - off;
         self.bytes = self.bytes + self.page_len_at(off) - self.page_len_at(old);
         self.dead += old_len;
         self.compact_if_sparse();
@@ -379,6 +387,7 @@ impl Node {
         self.slots[i] = Slot {
             prefix: key_prefix(key),
             off,
+            len: self.data.len() - off,
         };
         self.bytes += self.page_len_at(off);
         self.compact_if_sparse();
@@ -400,8 +409,8 @@ impl Node {
             let off = self.data.len();
             self.data.extend_from_slice(other.entry(i));
             self.slots.push(Slot {
-                prefix: other.slots[i].prefix,
                 off,
+                ..other.slots[i]
             });
         }
         self.bytes += other.bytes;
@@ -410,7 +419,12 @@ impl Node {
     /// Bytes entry `i` takes in a page, slot included: a value too large to stay inline counts as
     /// an overflow reference.
     pub fn page_len(&self, i: usize) -> usize {
-        self.page_len_at(self.off(i))
+        if self.may_spill {
+            self.page_len_at(self.off(i))
+        } else {
+            // Every entry stays as it is (invariant 6).
+            self.slots[i].len + SLOT_LEN
+        }
     }
 
     fn page_len_at(&self, off: usize) -> usize {
@@ -472,9 +486,9 @@ impl Node {
         for (j, i) in piece.enumerate() {
             let s = PAGE_HEADER_LEN + j * SLOT_LEN;
             buf[s..s + SLOT_LEN].copy_from_slice(&(off as u16).to_le_bytes());
-            let from = self.off(i);
-            let len = self.entry_len_at(from);
-            let spilled = self.leaf && self.data[from] == FLAG_INLINE && {
+            let Slot { off: from, len, .. } = self.slots[i];
+            debug_assert_eq!(len, self.entry_len_at(from), "slot {i}'s length");
+            let spilled = self.may_spill && self.leaf && self.data[from] == FLAG_INLINE && {
                 let klen = u16_at(&self.data, from + 1);
                 !fits_inline(klen, u32_at(&self.data, from + 3) as usize, page_size)
             };
