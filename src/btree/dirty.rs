@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! data : entry | entry | dead entry | entry ...   (in the order written)
-//! slots: (key prefix, offset) of each live entry in `data`, in key order
+//! slots: (key prefix, offset, length) of each live entry in `data`, in key order
 //! ```
 //!
 //! A slot carries the first 8 bytes of its key as a big-endian integer (zero-padded), so that a
