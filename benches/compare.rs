@@ -23,6 +23,10 @@
 //! Environment: `FOLIO_COMPARE_KEYS` (default 1000000), `FOLIO_COMPARE_LIVE_MB` (default 256) and
 //! `FOLIO_COMPARE_REPS` (default 5) shrink or grow the run; a smoke run with
 //! `FOLIO_COMPARE_KEYS=50000 FOLIO_COMPARE_LIVE_MB=16` takes well under a minute.
+//! `FOLIO_COMPARE_ENGINES` (default `folio,lmdb,redb`) and `FOLIO_COMPARE_WORKLOADS` (default
+//! `load,reads,defrag`) run a part of it: `FOLIO_COMPARE_ENGINES=folio,lmdb
+//! FOLIO_COMPARE_WORKLOADS=load` runs only the bulk loads of folio and LMDB (`reads` runs the
+//! bulk loads of 100-byte values too, which it reads).
 //!
 //! Prints a table as it goes and writes `target/compare/results.md` and
 //! `target/compare/defrag.svg`. The databases live under `target/tmp/compare/`, on the same disk
@@ -71,6 +75,8 @@ struct Config {
     keys: usize,
     live_bytes: u64,
     reps: usize,
+    engines: Vec<String>,
+    workloads: Vec<String>,
 }
 
 impl Config {
@@ -83,15 +89,35 @@ impl Config {
                 Err(_) => Ok(default),
             }
         }
+        fn list(name: &str, all: &[&str]) -> Result<Vec<String>> {
+            let Ok(v) = std::env::var(name) else {
+                return Ok(all.iter().map(|s| s.to_string()).collect());
+            };
+            let items: Vec<String> = v.split(',').map(|s| s.trim().to_lowercase()).collect();
+            match items.iter().find(|i| !all.contains(&i.as_str())) {
+                Some(bad) => Err(format!("{name}: {bad:?} is not one of {all:?}").into()),
+                None => Ok(items),
+            }
+        }
         let config = Config {
             keys: var("FOLIO_COMPARE_KEYS", 1_000_000)? as usize,
             live_bytes: var("FOLIO_COMPARE_LIVE_MB", 256)? << 20,
             reps: var("FOLIO_COMPARE_REPS", 5)?.max(1) as usize,
+            engines: list("FOLIO_COMPARE_ENGINES", &["folio", "lmdb", "redb"])?,
+            workloads: list("FOLIO_COMPARE_WORKLOADS", &["load", "reads", "defrag"])?,
         };
         if config.keys < SCAN_LEN {
             return Err(format!("FOLIO_COMPARE_KEYS must be at least {SCAN_LEN}").into());
         }
         Ok(config)
+    }
+
+    fn engine(&self, name: &str) -> bool {
+        self.engines.iter().any(|e| e == name)
+    }
+
+    fn workload(&self, name: &str) -> bool {
+        self.workloads.iter().any(|w| w == name)
     }
 }
 
@@ -137,27 +163,47 @@ fn main() -> Result<()> {
     };
     let mut results = Results::default();
 
-    println!("\nbulk load, {READ_VALUE_LEN}-byte values");
-    let (folio, _folio_dir) = bulk_load::<FolioEngine>(&input, READ_VALUE_LEN, &mut results)?;
-    let (lmdb, _lmdb_dir) = bulk_load::<LmdbEngine>(&input, READ_VALUE_LEN, &mut results)?;
-    let (redb, _redb_dir) = bulk_load::<RedbEngine>(&input, READ_VALUE_LEN, &mut results)?;
-    println!("\nrandom reads and range scans in those databases, the engines taking turns");
-    reads_and_scans(&input, &folio, &lmdb, &redb, &mut results)?;
-    drop((folio, lmdb, redb));
+    if config.workload("load") || config.workload("reads") {
+        println!("\nbulk load, {READ_VALUE_LEN}-byte values");
+        let folio = load_if::<FolioEngine>(&config, &input, READ_VALUE_LEN, &mut results)?;
+        let lmdb = load_if::<LmdbEngine>(&config, &input, READ_VALUE_LEN, &mut results)?;
+        let redb = load_if::<RedbEngine>(&config, &input, READ_VALUE_LEN, &mut results)?;
+        if config.workload("reads") {
+            println!("\nrandom reads and range scans in those databases, the engines taking turns");
+            let engines = Loaded {
+                folio: folio.as_ref().map(|(e, _)| e),
+                lmdb: lmdb.as_ref().map(|(e, _)| e),
+                redb: redb.as_ref().map(|(e, _)| e),
+            };
+            reads_and_scans(&input, &engines, &mut results)?;
+        }
+        drop((folio, lmdb, redb));
+    }
 
-    println!("\nbulk load, 1024-byte values");
-    bulk_load::<FolioEngine>(&input, 1024, &mut results)?;
-    bulk_load::<LmdbEngine>(&input, 1024, &mut results)?;
-    bulk_load::<RedbEngine>(&input, 1024, &mut results)?;
+    if config.workload("load") {
+        println!("\nbulk load, 1024-byte values");
+        load_if::<FolioEngine>(&config, &input, 1024, &mut results)?;
+        load_if::<LmdbEngine>(&config, &input, 1024, &mut results)?;
+        load_if::<RedbEngine>(&config, &input, 1024, &mut results)?;
+    }
 
-    println!(
-        "\nfragment about {} MiB of live data, then compact",
-        config.live_bytes >> 20
-    );
     let plan = FragmentPlan::new(config.live_bytes, FRAGMENT_SEED);
-    fragment_and_compact::<FolioEngine>(&input, &plan, &mut results)?;
-    fragment_and_compact::<LmdbEngine>(&input, &plan, &mut results)?;
-    fragment_and_compact::<RedbEngine>(&input, &plan, &mut results)?;
+    let defrag = config.workload("defrag");
+    if defrag {
+        println!(
+            "\nfragment about {} MiB of live data, then compact",
+            config.live_bytes >> 20
+        );
+        if config.engine("folio") {
+            fragment_and_compact::<FolioEngine>(&input, &plan, &mut results)?;
+        }
+        if config.engine("lmdb") {
+            fragment_and_compact::<LmdbEngine>(&input, &plan, &mut results)?;
+        }
+        if config.engine("redb") {
+            fragment_and_compact::<RedbEngine>(&input, &plan, &mut results)?;
+        }
+    }
 
     let load_at_end = machine::load_average();
     let page = format!(
@@ -176,7 +222,9 @@ fn main() -> Result<()> {
         plan.live_bytes() as f64 / (1 << 20) as f64,
         machine.filesystem
     );
-    std::fs::write(out_dir.join("defrag.svg"), results.defrag_svg(&caption))?;
+    if defrag {
+        std::fs::write(out_dir.join("defrag.svg"), results.defrag_svg(&caption))?;
+    }
     println!(
         "\nload average at the end: {load_at_end}\n\n{}",
         results.markdown()
@@ -190,6 +238,27 @@ fn fresh_dir(input: &Input, engine: &str) -> Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new()
         .prefix(&format!("{engine}-"))
         .tempdir_in(&input.work_dir)?)
+}
+
+/// [`bulk_load`] if the engine is one the run compares.
+fn load_if<E: Engine>(
+    config: &Config,
+    input: &Input,
+    value_len: usize,
+    results: &mut Results,
+) -> Result<Option<(E, tempfile::TempDir)>> {
+    let name = E::NAME.to_lowercase();
+    if !config.engine(&name) {
+        return Ok(None);
+    }
+    bulk_load::<E>(input, value_len, results).map(Some)
+}
+
+/// The databases the read workloads run in: those of the engines the run compares.
+struct Loaded<'a> {
+    folio: Option<&'a FolioEngine>,
+    lmdb: Option<&'a LmdbEngine>,
+    redb: Option<&'a RedbEngine>,
 }
 
 /// Every key with a `value_len`-byte value into a fresh database, `PER_TXN` puts per durable
@@ -223,30 +292,33 @@ fn bulk_load<E: Engine>(
     Ok((engine, dir))
 }
 
-/// Point reads from 1 and from 2 threads, then range scans, in the three databases loaded with
+/// Point reads from 1 and from 2 threads, then range scans, in the databases loaded with
 /// `READ_VALUE_LEN`-byte values. Each repetition runs every engine in turn, so that a busy moment
 /// on the shared machine falls on all of them rather than on one; each engine's figure is the
 /// median of its repetitions.
-fn reads_and_scans(
-    input: &Input,
-    folio: &FolioEngine,
-    lmdb: &LmdbEngine,
-    redb: &RedbEngine,
-    results: &mut Results,
-) -> Result<()> {
+fn reads_and_scans(input: &Input, engines: &Loaded<'_>, results: &mut Results) -> Result<()> {
     let names = [FolioEngine::NAME, LmdbEngine::NAME, RedbEngine::NAME];
     for threads in [1, 2] {
         let mut times: [Vec<Duration>; 3] = Default::default();
         for _ in 0..input.reps {
-            times[0].push(point_reads(folio, input, threads)?);
-            times[1].push(point_reads(lmdb, input, threads)?);
-            times[2].push(point_reads(redb, input, threads)?);
+            if let Some(e) = engines.folio {
+                times[0].push(point_reads(e, input, threads)?);
+            }
+            if let Some(e) = engines.lmdb {
+                times[1].push(point_reads(e, input, threads)?);
+            }
+            if let Some(e) = engines.redb {
+                times[2].push(point_reads(e, input, threads)?);
+            }
         }
         let workload = match threads {
             1 => "random reads, 1 thread".to_string(),
             n => format!("random reads, {n} threads"),
         };
         for (engine, times) in names.into_iter().zip(times) {
+            if times.is_empty() {
+                continue;
+            }
             results.push(Row {
                 engine,
                 workload: workload.clone(),
@@ -259,16 +331,28 @@ fn reads_and_scans(
     }
 
     let mut times: [Vec<Duration>; 3] = Default::default();
-    let mut scanned = [Scanned::default(); 3];
+    let mut scanned: [Option<Scanned>; 3] = [None; 3];
     for _ in 0..input.reps {
-        scanned[0] = range_scans(folio, input, &mut times[0])?;
-        scanned[1] = range_scans(lmdb, input, &mut times[1])?;
-        scanned[2] = range_scans(redb, input, &mut times[2])?;
+        if let Some(e) = engines.folio {
+            scanned[0] = Some(range_scans(e, input, &mut times[0])?);
+        }
+        if let Some(e) = engines.lmdb {
+            scanned[1] = Some(range_scans(e, input, &mut times[1])?);
+        }
+        if let Some(e) = engines.redb {
+            scanned[2] = Some(range_scans(e, input, &mut times[2])?);
+        }
     }
-    if scanned[0] != scanned[1] || scanned[0] != scanned[2] {
+    let mut seen = scanned.iter().flatten();
+    if let Some(first) = seen.next()
+        && seen.any(|s| s != first)
+    {
         return Err(format!("the engines scanned different data: {names:?} {scanned:?}").into());
     }
     for (engine, times) in names.into_iter().zip(times) {
+        if times.is_empty() {
+            continue;
+        }
         results.push(Row {
             engine,
             workload: format!("range scans of {SCAN_LEN} entries"),
