@@ -17,6 +17,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{EntryPayload, LogId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
@@ -52,6 +53,22 @@ pub(crate) const KIND_READ_INDEX: u32 = 5;
 /// How long a call between members may take before it counts as lost.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest gRPC message a member sends or takes (tonic refuses a larger one).
+pub(crate) const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// The most bytes of entries (as encoded) one append-entries message carries. openraft caps a
+/// message by its number of entries only (`max_payload_entries`), and 40 values of 1.5 MiB
+/// pass [`MESSAGE_BYTES_MAX`]; a request over this cap is sent as its longest prefix under it
+/// (at least one entry) and answered as openraft's `PartialSuccess`, and openraft sends the
+/// rest next.
+pub(crate) const APPEND_BYTES_MAX: usize = 16 << 20;
+
+/// Room for the rest of an append-entries message beside its entries (vote, log ids, the
+/// frame).
+const APPEND_OVERHEAD_MAX: usize = 64 << 10;
+
+const _: () = assert!(APPEND_BYTES_MAX + APPEND_OVERHEAD_MAX < MESSAGE_BYTES_MAX);
+
 pub(crate) fn frame<T: Serialize>(kind: u32, v: &T) -> Frame {
     Frame {
         kind,
@@ -72,8 +89,8 @@ pub(crate) fn client(addr: &str) -> RaftClient<Channel> {
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT);
     RaftClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 /// Whether a failed call surely never reached the member (it could not connect), so that
@@ -134,7 +151,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
-        self.call(frame(KIND_APPEND, &rpc)).await
+        let (rpc, sent) = within_cap(rpc, APPEND_BYTES_MAX);
+        let answer = self.call(frame(KIND_APPEND, &rpc)).await?;
+        Ok(match (answer, sent) {
+            // The follower holds the prefix sent: openraft sends the rest next.
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -158,4 +183,45 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
         self.call(frame(KIND_VOTE, &rpc)).await
     }
+}
+
+/// `rpc` cut to its longest prefix of entries whose encoding stays within `cap` bytes (at least
+/// one entry), and the log id of the last entry kept if it was cut (`None` if it was not).
+pub(crate) fn within_cap(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    cap: usize,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId<NodeId>>) {
+    // A cheap bound first (keys and values, as base64, and room for the rest of the entry);
+    // entries are encoded to be measured only when they may come near the cap.
+    let estimate: usize = rpc
+        .entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Normal(c) => c.size_hint() / 3 * 4 + 1024,
+            _ => 4096,
+        })
+        .sum();
+    if estimate <= cap / 2 {
+        return (rpc, None);
+    }
+    let sizes: Vec<usize> = rpc
+        .entries
+        .iter()
+        .map(|e| serde_json::to_vec(e).map_or(0, |raw| raw.len()))
+        .collect();
+    if sizes.iter().sum::<usize>() <= cap {
+        return (rpc, None);
+    }
+    let mut total = 0;
+    let kept = sizes
+        .iter()
+        .take_while(|s| {
+            total += **s;
+            total <= cap
+        })
+        .count()
+        .max(1);
+    rpc.entries.truncate(kept);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    (rpc, last)
 }
