@@ -104,14 +104,14 @@ impl Command {
     /// proposer's cap on a batch.
     pub fn size_hint(&self) -> usize {
         let op = |o: &OpSpec| match o {
-            OpSpec::Put { key, value, .. } => key.len() + value.len() + 32,
+            OpSpec::Put { key, value, .. } => key.len() + value.len() + 96,
             OpSpec::DeleteRange { key, range_end, .. } | OpSpec::Range { key, range_end, .. } => {
-                key.len() + range_end.len() + 32
+                key.len() + range_end.len() + 96
             }
         };
         match self {
-            Command::Put { key, value, .. } => key.len() + value.len() + 32,
-            Command::DeleteRange { key, range_end } => key.len() + range_end.len() + 32,
+            Command::Put { key, value, .. } => key.len() + value.len() + 96,
+            Command::DeleteRange { key, range_end } => key.len() + range_end.len() + 96,
             Command::Txn {
                 compares,
                 success,
@@ -119,7 +119,7 @@ impl Command {
             } => {
                 compares
                     .iter()
-                    .map(|c| c.key.len() + c.value.len() + c.range_end.len() + 32)
+                    .map(|c| c.key.len() + c.value.len() + c.range_end.len() + 96)
                     .sum::<usize>()
                     + success.iter().map(op).sum::<usize>()
                     + failure.iter().map(op).sum::<usize>()
@@ -127,9 +127,9 @@ impl Command {
             Command::Batch { commands } => commands.iter().map(Command::size_hint).sum(),
             Command::SetMember {
                 name, client_urls, ..
-            } => name.len() + client_urls.iter().map(String::len).sum::<usize>() + 32,
+            } => name.len() + client_urls.iter().map(String::len).sum::<usize>() + 96,
             Command::Compact { .. } | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => {
-                32
+                96
             }
         }
     }

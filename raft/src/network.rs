@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{NodeId, Peer, TypeConfig};
+use crate::{Command, NodeId, Peer, TypeConfig};
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/folio.raft.Raft.rs"));
@@ -56,12 +56,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest gRPC message a member sends or takes (tonic refuses a larger one).
 pub(crate) const MESSAGE_BYTES_MAX: usize = 64 << 20;
 
-/// The most bytes of entries (as encoded) one append-entries message carries. openraft caps a
-/// message by its number of entries only (`max_payload_entries`), and 40 values of 1.5 MiB
-/// pass [`MESSAGE_BYTES_MAX`]; a request over this cap is sent as its longest prefix under it
-/// (at least one entry) and answered as openraft's `PartialSuccess`, and openraft sends the
-/// rest next.
-pub(crate) const APPEND_BYTES_MAX: usize = 16 << 20;
+/// The most bytes of entries (as encoded, estimated from above) one append-entries message
+/// carries. openraft caps a message by its number of entries only (`max_payload_entries`,
+/// 300), and 40 values of 1.5 MiB pass [`MESSAGE_BYTES_MAX`]; a request over this cap is sent
+/// as its longest prefix under it (at least one entry) and answered as openraft's
+/// `PartialSuccess`, and openraft sends the rest next. It is far below the gRPC limit because
+/// openraft 0.9.25 gives each append-entries call its heartbeat interval (100 ms here) and
+/// then drops it and sends it again: a message must be encoded, sent, decoded and synced
+/// into the follower's log well within that (4 MiB took 30 to 70 ms in a test build).
+pub(crate) const APPEND_BYTES_MAX: usize = 4 << 20;
 
 /// Room for the rest of an append-entries message beside its entries (vote, log ids, the
 /// frame).
@@ -191,24 +194,10 @@ pub(crate) fn within_cap(
     mut rpc: AppendEntriesRequest<TypeConfig>,
     cap: usize,
 ) -> (AppendEntriesRequest<TypeConfig>, Option<LogId<NodeId>>) {
-    // A cheap bound first (keys and values, as base64, and room for the rest of the entry);
-    // entries are encoded to be measured only when they may come near the cap.
-    let estimate: usize = rpc
-        .entries
-        .iter()
-        .map(|e| match &e.payload {
-            EntryPayload::Normal(c) => c.size_hint() / 3 * 4 + 1024,
-            _ => 4096,
-        })
-        .sum();
-    if estimate <= cap / 2 {
-        return (rpc, None);
-    }
-    let sizes: Vec<usize> = rpc
-        .entries
-        .iter()
-        .map(|e| serde_json::to_vec(e).map_or(0, |raw| raw.len()))
-        .collect();
+    // An estimate from the keys and values (as base64, with room for the rest of the entry),
+    // not an encoding: this runs inside openraft's timeout for the call (its heartbeat
+    // interval), and encoding 40 entries of 1.5 MiB to measure them took longer than that.
+    let sizes: Vec<usize> = rpc.entries.iter().map(entry_size_bound).collect();
     if sizes.iter().sum::<usize>() <= cap {
         return (rpc, None);
     }
@@ -224,4 +213,13 @@ pub(crate) fn within_cap(
     rpc.entries.truncate(kept);
     let last = rpc.entries.last().map(|e| e.log_id);
     (rpc, last)
+}
+
+/// An upper bound of an entry's size as JSON: keys and values as base64 (4/3), a command's
+/// other fields within [`Command::size_hint`]'s allowance, and room for the log id.
+fn entry_size_bound(e: &openraft::Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(c) => c.size_hint() / 2 * 3 + 1024,
+        _ => 64 << 10,
+    }
 }

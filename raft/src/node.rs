@@ -282,7 +282,7 @@ pub const BATCH_COMMANDS_MAX: usize = 512;
 /// About the most bytes of keys and values in one [`Command::Batch`] (one command larger than
 /// this still goes, alone); well below the cap on one append-entries message
 /// ([`crate::network::APPEND_BYTES_MAX`]) once base64 has made it 4/3 as large.
-pub const BATCH_BYTES_MAX: usize = 4 << 20;
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
 
 const _: () = assert!(BATCH_BYTES_MAX * 2 < crate::network::APPEND_BYTES_MAX);
 
