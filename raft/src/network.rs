@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Command, NodeId, Peer, TypeConfig};
+use crate::{NodeId, Peer, TypeConfig};
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/folio.raft.Raft.rs"));
@@ -216,7 +216,7 @@ pub(crate) fn within_cap(
 }
 
 /// An upper bound of an entry's size as JSON: keys and values as base64 (4/3), a command's
-/// other fields within [`Command::size_hint`]'s allowance, and room for the log id.
+/// other fields within [`crate::Command::size_hint`]'s allowance, and room for the log id.
 fn entry_size_bound(e: &openraft::Entry<TypeConfig>) -> usize {
     match &e.payload {
         EntryPayload::Normal(c) => c.size_hint() / 2 * 3 + 1024,
