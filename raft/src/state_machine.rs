@@ -18,6 +18,15 @@
 //! (compacted already, the lease exists, no such lease) and changes nothing, so every member
 //! ends in the same state.
 //!
+//! A [`Command::Batch`] entry (client writes the leader's proposer put in one entry) is one
+//! store transaction per command in the same commit, each at its own revision with its own
+//! answer. If the store refuses one of its commands, the entry is applied command by command,
+//! one commit each: each records in `raft.applied/partial` the entry's log id and how many of
+//! its commands are done, and the last records the entry's log id as applied. A crash between
+//! two of them leaves the entry unapplied as far as openraft knows; its replay reads the
+//! partial mark and skips the commands done, so none is applied twice or skipped. A snapshot
+//! copies the mark with the data, so a member that installs it skips the same commands.
+//!
 //! A snapshot is a packed copy of one read snapshot of the store's database
 //! ([`folio::ReadTxn::copy_to`], the defrag's bulk loader), in `snapshots/` of the data dir: the
 //! applied log id and the membership it holds are those of the copy, so they always agree with
