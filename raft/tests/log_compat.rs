@@ -54,12 +54,13 @@ async fn a_log_written_with_bytes_as_number_arrays_is_read_as_it_was() {
         let db = folio::Db::open(&path).unwrap();
         let mut tx = db.begin_write().unwrap();
         tx.open_tree(b"raft.state").unwrap();
-        let mut log = tx.open_tree(b"raft.log").unwrap();
-        for e in &written {
-            log.put(&e.log_id.index.to_be_bytes(), &old_format(e))
-                .unwrap();
+        {
+            let mut log = tx.open_tree(b"raft.log").unwrap();
+            for e in &written {
+                log.put(&e.log_id.index.to_be_bytes(), &old_format(e))
+                    .unwrap();
+            }
         }
-        drop(log);
         tx.commit().unwrap();
     }
     let mut log = LogStore::open(&path).unwrap();
