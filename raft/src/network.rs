@@ -17,6 +17,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{EntryPayload, LogId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
@@ -52,6 +53,25 @@ pub(crate) const KIND_READ_INDEX: u32 = 5;
 /// How long a call between members may take before it counts as lost.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest gRPC message a member sends or takes (tonic refuses a larger one).
+pub(crate) const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// The most bytes of entries (as encoded, estimated from above) one append-entries message
+/// carries. openraft caps a message by its number of entries only (`max_payload_entries`,
+/// 300), and 40 values of 1.5 MiB pass [`MESSAGE_BYTES_MAX`]; a request over this cap is sent
+/// as its longest prefix under it (at least one entry) and answered as openraft's
+/// `PartialSuccess`, and openraft sends the rest next. It is far below the gRPC limit because
+/// openraft 0.9.25 gives each append-entries call its heartbeat interval (100 ms here) and
+/// then drops it and sends it again: a message must be encoded, sent, decoded and synced
+/// into the follower's log well within that (4 MiB took 30 to 70 ms in a test build).
+pub(crate) const APPEND_BYTES_MAX: usize = 4 << 20;
+
+/// Room for the rest of an append-entries message beside its entries (vote, log ids, the
+/// frame).
+const APPEND_OVERHEAD_MAX: usize = 64 << 10;
+
+const _: () = assert!(APPEND_BYTES_MAX + APPEND_OVERHEAD_MAX < MESSAGE_BYTES_MAX);
+
 pub(crate) fn frame<T: Serialize>(kind: u32, v: &T) -> Frame {
     Frame {
         kind,
@@ -72,8 +92,8 @@ pub(crate) fn client(addr: &str) -> RaftClient<Channel> {
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT);
     RaftClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 /// Whether a failed call surely never reached the member (it could not connect), so that
@@ -134,7 +154,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
-        self.call(frame(KIND_APPEND, &rpc)).await
+        let (rpc, sent) = within_cap(rpc, APPEND_BYTES_MAX);
+        let answer = self.call(frame(KIND_APPEND, &rpc)).await?;
+        Ok(match (answer, sent) {
+            // The follower holds the prefix sent: openraft sends the rest next.
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -157,5 +185,41 @@ impl RaftNetwork<TypeConfig> for Connection {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
         self.call(frame(KIND_VOTE, &rpc)).await
+    }
+}
+
+/// `rpc` cut to its longest prefix of entries whose encoding stays within `cap` bytes (at least
+/// one entry), and the log id of the last entry kept if it was cut (`None` if it was not).
+pub(crate) fn within_cap(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    cap: usize,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId<NodeId>>) {
+    // An estimate from the keys and values (as base64, with room for the rest of the entry),
+    // not an encoding: this runs inside openraft's timeout for the call (its heartbeat
+    // interval), and encoding 40 entries of 1.5 MiB to measure them took longer than that.
+    let sizes: Vec<usize> = rpc.entries.iter().map(entry_size_bound).collect();
+    if sizes.iter().sum::<usize>() <= cap {
+        return (rpc, None);
+    }
+    let mut total = 0;
+    let kept = sizes
+        .iter()
+        .take_while(|s| {
+            total += **s;
+            total <= cap
+        })
+        .count()
+        .max(1);
+    rpc.entries.truncate(kept);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    (rpc, last)
+}
+
+/// An upper bound of an entry's size as JSON: keys and values as base64 (4/3), a command's
+/// other fields within [`crate::Command::size_hint`]'s allowance, and room for the log id.
+fn entry_size_bound(e: &openraft::Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(c) => c.size_hint() / 2 * 3 + 1024,
+        _ => 64 << 10,
     }
 }

@@ -18,6 +18,15 @@
 //! (compacted already, the lease exists, no such lease) and changes nothing, so every member
 //! ends in the same state.
 //!
+//! A [`Command::Batch`] entry (client writes the leader's proposer put in one entry) is one
+//! store transaction per command in the same commit, each at its own revision with its own
+//! answer. If the store refuses one of its commands, the entry is applied command by command,
+//! one commit each: each records in `raft.applied/partial` the entry's log id and how many of
+//! its commands are done, and the last records the entry's log id as applied. A crash between
+//! two of them leaves the entry unapplied as far as openraft knows; its replay reads the
+//! partial mark and skips the commands done, so none is applied twice or skipped. A snapshot
+//! copies the mark with the data, so a member that installs it skips the same commands.
+//!
 //! A snapshot is a packed copy of one read snapshot of the store's database
 //! ([`folio::ReadTxn::copy_to`], the defrag's bulk loader), in `snapshots/` of the data dir: the
 //! applied log id and the membership it holds are those of the copy, so they always agree with
@@ -44,6 +53,7 @@ use crate::{NodeId, Peer, TypeConfig};
 pub const APPLIED_TREE: &[u8] = b"raft.applied";
 const LAST_APPLIED: &[u8] = b"last";
 const MEMBERSHIP: &[u8] = b"membership";
+const PARTIAL: &[u8] = b"partial";
 
 type Membership = StoredMembership<NodeId, Peer>;
 
@@ -146,18 +156,80 @@ fn mark<'s>(
     Ok(txn.also_put(APPLIED_TREE, LAST_APPLIED, &last))
 }
 
-/// The store transaction an entry is, its log id recorded with it; `None` for the commands
-/// of two commits.
-fn as_txn<'s>(
+/// How far a batch entry applied command by command got: its log id and how many of its
+/// commands are committed (see [`Shared::apply_batch_alone`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Partial {
+    log_id: LogId<NodeId>,
+    done: usize,
+}
+
+/// `txn` with "`done` commands of the batch entry `log_id` are applied" in the same commit.
+fn mark_partial<'s>(
+    txn: folio::TxnBuilder<'s>,
+    log_id: &LogId<NodeId>,
+    done: usize,
+) -> Result<folio::TxnBuilder<'s>, StorageError<NodeId>> {
+    let raw = serde_json::to_vec(&Partial {
+        log_id: *log_id,
+        done,
+    })
+    .map_err(io_err)?;
+    Ok(txn.also_put(APPLIED_TREE, PARTIAL, &raw))
+}
+
+/// How many commands of the batch entry `log_id` a crash left applied (0 if none).
+fn partial_done(store: &Store, log_id: &LogId<NodeId>) -> Result<usize, StorageError<NodeId>> {
+    let tx = store.db().begin_read().map_err(io_err)?;
+    let Some(tree) = tx.tree(APPLIED_TREE).map_err(io_err)? else {
+        return Ok(0);
+    };
+    let Some(raw) = tree.get(PARTIAL).map_err(io_err)? else {
+        return Ok(0);
+    };
+    let p: Partial = serde_json::from_slice(raw).map_err(io_err)?;
+    Ok(if p.log_id == *log_id { p.done } else { 0 })
+}
+
+/// What a command that cannot join a batch answers when a batch entry holds it (a batch is
+/// made by the proposer of batchable commands only; this keeps a foreign one deterministic).
+const NOT_BATCHABLE: &str = "a batch holds only puts, deletes and transactions";
+
+/// The store transaction a batchable command is (`None` for any other command).
+fn command_txn<'s>(store: &'s Store, command: &Command) -> Option<folio::TxnBuilder<'s>> {
+    Some(match command {
+        Command::Put { key, value, lease } => {
+            store.txn().then([Op::put_with_lease(key, value, *lease)])
+        }
+        Command::DeleteRange { key, range_end } => store
+            .txn()
+            .then([Op::delete_range(key_range(key, range_end))]),
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => store
+            .txn()
+            .when(compares.iter().map(|c| c.to_store()))
+            .then(success.iter().map(|o| o.to_store()))
+            .otherwise(failure.iter().map(|o| o.to_store())),
+        _ => return None,
+    })
+}
+
+/// The store transactions an entry is, in order, the last with its log id recorded; `None`
+/// for the commands of two commits. A batch entry is one transaction per command (a command
+/// that cannot be batched an empty one).
+fn as_txns<'s>(
     store: &'s Store,
     entry: &Entry<TypeConfig>,
-) -> Result<Option<folio::TxnBuilder<'s>>, StorageError<NodeId>> {
-    let txn = match &entry.payload {
-        EntryPayload::Blank => store.txn(),
+) -> Result<Option<Vec<folio::TxnBuilder<'s>>>, StorageError<NodeId>> {
+    let mut txns = match &entry.payload {
+        EntryPayload::Blank => vec![store.txn()],
         EntryPayload::Membership(m) => {
             let stored = Membership::new(Some(entry.log_id), m.clone());
             let raw = serde_json::to_vec(&stored).map_err(io_err)?;
-            store.txn().also_put(APPLIED_TREE, MEMBERSHIP, &raw)
+            vec![store.txn().also_put(APPLIED_TREE, MEMBERSHIP, &raw)]
         }
         EntryPayload::Normal(Command::SetMember {
             id,
@@ -169,46 +241,66 @@ fn as_txn<'s>(
                 client_urls: client_urls.clone(),
             };
             let raw = serde_json::to_vec(&info).map_err(io_err)?;
-            store.txn().also_put(MEMBERS_TREE, &id.to_be_bytes(), &raw)
+            vec![store.txn().also_put(MEMBERS_TREE, &id.to_be_bytes(), &raw)]
         }
-        EntryPayload::Normal(Command::Put { key, value, lease }) => {
-            store.txn().then([Op::put_with_lease(key, value, *lease)])
-        }
-        EntryPayload::Normal(Command::DeleteRange { key, range_end }) => store
-            .txn()
-            .then([Op::delete_range(key_range(key, range_end))]),
-        EntryPayload::Normal(Command::Txn {
-            compares,
-            success,
-            failure,
-        }) => store
-            .txn()
-            .when(compares.iter().map(|c| c.to_store()))
-            .then(success.iter().map(|o| o.to_store()))
-            .otherwise(failure.iter().map(|o| o.to_store())),
+        EntryPayload::Normal(Command::Batch { commands }) if !commands.is_empty() => commands
+            .iter()
+            .map(|c| command_txn(store, c).unwrap_or_else(|| store.txn()))
+            .collect(),
+        EntryPayload::Normal(Command::Batch { .. }) => vec![store.txn()],
         EntryPayload::Normal(
             Command::Compact { .. } | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. },
         ) => return Ok(None),
+        EntryPayload::Normal(command) => {
+            vec![command_txn(store, command).expect("every other command is one store transaction")]
+        }
     };
-    Ok(Some(mark(txn, &entry.log_id)?))
+    let last = txns.pop().expect("an entry is at least one transaction");
+    txns.push(mark(last, &entry.log_id)?);
+    Ok(Some(txns))
 }
 
-/// An entry's answer, from its store transaction's.
-fn answer(entry: &Entry<TypeConfig>, r: folio::TxnResponse) -> Response {
-    match &entry.payload {
-        EntryPayload::Normal(
-            Command::Put { .. } | Command::DeleteRange { .. } | Command::Txn { .. },
-        ) => Response {
+/// A command's answer, from its store transaction's.
+fn command_answer(command: Option<&Command>, r: folio::TxnResponse) -> Response {
+    match command {
+        Some(Command::Put { .. } | Command::DeleteRange { .. } | Command::Txn { .. }) => Response {
             revision: r.revision,
             succeeded: r.succeeded,
             results: r.responses.into_iter().map(OpResult::from_store).collect(),
-            error: None,
-            refusal: None,
+            ..Response::default()
         },
-        _ => Response {
+        Some(Command::Batch { .. }) | None => Response {
             revision: r.revision,
             ..Response::default()
         },
+        Some(_) => Response {
+            revision: r.revision,
+            error: Some(NOT_BATCHABLE.into()),
+            ..Response::default()
+        },
+    }
+}
+
+/// An entry's answer, from its store transactions' (as many as [`as_txns`] made).
+fn answer(entry: &Entry<TypeConfig>, rs: Vec<folio::TxnResponse>) -> Response {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Batch { commands }) => {
+            let batch: Vec<Response> = commands
+                .iter()
+                .zip(rs)
+                .map(|(c, r)| command_answer(Some(c), r))
+                .collect();
+            Response {
+                revision: batch.last().map_or(0, |r| r.revision),
+                batch,
+                ..Response::default()
+            }
+        }
+        EntryPayload::Normal(c) if c.batchable() => {
+            let r = rs.into_iter().next().expect("one transaction");
+            command_answer(Some(c), r)
+        }
+        _ => command_answer(None, rs.into_iter().next().expect("one transaction")),
     }
 }
 
@@ -277,9 +369,10 @@ impl Shared {
         Ok(responses)
     }
 
-    /// Applies entries that are each one store transaction in one store commit, the last
-    /// one's log id recorded in it; if the store refuses one of them, it applies them one by
-    /// one instead, so that the refused one answers with its refusal and the others as alone.
+    /// Applies entries that are store transactions (a batch entry one per command) in one
+    /// store commit, the last one's log id recorded in it; if the store refuses one of them, it
+    /// applies the entries one by one instead, so that the refused one answers with its refusal
+    /// and the others as alone.
     fn apply_run(
         &self,
         run: Vec<Entry<TypeConfig>>,
@@ -288,12 +381,22 @@ impl Shared {
             return run.into_iter().map(|e| self.apply_one(e)).collect();
         }
         let store = self.store();
-        let txns = run
-            .iter()
-            .map(|e| Ok(as_txn(&store, e)?.expect("a run holds no command of two commits")))
-            .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
+        let mut txns = Vec::new();
+        let mut counts = Vec::with_capacity(run.len());
+        for e in &run {
+            let of_entry = as_txns(&store, e)?.expect("a run holds no command of two commits");
+            counts.push(of_entry.len());
+            txns.extend(of_entry);
+        }
         match store.commit_batch(&txns) {
-            Ok(done) => Ok(run.iter().zip(done).map(|(e, r)| answer(e, r)).collect()),
+            Ok(done) => {
+                let mut done = done.into_iter();
+                Ok(run
+                    .iter()
+                    .zip(counts)
+                    .map(|(e, n)| answer(e, done.by_ref().take(n).collect()))
+                    .collect())
+            }
             Err(e) if refused(&e) => {
                 drop(txns);
                 run.into_iter().map(|e| self.apply_one(e)).collect()
@@ -302,7 +405,55 @@ impl Shared {
         }
     }
 
-    /// Applies one entry: one store transaction with its log id (see the module docs).
+    /// Applies a batch entry's commands one commit each, because the store refused one of them
+    /// in the entry's single commit: each commit records how many of the entry's commands are
+    /// done (`raft.applied/partial`), the last one the entry's log id. After a crash in
+    /// between, the replay of the entry skips the commands done (their answers are lost with
+    /// the clients that waited for them), so none is applied twice or skipped.
+    fn apply_batch_alone(
+        &self,
+        entry: &Entry<TypeConfig>,
+        commands: &[Command],
+    ) -> Result<Response, StorageError<NodeId>> {
+        let store = self.store();
+        let skip = partial_done(&store, &entry.log_id)?;
+        let mut batch = Vec::with_capacity(commands.len());
+        for (i, c) in commands.iter().enumerate() {
+            if i < skip {
+                batch.push(Response::default());
+                continue;
+            }
+            let marked = |txn| {
+                if i + 1 == commands.len() {
+                    mark(txn, &entry.log_id)
+                } else {
+                    mark_partial(txn, &entry.log_id, i + 1)
+                }
+            };
+            let txn = command_txn(&store, c).unwrap_or_else(|| store.txn());
+            let r = match marked(txn)?.commit() {
+                Ok(r) => command_answer(Some(c), r),
+                Err(e) if refused(&e) => {
+                    let r = marked(store.txn())?.commit().map_err(io_err)?;
+                    Response {
+                        revision: r.revision,
+                        error: Some(e.to_string()),
+                        refusal: Refusal::of(&e),
+                        ..Response::default()
+                    }
+                }
+                Err(e) => return Err(io_err(e)),
+            };
+            batch.push(r);
+        }
+        Ok(Response {
+            revision: store.current_revision(),
+            batch,
+            ..Response::default()
+        })
+    }
+
+    /// Applies one entry: one store commit with its log id (see the module docs).
     fn apply_one(&self, entry: Entry<TypeConfig>) -> Result<Response, StorageError<NodeId>> {
         let store = self.store();
         let only_mark = |store: &Store| -> Result<Response, StorageError<NodeId>> {
@@ -312,14 +463,25 @@ impl Shared {
                 ..Response::default()
             })
         };
-        if let Some(txn) = as_txn(&store, &entry)? {
-            return match txn.commit() {
-                Ok(r) => Ok(answer(&entry, r)),
-                Err(e) if refused(&e) => Ok(Response {
-                    error: Some(e.to_string()),
-                    refusal: Refusal::of(&e),
-                    ..only_mark(&store)?
-                }),
+        if let Some(txns) = as_txns(&store, &entry)? {
+            let done = if txns.len() == 1 {
+                let txn = txns.into_iter().next().expect("one transaction");
+                txn.commit().map(|r| vec![r])
+            } else {
+                store.commit_batch(&txns)
+            };
+            return match done {
+                Ok(rs) => Ok(answer(&entry, rs)),
+                Err(e) if refused(&e) => match &entry.payload {
+                    EntryPayload::Normal(Command::Batch { commands }) => {
+                        self.apply_batch_alone(&entry, commands)
+                    }
+                    _ => Ok(Response {
+                        error: Some(e.to_string()),
+                        refusal: Refusal::of(&e),
+                        ..only_mark(&store)?
+                    }),
+                },
                 Err(e) => Err(io_err(e)),
             };
         }

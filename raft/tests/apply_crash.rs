@@ -205,3 +205,131 @@ async fn a_crash_at_any_call_of_a_batched_apply_leaves_all_of_the_batch_or_none(
     // The crash points cover both outcomes: before the batch's commit and after it.
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
 }
+
+/// The commands of the batch entry of [`a_crash_between_the_commands_of_a_refused_batch_applies_each_once`]:
+/// the second is refused (a key put twice in one branch), so the entry is applied command by
+/// command, one commit each.
+fn batch_commands() -> Vec<Command> {
+    let put_cmd = |k: &str, v: &str| Command::Put {
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+        lease: 0,
+    };
+    let put_op = |k: &str| OpSpec::Put {
+        key: k.as_bytes().to_vec(),
+        value: b"t".to_vec(),
+        lease: 0,
+        prev_kv: false,
+    };
+    vec![
+        put_cmd("x", "1"),
+        Command::Txn {
+            compares: Vec::new(),
+            success: vec![put_op("y"), put_op("y")],
+            failure: Vec::new(),
+        },
+        put_cmd("y", "1"),
+        Command::DeleteRange {
+            key: b"a".to_vec(),
+            range_end: Vec::new(),
+        },
+        put_cmd("x", "2"),
+    ]
+}
+
+/// The threat: a batch entry (client writes proposed together) whose commands must be applied
+/// one commit each, because the store refused one of them, is crashed between two of those
+/// commits. Its log id is recorded only with the last, so openraft replays the whole entry: the
+/// replay must skip the commands already applied (never one twice) and apply the rest (never
+/// one skipped). Every crash image must equal a store that applied the first batch and then a
+/// prefix of the commands, each as an entry of its own, and replaying the entry must end equal
+/// to the one that applied them all.
+#[tokio::test]
+async fn a_crash_between_the_commands_of_a_refused_batch_applies_each_once() {
+    let seed = seed();
+    let commands = batch_commands();
+    let batch = || {
+        entry(
+            FIRST + 1,
+            EntryPayload::Normal(Command::Batch {
+                commands: batch_commands(),
+            }),
+        )
+    };
+    // The references: the first batch, then the first k commands as entries of their own.
+    let mut references = Vec::new();
+    for k in 0..=commands.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        sm.apply(entries().into_iter().take(FIRST as usize))
+            .await
+            .unwrap();
+        for (i, c) in commands.iter().take(k).enumerate() {
+            sm.apply(vec![entry(100 + i as u64, EntryPayload::Normal(c.clone()))])
+                .await
+                .unwrap();
+        }
+        references.push(history(&sm.store()));
+    }
+    let all = references.last().unwrap();
+
+    let calls = {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, sim) = after_first_batch(dir.path()).await;
+        let before = sim.calls();
+        let answers = sm.apply(vec![batch()]).await.unwrap();
+        assert_eq!(
+            answers[0].batch[1].refusal,
+            Some(folio_raft::Refusal::DuplicateKey)
+        );
+        assert_eq!(&history(&sm.store()), all);
+        sim.calls() - before
+    };
+    let mut outcomes = BTreeMap::<usize, usize>::new();
+    for n in 1..=calls {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, sim) = after_first_batch(dir.path()).await;
+        sim.arm(n, Fault::Crash);
+        assert!(sm.apply(vec![batch()]).await.is_err(), "call {n} answered");
+        let mut images = vec![
+            ("power loss", sim.crash_image(None)),
+            ("torn last write", sim.crash_image(Some(100))),
+        ];
+        for i in 0..4u64 {
+            let s = seed ^ (n * 16 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            images.push(("reordered", sim.crash_image_reordered(s)));
+        }
+        drop(sm);
+        for (what, image) in images {
+            let reopened = tempfile::tempdir().unwrap();
+            std::fs::write(reopened.path().join("store.folio"), &image).unwrap();
+            let mut sm = StateMachine::open(reopened.path())
+                .unwrap_or_else(|e| panic!("{what} image at call {n} does not open: {e}"));
+            let upto = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
+            let now = history(&sm.store());
+            let k = references
+                .iter()
+                .position(|r| *r == now)
+                .unwrap_or_else(|| {
+                    panic!("{what} image at call {n}: not the store after any prefix of the batch")
+                });
+            assert_eq!(
+                upto == FIRST + 1,
+                k == commands.len(),
+                "{what} image at call {n}: recorded {upto} with {k} commands applied"
+            );
+            if upto == FIRST {
+                sm.apply(vec![batch()]).await.unwrap();
+            }
+            assert_eq!(
+                &history(&sm.store()),
+                all,
+                "{what} image at call {n}: replayed after {k} commands"
+            );
+            *outcomes.entry(k).or_default() += 1;
+        }
+    }
+    println!("{calls} crash points; images by commands applied: {outcomes:?}");
+    // The crash points fall between the commands, not only before or after all of them.
+    assert!(outcomes.len() > 2, "{outcomes:?}");
+}

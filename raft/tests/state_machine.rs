@@ -348,3 +348,74 @@ async fn a_batch_applied_in_one_commit_keeps_each_entrys_revision_and_watch_even
         .kvs;
     assert_eq!((kv[0].version, kv[0].create_revision), (2, 2));
 }
+
+fn put_cmd(key: &str, value: &str) -> Command {
+    Command::Put {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        lease: 0,
+    }
+}
+
+/// A transaction that puts `key` twice in one branch: the store refuses it.
+fn twice(key: &str) -> Command {
+    Command::Txn {
+        compares: Vec::new(),
+        success: vec![put_op(key), put_op(key)],
+        failure: Vec::new(),
+    }
+}
+
+/// A batch entry (several client writes proposed as one entry) answers each command as if it
+/// were an entry of its own: its own revision, in order, in one commit.
+#[tokio::test]
+async fn a_batch_entry_applies_each_command_at_its_own_revision_with_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let batch = entry(
+        2,
+        EntryPayload::Normal(Command::Batch {
+            commands: vec![put_cmd("a", "1"), put_cmd("b", "1"), put_cmd("a", "2")],
+        }),
+    );
+    let answers = sm.apply(vec![put(1, "z", "0"), batch]).await.unwrap();
+    assert_eq!(answers[0].revision, 2);
+    let each: Vec<i64> = answers[1].batch.iter().map(|r| r.revision).collect();
+    assert_eq!(each, vec![3, 4, 5]);
+    assert_eq!(answers[1].revision, 5);
+    let store = sm.store();
+    let a = store
+        .range(&b"a"[..], folio::RangeOptions::current())
+        .unwrap();
+    assert_eq!(a.kvs[0].value, b"2");
+    assert_eq!(a.kvs[0].create_revision, 3);
+    assert_eq!(sm.applied_state().await.unwrap().0.unwrap().index, 2);
+}
+
+/// A command the store refuses inside a batch entry is refused alone: the batch's other
+/// commands still apply, each at the revision it would have had as an entry of its own.
+#[tokio::test]
+async fn a_refused_command_in_a_batch_entry_answers_with_its_refusal_and_the_others_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    let batch = entry(
+        1,
+        EntryPayload::Normal(Command::Batch {
+            commands: vec![put_cmd("a", "1"), twice("b"), put_cmd("c", "1")],
+        }),
+    );
+    let answers = sm.apply(vec![batch, put(2, "d", "1")]).await.unwrap();
+    let b = &answers[0].batch;
+    assert_eq!(b.len(), 3);
+    assert_eq!((b[0].revision, b[0].error.is_none()), (2, true));
+    assert_eq!(b[1].refusal, Some(folio_raft::Refusal::DuplicateKey));
+    assert_eq!((b[2].revision, b[2].error.is_none()), (3, true));
+    assert_eq!(answers[1].revision, 4);
+    let all = sm
+        .store()
+        .range(folio::KeyRange::all(), folio::RangeOptions::current())
+        .unwrap();
+    let keys: Vec<&[u8]> = all.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, vec![&b"a"[..], b"c", b"d"]);
+    assert_eq!(sm.applied_state().await.unwrap().0.unwrap().index, 2);
+}
