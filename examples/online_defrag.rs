@@ -442,23 +442,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         longest(&reads_during),
         longest(&reads_after)
     );
+    let steps = steps.lock().unwrap();
     let held = |samples: &[Sample], phase: u8| {
         let longest = samples
             .iter()
             .filter(|s| s.phase == phase)
-            .map(Sample::held)
-            .max();
-        ms(longest.unwrap_or_default())
+            .max_by_key(|s| s.held());
+        longest.map_or_else(String::new, |s| ms(s.held()))
     };
     for (what, samples) in [("put", &all[..]), ("read", &readers[..])] {
+        let during = samples
+            .iter()
+            .filter(|s| s.phase == DURING)
+            .max_by_key(|s| s.held());
         println!(
-            "longest {what} less its wait for a core: before {}, during the defrag {}, in the second after it {}",
+            "longest {what} less its wait for a core: before {}, during the defrag {}{}, in the second after it {}",
             held(samples, BEFORE),
             held(samples, DURING),
+            during.map_or_else(String::new, |s| format!(
+                " (ended in the {})",
+                steps.name(s.at)
+            )),
             held(samples, AFTER)
         );
     }
-    let steps = steps.lock().unwrap();
     for (what, samples) in [("puts", &all[..]), ("reads", &readers[..])] {
         let mut slow: Vec<Sample> = samples
             .iter()
