@@ -119,6 +119,30 @@ async fn after_first_batch(dir: &Path) -> (StateMachine, SimStorage) {
     (sm, sim)
 }
 
+/// The images a crash at call `n` may leave: power loss, a torn last write, and four reorderings
+/// of the unsynced writes (seeded from `seed` and `n`).
+fn crash_images(sim: &SimStorage, seed: u64, n: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let mut images = vec![
+        ("power loss", sim.crash_image(None)),
+        ("torn last write", sim.crash_image(Some(100))),
+    ];
+    for i in 0..4u64 {
+        let s = seed ^ (n * 16 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        images.push(("reordered", sim.crash_image_reordered(s)));
+    }
+    images
+}
+
+/// Opens a state machine on a copy of `image` (`what` image of a crash at call `n`), in a fresh
+/// directory that lives as long as the returned guard.
+fn reopen(image: &[u8], what: &str, n: u64) -> (tempfile::TempDir, StateMachine) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("store.folio"), image).unwrap();
+    let sm = StateMachine::open(dir.path())
+        .unwrap_or_else(|e| panic!("{what} image at call {n} does not open: {e}"));
+    (dir, sm)
+}
+
 fn seed() -> u64 {
     let seed = std::env::var("FOLIO_REORDER_SEED")
         .ok()
@@ -165,20 +189,10 @@ async fn a_crash_at_any_call_of_a_batched_apply_leaves_all_of_the_batch_or_none(
         let done = sm.apply(second()).await;
         assert!(sim.crashed(), "call {n} of {calls} was never made");
         assert!(done.is_err(), "a crashed apply answered: call {n}");
-        let mut images = vec![
-            ("power loss", sim.crash_image(None)),
-            ("torn last write", sim.crash_image(Some(100))),
-        ];
-        for i in 0..4u64 {
-            let s = seed ^ (n * 16 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            images.push(("reordered", sim.crash_image_reordered(s)));
-        }
+        let images = crash_images(&sim, seed, n);
         drop(sm);
         for (what, image) in images {
-            let reopened = tempfile::tempdir().unwrap();
-            std::fs::write(reopened.path().join("store.folio"), &image).unwrap();
-            let mut sm = StateMachine::open(reopened.path())
-                .unwrap_or_else(|e| panic!("{what} image at call {n} does not open: {e}"));
+            let (_reopened, mut sm) = reopen(&image, what, n);
             let upto = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
             assert!(
                 upto == FIRST || upto == LAST,
@@ -291,20 +305,10 @@ async fn a_crash_between_the_commands_of_a_refused_batch_applies_each_once() {
         let (mut sm, sim) = after_first_batch(dir.path()).await;
         sim.arm(n, Fault::Crash);
         assert!(sm.apply(vec![batch()]).await.is_err(), "call {n} answered");
-        let mut images = vec![
-            ("power loss", sim.crash_image(None)),
-            ("torn last write", sim.crash_image(Some(100))),
-        ];
-        for i in 0..4u64 {
-            let s = seed ^ (n * 16 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            images.push(("reordered", sim.crash_image_reordered(s)));
-        }
+        let images = crash_images(&sim, seed, n);
         drop(sm);
         for (what, image) in images {
-            let reopened = tempfile::tempdir().unwrap();
-            std::fs::write(reopened.path().join("store.folio"), &image).unwrap();
-            let mut sm = StateMachine::open(reopened.path())
-                .unwrap_or_else(|e| panic!("{what} image at call {n} does not open: {e}"));
+            let (_reopened, mut sm) = reopen(&image, what, n);
             let upto = sm.applied_state().await.unwrap().0.map_or(0, |l| l.index);
             let now = history(&sm.store());
             let k = references
