@@ -27,8 +27,9 @@ use memmap2::Mmap;
 use crate::limits::{DEFRAG_RELEASE_PAUSE, DEFRAG_RELEASE_STEP};
 use crate::page_file::storage::Storage;
 
-/// Releases `old` (a file no name points to) once every mapping in `maps` is dead, unmapping
-/// the last of them itself.
+/// Releases `old` (a defrag's old file, its name taken by the new one) once every mapping in
+/// `maps` is dead, unmapping the last of them itself; one that another name still points to is
+/// closed whole, at once (see [`Storage::shrink_in_steps`]).
 pub(crate) fn release(old: Arc<dyn Storage>, maps: Vec<Weak<Mmap>>) -> Option<JoinHandle<()>> {
     if !old.shrink_in_steps() {
         return None;
@@ -111,6 +112,33 @@ mod tests {
         drop(map);
         handle.join().unwrap();
         assert_eq!(weak.strong_count(), 0);
+        assert_eq!(watch.metadata().unwrap().len(), 0);
+    }
+
+    /// What broke: a database file with a second name (a hard link kept as a backup, as the
+    /// defrag benchmark made) lost its data under that name after an online defrag, because the
+    /// release shrank the old file to nothing although a name still pointed to it.
+    #[test]
+    fn a_file_another_name_still_points_to_is_closed_whole_and_only_a_nameless_one_is_shrunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, backup) = (dir.path().join("db.folio"), dir.path().join("backup.folio"));
+        let len = 8 << 20;
+        let storage = FileStorage::create_new(&path).unwrap();
+        storage.set_len(len).unwrap();
+        std::fs::hard_link(&path, &backup).unwrap();
+        // The swap's rename takes the database's name; the backup's is left.
+        std::fs::remove_file(&path).unwrap();
+        assert!(release(Arc::new(storage), Vec::new()).is_none());
+        assert_eq!(std::fs::metadata(&backup).unwrap().len(), len);
+
+        // With no name left, the file is shrunk in steps.
+        let storage = FileStorage::open(&backup).unwrap();
+        let watch = std::fs::File::open(&backup).unwrap();
+        std::fs::remove_file(&backup).unwrap();
+        release(Arc::new(storage), Vec::new())
+            .expect("a release thread for a nameless file")
+            .join()
+            .unwrap();
         assert_eq!(watch.metadata().unwrap().len(), 0);
     }
 }

@@ -71,10 +71,11 @@ pub trait Storage: Send + Sync + Debug {
         false
     }
 
-    /// Whether a file that no name points to any more (a defrag's old file) should be shrunk in
-    /// steps before it is closed: a real file system frees all of a file's blocks at its last
-    /// close, at once, and the journal work that takes lands on the commits of the file that
-    /// replaced it. The default is `false`: close it at once.
+    /// Whether a defrag's old file, its name now the new file's, should be shrunk in steps
+    /// before it is closed: a real file system frees all of a file's blocks at its last close,
+    /// at once, and the journal work that takes lands on the commits of the file that replaced
+    /// it. Never while another name still points to the file (its data is that name's). The
+    /// default is `false`: close it at once.
     fn shrink_in_steps(&self) -> bool {
         false
     }
@@ -422,7 +423,10 @@ impl Storage for FileStorage {
     }
 
     fn shrink_in_steps(&self) -> bool {
-        !self.read_only
+        // Only a file no name points to: the old file of a defrag keeps its data under any other
+        // name it has (a hard link made as a backup), and shrinking it would destroy that copy.
+        use std::os::unix::fs::MetadataExt;
+        !self.read_only && self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 }
 
