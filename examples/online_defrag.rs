@@ -443,27 +443,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         longest(&reads_after)
     );
     let steps = steps.lock().unwrap();
-    let held = |samples: &[Sample], phase: u8| {
-        let longest = samples
+    let most_held = |samples: &[Sample], phase: u8| {
+        samples
             .iter()
             .filter(|s| s.phase == phase)
-            .max_by_key(|s| s.held());
-        longest.map_or_else(String::new, |s| ms(s.held()))
+            .max_by_key(|s| s.held())
+            .copied()
     };
+    let held = |s: Option<Sample>| s.map_or_else(String::new, |s| ms(s.held()));
     for (what, samples) in [("put", &all[..]), ("read", &readers[..])] {
-        let during = samples
-            .iter()
-            .filter(|s| s.phase == DURING)
-            .max_by_key(|s| s.held());
+        let during = most_held(samples, DURING);
         println!(
             "longest {what} less its wait for a core: before {}, during the defrag {}{}, in the second after it {}",
-            held(samples, BEFORE),
-            held(samples, DURING),
+            held(most_held(samples, BEFORE)),
+            held(during),
             during.map_or_else(String::new, |s| format!(
                 " (ended in the {})",
                 steps.name(s.at)
             )),
-            held(samples, AFTER)
+            held(most_held(samples, AFTER))
         );
     }
     for (what, samples) in [("puts", &all[..]), ("reads", &readers[..])] {
