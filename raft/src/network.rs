@@ -7,6 +7,8 @@
 //! the leader sends the next only once the follower has written the last (backpressure), and
 //! neither holds more than a chunk in memory.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::error::{
@@ -96,17 +98,43 @@ pub(crate) fn client(addr: &str) -> RaftClient<Channel> {
         .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
-/// Whether a failed call surely never reached the member (it could not connect), so that
-/// sending it again cannot make it happen twice.
+/// Whether a failed call surely never reached the member (it could not connect, or this
+/// member is [`Cut`] off), so that sending it again cannot make it happen twice.
 pub(crate) fn not_sent(status: &tonic::Status) -> bool {
     let text = format!("{status:?}");
     status.code() == tonic::Code::Unavailable
-        && (text.contains("tcp connect error") || text.contains("Connection refused"))
+        && (text.contains("tcp connect error")
+            || text.contains("Connection refused")
+            || text.contains(CUT_OFF))
+}
+
+const CUT_OFF: &str = "the member is cut off from its peers";
+
+/// Whether a member is cut off from its peers ([`crate::Node::isolate`]): while it is, every
+/// call between it and another member, either way, fails before it is sent, as if the network
+/// between them were down.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cut(Arc<AtomicBool>);
+
+impl Cut {
+    pub(crate) fn set(&self, cut: bool) {
+        self.0.store(cut, Ordering::SeqCst);
+    }
+
+    /// `Err` (a call that was never sent) while the member is cut off.
+    pub(crate) fn check(&self) -> Result<(), tonic::Status> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable(CUT_OFF));
+        }
+        Ok(())
+    }
 }
 
 /// Makes the clients openraft replicates through.
 #[derive(Clone, Debug, Default)]
-pub struct Network {}
+pub struct Network {
+    pub(crate) cut: Cut,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -115,6 +143,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             client: client(&node.addr),
+            cut: self.cut.clone(),
         }
     }
 }
@@ -124,6 +153,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     client: RaftClient<Channel>,
+    cut: Cut,
 }
 
 impl Connection {
@@ -135,7 +165,11 @@ impl Connection {
         Res: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let answer = self.client.call(request).await.map_err(|status| {
+        let answer = match self.cut.check() {
+            Ok(()) => self.client.call(request).await,
+            Err(status) => Err(status),
+        };
+        let answer = answer.map_err(|status| {
             if not_sent(&status) {
                 RPCError::Unreachable(Unreachable::new(&status))
             } else {

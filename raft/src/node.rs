@@ -45,8 +45,9 @@ use tonic::transport::Channel;
 use crate::command::{Command, Kv, Response, key_range};
 use crate::log_store::LogStore;
 use crate::network::{
-    Frame, KIND_APPEND, KIND_READ_INDEX, KIND_SNAPSHOT, KIND_VOTE, KIND_WRITE, MESSAGE_BYTES_MAX,
-    Network, RaftClient, RaftServer, RaftService, client, frame, not_sent, unframe,
+    Cut, Frame, KIND_APPEND, KIND_READ_INDEX, KIND_SNAPSHOT, KIND_VOTE, KIND_WRITE,
+    MESSAGE_BYTES_MAX, Network, RaftClient, RaftServer, RaftService, client, frame, not_sent,
+    unframe,
 };
 use crate::state_machine::StateMachine;
 use crate::{NodeId, Peer, Raft, TypeConfig};
@@ -87,6 +88,14 @@ impl NodeConfig {
             },
             write_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Snapshot every `entries` committed entries, keeping `keep` entries in the log behind
+    /// each snapshot (a member less than that behind catches up from the log).
+    pub fn snapshot_every(mut self, entries: u64, keep: u64) -> NodeConfig {
+        self.raft.snapshot_policy = SnapshotPolicy::LogsSinceLast(entries);
+        self.raft.max_in_snapshot_log_to_keep = keep;
+        self
     }
 }
 
@@ -173,6 +182,8 @@ pub struct Node {
     /// Counts snapshot chunks received (see [`Node::snapshot_chunks_received`]).
     chunks: Arc<AtomicU64>,
     server: Mutex<Option<Listening>>,
+    /// Set while the member is cut off from its peers ([`Node::isolate`]).
+    cut: Cut,
 }
 
 /// The member's service: its accept loop, its server, and a handle on every connection it
@@ -230,6 +241,7 @@ struct Service {
     raft: Raft,
     proposer: Proposer,
     chunks: Arc<AtomicU64>,
+    cut: Cut,
 }
 
 #[tonic::async_trait]
@@ -238,6 +250,7 @@ impl RaftService for Service {
         &self,
         request: tonic::Request<Frame>,
     ) -> Result<tonic::Response<Frame>, tonic::Status> {
+        self.cut.check()?;
         let f = request.into_inner();
         let answer = match f.kind {
             KIND_APPEND => frame(f.kind, &self.raft.append_entries(unframe(&f)?).await),
@@ -395,7 +408,9 @@ impl Node {
                 .validate()
                 .map_err(|e| NodeError::Raft(e.to_string()))?,
         );
-        let raft = Raft::new(config.id, raft_config, Network::default(), log, sm.clone())
+        let cut = Cut::default();
+        let network = Network { cut: cut.clone() };
+        let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(config.addr)
@@ -408,6 +423,7 @@ impl Node {
             raft: raft.clone(),
             proposer: proposer.clone(),
             chunks: chunks.clone(),
+            cut: cut.clone(),
         })
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
@@ -434,6 +450,7 @@ impl Node {
                 server,
                 connections,
             })),
+            cut,
         })
     }
 
@@ -456,6 +473,23 @@ impl Node {
     /// install replaces the store: take it again after one.
     pub fn store(&self) -> Store {
         self.sm.store()
+    }
+
+    /// A receiver that changes each time a snapshot install replaces the store (see
+    /// [`StateMachine::installs`]): a [`folio::Watcher`] on the old store gets nothing more,
+    /// so its owner watches [`Node::store`] again from the watcher's
+    /// [`next_revision`](folio::Watcher::next_revision).
+    pub fn installs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sm.installs()
+    }
+
+    /// Cuts this member off from its peers (`true`) or joins it to them again (`false`): while
+    /// cut, every call between it and another member fails unsent, either way, as if the
+    /// network between them were down, and its clients are still served from its own store.
+    /// For tests and failure drills: a member held back this way falls behind while it runs
+    /// (and its watchers with it), and catches up, from the log or a snapshot, once joined.
+    pub fn isolate(&self, cut: bool) {
+        self.cut.set(cut);
     }
 
     /// Makes a new cluster of `members` (id → address), this member among them. Call it on one
@@ -483,7 +517,11 @@ impl Node {
             };
             if let Some(leader) = leader {
                 let mut c = self.client_to(&leader.addr);
-                match c.call(frame(KIND_WRITE, &command)).await {
+                let answer = match self.cut.check() {
+                    Ok(()) => c.call(frame(KIND_WRITE, &command)).await,
+                    Err(status) => Err(status),
+                };
+                match answer {
                     Ok(answer) => match unframe::<WriteResult>(answer.get_ref()) {
                         Ok(Ok(r)) => return Ok(r),
                         // It was not the leader any more: it appended nothing.
@@ -540,7 +578,11 @@ impl Node {
             };
             if let Some(leader) = leader {
                 let mut c = self.client_to(&leader.addr);
-                match c.call(frame(KIND_READ_INDEX, &())).await {
+                let answer = match self.cut.check() {
+                    Ok(()) => c.call(frame(KIND_READ_INDEX, &())).await,
+                    Err(status) => Err(status),
+                };
+                match answer {
                     Ok(answer) => {
                         if let Ok(Ok(index)) = unframe::<ReadIndexResult>(answer.get_ref()) {
                             return Ok(index.unwrap_or(0));

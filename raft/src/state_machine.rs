@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     /// The file the snapshot being received is written to.
     receiving: Mutex<Option<PathBuf>>,
     counter: AtomicU64,
+    /// How many snapshot installs have replaced the store; receivers learn of each.
+    installs: tokio::sync::watch::Sender<u64>,
 }
 
 /// The member's store, as openraft's state machine.
@@ -330,6 +332,7 @@ impl StateMachine {
                 current: Mutex::new(current),
                 receiving: Mutex::new(None),
                 counter: AtomicU64::new(0),
+                installs: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
@@ -337,6 +340,14 @@ impl StateMachine {
     /// The store as it is now (a snapshot install replaces it).
     pub fn store(&self) -> Store {
         self.shared.store()
+    }
+
+    /// A receiver that changes each time a snapshot install replaces the store (its value
+    /// counts the installs). The old store gets nothing after an install, so what holds it
+    /// across one (a [`folio::Watcher`]) must take [`StateMachine::store`] again: subscribe
+    /// before taking the store, and no install goes unseen.
+    pub fn installs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.installs.subscribe()
     }
 }
 
@@ -633,6 +644,7 @@ impl Shared {
         sync_dir(&self.dir).map_err(io_err)?;
         *store = open_store(&target).map_err(io_err)?;
         drop(store);
+        self.installs.send_modify(|n| *n += 1);
         let path = snapshot_dir(&self.dir).join(format!("{}.folio", meta.snapshot_id));
         std::fs::rename(&received, &path).map_err(io_err)?;
         self.set_current(meta.clone(), path)

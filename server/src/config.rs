@@ -16,6 +16,10 @@ pub const MAX_REQUEST_BYTES_DEFAULT: usize = 1536 * 1024;
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS_DEFAULT: usize = 128;
+/// The default `--snapshot-count`: a snapshot every 2,000 committed entries.
+pub const SNAPSHOT_COUNT_DEFAULT: u64 = 2000;
+/// The default `--experimental-snapshot-catchup-entries`: 500 entries kept behind a snapshot.
+pub const SNAPSHOT_CATCHUP_ENTRIES_DEFAULT: u64 = 500;
 
 /// How the server runs: parsed from etcd-style flags by [`Config::parse`], or built by tests.
 #[derive(Clone, Debug, Parser)]
@@ -124,6 +128,17 @@ pub struct Config {
     #[arg(long, default_value = "", value_delimiter = ',')]
     pub initial_advertise_peer_urls: Vec<String>,
 
+    /// Committed Raft entries between snapshots, after which the log before the snapshot is
+    /// purged (etcd's flag; its default is 100,000 entries, but a folio entry batches up to
+    /// 512 writes, and a snapshot is a packed copy made beside the writers).
+    #[arg(long, default_value_t = SNAPSHOT_COUNT_DEFAULT)]
+    pub snapshot_count: u64,
+
+    /// Entries kept in the log behind a snapshot, so that a member a little behind catches up
+    /// from the log rather than a snapshot (etcd's flag; its default is 5,000).
+    #[arg(long, default_value_t = SNAPSHOT_CATCHUP_ENTRIES_DEFAULT)]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// The clock lease expiry runs on (tests inject a [`folio::ManualClock`]).
     #[arg(skip)]
     pub lease_clock: LeaseClock,
@@ -171,6 +186,10 @@ pub struct ClusterPlan {
     pub new: bool,
     /// The cluster's id.
     pub cluster_id: u64,
+    /// Committed entries between snapshots (`--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Entries kept behind a snapshot (`--experimental-snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
 }
 
 /// A cluster member's id: 64-bit FNV-1a of `folio-member`, a zero byte and its name. It
@@ -296,7 +315,12 @@ impl Config {
             self.initial_cluster_token.as_bytes(),
             joined.as_bytes(),
         ]);
+        if self.snapshot_count == 0 {
+            return Err("--snapshot-count must be at least 1".to_string());
+        }
         Ok(Some(ClusterPlan {
+            snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             peers,
             id: me.id,
             listen_peer_addr: listen,

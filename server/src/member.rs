@@ -82,7 +82,8 @@ impl Member {
             .map_err(|e| format!("cannot resolve {}: {e}", plan.listen_peer_addr))?
             .next()
             .ok_or_else(|| format!("{} resolves to no address", plan.listen_peer_addr))?;
-        let config = NodeConfig::new(plan.id, listen, dir.join(MEMBER_DIR));
+        let config = NodeConfig::new(plan.id, listen, dir.join(MEMBER_DIR))
+            .snapshot_every(plan.snapshot_count, plan.snapshot_catchup_entries);
         let node = Node::start(config)
             .await
             .map_err(|e| format!("cannot start the raft member: {e}"))?;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use folio::{EventKind, WatchOptions};
+use folio::{EventKind, KeyRange, WatchOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -56,11 +56,58 @@ fn event(e: folio::Event) -> mvccpb::Event {
     }
 }
 
+/// What a watcher watches, to watch it again on a replicated member's new store.
+struct Watched {
+    range: KeyRange,
+    options: WatchOptions,
+    /// Changes when a snapshot install replaces the member's store (`None` on a single
+    /// member, whose store is never replaced).
+    installs: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Watched {
+    /// Waits until a snapshot install has replaced the store (forever on a single member).
+    async fn replaced(&mut self) {
+        let changed = match &mut self.installs {
+            Some(installs) => installs.changed().await.is_ok(),
+            None => false,
+        };
+        if !changed {
+            // A single member, or a member shutting down: no install will come.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Forwards what `watcher` receives to `out` as watch `id`'s responses, until the watcher ends
-/// or the client goes away.
-async fn forward(shared: Shared, id: i64, watcher: folio::Watcher, out: Out) {
+/// or the client goes away. When a snapshot install replaces a replicated member's store, the
+/// old store gets no more events: the watch goes on on the new one, from the first revision it
+/// had not given (the new store holds the same history), or ends as compacted if the snapshot's
+/// compaction passed that revision.
+async fn forward(
+    shared: Shared,
+    id: i64,
+    mut watched: Watched,
+    mut watcher: folio::Watcher,
+    out: Out,
+) {
     loop {
-        let got = std::future::poll_fn(|cx| watcher.poll_recv(cx)).await;
+        let got = tokio::select! {
+            got = std::future::poll_fn(|cx| watcher.poll_recv(cx)) => got,
+            () = watched.replaced() => {
+                let options = watched.options.clone().start_revision(watcher.next_revision());
+                match shared.store().watch(watched.range.clone(), options) {
+                    Ok(w) => {
+                        watcher = w;
+                        continue;
+                    }
+                    Err(folio::Error::Compacted { compacted, .. }) => {
+                        Ok(folio::WatchResponse::Compacted { compact_revision: compacted })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
         let (msg, last) = match got {
             Ok(folio::WatchResponse::Events { revision, events }) => (
                 WatchResponse {
@@ -156,7 +203,9 @@ impl Session {
         if c.start_revision > 0 {
             options = options.start_revision(c.start_revision);
         }
-        let watched = self.shared.store().watch(range, options);
+        // Subscribed before the store is taken: an install after this is seen.
+        let installs = self.shared.member().map(|m| m.node().installs());
+        let watched = self.shared.store().watch(range.clone(), options.clone());
         let created = WatchResponse {
             header: self.shared.header_now(),
             watch_id: id,
@@ -168,8 +217,18 @@ impl Session {
         }
         match watched {
             Ok(watcher) => {
-                let task =
-                    tokio::spawn(forward(self.shared.clone(), id, watcher, self.out.clone()));
+                let again = Watched {
+                    range,
+                    options,
+                    installs,
+                };
+                let task = tokio::spawn(forward(
+                    self.shared.clone(),
+                    id,
+                    again,
+                    watcher,
+                    self.out.clone(),
+                ));
                 self.watchers.insert(id, task);
                 self.next_id = self.next_id.max(id + 1);
                 true

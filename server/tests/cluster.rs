@@ -50,6 +50,30 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(|_| {}).await
+    }
+
+    /// Three members, each started with `tweak` applied to its flags. The ports are picked
+    /// free, then bound by the members: another test may take one between, so a start that
+    /// fails is tried again on new ports (the error is printed).
+    async fn start_with(tweak: impl Fn(&mut Config)) -> Cluster {
+        let mut tries = 0;
+        loop {
+            match Cluster::try_start(&tweak).await {
+                Ok(cluster) => {
+                    cluster.leader().await;
+                    return cluster;
+                }
+                Err(e) if tries < 3 => {
+                    eprintln!("a member did not start ({e}); trying again on other ports");
+                    tries += 1;
+                }
+                Err(e) => panic!("a member did not start: {e}"),
+            }
+        }
+    }
+
+    async fn try_start(tweak: &impl Fn(&mut Config)) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let peers: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
         let initial = NAMES
@@ -67,22 +91,29 @@ impl Cluster {
             c.name = name.to_string();
             c.initial_cluster = initial.clone();
             c.lease_clock = LeaseClock(clock.clone());
+            tweak(&mut c);
             configs.push(c);
             urls.push(url);
         }
         let mut running = Vec::new();
         for c in &configs {
-            running.push(Some(folio_server::start(c.clone()).await.unwrap()));
+            match folio_server::start(c.clone()).await {
+                Ok(r) => running.push(Some(r)),
+                Err(e) => {
+                    for r in running.into_iter().flatten() {
+                        r.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let cluster = Cluster {
+        Ok(Cluster {
             _dir: dir,
             configs,
             running,
             urls,
             clock,
-        };
-        cluster.leader().await;
-        cluster
+        })
     }
 
     fn channel(&self, i: usize) -> Channel {
@@ -139,6 +170,12 @@ impl Cluster {
             assert!(Instant::now() < deadline, "no leader agreed on: {seen:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Member `i`'s Raft node.
+    fn node(&self, i: usize) -> &Arc<folio_raft::Node> {
+        let running = self.running[i].as_ref().expect("a running member");
+        running.shared().member().expect("a cluster member").node()
     }
 
     async fn kill(&mut self, i: usize) {
@@ -369,6 +406,120 @@ async fn a_watch_on_a_follower_sees_writes_made_through_the_leader() {
             let kv = e.kv.unwrap();
             seen.push((
                 String::from_utf8_lossy(&kv.key).into_owned(),
+                kv.mod_revision,
+            ));
+        }
+    }
+    assert_eq!(seen, written);
+    drop(tx);
+    cluster.stop().await;
+}
+
+/// A watch on a follower goes on when a snapshot replaces the follower's store: the follower,
+/// cut off from its peers while the leader writes, snapshots and purges its log, catches up from
+/// a snapshot once joined again; the watch, made before, sees every write once and in order,
+/// and the writes after. It used to stop silently at the install: its watcher held the old
+/// store, which got nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_on_a_follower_goes_on_after_a_snapshot_replaces_its_store() {
+    let cluster = Cluster::start_with(|c| {
+        c.snapshot_count = 4;
+        c.experimental_snapshot_catchup_entries = 0;
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % NAMES.len();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut watch = WatchClient::new(cluster.channel(follower))
+        .watch(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"snap/".to_vec(),
+            range_end: b"snap0".to_vec(),
+            ..WatchCreateRequest::default()
+        })),
+    })
+    .await
+    .unwrap();
+    assert!(watch.message().await.unwrap().unwrap().created);
+
+    // (key, event type, revision) of each write, in the order the leader acknowledged them.
+    let mut written: Vec<(String, i32, i64)> = Vec::new();
+    let mut kv = cluster.kv(leader);
+    let mut write = async |n: usize, delete: bool| {
+        let key = format!("snap/{n:03}");
+        let (kind, revision) = if delete {
+            let r = kv
+                .delete_range(DeleteRangeRequest {
+                    key: format!("snap/{:03}", n - 1).into(),
+                    ..DeleteRangeRequest::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.deleted, 1);
+            (EventType::Delete, r.header.unwrap().revision)
+        } else {
+            let r = kv.put(put(&key, "v")).await.unwrap().into_inner();
+            (EventType::Put, r.header.unwrap().revision)
+        };
+        let key = if delete {
+            format!("snap/{:03}", n - 1)
+        } else {
+            key
+        };
+        (key, kind as i32, revision)
+    };
+    for n in 0..3 {
+        written.push(write(n, false).await);
+    }
+
+    // Cut off, the follower falls behind while the leader snapshots and purges its log.
+    let behind = cluster.node(follower).status().raft_index;
+    cluster.node(follower).isolate(true);
+    for n in 3..40 {
+        written.push(write(n, n % 5 == 4).await);
+    }
+    let leader_node = cluster.node(leader);
+    let purged = leader_node
+        .raft()
+        .metrics()
+        .borrow()
+        .purged
+        .map(|l| l.index);
+    assert!(
+        purged.is_some_and(|p| p > behind),
+        "the leader purged its log up to {purged:?}; the follower holds up to {behind}"
+    );
+    cluster.node(follower).isolate(false);
+    cluster.settled().await;
+    assert!(
+        *cluster.node(follower).installs().borrow() >= 1,
+        "the follower caught up without a snapshot install"
+    );
+    for n in 40..43 {
+        written.push(write(n, false).await);
+    }
+
+    let mut seen = Vec::new();
+    while seen.len() < written.len() {
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(20), watch.message()).await else {
+            panic!(
+                "no events in 20 s; seen {} of {}",
+                seen.len(),
+                written.len()
+            );
+        };
+        let r = r.unwrap().unwrap();
+        assert!(!r.canceled, "the watch was canceled: {r:?}");
+        for e in r.events {
+            let kv = e.kv.unwrap();
+            seen.push((
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                e.r#type,
                 kv.mod_revision,
             ));
         }

@@ -825,6 +825,14 @@ impl Watcher {
         self.id
     }
 
+    /// The first revision this watcher has not given: it has handed out every event of its
+    /// range before this revision, and none from it on. A watch started here on another copy
+    /// of the same history (a replica's store after a snapshot replaced it) goes on with
+    /// nothing missed and nothing repeated. Waits for a receive running on another thread.
+    pub fn next_revision(&self) -> i64 {
+        self.receiving.lock().next
+    }
+
     /// Waits for the next response.
     pub fn recv(&self) -> Result<WatchResponse> {
         loop {
