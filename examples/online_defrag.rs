@@ -2,8 +2,9 @@
 //! their side.
 //!
 //! ```sh
-//! cargo run --release --example online_defrag              # a store file of about 1.2 GiB
-//! cargo run --release --example online_defrag -- --gib4    # about 4 GiB
+//! cargo run --release --example online_defrag                  # a store file of about 1.2 GiB
+//! cargo run --release --example online_defrag -- --gib4        # about 4 GiB
+//! cargo run --release --example online_defrag -- --sizes 1,4   # both, one after the other
 //! ```
 //!
 //! It builds a churned, compacted store (`support/etcd_workload.rs`), opens it with group
@@ -23,8 +24,13 @@
 //! cause at all.
 //!
 //! Flags: `--live-mb N` (live value bytes, default 400: a file over 1 GiB), `--gib4` (live 1,600
-//! MiB: a file over 4 GiB), `--before-secs S`, `--dir D` (where to build; default a temporary
-//! directory under the current one), `--cold` (drop the page cache before the defrag; needs
+//! MiB: a file over 4 GiB), `--sizes 1,4` (runs the same load and defrag on each size in turn,
+//! N standing for a file of about N GiB, 400 MiB live per GiB, and ends with a side-by-side
+//! summary: the writers' pause, the longest put and read before and during, p99.9, the write
+//! rate), `--before-secs S`, `--dir D` (where to build: the built store of each size is kept
+//! there, as `online-defrag-<live>mb.folio`, and later runs of that size copy it instead of
+//! building it again; delete it to rebuild; without `--dir`, a temporary directory under the
+//! current one, built afresh), `--cold` (drop the page cache before the defrag; needs
 //! root), `--pace-mb N` (pace the defrag's own disk traffic to N MiB/s while writers
 //! commit, see `DefragOptions::pace`; 0 is unpaced; without it, the library's default, 64 MiB/s), `--control-secs S` (the control run: the
 //! same load, and with `--cold` the same cache drop, for S seconds with no defrag, so that a
@@ -34,12 +40,12 @@
 #[allow(dead_code)]
 mod etcd_workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_workload::{Rng, Workload, build, drop_caches, pod_key};
+use etcd_workload::{Built, Rng, Workload, build, drop_caches, pod_key};
 use folio::{DefragOptions, KeyRange, RangeOptions, Store};
 
 const WRITERS: u64 = 4;
@@ -57,6 +63,8 @@ struct Args {
     cold: bool,
     pace_mb: Option<u64>,
     control: Option<Duration>,
+    /// Live MiB of each store to run on, in turn.
+    sizes: Vec<u64>,
 }
 
 fn args() -> Result<Args, String> {
@@ -67,6 +75,7 @@ fn args() -> Result<Args, String> {
         cold: false,
         pace_mb: None,
         control: None,
+        sizes: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +83,13 @@ fn args() -> Result<Args, String> {
         match flag.as_str() {
             "--live-mb" => a.live_mb = value()?.parse().map_err(|e| format!("--live-mb: {e}"))?,
             "--gib4" => a.live_mb = 1600,
+            "--sizes" => {
+                a.sizes = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<u64>().map(|gib| gib * 400))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--sizes: {e} (say e.g. --sizes 1,4)"))?
+            }
             "--before-secs" => {
                 a.before = Duration::from_secs(
                     value()?
@@ -99,6 +115,9 @@ fn args() -> Result<Args, String> {
                 ));
             }
         }
+    }
+    if a.sizes.is_empty() {
+        a.sizes = vec![a.live_mb];
     }
     Ok(a)
 }
@@ -241,18 +260,100 @@ fn latencies(samples: &[Sample], phase: u8) -> Vec<Duration> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args()?;
+    let mut summaries = Vec::new();
+    for (i, &live_mb) in a.sizes.iter().enumerate() {
+        if a.sizes.len() > 1 {
+            println!(
+                "\n=== run {} of {}: {live_mb} MiB live ===",
+                i + 1,
+                a.sizes.len()
+            );
+        }
+        summaries.push(run(&a, live_mb)?);
+    }
+    if summaries.len() > 1 {
+        print_summaries(&summaries);
+    }
+    Ok(())
+}
+
+/// What one run measured, for the side-by-side summary.
+struct Summary {
+    live_mb: u64,
+    file: u64,
+    load: String,
+    report: Option<folio::DefragReport>,
+    put_longest: [Duration; 2],
+    put_p999: [Duration; 2],
+    read_longest: [Duration; 2],
+    /// The longest put and read less their wait for a core, before and during.
+    put_held: [Duration; 2],
+    read_held: [Duration; 2],
+    write_rate: f64,
+}
+
+/// Prints the runs side by side, one column each.
+fn print_summaries(runs: &[Summary]) {
+    println!("\n=== summary: each size in turn, in this one run ===");
+    let row = |name: &str, cell: &dyn Fn(&Summary) -> String| {
+        let cells: Vec<String> = runs.iter().map(|r| format!("{:>22}", cell(r))).collect();
+        println!("{name:<44}{}", cells.join(""));
+    };
+    let pair = |d: [Duration; 2]| {
+        format!(
+            "{:.1} -> {:.1} ms",
+            d[0].as_secs_f64() * 1e3,
+            d[1].as_secs_f64() * 1e3
+        )
+    };
+    let report = |r: &Summary, f: &dyn Fn(&folio::DefragReport) -> String| {
+        r.report.as_ref().map_or_else(|| "(control)".into(), f)
+    };
+    row("live, file", &|r| {
+        format!("{} MiB, {}", r.live_mb, mib(r.file))
+    });
+    row("load average at the start", &|r| {
+        r.load
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    row("writers held (the pause)", &|r| report(r, &|d| ms(d.pause)));
+    row("swap made durable after it", &|r| {
+        report(r, &|d| ms(d.finish))
+    });
+    row("defrag total, catch-up rounds", &|r| {
+        report(r, &|d| {
+            format!("{:.1} s, {}", d.duration.as_secs_f64(), d.rounds.len())
+        })
+    });
+    row("longest put, before -> during", &|r| pair(r.put_longest));
+    row("  less its wait for a core", &|r| pair(r.put_held));
+    row("put p99.9 (all writers), before -> during", &|r| {
+        pair(r.put_p999)
+    });
+    row("longest read, before -> during", &|r| pair(r.read_longest));
+    row("  less its wait for a core", &|r| pair(r.read_held));
+    row("write rate during / before", &|r| {
+        format!("{:.0}%", r.write_rate)
+    });
+}
+
+/// Builds (or copies) a store of `live_mb` MiB live, runs the load on it, defrags it (or not, in
+/// a control run) and prints what it measured.
+fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
+    let dir = a.dir.clone().unwrap_or_else(|| ".".into());
+    std::fs::create_dir_all(&dir)?;
     let tmp = tempfile::Builder::new()
         .prefix("folio-online-")
-        .tempdir_in({
-            let dir = a.dir.clone().unwrap_or_else(|| ".".into());
-            std::fs::create_dir_all(&dir)?;
-            dir
-        })?;
+        .tempdir_in(&dir)?;
     let path = tmp.path().join("etcd.folio");
     let workload = Workload {
-        live_bytes: a.live_mb << 20,
+        live_bytes: live_mb << 20,
         rounds: 3,
     };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "folio online defrag under load: {} live pods of 1-4 KiB, {WRITERS} writers (single durable puts, group commit), {READERS} readers (ranges of 50 and gets)",
         mib(workload.live_bytes)
@@ -264,11 +365,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some(0) => "none".to_string(),
             Some(mb) => format!("{mb} MiB/s"),
         },
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        load.trim()
     );
-    let built = build(&path, workload)?;
+    let built = match &a.dir {
+        Some(dir) => kept(dir, &path, workload)?,
+        None => build(&path, workload)?,
+    };
     let settled = settle();
     println!(
         "the built file was written back in {:.1} s before the load started",
@@ -489,12 +591,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate(reads_before.len(), BEFORE),
         rate(reads_during.len(), DURING),
     );
+    let put_p999 = |l: &[Duration]| percentile(l, 0.999);
+    let last = |l: &[Duration]| l.last().copied().unwrap_or_default();
+    let held_of = |samples: &[Sample], phase: u8| {
+        most_held(samples, phase).map_or(Duration::ZERO, |s| s.held())
+    };
+    let mut summary = Summary {
+        live_mb,
+        file: size_before,
+        load,
+        report: None,
+        put_longest: [last(&before), last(&during)],
+        put_p999: [put_p999(&before), put_p999(&during)],
+        read_longest: [last(&reads_before), last(&reads_during)],
+        put_held: [held_of(&all, BEFORE), held_of(&all, DURING)],
+        read_held: [held_of(&readers, BEFORE), held_of(&readers, DURING)],
+        write_rate: 100.0 * rate(during.len(), DURING) / rate(before.len(), BEFORE),
+    };
     let Some(report) = report else {
         println!(
             "control run: no defrag; the load ran {:.0} s in its place",
             phase_time[DURING as usize].as_secs_f64()
         );
-        return Ok(());
+        return Ok(summary);
     };
     let (entries, bytes) = report.caught_up();
     println!(
@@ -509,7 +628,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report
             .rounds
             .iter()
-            .map(|r| format!("{} in {}", r.entries, ms(r.duration)))
+            .map(|r| if r.last {
+                format!("{} in {} (writers held)", r.entries, ms(r.duration))
+            } else {
+                format!(
+                    "{} in {} + {} commit{} written back in {}",
+                    r.entries,
+                    ms(r.duration),
+                    r.commits,
+                    if r.commits == 1 { "" } else { "s" },
+                    ms(r.write_back)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -527,5 +657,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !check.is_clean() {
         return Err(format!("check failed: {check}").into());
     }
-    Ok(())
+    summary.report = Some(report);
+    Ok(summary)
+}
+
+/// The store of `workload` kept in `dir` (built there first if it is not), copied to `path`.
+/// The kept file is never opened by the load: each run defrags its own copy.
+fn kept(dir: &Path, path: &Path, workload: Workload) -> Result<Built, Box<dyn std::error::Error>> {
+    let name = format!("online-defrag-{}mb", workload.live_bytes >> 20);
+    let (store, about) = (
+        dir.join(format!("{name}.folio")),
+        dir.join(format!("{name}.built")),
+    );
+    let built = match std::fs::read_to_string(&about) {
+        Ok(text) if store.exists() => {
+            let mut n = text.split_whitespace().map(str::parse::<i64>);
+            let mut next = || -> Result<i64, String> {
+                n.next().and_then(Result::ok).ok_or(format!(
+                    "{} is not `pods revisions`: delete it",
+                    about.display()
+                ))
+            };
+            let (pods, revisions) = (next()? as u64, next()?);
+            println!("reusing the store built before: {}", store.display());
+            Built {
+                pods,
+                revisions,
+                compacted: revisions - 1,
+                build: Duration::ZERO,
+                compact: Duration::ZERO,
+            }
+        }
+        _ => {
+            let _ = std::fs::remove_file(&store);
+            let built = build(&store, workload)?;
+            std::fs::write(&about, format!("{} {}\n", built.pods, built.revisions))?;
+            println!(
+                "built the store and kept it for later runs: {}",
+                store.display()
+            );
+            built
+        }
+    };
+    let started = Instant::now();
+    std::fs::copy(&store, path)?;
+    println!(
+        "copied it for this run in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(built)
 }

@@ -275,7 +275,6 @@ fn catch_up(
                         if !full {
                             break;
                         }
-                        drop(tree);
                         let pace = pace.as_deref_mut().expect("only a paced round is cut");
                         piece.txid += 1;
                         tx.commit_as(piece.txid)?;
