@@ -34,7 +34,9 @@
 //! root), `--pace-mb N` (pace the defrag's own disk traffic to N MiB/s while writers
 //! commit, see `DefragOptions::pace`; 0 is unpaced; without it, the library's default, 64 MiB/s), `--control-secs S` (the control run: the
 //! same load, and with `--cold` the same cache drop, for S seconds with no defrag, so that a
-//! stall can be told from what the load or the cold cache does alone).
+//! stall can be told from what the load or the cold cache does alone), `--counters` (count each
+//! operation's page faults and context switches, from `/proc/thread-self/stat` and `status`,
+//! and print them beside the longest ones: what held a stalled operation).
 
 #[path = "support/etcd_workload.rs"]
 #[allow(dead_code)]
@@ -65,6 +67,8 @@ struct Args {
     control: Option<Duration>,
     /// Live MiB of each store to run on, in turn.
     sizes: Vec<u64>,
+    /// Count each operation's page faults and context switches.
+    counters: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -76,6 +80,7 @@ fn args() -> Result<Args, String> {
         pace_mb: None,
         control: None,
         sizes: Vec::new(),
+        counters: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +104,7 @@ fn args() -> Result<Args, String> {
             }
             "--dir" => a.dir = Some(value()?.into()),
             "--cold" => a.cold = true,
+            "--counters" => a.counters = true,
             "--pace-mb" => {
                 a.pace_mb = Some(value()?.parse().map_err(|e| format!("--pace-mb: {e}"))?)
             }
@@ -131,6 +137,82 @@ struct Sample {
     /// Of `latency`, the time the thread was runnable but waited for a core: the machine's
     /// share of the latency, not the store's.
     queued: Duration,
+    /// What the thread's kernel counters moved by during the operation, with `--counters`.
+    counts: Counts,
+}
+
+/// A thread's page faults and context switches (`/proc/thread-self/stat` and `status`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    /// Faults served without the disk (the page cache, or a fresh zeroed page).
+    minor: u64,
+    /// Faults that read from the disk.
+    major: u64,
+    /// The thread gave up its core: it blocked (a lock, I/O, a fault's wait).
+    voluntary: u64,
+    /// The scheduler took its core away.
+    involuntary: u64,
+}
+
+impl Counts {
+    fn since(self, earlier: Counts) -> Counts {
+        Counts {
+            minor: self.minor.saturating_sub(earlier.minor),
+            major: self.major.saturating_sub(earlier.major),
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+}
+
+/// The calling thread's [`Counts`], read through files kept open; all zero without
+/// `--counters` or where the kernel does not say.
+struct Counters(Option<(std::fs::File, std::fs::File)>);
+
+impl Counters {
+    /// Opens the calling thread's counters if `on`; use it only on that thread.
+    fn of_this_thread(on: bool) -> Counters {
+        let open = |name: &str| std::fs::File::open(format!("/proc/thread-self/{name}")).ok();
+        Counters(on.then(|| Some((open("stat")?, open("status")?))).flatten())
+    }
+
+    fn read(&self) -> Counts {
+        use std::os::unix::fs::FileExt;
+        let Some((stat, status)) = &self.0 else {
+            return Counts::default();
+        };
+        let mut buf = [0u8; 2048];
+        let mut text = |f: &std::fs::File| -> String {
+            let n = f.read_at(&mut buf, 0).unwrap_or(0);
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let stat = text(stat);
+        // Fields after the command's closing parenthesis start at field 3 (state); minflt is
+        // field 10 and majflt field 12.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+        let status = text(status);
+        let line = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Counts {
+            minor: field(10),
+            major: field(12),
+            voluntary: line("voluntary_ctxt_switches:"),
+            involuntary: line("nonvoluntary_ctxt_switches:"),
+        }
+    }
 }
 
 impl Sample {
@@ -198,7 +280,27 @@ struct Steps {
     control: bool,
 }
 
+/// The steps an operation can end in, as [`Steps::step`] numbers them.
+const STEP_NAMES: [&str; 5] = ["before", "copy", "warm-up", "catch-up to swap", "after"];
+
 impl Steps {
+    /// Which of [`STEP_NAMES`] an operation that ended at `at` fell in (a control run's are all
+    /// "copy").
+    fn step(&self, at: Duration) -> usize {
+        let first = self.rounds.first().map_or(self.returned, |r| r.0);
+        if at < self.started {
+            0
+        } else if at > self.returned {
+            4
+        } else if self.control || self.copied.is_none_or(|c| at <= c) {
+            1
+        } else if at <= first {
+            2
+        } else {
+            3
+        }
+    }
+
     /// Which step of the defrag an operation that ended at `at` overlapped.
     fn name(&self, at: Duration) -> String {
         let since = |t: Duration| format!("{:+.0} ms", (at.as_secs_f64() - t.as_secs_f64()) * 1e3);
@@ -392,6 +494,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
     let phase = AtomicU8::new(WARMUP);
     let stop = AtomicBool::new(false);
     let mut phase_time = [Duration::ZERO; 4];
+    let counters_on = a.counters;
     let (writers, readers, report) = std::thread::scope(|s| {
         let writers: Vec<_> = (0..WRITERS)
             .map(|t| {
@@ -399,6 +502,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                 s.spawn(move || {
                     let mut rng = Rng::new(0xa11ce + t);
                     let run_queue = RunQueue::of_this_thread();
+                    let counters = Counters::of_this_thread(counters_on);
                     let mut out = Vec::new();
                     let mut value = Vec::with_capacity(4096);
                     while !stop.load(Ordering::Relaxed) {
@@ -410,6 +514,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                         }
                         value.truncate(len);
                         let p = phase.load(Ordering::Relaxed);
+                        let counted = counters.read();
                         let (started, queued) = (Instant::now(), run_queue.waited());
                         store.put(&key, &value).expect("put");
                         out.push(Sample {
@@ -417,6 +522,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                             at: t0.elapsed(),
                             latency: started.elapsed(),
                             queued: run_queue.waited().saturating_sub(queued),
+                            counts: counters.read().since(counted),
                         });
                     }
                     out
@@ -429,9 +535,11 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                 s.spawn(move || {
                     let mut rng = Rng::new(0xbeef + t);
                     let run_queue = RunQueue::of_this_thread();
+                    let counters = Counters::of_this_thread(counters_on);
                     let mut out = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let p = phase.load(Ordering::Relaxed);
+                        let counted = counters.read();
                         let (started, queued) = (Instant::now(), run_queue.waited());
                         if rng.below(2) == 0 {
                             let ns = format!("/registry/pods/ns-{:02}/", rng.below(50));
@@ -454,6 +562,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                             at: t0.elapsed(),
                             latency: started.elapsed(),
                             queued: run_queue.waited().saturating_sub(queued),
+                            counts: counters.read().since(counted),
                         });
                     }
                     out
@@ -566,6 +675,22 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
             held(most_held(samples, AFTER))
         );
     }
+    for (what, samples) in [("put", &all[..]), ("read", &readers[..])] {
+        let mut longest = [(Duration::ZERO, Duration::ZERO); 5];
+        for s in samples {
+            let l = &mut longest[steps.step(s.at)];
+            *l = (l.0.max(s.latency), l.1.max(s.held()));
+        }
+        println!(
+            "longest {what} (less its wait for a core) by the step it ended in: {}",
+            STEP_NAMES
+                .iter()
+                .zip(longest)
+                .map(|(name, (l, h))| format!("{name} {} ({})", ms(l), ms(h)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for (what, samples) in [("puts", &all[..]), ("reads", &readers[..])] {
         let mut slow: Vec<Sample> = samples
             .iter()
@@ -575,11 +700,20 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
         slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.latency));
         println!("  the longest {what} from the defrag's start, and where they ended:");
         for s in slow.iter().take(5) {
+            let c = s.counts;
             println!(
-                "    {} ({} of it waiting for a core) in the {}",
+                "    {} ({} of it waiting for a core) in the {}{}",
                 ms(s.latency),
                 ms(s.queued),
-                steps.name(s.at)
+                steps.name(s.at),
+                if a.counters {
+                    format!(
+                        "; faults {} minor, {} major; switches {} voluntary, {} involuntary",
+                        c.minor, c.major, c.voluntary, c.involuntary
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }

@@ -37,6 +37,7 @@ use crate::defrag::options::{DefragOptions, DefragReport, DefragRound};
 use crate::defrag::pace::Pace;
 use crate::defrag::{load, readahead, release};
 use crate::error::{Error, Result};
+use crate::limits::DEFRAG_PACE_PIECE;
 use crate::txn::ReadTxn;
 use crate::txn::db::{Db, Snapshot};
 use crate::txn::swap::NewFile;
@@ -204,10 +205,10 @@ impl Db {
 /// pinned), applied to the new file `file`, its last commit with `next`'s txid.
 ///
 /// With writers held (`pace` is `None`: the last round) it is one commit, and nothing is synced.
-/// Otherwise it is written back as it goes: while the pace holds (writers at work), the
-/// difference is applied in pieces of about [`crate::limits::DEFRAG_PACE_PIECE`] bytes of pages, each its own
-/// commit followed by a sync of the new file and the pace's wait, so that the writers' syncs,
-/// which share the file system's journal with it, never queue behind one large flush. The pieces'
+/// Otherwise, paced, it is written back as it goes: the difference is applied in pieces of about
+/// [`DEFRAG_PACE_PIECE`] bytes of pages, each its own commit followed by a sync of the new file
+/// and the pace's wait (while writers are at work), so that the writers' syncs, which share the
+/// file system's journal with it, never queue behind one large flush. The pieces'
 /// commits take txids between `base`'s and `next`'s (`txn::swap`, invariant 1): a round whose
 /// snapshots are fewer commits apart than it has pieces puts the rest into its last commit.
 fn catch_up(
@@ -230,7 +231,7 @@ fn catch_up(
         let changes = diff::catalog(side(old), side(new))?;
         let page_size = file.db().page_size() as u64;
         if let Some(pace) = pace.as_deref_mut() {
-            // Whether writers are at work now: the pace cuts pieces only then.
+            // Whether writers are at work now: the pace waits between pieces only then.
             pace.moved(0);
         }
         let mut piece = Piece {
@@ -312,11 +313,15 @@ impl Piece {
         self.bytes.saturating_add(self.dirty)
     }
 
-    /// Whether to commit and write back the piece now: when paced, with a txid left between the
-    /// last commit and the round's last (`last_txid`), once it reaches the pace's piece.
+    /// Whether to commit and write back the piece now: in a paced round (not the last, and a
+    /// rate set), with a txid left between the last commit and the round's last (`last_txid`),
+    /// once it reaches [`DEFRAG_PACE_PIECE`]. Whether the pace holds does not matter: writers
+    /// that all wait for a slow sync commit nothing for a while, and that is when a large flush
+    /// would hurt them most; without writers a round has little to cut.
     fn full(&self, pace: Option<&Pace<'_>>, last_txid: u64) -> bool {
-        let Some(pace) = pace else { return false };
-        self.txid + 1 < last_txid && self.estimate() >= pace.piece(usize::MAX) as u64
+        pace.is_some_and(Pace::is_paced)
+            && self.txid + 1 < last_txid
+            && self.estimate() >= DEFRAG_PACE_PIECE as u64
     }
 }
 

@@ -30,8 +30,8 @@ pub struct DefragRound {
     pub duration: Duration,
     /// Whether it ran with writers held: the last round, before the swap.
     pub last: bool,
-    /// Commits it was applied in: one with writers held or with none at work, else one per
-    /// piece of its pages written back (see [`DefragOptions::pace`]).
+    /// Commits it was applied in: one with writers held or unpaced, else one per piece of its
+    /// pages written back (about 1 MiB each; see [`DefragOptions::pace`]).
     pub commits: u32,
     /// How long it spent writing its commits back to the disk (syncing the new file after each)
     /// and waiting for the pace between them; zero for the last round, which syncs nothing.
