@@ -152,6 +152,9 @@ struct Counts {
     voluntary: u64,
     /// The scheduler took its core away.
     involuntary: u64,
+    /// Nanoseconds the thread ran (`schedstat`'s first field; time the hypervisor took from
+    /// the virtual CPU meanwhile counts as running).
+    on_cpu: u64,
 }
 
 impl Counts {
@@ -161,24 +164,28 @@ impl Counts {
             major: self.major.saturating_sub(earlier.major),
             voluntary: self.voluntary.saturating_sub(earlier.voluntary),
             involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+            on_cpu: self.on_cpu.saturating_sub(earlier.on_cpu),
         }
     }
 }
 
 /// The calling thread's [`Counts`], read through files kept open; all zero without
 /// `--counters` or where the kernel does not say.
-struct Counters(Option<(std::fs::File, std::fs::File)>);
+struct Counters(Option<(std::fs::File, std::fs::File, std::fs::File)>);
 
 impl Counters {
     /// Opens the calling thread's counters if `on`; use it only on that thread.
     fn of_this_thread(on: bool) -> Counters {
         let open = |name: &str| std::fs::File::open(format!("/proc/thread-self/{name}")).ok();
-        Counters(on.then(|| Some((open("stat")?, open("status")?))).flatten())
+        Counters(
+            on.then(|| Some((open("stat")?, open("status")?, open("schedstat")?)))
+                .flatten(),
+        )
     }
 
     fn read(&self) -> Counts {
         use std::os::unix::fs::FileExt;
-        let Some((stat, status)) = &self.0 else {
+        let Some((stat, status, schedstat)) = &self.0 else {
             return Counts::default();
         };
         let mut buf = [0u8; 2048];
@@ -206,7 +213,13 @@ impl Counters {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0)
         };
+        let on_cpu = text(schedstat)
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Counts {
+            on_cpu,
             minor: field(10),
             major: field(12),
             voluntary: line("voluntary_ctxt_switches:"),
@@ -244,6 +257,21 @@ impl RunQueue {
             .unwrap_or(0);
         Duration::from_nanos(ns)
     }
+}
+
+/// The machine's CPU time so far, in clock ticks: (all, stolen by the hypervisor), from
+/// `/proc/stat`'s first line; zeros where it does not say.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    (fields.iter().sum(), fields.get(7).copied().unwrap_or(0))
 }
 
 /// Waits (up to a minute) until the kernel has written back all but a little of what is dirty,
@@ -578,6 +606,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
             eprintln!("--cold needs root to write /proc/sys/vm/drop_caches; going on warm");
         }
         phase.store(DURING, Ordering::Relaxed);
+        let ticks = cpu_ticks();
         let started = Instant::now();
         steps.lock().unwrap().started = t0.elapsed();
         steps.lock().unwrap().control = a.control.is_some();
@@ -608,6 +637,12 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
         };
         steps.lock().unwrap().returned = t0.elapsed();
         phase_time[DURING as usize] = started.elapsed();
+        let now = cpu_ticks();
+        let (all, stolen) = (now.0.saturating_sub(ticks.0), now.1.saturating_sub(ticks.1));
+        println!(
+            "CPU time the hypervisor took from this machine's virtual CPUs during the defrag: {:.1}%",
+            100.0 * stolen as f64 / all.max(1) as f64
+        );
         phase.store(AFTER, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs(1));
         stop.store(true, Ordering::Relaxed);
@@ -708,8 +743,12 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                 steps.name(s.at),
                 if a.counters {
                     format!(
-                        "; faults {} minor, {} major; switches {} voluntary, {} involuntary",
-                        c.minor, c.major, c.voluntary, c.involuntary
+                        "; on a core {}; faults {} minor, {} major; switches {} voluntary, {} involuntary",
+                        ms(Duration::from_nanos(c.on_cpu)),
+                        c.minor,
+                        c.major,
+                        c.voluntary,
+                        c.involuntary
                     )
                 } else {
                     String::new()
