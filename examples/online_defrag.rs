@@ -27,10 +27,11 @@
 //! MiB: a file over 4 GiB), `--sizes 1,4` (runs the same load and defrag on each size in turn,
 //! N standing for a file of about N GiB, 400 MiB live per GiB, and ends with a side-by-side
 //! summary: the writers' pause, the longest put and read before and during, p99.9, the write
-//! rate), `--before-secs S`, `--dir D` (where to build: the built store of each size is kept
-//! there, as `online-defrag-<live>mb.folio`, and later runs of that size copy it instead of
-//! building it again; delete it to rebuild; without `--dir`, a temporary directory under the
-//! current one, built afresh), `--cold` (drop the page cache before the defrag; needs
+//! rate), `--before-secs S`, `--dir D` (where to build; default a temporary directory under
+//! the current one), `--keep` (keep the built store of each size in that directory, as
+//! `online-defrag-<live>mb.folio`, and let later runs with `--keep` copy it instead of building
+//! it again; delete it to rebuild; it takes the disk space of a second copy: 2 GiB at 1 GiB,
+//! 7 GiB at 4 GiB), `--cold` (drop the page cache before the defrag; needs
 //! root), `--pace-mb N` (pace the defrag's own disk traffic to N MiB/s while writers
 //! commit, see `DefragOptions::pace`; 0 is unpaced; without it, the library's default, 64 MiB/s), `--control-secs S` (the control run: the
 //! same load, and with `--cold` the same cache drop, for S seconds with no defrag, so that a
@@ -69,6 +70,8 @@ struct Args {
     sizes: Vec<u64>,
     /// Count each operation's page faults and context switches.
     counters: bool,
+    /// Keep each built store in `dir` and reuse it.
+    keep: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -81,6 +84,7 @@ fn args() -> Result<Args, String> {
         control: None,
         sizes: Vec::new(),
         counters: false,
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -105,6 +109,7 @@ fn args() -> Result<Args, String> {
             "--dir" => a.dir = Some(value()?.into()),
             "--cold" => a.cold = true,
             "--counters" => a.counters = true,
+            "--keep" => a.keep = true,
             "--pace-mb" => {
                 a.pace_mb = Some(value()?.parse().map_err(|e| format!("--pace-mb: {e}"))?)
             }
@@ -497,9 +502,10 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
         },
         load.trim()
     );
-    let built = match &a.dir {
-        Some(dir) => kept(dir, &path, workload)?,
-        None => build(&path, workload)?,
+    let built = if a.keep {
+        kept(&dir, &path, workload)?
+    } else {
+        build(&path, workload)?
     };
     let settled = settle();
     println!(
@@ -626,7 +632,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                     .lock()
                     .unwrap()
                     .rounds
-                    .push((t0.elapsed() - r.duration, r.last))
+                    .push((t0.elapsed() - r.duration - r.write_back, r.last))
             });
         let report = match a.control {
             None => Some(store.defrag(&options)),
