@@ -9,9 +9,11 @@
 //! 3. read the new file into the page cache (it was written around it), so that readers after
 //!    the swap do not wait for the disk;
 //! 4. catch up, without holding writers: take a newer snapshot, diff it against the pinned one by
-//!    page id (`diff`), apply the difference to the new file in one commit that takes the newer
-//!    snapshot's txid, and pin the newer snapshot in place of the older; repeat while a round takes
-//!    longer than the pause budget, the rounds shrink, and the round limit allows;
+//!    page id (`diff`), apply the difference to the new file in commits whose last takes the
+//!    newer snapshot's txid, writing each back (a sync of the new file, then the pace's wait) so
+//!    that no sync of it is large (`catch_up`), and pin the newer snapshot in place of the older;
+//!    repeat while a round takes longer than the pause budget, the rounds shrink, and the round
+//!    limit allows;
 //! 5. hold writers; the last catch-up round, which brings the new file to the newest commit;
 //! 6. swap (`txn::swap`): the next writer and new readers use the new file; readers that began
 //!    earlier keep the old file. Nothing is synced or renamed with writers held;
@@ -28,13 +30,14 @@
 //! fails, the database is poisoned and the old file closed whole (see `txn::swap`).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::defrag::diff::{self, Side, TreeChange};
 use crate::defrag::options::{DefragOptions, DefragReport, DefragRound};
 use crate::defrag::pace::Pace;
 use crate::defrag::{load, readahead, release};
 use crate::error::{Error, Result};
+use crate::limits::DEFRAG_PACE_PIECE;
 use crate::txn::ReadTxn;
 use crate::txn::db::{Db, Snapshot};
 use crate::txn::swap::NewFile;
@@ -110,22 +113,22 @@ impl Db {
         })?;
 
         // 3. Warm the page cache with the new file (it was written around it), so that readers
-        //    after the swap do not wait for the disk. Writers go on.
+        //    after the swap do not wait for the disk. Writers go on. The pace goes on into the
+        //    catch-up rounds' write-back.
+        let mut pace = Pace::while_committing(options.pace, &commits);
         let warm = if options.warm_cache {
             let started = Instant::now();
             let reader = new.db().begin_read()?;
-            let mut pace = Pace::while_committing(options.pace, &commits);
             readahead::warm(&reader.snapshot().map, &mut pace).then(|| started.elapsed())
         } else {
             None
         };
 
-        // 4. Catch up while writers go on.
+        // 4. Catch up while writers go on, each round written back in paced pieces.
         let mut rounds: Vec<DefragRound> = Vec::new();
         loop {
             let next = self.begin_read()?;
-            let round = catch_up(&base, &next, new.db(), false)?;
-            new.write_back()?;
+            let round = catch_up(&base, &next, &new, Some(&mut pace))?;
             base = next;
             options.round(&round);
             // A round that copied more than a non-empty one before it: writers outpace the
@@ -153,7 +156,7 @@ impl Db {
         let mut held = self.hold_writers()?;
         let paused = Instant::now();
         let last = self.begin_read()?;
-        let round = catch_up(&base, &last, new.db(), true)?;
+        let round = catch_up(&base, &last, &new, None)?;
         drop(base);
         options.round(&round);
         rounds.push(round);
@@ -199,19 +202,44 @@ impl Db {
 }
 
 /// One catch-up round: what `next` holds beyond `base` (both snapshots of the database, `base`
-/// pinned), applied to the new file's database `file` in one commit with `next`'s txid.
-fn catch_up(base: &ReadTxn<'_>, next: &ReadTxn<'_>, file: &Db, last: bool) -> Result<DefragRound> {
+/// pinned), applied to the new file `file`, its last commit with `next`'s txid.
+///
+/// With writers held (`pace` is `None`: the last round) it is one commit, and nothing is synced.
+/// Otherwise, paced, it is written back as it goes: the difference is applied in pieces of about
+/// [`DEFRAG_PACE_PIECE`] bytes of pages, each its own commit followed by a sync of the new file
+/// and the pace's wait (while writers are at work), so that the writers' syncs, which share the
+/// file system's journal with it, never queue behind one large flush. The pieces'
+/// commits take txids between `base`'s and `next`'s (`txn::swap`, invariant 1): a round whose
+/// snapshots are fewer commits apart than it has pieces puts the rest into its last commit.
+fn catch_up(
+    base: &ReadTxn<'_>,
+    next: &ReadTxn<'_>,
+    file: &NewFile,
+    mut pace: Option<&mut Pace<'_>>,
+) -> Result<DefragRound> {
     let started = Instant::now();
     let mut round = DefragRound {
         entries: 0,
         bytes: 0,
         duration: Default::default(),
-        last,
+        last: pace.is_none(),
+        commits: 0,
+        write_back: Default::default(),
     };
     let (old, new) = (base.snapshot(), next.snapshot());
     if new.meta.txid > old.meta.txid {
         let changes = diff::catalog(side(old), side(new))?;
-        let mut tx = file.begin_write()?;
+        let page_size = file.db().page_size() as u64;
+        if let Some(pace) = pace.as_deref_mut() {
+            // Whether writers are at work now: the pace waits between pieces only then.
+            pace.moved(0);
+        }
+        let mut piece = Piece {
+            txid: old.meta.txid,
+            bytes: 0,
+            dirty: 0,
+        };
+        let mut tx = file.db().begin_write()?;
         for (name, change) in changes {
             match change {
                 TreeChange::Deleted => {
@@ -219,26 +247,91 @@ fn catch_up(base: &ReadTxn<'_>, next: &ReadTxn<'_>, file: &Db, last: bool) -> Re
                     round.entries += 1;
                 }
                 TreeChange::Changed(entries) => {
-                    let mut tree = tx.open_tree(name)?;
-                    for (key, value) in entries {
-                        match value {
-                            Some(value) => {
-                                tree.put(key, value)?;
-                                round.bytes += (key.len() + value.len()) as u64;
+                    let mut rest = entries.as_slice();
+                    loop {
+                        let mut tree = tx.open_tree(name)?;
+                        let mut applied = 0;
+                        let mut full = false;
+                        for &(key, value) in rest {
+                            match value {
+                                Some(value) => {
+                                    tree.put(key, value)?;
+                                    round.bytes += (key.len() + value.len()) as u64;
+                                    piece.bytes += (key.len() + value.len()) as u64;
+                                }
+                                None => {
+                                    tree.delete(key)?;
+                                }
                             }
-                            None => {
-                                tree.delete(key)?;
+                            round.entries += 1;
+                            applied += 1;
+                            // The transaction's dirty nodes, each at least a page to write.
+                            piece.dirty = tree.dirty.arena.len() as u64 * page_size;
+                            full = piece.full(pace.as_deref(), new.meta.txid);
+                            if full {
+                                break;
                             }
                         }
-                        round.entries += 1;
+                        rest = &rest[applied..];
+                        if !full {
+                            break;
+                        }
+                        let pace = pace.as_deref_mut().expect("only a paced round is cut");
+                        piece.txid += 1;
+                        tx.commit_as(piece.txid)?;
+                        round.commits += 1;
+                        round.write_back += write_back(file, pace, &mut piece)?;
+                        tx = file.db().begin_write()?;
                     }
                 }
             }
         }
         tx.commit_as(new.meta.txid)?;
+        round.commits += 1;
+        if let Some(pace) = pace {
+            round.write_back += write_back(file, pace, &mut piece)?;
+        }
     }
-    round.duration = started.elapsed();
+    round.duration = started.elapsed().saturating_sub(round.write_back);
     Ok(round)
+}
+
+/// The piece of a catch-up round being applied, since the new file's last commit.
+struct Piece {
+    /// The txid of that commit.
+    txid: u64,
+    /// Bytes of keys and values put since.
+    bytes: u64,
+    /// The page bytes of the transaction's dirty nodes (a node is at least a page to write).
+    dirty: u64,
+}
+
+impl Piece {
+    /// What the piece's commit will write, about: its values (a node that grew past a page
+    /// writes them) and a page per dirty node (a node changed in place writes its whole page).
+    fn estimate(&self) -> u64 {
+        self.bytes.saturating_add(self.dirty)
+    }
+
+    /// Whether to commit and write back the piece now: in a paced round (not the last, and a
+    /// rate set), with a txid left between the last commit and the round's last (`last_txid`),
+    /// once it reaches [`DEFRAG_PACE_PIECE`]. Whether the pace holds does not matter: writers
+    /// that all wait for a slow sync commit nothing for a while, and that is when a large flush
+    /// would hurt them most; without writers a round has little to cut.
+    fn full(&self, pace: Option<&Pace<'_>>, last_txid: u64) -> bool {
+        pace.is_some_and(Pace::is_paced)
+            && self.txid + 1 < last_txid
+            && self.estimate() >= DEFRAG_PACE_PIECE as u64
+    }
+}
+
+/// Syncs the new file after a piece's commit and waits for the pace; returns how long both took.
+fn write_back(file: &NewFile, pace: &mut Pace<'_>, piece: &mut Piece) -> Result<Duration> {
+    let started = Instant::now();
+    file.write_back()?;
+    pace.moved(usize::try_from(piece.estimate()).unwrap_or(usize::MAX));
+    (piece.bytes, piece.dirty) = (0, 0);
+    Ok(started.elapsed())
 }
 
 /// A snapshot's catalog, for a diff; every page read is verified.

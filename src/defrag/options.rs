@@ -25,10 +25,17 @@ pub struct DefragRound {
     pub entries: u64,
     /// Bytes of keys and values put.
     pub bytes: u64,
-    /// From the snapshot it began with to its commit in the new file.
+    /// From the snapshot it began with to its last commit in the new file, less
+    /// [`DefragRound::write_back`]: what the round would cost with writers held.
     pub duration: Duration,
     /// Whether it ran with writers held: the last round, before the swap.
     pub last: bool,
+    /// Commits it was applied in: one with writers held or unpaced, else one per piece of its
+    /// pages written back (about 1 MiB each; see [`DefragOptions::pace`]).
+    pub commits: u32,
+    /// How long it spent writing its commits back to the disk (syncing the new file after each)
+    /// and waiting for the pace between them; zero for the last round, which syncs nothing.
+    pub write_back: Duration,
 }
 
 type ProgressFn = Arc<dyn Fn(DefragProgress) + Send + Sync>;
@@ -144,9 +151,11 @@ impl DefragOptions {
     }
 
     /// Spreads the defrag's own disk traffic (writing the new file, reading it into the cache,
-    /// reading the old one ahead from a cold cache) to at most `bytes_per_second` while writers
-    /// are committing, in requests of at most 1 MiB; or lets it go as fast as the disk does
-    /// (`None`). The default is [`crate::limits::DEFRAG_PACE_DEFAULT`] (64 MiB/s).
+    /// reading the old one ahead from a cold cache, writing the catch-up rounds back) to at most
+    /// `bytes_per_second` while writers are committing, in requests of at most 1 MiB (a catch-up
+    /// round: commits of about 1 MiB of pages, each followed by a sync of the new file); or lets
+    /// it go as fast as the disk does (`None`). The default is
+    /// [`crate::limits::DEFRAG_PACE_DEFAULT`] (64 MiB/s).
     ///
     /// Commits that go on during an online defrag share the disk with it: unpaced, each
     /// commit's sync waits behind the defrag's queued requests, and on this project's test

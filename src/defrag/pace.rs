@@ -64,6 +64,11 @@ impl<'a> Pace<'a> {
         }
     }
 
+    /// Whether a rate is set (it holds only while writers write).
+    pub fn is_paced(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// How many of `len` bytes to move in one request: all of them when unpaced or while no
     /// writer commits.
     pub fn piece(&self, len: usize) -> usize {
@@ -206,6 +211,91 @@ mod tests {
             "no writer and no commit for the idle time: unpaced"
         );
         assert_eq!(pace.piece(8 << 20), 8 << 20);
+    }
+
+    /// A storage whose syncs wait while `held` is set, counting the syncs that wait.
+    #[derive(Debug)]
+    struct HeldSync {
+        sim: crate::page_file::SimStorage,
+        held: std::sync::Arc<(AtomicBool, AtomicU64)>,
+    }
+
+    impl crate::page_file::Storage for HeldSync {
+        fn len(&self) -> crate::Result<u64> {
+            self.sim.len()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::Result<()> {
+            self.sim.read_at(buf, offset)
+        }
+        fn write_at(&self, data: &[u8], offset: u64) -> crate::Result<()> {
+            self.sim.write_at(data, offset)
+        }
+        fn set_len(&self, len: u64) -> crate::Result<()> {
+            self.sim.set_len(len)
+        }
+        fn sync(&self) -> crate::Result<()> {
+            if self.held.0.load(Ordering::SeqCst) {
+                self.held.1.fetch_add(1, Ordering::SeqCst);
+                while self.held.0.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+            }
+            self.sim.sync()
+        }
+        fn map(&self) -> crate::Result<memmap2::Mmap> {
+            self.sim.map()
+        }
+        fn path(&self) -> std::path::PathBuf {
+            self.sim.path()
+        }
+        fn create_sibling(
+            &self,
+            path: &std::path::Path,
+        ) -> crate::Result<Box<dyn crate::page_file::Storage>> {
+            self.sim.create_sibling(path)
+        }
+        fn rename(&self, to: &std::path::Path) -> crate::Result<()> {
+            self.sim.rename(to)
+        }
+        fn remove_sibling(&self, path: &std::path::Path) -> crate::Result<()> {
+            self.sim.remove_sibling(path)
+        }
+        fn sync_dir(&self) -> crate::Result<()> {
+            self.sim.sync_dir()
+        }
+    }
+
+    /// What broke: a group commit waiting for its sync counted as no writer, so writers that
+    /// all waited for a slow sync (300 ms and more on a loaded machine) looked idle to the pace,
+    /// which then let the defrag's traffic go at the disk's speed just as they waited on the disk.
+    #[test]
+    fn a_database_reports_a_writer_busy_while_its_group_commit_waits_for_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::sync::Arc::new((AtomicBool::new(false), AtomicU64::new(0)));
+        let storage = HeldSync {
+            sim: crate::page_file::SimStorage::create(&dir.path().join("group.folio")).unwrap(),
+            held: held.clone(),
+        };
+        let db = crate::Db::builder()
+            .durability(crate::Durability::Group)
+            .create_with(Box::new(storage))
+            .unwrap();
+        held.0.store(true, Ordering::SeqCst);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut tx = db.begin_write().unwrap();
+                tx.open_tree(b"t").unwrap().put(b"k", b"v").unwrap();
+                tx.commit().unwrap();
+            });
+            while held.1.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            let busy = db.inner.write_activity().1;
+            held.0.store(false, Ordering::SeqCst);
+            writer.join().unwrap();
+            assert!(busy, "a commit waiting for its sync is a writer at work");
+        });
+        assert!(!db.inner.write_activity().1, "the commit is durable: idle");
     }
 
     #[test]

@@ -178,9 +178,10 @@ pub(crate) struct Inner {
     pub(super) writing: AtomicUsize,
 }
 
-/// Counts a write transaction from the moment it waits for the writer lock until it ends, so
-/// that a defrag's pace can tell a writer that is busy (reading cold tree pages, say) from an
-/// idle database (`defrag::pace`).
+/// Counts a write transaction from the moment it waits for the writer lock until it ends, and a
+/// group commit while it waits for its sync, so that a defrag's pace can tell a writer that is
+/// busy (reading cold tree pages, or waiting for a slow sync) from an idle database
+/// (`defrag::pace`).
 #[derive(Debug)]
 pub(super) struct Writing<'db>(&'db AtomicUsize);
 

@@ -103,9 +103,10 @@ impl NewFile {
         self.db.as_ref().expect("a new file not yet swapped in")
     }
 
-    /// Writes back what the commits so far wrote, so that the swap's sync (with writers held)
-    /// has only the last round's pages left to write. Makes nothing durable that counts: the
-    /// file is not in place yet.
+    /// Writes back what the commits so far wrote, so that the swap's finish has only the last
+    /// round's pages left to write. Makes nothing durable that counts: the file is not in place
+    /// yet. Its cost is what the commits since the last call wrote: the defrag calls it after
+    /// each piece of a catch-up round.
     pub fn write_back(&self) -> Result<()> {
         self.db().inner.storage().sync()
     }

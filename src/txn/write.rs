@@ -38,7 +38,11 @@ impl Visible<'_> {
     /// Waits until the commit is durable.
     pub fn wait(self) -> Result<()> {
         match self.unsynced {
-            Some(txid) => self.db.sync.wait_synced(txid),
+            Some(txid) => {
+                // A writer waiting for its group's sync is still at work (`Writing`).
+                let _writing = Writing::enter(self.db);
+                self.db.sync.wait_synced(txid)
+            }
             None => Ok(()),
         }
     }

@@ -8,3 +8,4 @@ mod common;
 
 mod defrag;
 mod defrag_online;
+mod write_back;
