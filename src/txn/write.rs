@@ -524,9 +524,9 @@ fn grow_target(current: u64, needed: u64, page_size: u32, max: Option<u64>) -> u
 /// write of one page into a folio walks all of the folio's blocks (`ext4_block_write_begin`,
 /// `block_commit_write`, and writeback's `mpage_process_page_bufs`). A bulk load's first commits
 /// write long runs at the end of the file and its later commits rewrite those pages one by one:
-/// with 8 MiB writes (2 MiB folios) that walk was about a third of a 1 KiB-value load's system
-/// time (`examples/bulk_load.rs`: 21.8 µs of system CPU per put with 8 MiB writes, 12.6 with
-/// 64 KiB, 12.4 with 16 KiB). LMDB writes at most 64 pages per call.
+/// with 8 MiB writes (folios of up to 2 MiB) that walk was about 40% of a 1 KiB-value load's
+/// system time (`examples/bulk_load.rs`: 21.8 µs of system CPU per put with 8 MiB writes, 12.6
+/// with 64 KiB, 12.4 with 16 KiB). LMDB writes at most 64 pages per call.
 const COMMIT_WRITE_MAX: usize = 64 << 10;
 
 // Pieces of a long run hold whole pages of any page size.
