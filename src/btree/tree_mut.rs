@@ -171,13 +171,16 @@ pub(crate) struct PageWrites {
     runs: Vec<(PageId, u64, usize)>,
 }
 
-/// Buffer bytes a commit's [`PageWrites`] keeps for the next commit.
+/// Buffer bytes a commit's [`PageWrites`] keeps for the next commit whatever it used.
 const PAGE_WRITES_KEPT_MAX: usize = 64 << 20;
 
 impl PageWrites {
-    /// Forgets every run, keeping the buffer (unless it grew very large).
+    /// Forgets every run, keeping the buffer unless it is large and the commit that just used
+    /// it filled less than half of it. A bulk load's commits each write about as many pages as
+    /// the one before (70 MiB for 10,000 puts of 1 KiB values): dropping the buffer made each of
+    /// them fault in, zero and copy a new one as it grew, a tenth of the load's system time.
     pub fn clear(&mut self) {
-        if self.buf.len() > PAGE_WRITES_KEPT_MAX {
+        if self.buf.len() > PAGE_WRITES_KEPT_MAX && self.used < self.buf.len() / 2 {
             self.buf = Vec::new();
         }
         self.used = 0;

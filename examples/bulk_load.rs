@@ -1,0 +1,189 @@
+//! The comparison benchmark's bulk load, folio alone, with what it costs per put: user and system
+//! CPU, bytes written, write calls and syncs per commit (counted by a storage wrapped around the
+//! file). For profiling the write path (`perf record -g target/release/examples/bulk_load`).
+//!
+//! `cargo run --release --example bulk_load -- [--keys N] [--value-bytes B] [--per-txn T]
+//! [--dir D] [--no-sync]`
+//!
+//! Defaults: 1,000,000 random keys of 16 to 32 bytes (the comparison's generator and seed),
+//! 100-byte values, 10,000 puts per durable transaction, in a fresh file under `target/tmp`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use folio::storage::{FileStorage, Storage};
+use folio::{Db, Durability};
+
+/// What the file was asked to do.
+#[derive(Debug, Default)]
+struct Counts {
+    writes: AtomicU64,
+    bytes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// The file, with its writes and syncs counted.
+#[derive(Debug)]
+struct Counted {
+    file: FileStorage,
+    counts: Arc<Counts>,
+}
+
+impl Storage for Counted {
+    fn len(&self) -> folio::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> folio::Result<()> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> folio::Result<()> {
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.file.write_at(data, offset)
+    }
+    fn set_len(&self, len: u64) -> folio::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync(&self) -> folio::Result<()> {
+        self.counts.syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync()
+    }
+    fn map(&self) -> folio::Result<memmap2::Mmap> {
+        self.file.map()
+    }
+    fn path(&self) -> PathBuf {
+        self.file.path()
+    }
+    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
+        self.file.create_sibling(path)
+    }
+    fn rename(&self, to: &Path) -> folio::Result<()> {
+        self.file.rename(to)
+    }
+    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
+        self.file.remove_sibling(path)
+    }
+    fn sync_dir(&self) -> folio::Result<()> {
+        self.file.sync_dir()
+    }
+}
+
+/// splitmix64, as `benches/compare/data.rs` has it, so the keys are the comparison's.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    fn between(&mut self, lo: usize, hi: usize) -> usize {
+        lo + ((self.next_u64() as u128 * (hi - lo + 1) as u128) >> 64) as usize
+    }
+}
+
+fn keys(count: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x5eed_0001);
+    (0..count)
+        .map(|_| {
+            let mut k = vec![0u8; rng.between(16, 32)];
+            for chunk in k.chunks_mut(8) {
+                let bytes = rng.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+            k
+        })
+        .collect()
+}
+
+/// User and system CPU time of this process so far.
+fn cpu() -> (Duration, Duration) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let d = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (d(usage.ru_utime), d(usage.ru_stime))
+}
+
+fn main() {
+    let (mut n, mut value_len, mut per_txn, mut dir, mut sync) =
+        (1_000_000usize, 100usize, 10_000usize, None::<PathBuf>, true);
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--keys" => n = value().parse().expect("--keys N"),
+            "--value-bytes" => value_len = value().parse().expect("--value-bytes B"),
+            "--per-txn" => per_txn = value().parse().expect("--per-txn T"),
+            "--dir" => dir = Some(value().into()),
+            "--no-sync" => sync = false,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let keys = keys(n);
+    let mut values = vec![0u8; value_len + 64];
+    let mut rng = Rng(0x5eed_0002);
+    for b in values.iter_mut() {
+        *b = rng.next_u64() as u8;
+    }
+    let dir = dir.unwrap_or_else(|| PathBuf::from("target/tmp"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("bulk-load-{}.folio", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let counts = Arc::new(Counts::default());
+    let file = Counted {
+        file: FileStorage::create_new(&path).unwrap(),
+        counts: counts.clone(),
+    };
+    let durability = if sync {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
+    let db = Db::builder()
+        .durability(durability)
+        .create_with(Box::new(file))
+        .unwrap();
+    let (u0, s0) = cpu();
+    let start = Instant::now();
+    let mut commits = 0u64;
+    for batch in keys.chunks(per_txn) {
+        let mut tx = db.begin_write().unwrap();
+        {
+            let mut tree = tx.open_tree(b"bench").unwrap();
+            for (j, k) in batch.iter().enumerate() {
+                let at = j % 64;
+                tree.put(k, &values[at..at + value_len]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        commits += 1;
+    }
+    let time = start.elapsed();
+    let (u1, s1) = cpu();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    println!(
+        "{n} keys, {value_len} B values, {per_txn} per txn ({}): {:.0} keys/s; per put {:.2} µs user + {:.2} µs sys; {:.0} bytes written per put; {:.1} writes and {:.1} syncs per commit; file {} MiB",
+        if sync { "synced" } else { "no sync" },
+        n as f64 / time.as_secs_f64(),
+        per(u1 - u0),
+        per(s1 - s0),
+        c(&counts.bytes) / n as f64,
+        c(&counts.writes) / commits as f64,
+        c(&counts.syncs) / commits as f64,
+        std::fs::metadata(&path).map(|m| m.len() >> 20).unwrap_or(0),
+    );
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+}
