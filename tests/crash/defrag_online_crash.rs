@@ -1,9 +1,10 @@
 //! Crash safety of an online defrag with a writer committing during it, through `SimStorage`.
 //!
 //! The writer commits from the defrag's round callback (between catch-up rounds, when no lock is
-//! held), so the interleaving is the same in every run: the bulk copy, then commit A, a round,
-//! commit B, a round, commit C, the last round (writers held) and the swap, then commit D after
-//! the defrag. A power loss (torn or reordered, directory as synced or as it stood) or a process
+//! held), so the interleaving is the same in every run: the bulk copy, then commits P, Q (about
+//! 800 KiB of new values each) and A, a round that catches up with all three in paced pieces of
+//! about a MiB, each its own commit and sync, then commit B, a round, commit C, the last round
+//! (writers held) and the swap, then commit D after the defrag. A power loss (torn or reordered, directory as synced or as it stood) or a process
 //! crash at every storage call of that sequence leaves at the database path the old file or the
 //! new one, whole: it opens, passes `check`, and holds every commit acknowledged before the crash
 //! (and perhaps the one in flight), nothing less and nothing else.
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::common::fragmented::{self, PAGE_SIZE, Shape, value};
 use crate::common::{contents, point_seed, reorder_seeds};
 use folio::sim::{DirState, Fault, SimStorage};
-use folio::{Db, DefragOptions, Durability};
+use folio::{Db, DefragOptions, DefragReport, Durability};
 
 /// A fragmented database: commits that overwrite and delete in two trees, with overflow values.
 fn fragmented_image(dir: &Path) -> Vec<u8> {
@@ -30,11 +31,24 @@ fn fragmented_image(dir: &Path) -> Vec<u8> {
     fragmented::image(dir, &shape)
 }
 
-/// The writer's commit number `n` (0 to 3: A, B and C during the defrag, D after it): each puts
-/// and deletes fewer keys than the one before, so that the rounds shrink; C also creates a tree
-/// and B deletes one.
+/// How many commits the writer makes: P, Q, A, B and C during the defrag, D after it.
+const COMMITS: u32 = 6;
+
+/// The writer's commit number `n`: P and Q (0 and 1) put 800 values of 1,000 bytes each, so that
+/// the round after them is written back in pieces; A, B and C (2 to 4) during the defrag and D
+/// (5) after it each put and delete fewer keys than the one before, so that the rounds shrink; C
+/// also creates a tree and B deletes one.
 fn commit(db: &Db, n: u32) -> folio::Result<()> {
     let mut tx = db.begin_write()?;
+    if n < 2 {
+        let mut t = tx.open_tree(b"alpha")?;
+        for i in 0..800 {
+            t.put(format!("bulk-{n}-{i:04}").as_bytes(), &value(i + n, 1000))?;
+        }
+        drop(t);
+        return tx.commit();
+    }
+    let n = n - 2;
     let mut t = tx.open_tree(b"alpha")?;
     for i in 0..(40 - n * 10) {
         let len = if i % 5 == 0 { 900 } else { 60 };
@@ -67,9 +81,10 @@ fn open(dir: &Path, name: &str, image: &[u8]) -> (PathBuf, SimStorage, Db) {
     (path, sim, db)
 }
 
-/// Runs the sequence on `db`: a defrag with commits A, B, C between its rounds, then D. Returns
-/// how many commits were acknowledged, and whether the defrag returned.
-fn run(db: &Db) -> (u32, bool) {
+/// Runs the sequence on `db`: a defrag with commits P, Q and A, then B, then C between its
+/// rounds, then D. Returns how many commits were acknowledged, and the defrag's report if it
+/// returned.
+fn run(db: &Db) -> (u32, Option<DefragReport>) {
     let acked = Arc::new(Mutex::new(0u32));
     let (writer, done) = (db.clone(), acked.clone());
     let options = DefragOptions::default()
@@ -77,8 +92,13 @@ fn run(db: &Db) -> (u32, bool) {
         .rounds_max(3)
         .warm_cache(false)
         .on_round(move |round| {
-            let n = *done.lock().unwrap();
-            if !round.last && n < 3 && commit(&writer, n).is_ok() {
+            // P, Q and A after the first round, one at a time after the others.
+            let upto = if *done.lock().unwrap() == 0 { 3 } else { 1 };
+            for _ in 0..upto {
+                let n = *done.lock().unwrap();
+                if round.last || n >= COMMITS - 1 || commit(&writer, n).is_err() {
+                    return;
+                }
                 *done.lock().unwrap() += 1;
             }
         });
@@ -86,13 +106,17 @@ fn run(db: &Db) -> (u32, bool) {
     drop(options);
     let mut n = *acked.lock().unwrap();
     if let Ok(report) = &defragged {
-        assert_eq!(n, 3, "A, B and C commit during the defrag: {report}");
+        assert_eq!(
+            n,
+            COMMITS - 1,
+            "P, Q, A, B and C commit during the defrag: {report}"
+        );
         assert_eq!(report.rounds.len(), 4, "{report}");
-        if commit(db, 3).is_ok() {
+        if commit(db, COMMITS - 1).is_ok() {
             n += 1;
         }
     }
-    (n, defragged.is_ok())
+    (n, defragged.ok())
 }
 
 /// What a crash keeps.
@@ -111,10 +135,10 @@ fn a_crash_at_any_call_of_an_online_defrag_beside_a_writer_keeps_every_acknowled
     let dir = tempfile::tempdir().unwrap();
     let image = fragmented_image(dir.path());
 
-    // The dry run: the states after 0 to 4 commits, and the calls made.
+    // The dry run: the states after 0 to 6 commits, and the calls made.
     let (_, sim, db) = open(dir.path(), "dry.folio", &image);
     let mut states = vec![contents(&db)];
-    for n in 0..4 {
+    for n in 0..COMMITS {
         let (_, _, db) = open(dir.path(), &format!("state-{n}.folio"), &image);
         for m in 0..=n {
             commit(&db, m).unwrap();
@@ -122,8 +146,12 @@ fn a_crash_at_any_call_of_an_online_defrag_beside_a_writer_keeps_every_acknowled
         states.push(contents(&db));
     }
     let start = sim.calls();
-    assert_eq!(run(&db), (4, true));
-    assert_eq!(contents(&db), states[4]);
+    let (acked, report) = run(&db);
+    assert_eq!(acked, COMMITS);
+    // The round after P, Q and A was written back in pieces, each its own commit.
+    let report = report.expect("the dry run's defrag");
+    assert!(report.rounds[1].commits >= 2, "{report}");
+    assert_eq!(contents(&db), states[COMMITS as usize]);
     let calls = sim.calls() - start;
     drop(db);
 
@@ -132,7 +160,8 @@ fn a_crash_at_any_call_of_an_online_defrag_beside_a_writer_keeps_every_acknowled
     for n in 1..=calls {
         let (path, sim, db) = open(dir.path(), &format!("crash-{n}.folio"), &image);
         sim.arm(n, Fault::Crash);
-        let (acked, defragged) = run(&db);
+        let (acked, report) = run(&db);
+        let defragged = report.is_some();
         assert!(sim.crashed(), "call {n} was never made");
         drop(db);
         let torn = [None, Some(0), Some(PAGE_SIZE as usize / 2)].map(Loss::Torn);
@@ -165,7 +194,7 @@ fn a_crash_at_any_call_of_an_online_defrag_beside_a_writer_keeps_every_acknowled
                 assert!(report.is_clean(), "{context}: {report}");
                 let got = contents(&db);
                 let k = acked as usize;
-                let state = (k..=(k + 1).min(4))
+                let state = (k..=(k + 1).min(COMMITS as usize))
                     .find(|&s| got == states[s])
                     .unwrap_or_else(|| {
                         panic!("{context}: not the state after {k} or {} commits", k + 1)
@@ -176,7 +205,7 @@ fn a_crash_at_any_call_of_an_online_defrag_beside_a_writer_keeps_every_acknowled
     }
     println!("outcomes: {outcomes:?}");
     // Crashes before, during and after the defrag each left their own state.
-    for s in 0..=4 {
+    for s in 0..=COMMITS as usize {
         assert!(
             outcomes
                 .keys()
