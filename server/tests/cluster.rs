@@ -480,27 +480,38 @@ async fn a_watch_on_a_follower_goes_on_after_a_snapshot_replaces_its_store() {
     // Cut off, the follower falls behind while the leader snapshots and purges its log.
     let behind = cluster.node(follower).status().raft_index;
     cluster.node(follower).isolate(true);
-    for n in 3..40 {
-        written.push(write(n, n % 5 == 4).await);
-    }
+    // The leader snapshots and purges in the background: write until it has purged past what
+    // the follower holds (37 writes did in most runs), at most 20 s.
     let leader_node = cluster.node(leader);
-    let purged = leader_node
-        .raft()
-        .metrics()
-        .borrow()
-        .purged
-        .map(|l| l.index);
-    assert!(
-        purged.is_some_and(|p| p > behind),
-        "the leader purged its log up to {purged:?}; the follower holds up to {behind}"
-    );
+    let purged = || {
+        leader_node
+            .raft()
+            .metrics()
+            .borrow()
+            .purged
+            .map(|l| l.index)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 3;
+    while n < 40 || !purged().is_some_and(|p| p > behind) {
+        assert!(
+            Instant::now() < deadline,
+            "the leader purged its log up to {:?}; the follower holds up to {behind}",
+            purged()
+        );
+        written.push(write(n, n % 5 == 4).await);
+        n += 1;
+        if n >= 40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     cluster.node(follower).isolate(false);
     cluster.settled().await;
     assert!(
         *cluster.node(follower).installs().borrow() >= 1,
         "the follower caught up without a snapshot install"
     );
-    for n in 40..43 {
+    for n in n..n + 3 {
         written.push(write(n, false).await);
     }
 
