@@ -41,11 +41,12 @@ const COMMITS: u32 = 6;
 fn commit(db: &Db, n: u32) -> folio::Result<()> {
     let mut tx = db.begin_write()?;
     if n < 2 {
-        let mut t = tx.open_tree(b"alpha")?;
-        for i in 0..800 {
-            t.put(format!("bulk-{n}-{i:04}").as_bytes(), &value(i + n, 1000))?;
+        {
+            let mut t = tx.open_tree(b"alpha")?;
+            for i in 0..800 {
+                t.put(format!("bulk-{n}-{i:04}").as_bytes(), &value(i + n, 1000))?;
+            }
         }
-        drop(t);
         return tx.commit();
     }
     let n = n - 2;
