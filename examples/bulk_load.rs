@@ -8,69 +8,18 @@
 //! Defaults: 1,000,000 random keys of 16 to 32 bytes (the comparison's generator and seed),
 //! 100-byte values, 10,000 puts per durable transaction, in a fresh file under `target/tmp`.
 
-use std::path::{Path, PathBuf};
+#[path = "support/counted.rs"]
+mod counted;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::storage::{FileStorage, Storage};
+use counted::{Counted, Counts};
+
+use folio::storage::FileStorage;
 use folio::{Db, Durability};
-
-/// What the file was asked to do.
-#[derive(Debug, Default)]
-struct Counts {
-    writes: AtomicU64,
-    bytes: AtomicU64,
-    syncs: AtomicU64,
-}
-
-/// The file, with its writes and syncs counted.
-#[derive(Debug)]
-struct Counted {
-    file: FileStorage,
-    counts: Arc<Counts>,
-}
-
-impl Storage for Counted {
-    fn len(&self) -> folio::Result<u64> {
-        self.file.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> folio::Result<()> {
-        self.file.read_at(buf, offset)
-    }
-    fn write_at(&self, data: &[u8], offset: u64) -> folio::Result<()> {
-        self.counts.writes.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.file.write_at(data, offset)
-    }
-    fn set_len(&self, len: u64) -> folio::Result<()> {
-        self.file.set_len(len)
-    }
-    fn sync(&self) -> folio::Result<()> {
-        self.counts.syncs.fetch_add(1, Ordering::Relaxed);
-        self.file.sync()
-    }
-    fn map(&self) -> folio::Result<memmap2::Mmap> {
-        self.file.map()
-    }
-    fn path(&self) -> PathBuf {
-        self.file.path()
-    }
-    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
-        self.file.create_sibling(path)
-    }
-    fn rename(&self, to: &Path) -> folio::Result<()> {
-        self.file.rename(to)
-    }
-    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
-        self.file.remove_sibling(path)
-    }
-    fn sync_dir(&self) -> folio::Result<()> {
-        self.file.sync_dir()
-    }
-}
 
 /// splitmix64, as `benches/compare/data.rs` has it, so the keys are the comparison's.
 struct Rng(u64);

@@ -16,57 +16,16 @@
 //! file system, not tmpfs): with syncs that cost nothing, 8 threads on a small machine only
 //! compete for its cores.
 
+#[path = "support/counted.rs"]
+mod counted;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::storage::{FileStorage, Storage};
+use folio::storage::FileStorage;
 use folio::{Db, Durability, KeyRange, Op, RangeOptions, Store};
-
-/// The file, with its syncs counted.
-#[derive(Debug)]
-struct CountSyncs {
-    file: FileStorage,
-    syncs: Arc<AtomicU64>,
-}
-
-impl Storage for CountSyncs {
-    fn len(&self) -> folio::Result<u64> {
-        self.file.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> folio::Result<()> {
-        self.file.read_at(buf, offset)
-    }
-    fn write_at(&self, data: &[u8], offset: u64) -> folio::Result<()> {
-        self.file.write_at(data, offset)
-    }
-    fn set_len(&self, len: u64) -> folio::Result<()> {
-        self.file.set_len(len)
-    }
-    fn sync(&self) -> folio::Result<()> {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.file.sync()
-    }
-    fn map(&self) -> folio::Result<memmap2::Mmap> {
-        self.file.map()
-    }
-    fn path(&self) -> PathBuf {
-        self.file.path()
-    }
-    fn create_sibling(&self, path: &Path) -> folio::Result<Box<dyn Storage>> {
-        self.file.create_sibling(path)
-    }
-    fn rename(&self, to: &Path) -> folio::Result<()> {
-        self.file.rename(to)
-    }
-    fn remove_sibling(&self, path: &Path) -> folio::Result<()> {
-        self.file.remove_sibling(path)
-    }
-    fn sync_dir(&self) -> folio::Result<()> {
-        self.file.sync_dir()
-    }
-}
 
 struct Args {
     keys: u64,
@@ -116,11 +75,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (f64, f64) {
     let path = dir.join(format!("puts-{threads}.folio"));
     let _ = std::fs::remove_file(&path);
-    let syncs = Arc::new(AtomicU64::new(0));
-    let file = CountSyncs {
+    let counts = Arc::new(counted::Counts::default());
+    let file = counted::Counted {
         file: FileStorage::create_new(&path).unwrap(),
-        syncs: syncs.clone(),
+        counts: counts.clone(),
     };
+    let syncs = &counts.syncs;
     let db = Db::builder()
         .durability(Durability::Group)
         .create_with(Box::new(file))
