@@ -136,6 +136,31 @@ impl Cluster {
         LeaseClient::new(self.channel(i))
     }
 
+    /// A watch stream on member `i` with one watcher made by `create`, once it is created; the
+    /// sender keeps the stream open.
+    async fn watch(
+        &self,
+        i: usize,
+        create: WatchCreateRequest,
+    ) -> (
+        tokio::sync::mpsc::Sender<WatchRequest>,
+        tonic::Streaming<folio_server::pb::etcdserverpb::WatchResponse>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut watch = WatchClient::new(self.channel(i))
+            .watch(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(create)),
+        })
+        .await
+        .unwrap();
+        assert!(watch.message().await.unwrap().unwrap().created);
+        (tx, watch)
+    }
+
     /// The members running now.
     fn up(&self) -> Vec<usize> {
         (0..NAMES.len())
@@ -368,25 +393,18 @@ async fn a_watch_on_a_follower_sees_writes_made_through_the_leader() {
     let cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % NAMES.len();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut watch = WatchClient::new(cluster.channel(follower))
-        .watch(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
     let mut end = b"watched/".to_vec();
     *end.last_mut().unwrap() += 1;
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"watched/".to_vec(),
-            range_end: end,
-            ..WatchCreateRequest::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let created = watch.message().await.unwrap().unwrap();
-    assert!(created.created);
+    let (tx, mut watch) = cluster
+        .watch(
+            follower,
+            WatchCreateRequest {
+                key: b"watched/".to_vec(),
+                range_end: end,
+                ..WatchCreateRequest::default()
+            },
+        )
+        .await;
     let mut written = Vec::new();
     let mut kv = cluster.kv(leader);
     for n in 0..5 {
@@ -429,22 +447,16 @@ async fn a_watch_on_a_follower_goes_on_after_a_snapshot_replaces_its_store() {
     .await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % NAMES.len();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut watch = WatchClient::new(cluster.channel(follower))
-        .watch(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"snap/".to_vec(),
-            range_end: b"snap0".to_vec(),
-            ..WatchCreateRequest::default()
-        })),
-    })
-    .await
-    .unwrap();
-    assert!(watch.message().await.unwrap().unwrap().created);
+    let (tx, mut watch) = cluster
+        .watch(
+            follower,
+            WatchCreateRequest {
+                key: b"snap/".to_vec(),
+                range_end: b"snap0".to_vec(),
+                ..WatchCreateRequest::default()
+            },
+        )
+        .await;
 
     // (key, event type, revision) of each write, in the order the leader acknowledged them.
     let mut written: Vec<(String, i32, i64)> = Vec::new();
@@ -597,21 +609,15 @@ async fn a_lease_granted_through_a_follower_expires_at_one_revision_on_every_mem
     assert_eq!(ttl.ttl, 4, "12 s after the grant, 6 s after the keep-alive");
 
     // A watch on a follower, then the lease runs out.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut watch = WatchClient::new(cluster.channel(f2))
-        .watch(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"leased".to_vec(),
-            ..WatchCreateRequest::default()
-        })),
-    })
-    .await
-    .unwrap();
-    assert!(watch.message().await.unwrap().unwrap().created);
+    let (tx, mut watch) = cluster
+        .watch(
+            f2,
+            WatchCreateRequest {
+                key: b"leased".to_vec(),
+                ..WatchCreateRequest::default()
+            },
+        )
+        .await;
     cluster.clock.advance(Duration::from_secs(5));
     let deleted = loop {
         let r = tokio::time::timeout(Duration::from_secs(20), watch.message())
