@@ -71,8 +71,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Puts per second with `threads` threads, each put its own durable commit, in a fresh store
-/// (as [`Store::open`] makes it: group commit), and the syncs per put.
-fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (f64, f64) {
+/// (as [`Store::open`] makes it: group commit), the syncs per put, and the puts per group-commit
+/// round (per meta write).
+fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (f64, f64, f64) {
     let path = dir.join(format!("puts-{threads}.folio"));
     let _ = std::fs::remove_file(&path);
     let counts = Arc::new(counted::Counts::default());
@@ -87,6 +88,7 @@ fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (
         .unwrap();
     let store = Store::with_db(db).unwrap();
     let before = syncs.load(Ordering::Relaxed);
+    let metas_before = counts.metas.load(Ordering::Relaxed);
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -101,7 +103,12 @@ fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (
     let puts = threads * per_thread;
     let elapsed = start.elapsed().as_secs_f64();
     let synced = syncs.load(Ordering::Relaxed) - before;
-    (puts as f64 / elapsed, synced as f64 / puts as f64)
+    let rounds = counts.metas.load(Ordering::Relaxed) - metas_before;
+    (
+        puts as f64 / elapsed,
+        synced as f64 / puts as f64,
+        puts as f64 / rounds.max(1) as f64,
+    )
 }
 
 fn main() {
@@ -119,13 +126,15 @@ fn main() {
 
     let (mut ones, mut eights) = (Vec::new(), Vec::new());
     let (mut ones_syncs, mut eights_syncs) = (Vec::new(), Vec::new());
+    let mut eights_rounds = Vec::new();
     for _ in 0..a.put_reps {
-        let (rate, syncs) = puts_per_second(&dir, 1, a.puts, &value);
+        let (rate, syncs, _) = puts_per_second(&dir, 1, a.puts, &value);
         ones.push(rate);
         ones_syncs.push(syncs);
-        let (rate, syncs) = puts_per_second(&dir, 8, a.puts / 8, &value);
+        let (rate, syncs, per_round) = puts_per_second(&dir, 8, a.puts / 8, &value);
         eights.push(rate);
         eights_syncs.push(syncs);
+        eights_rounds.push(per_round);
     }
     let show = |v: &[f64], digits: usize| {
         v.iter()
@@ -145,6 +154,10 @@ fn main() {
     println!(
         "syncs per put, 8 threads, each run:    {}",
         show(&eights_syncs, 2)
+    );
+    println!(
+        "puts per round, 8 threads, each run:   {}",
+        show(&eights_rounds, 2)
     );
     let median_of = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

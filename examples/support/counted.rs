@@ -15,6 +15,9 @@ pub struct Counts {
     pub bytes: AtomicU64,
     /// Syncs.
     pub syncs: AtomicU64,
+    /// Writes to the first two pages (the meta slots, with 4 KiB pages): one per commit made
+    /// durable by a round of its own, or per group-commit round.
+    pub metas: AtomicU64,
 }
 
 /// The file, with its writes and syncs counted.
@@ -38,6 +41,9 @@ impl Storage for Counted {
         self.counts
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if offset < 2 * 4096 {
+            self.counts.metas.fetch_add(1, Ordering::Relaxed);
+        }
         self.file.write_at(data, offset)
     }
     fn set_len(&self, len: u64) -> folio::Result<()> {
