@@ -137,6 +137,8 @@ fn args() -> Result<Args, String> {
 #[derive(Clone, Copy)]
 struct Sample {
     phase: u8,
+    /// A read that was a range (a namespace, 50 keys, every key of it counted), not a get.
+    range: bool,
     at: Duration,
     latency: Duration,
     /// Of `latency`, the time the thread was runnable but waited for a core: the machine's
@@ -553,6 +555,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                         store.put(&key, &value).expect("put");
                         out.push(Sample {
                             phase: p.max(phase.load(Ordering::Relaxed)),
+                            range: false,
                             at: t0.elapsed(),
                             latency: started.elapsed(),
                             queued: run_queue.waited().saturating_sub(queued),
@@ -575,7 +578,8 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                         let p = phase.load(Ordering::Relaxed);
                         let counted = counters.read();
                         let (started, queued) = (Instant::now(), run_queue.waited());
-                        if rng.below(2) == 0 {
+                        let range = rng.below(2) == 0;
+                        if range {
                             let ns = format!("/registry/pods/ns-{:02}/", rng.below(50));
                             store
                                 .range(
@@ -593,6 +597,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
                         }
                         out.push(Sample {
                             phase: p.max(phase.load(Ordering::Relaxed)),
+                            range,
                             at: t0.elapsed(),
                             latency: started.elapsed(),
                             queued: run_queue.waited().saturating_sub(queued),
@@ -694,6 +699,25 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
         longest(&reads_during),
         longest(&reads_after)
     );
+    println!("reads less their wait for a core, p50 / p99 / p99.9 / max (count):");
+    for (kind, range) in [("range", true), ("get", false)] {
+        for (name, p) in [("before", BEFORE), ("during", DURING)] {
+            let mut l: Vec<Duration> = readers
+                .iter()
+                .filter(|s| s.phase == p && s.range == range)
+                .map(Sample::held)
+                .collect();
+            l.sort_unstable();
+            println!(
+                "  {kind} {name}: {} / {} / {} / {} ({})",
+                ms(percentile(&l, 0.5)),
+                ms(percentile(&l, 0.99)),
+                ms(percentile(&l, 0.999)),
+                ms(l.last().copied().unwrap_or_default()),
+                l.len()
+            );
+        }
+    }
     let steps = steps.lock().unwrap();
     let most_held = |samples: &[Sample], phase: u8| {
         samples
@@ -743,7 +767,12 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
         for s in slow.iter().take(5) {
             let c = s.counts;
             println!(
-                "    {} ({} of it waiting for a core) in the {}{}",
+                "    {}{} ({} of it waiting for a core) in the {}{}",
+                if what == "reads" {
+                    if s.range { "a range of " } else { "a get of " }
+                } else {
+                    ""
+                },
                 ms(s.latency),
                 ms(s.queued),
                 steps.name(s.at),

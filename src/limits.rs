@@ -115,12 +115,12 @@ pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
 /// answers as it did before the compaction (etcd's `hashStorageMaxSize`).
 pub const COMPACTION_HASHES_KEPT: usize = 10;
 
-/// Keys of the key index a streaming range ([`crate::Store::range_stream`]) reads under one hold
-/// of the index lock.
-pub const RANGE_STREAM_INDEX_CHUNK: usize = 1024;
+/// Keys of the key index a range ([`crate::Store::range`], [`crate::Store::range_stream`]) reads
+/// under one hold of the index lock: writers that wait for the lock wait for no more than this.
+pub const RANGE_INDEX_CHUNK: usize = 1024;
 /// Records a streaming range reads from the key tree at a time: what it holds in memory.
 pub const RANGE_STREAM_LOAD_BATCH: usize = 128;
-const _: () = assert!(RANGE_STREAM_LOAD_BATCH > 0 && RANGE_STREAM_INDEX_CHUNK > 0);
+const _: () = assert!(RANGE_STREAM_LOAD_BATCH > 0 && RANGE_INDEX_CHUNK > 0);
 /// Records the `key` tree must hold for a store's close to persist its key index: below it a
 /// rebuild on open takes milliseconds, and the file is left as an older build would leave it.
 /// (`Store::persist_index` persists at any size.)

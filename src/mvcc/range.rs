@@ -17,11 +17,13 @@
 use std::collections::VecDeque;
 use std::ops::Bound;
 
+use parking_lot::RwLockReadGuard;
+
 use crate::error::{Error, Result};
-use crate::limits::{RANGE_STREAM_INDEX_CHUNK, RANGE_STREAM_LOAD_BATCH};
+use crate::limits::{RANGE_INDEX_CHUNK, RANGE_STREAM_LOAD_BATCH};
 use crate::mvcc::key_index::{Index, KeyIndex, VisibleRevision};
 use crate::mvcc::revision::{KeyValue, Revision};
-use crate::mvcc::store::{KEY_TREE, Store, load, missing, read_revision};
+use crate::mvcc::store::{KEY_TREE, Store, StoreState, load, missing, read_revision};
 use crate::mvcc::types::{KeyRange, RangeOptions, SortOrder, SortTarget};
 use crate::txn::ReadTxn;
 
@@ -116,75 +118,185 @@ impl RangePlan {
     }
 }
 
-/// Plans a range read at `at` (see the module docs).
+/// A range's walk of the key index: fed the range's keys in walk order, a chunk at a time or all
+/// at once, it counts them and keeps the candidates (see the module docs).
+struct Planner<'o> {
+    options: &'o RangeOptions,
+    order: Order,
+    filter: Filter,
+    at: i64,
+    /// When the walk is the answer's order, `limit + 1` candidates tell `more`.
+    keep: usize,
+    /// In walk order, so the stable sorts of [`Planner::finish`] leave ties in key order.
+    picked: Vec<VisibleRevision>,
+    count: u64,
+}
+
+impl<'o> Planner<'o> {
+    fn new(options: &'o RangeOptions, at: i64) -> Planner<'o> {
+        let order = order(options);
+        Planner {
+            options,
+            order,
+            filter: Filter::new(options),
+            at,
+            keep: match order {
+                Order::Forward | Order::Backward if options.limit > 0 => {
+                    options.limit.saturating_add(1)
+                }
+                _ => usize::MAX,
+            },
+            picked: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Whether the walk goes from the last key to the first.
+    fn backward(&self) -> bool {
+        self.order == Order::Backward
+    }
+
+    fn visit(&mut self, ki: &KeyIndex) {
+        if let Some(v) = ki.get(self.at) {
+            self.count += 1;
+            if !self.options.count_only && self.picked.len() < self.keep && self.filter.passes(&v) {
+                self.picked.push(v);
+            }
+        }
+    }
+
+    fn finish(self) -> RangePlan {
+        let Planner {
+            options,
+            order,
+            mut picked,
+            count,
+            ..
+        } = self;
+        let limit = options.limit;
+        let mut plan = RangePlan {
+            revs: Vec::new(),
+            count,
+            more: false,
+            value_sort: None,
+            limit,
+            keys_only: options.keys_only,
+        };
+        if let Order::Sort { target, descend } = order {
+            match target {
+                SortTarget::Value => {
+                    plan.value_sort = Some(descend);
+                    plan.more = limit > 0 && picked.len() > limit;
+                    plan.revs = picked.iter().map(|v| v.modified).collect();
+                    return plan;
+                }
+                SortTarget::Version => picked.sort_by_key(|v| v.version),
+                SortTarget::Create => picked.sort_by_key(|v| v.created.main),
+                SortTarget::Mod => picked.sort_by_key(|v| v.modified.main),
+                SortTarget::Key => {}
+            }
+            if descend {
+                picked.reverse();
+            }
+        }
+        plan.more = limit > 0 && picked.len() > limit;
+        if limit > 0 {
+            picked.truncate(limit);
+        }
+        plan.revs = picked.iter().map(|v| v.modified).collect();
+        plan
+    }
+}
+
+/// Plans a range read at `at` (see the module docs), walking `index` in one go.
 pub(crate) fn plan_range(
     index: &Index,
     range: &KeyRange,
     at: i64,
     options: &RangeOptions,
 ) -> RangePlan {
-    let order = order(options);
-    let filter = Filter::new(options);
-    let limit = options.limit;
-    let mut plan = RangePlan {
-        revs: Vec::new(),
-        count: 0,
-        more: false,
-        value_sort: None,
-        limit,
-        keys_only: options.keys_only,
-    };
-    let Some(bounds) = range.as_bounds() else {
-        return plan;
-    };
-    // When the walk is the answer's order, `limit + 1` candidates tell `more`.
-    let keep = match order {
-        Order::Forward | Order::Backward if limit > 0 => limit.saturating_add(1),
-        _ => usize::MAX,
-    };
-    // In walk order, so the stable sorts below leave ties in key order.
-    let mut picked: Vec<VisibleRevision> = Vec::new();
-    let mut visit = |ki: &KeyIndex| {
-        if let Some(v) = ki.get(at) {
-            plan.count += 1;
-            if !options.count_only && picked.len() < keep && filter.passes(&v) {
-                picked.push(v);
+    let mut planner = Planner::new(options, at);
+    if let Some(bounds) = range.as_bounds() {
+        let entries = index.range::<[u8], _>(bounds);
+        if planner.backward() {
+            entries.rev().for_each(|(_, ki)| planner.visit(ki));
+        } else {
+            entries.for_each(|(_, ki)| planner.visit(ki));
+        }
+    }
+    planner.finish()
+}
+
+/// Plans a range read of `store` at the revision `options` name, as [`plan_range`] does, but
+/// walks the key index [`RANGE_INDEX_CHUNK`] keys at a time and lets any thread waiting for the
+/// index lock have it between chunks. A writer takes that lock to index its put, and while it
+/// waits, new readers wait behind it (the lock is fair): a range walked in one hold kept every
+/// writer, and every get behind them, waiting for the whole walk (a get of 0.1 ms on a core took
+/// 15–20 ms beside ranges of 3,000 keys on a busy machine).
+///
+/// Between chunks writers index revisions past `at`, which the walk does not see, and may undo
+/// them; a compaction past `at` may drop revisions the walk needs, so then it starts again: at
+/// the new current revision when the read asked for the current one (the read then takes effect
+/// later), else refused as compacted, as it would have been had it come after the compaction.
+/// Returns the plan, a snapshot taken under the lock (it holds every revision up to the current
+/// one) and the current revision.
+pub(crate) fn plan_range_in_chunks<'s>(
+    store: &'s Store,
+    range: &KeyRange,
+    options: &RangeOptions,
+) -> Result<(RangePlan, ReadTxn<'s>, i64)> {
+    plan_range_in_chunks_with(store, range, options, |state| {
+        RwLockReadGuard::bump(state);
+    })
+}
+
+/// [`plan_range_in_chunks`], running `between` between chunks with the lock held (tests release
+/// it there to run a compaction).
+fn plan_range_in_chunks_with<'s>(
+    store: &'s Store,
+    range: &KeyRange,
+    options: &RangeOptions,
+    mut between: impl FnMut(&mut RwLockReadGuard<'_, StoreState>),
+) -> Result<(RangePlan, ReadTxn<'s>, i64)> {
+    let mut state = store.inner.state.read();
+    'again: loop {
+        let at = read_revision(options.revision, state.current, state.compacted)?;
+        let tx = store.inner.db.begin_read()?;
+        let current = state.current;
+        let mut planner = Planner::new(options, at);
+        let mut left = range.clone();
+        while let Some(bounds) = left.as_bounds() {
+            let entries = state.index.range::<[u8], _>(bounds);
+            let chunk: Vec<(&Box<[u8]>, &KeyIndex)> = if planner.backward() {
+                entries.rev().take(RANGE_INDEX_CHUNK).collect()
+            } else {
+                entries.take(RANGE_INDEX_CHUNK).collect()
+            };
+            for (_, ki) in &chunk {
+                planner.visit(ki);
+            }
+            match chunk.last() {
+                Some((last, _)) if chunk.len() == RANGE_INDEX_CHUNK => {
+                    let after = Bound::Excluded(last.to_vec());
+                    if planner.backward() {
+                        left.end = after;
+                    } else {
+                        left.start = after;
+                    }
+                }
+                _ => break,
+            }
+            between(&mut state);
+            if state.compacted > at {
+                continue 'again;
             }
         }
-    };
-    let entries = index.range::<[u8], _>(bounds);
-    if order == Order::Backward {
-        entries.rev().for_each(|(_, ki)| visit(ki));
-    } else {
-        entries.for_each(|(_, ki)| visit(ki));
+        return Ok((planner.finish(), tx, current));
     }
-    if let Order::Sort { target, descend } = order {
-        match target {
-            SortTarget::Value => {
-                plan.value_sort = Some(descend);
-                plan.more = limit > 0 && picked.len() > limit;
-                plan.revs = picked.iter().map(|v| v.modified).collect();
-                return plan;
-            }
-            SortTarget::Version => picked.sort_by_key(|v| v.version),
-            SortTarget::Create => picked.sort_by_key(|v| v.created.main),
-            SortTarget::Mod => picked.sort_by_key(|v| v.modified.main),
-            SortTarget::Key => {}
-        }
-        if descend {
-            picked.reverse();
-        }
-    }
-    plan.more = limit > 0 && picked.len() > limit;
-    if limit > 0 {
-        picked.truncate(limit);
-    }
-    plan.revs = picked.iter().map(|v| v.modified).collect();
-    plan
 }
 
 /// A range read that streams its keys: it reads the key index
-/// [`RANGE_STREAM_INDEX_CHUNK`] keys at a time and the records [`RANGE_STREAM_LOAD_BATCH`] at a
+/// [`RANGE_INDEX_CHUNK`] keys at a time and the records [`RANGE_STREAM_LOAD_BATCH`] at a
 /// time from one snapshot, so it holds a batch, never the whole answer (etcd 3.7's
 /// `RangeStream`). Made by [`Store::range_stream`].
 ///
@@ -303,9 +415,9 @@ impl RangeStream<'_> {
         };
         let entries = state.index.range::<[u8], _>(bounds);
         let chunk: Vec<(&Box<[u8]>, &KeyIndex)> = if self.backward {
-            entries.rev().take(RANGE_STREAM_INDEX_CHUNK).collect()
+            entries.rev().take(RANGE_INDEX_CHUNK).collect()
         } else {
-            entries.take(RANGE_STREAM_INDEX_CHUNK).collect()
+            entries.take(RANGE_INDEX_CHUNK).collect()
         };
         let o = &self.options;
         for (_, ki) in &chunk {
@@ -322,7 +434,7 @@ impl RangeStream<'_> {
             }
         }
         match chunk.last() {
-            Some((last, _)) if chunk.len() == RANGE_STREAM_INDEX_CHUNK => {
+            Some((last, _)) if chunk.len() == RANGE_INDEX_CHUNK => {
                 let after = Bound::Excluded(last.to_vec());
                 if self.backward {
                     self.left.end = after;
@@ -369,6 +481,176 @@ impl Iterator for RangeStream<'_> {
                 self.ended = true;
                 self.walked = false;
                 return Some(Err(e));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::types::RangeOptions;
+
+    /// A store of `2 * RANGE_INDEX_CHUNK + 7` keys, `k00000`..., with every key under `k001`
+    /// deleted and every tenth put again: three chunks of the index, tombstones, versions.
+    fn store(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir.join("kv.folio")).unwrap();
+        let n = RANGE_INDEX_CHUNK * 2 + 7;
+        for i in 0..n {
+            store.put(format!("k{i:05}").as_bytes(), b"v1").unwrap();
+        }
+        store.delete_range(KeyRange::prefix(b"k001")).unwrap();
+        for i in (0..n).step_by(10) {
+            store.put(format!("k{i:05}").as_bytes(), b"v2").unwrap();
+        }
+        store
+    }
+
+    /// What a range plans in one hold of the lock: the walk as it was before ranges were chunked.
+    fn in_one_go(
+        store: &Store,
+        range: &KeyRange,
+        options: &RangeOptions,
+    ) -> (Vec<Revision>, u64, bool) {
+        let state = store.inner.state.read();
+        let at = read_revision(options.revision, state.current, state.compacted).unwrap();
+        let plan = plan_range(&state.index, range, at, options);
+        (plan.revs, plan.count, plan.more)
+    }
+
+    fn planned(plan: &RangePlan) -> (Vec<Revision>, u64, bool) {
+        (plan.revs.clone(), plan.count, plan.more)
+    }
+
+    fn options(at: i64) -> Vec<RangeOptions> {
+        vec![
+            RangeOptions::current(),
+            RangeOptions::current().limit(1500),
+            RangeOptions::current().limit(3),
+            RangeOptions::current().sort(SortOrder::Descend, SortTarget::Key),
+            RangeOptions::current()
+                .sort(SortOrder::Descend, SortTarget::Key)
+                .limit(1100),
+            RangeOptions::current()
+                .sort(SortOrder::Ascend, SortTarget::Mod)
+                .limit(20),
+            RangeOptions::current().sort(SortOrder::Descend, SortTarget::Version),
+            RangeOptions::current()
+                .sort(SortOrder::Ascend, SortTarget::Value)
+                .limit(5),
+            RangeOptions::current().min_mod_revision(1000).limit(2000),
+            RangeOptions::current().max_create_revision(700),
+            RangeOptions::current().count_only(),
+            RangeOptions::at(at),
+            RangeOptions::at(at)
+                .sort(SortOrder::Descend, SortTarget::Key)
+                .limit(1500),
+        ]
+    }
+
+    #[test]
+    fn a_range_walked_in_chunks_plans_what_one_walk_of_the_index_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let at = store.current_revision() - 150;
+        let ranges = [
+            KeyRange::all(),
+            KeyRange::prefix(b"k0"),
+            KeyRange::bounds(&b"k00500"[..]..),
+            KeyRange::bounds(&b"k00100"[..]..&b"k02000"[..]),
+        ];
+        for range in &ranges {
+            for o in options(at) {
+                let mut chunks = 0;
+                let (plan, _, current) =
+                    plan_range_in_chunks_with(&store, range, &o, |_| chunks += 1).unwrap();
+                assert_eq!(
+                    planned(&plan),
+                    in_one_go(&store, range, &o),
+                    "{range:?} {o:?}"
+                );
+                assert_eq!(current, store.current_revision());
+                if *range == KeyRange::all() {
+                    assert_eq!(chunks, 2, "the whole index is walked in three chunks");
+                }
+            }
+        }
+    }
+
+    /// Writers index their revisions while a range is between chunks: it must see none of them
+    /// (their revisions are past its own) and miss none of what its revision holds.
+    #[test]
+    fn writes_between_chunks_are_not_seen_by_a_range_walked_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let at = store.current_revision() - 150;
+        for o in options(at) {
+            let want = in_one_go(&store, &KeyRange::all(), &o);
+            let revision = store.current_revision();
+            let mut round = 0;
+            let (plan, _, current) =
+                plan_range_in_chunks_with(&store, &KeyRange::all(), &o, |state| {
+                    round += 1;
+                    RwLockReadGuard::unlocked(state, || {
+                        // Behind the walk, ahead of it, and a key it has yet to reach, deleted.
+                        store
+                            .put(format!("k{round:05}x").as_bytes(), b"new")
+                            .unwrap();
+                        store.put(b"k99999", b"new").unwrap();
+                        store.delete_range(KeyRange::key(b"k02040")).unwrap();
+                        store.put(b"k00000", b"again").unwrap();
+                    });
+                })
+                .unwrap();
+            assert_eq!(round, 2);
+            assert_eq!(planned(&plan), want, "{o:?}");
+            assert_eq!(current, revision, "the revision the read took effect at");
+        }
+    }
+
+    /// A compaction past the range's revision between chunks may drop revisions the walk needs: a
+    /// read of the current revision starts again at the new current one, and a read of an older
+    /// revision is refused as compacted.
+    #[test]
+    fn a_compaction_past_a_range_walked_in_chunks_starts_it_again_or_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let compact_now = |state: &mut RwLockReadGuard<'_, StoreState>, compacted: &mut bool| {
+            if !*compacted {
+                *compacted = true;
+                RwLockReadGuard::unlocked(state, || {
+                    store.put(b"k00003", b"v3").unwrap();
+                    store.delete_range(KeyRange::key(b"k02050")).unwrap();
+                    store.compact(store.current_revision()).unwrap();
+                });
+            }
+        };
+        for i in 0..options(0).len() {
+            // Past the last compaction, so that the read at `at` starts.
+            for j in 0..200 {
+                store
+                    .put(format!("k{:05}", j * 7).as_bytes(), b"v4")
+                    .unwrap();
+            }
+            let o = options(store.current_revision() - 150).swap_remove(i);
+            let mut compacted = false;
+            let got = plan_range_in_chunks_with(&store, &KeyRange::all(), &o, |state| {
+                compact_now(state, &mut compacted)
+            });
+            assert!(compacted);
+            if o.revision == 0 {
+                let (plan, _, current) = got.unwrap();
+                assert_eq!(current, store.current_revision(), "{o:?}");
+                assert_eq!(
+                    planned(&plan),
+                    in_one_go(&store, &KeyRange::all(), &o),
+                    "{o:?}"
+                );
+            } else {
+                assert!(
+                    matches!(got, Err(Error::Compacted { requested, .. }) if requested == o.revision),
+                    "{o:?}"
+                );
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::{self, Index, IndexOrigin, persist};
 use crate::mvcc::lease::Lessor;
-use crate::mvcc::range::plan_range;
+use crate::mvcc::range::plan_range_in_chunks;
 use crate::mvcc::revision::{KeyValue, Revision, malformed};
 use crate::mvcc::types::{HashResponse, KeyRange, RangeOptions, RangeResponse, StoreOptions};
 use crate::mvcc::watch::WatchHub;
@@ -312,13 +312,7 @@ impl Store {
         options: RangeOptions,
     ) -> Result<RangeResponse> {
         let range = range.into();
-        let state = self.inner.state.read();
-        let at = read_revision(options.revision, state.current, state.compacted)?;
-        let plan = plan_range(&state.index, &range, at, &options);
-        // Taken under the lock, the snapshot holds every revision up to `current`.
-        let tx = self.inner.db.begin_read()?;
-        let current = state.current;
-        drop(state);
+        let (plan, tx, current) = plan_range_in_chunks(self, &range, &options)?;
         let kvs = if plan.revs.is_empty() {
             Vec::new()
         } else {

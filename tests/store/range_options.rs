@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use folio::limits::RANGE_STREAM_INDEX_CHUNK;
+use folio::limits::RANGE_INDEX_CHUNK;
 use folio::{
     Compare, Db, Durability, Error, KeyRange, KeyValue, Op, RangeOptions, SortOrder, SortTarget,
     Store,
@@ -175,7 +175,7 @@ fn a_delete_with_prev_kv_returns_every_deleted_record() {
 fn a_streaming_range_over_many_chunks_equals_the_range_and_ends_at_a_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("kv.folio"));
-    let n = RANGE_STREAM_INDEX_CHUNK * 2 + 7;
+    let n = RANGE_INDEX_CHUNK * 2 + 7;
     for i in 0..n {
         store.put(format!("k{i:05}").as_bytes(), b"v").unwrap();
     }
