@@ -115,9 +115,13 @@ pub const COMPACTION_BATCH_DEFAULT: usize = 1000;
 /// answers as it did before the compaction (etcd's `hashStorageMaxSize`).
 pub const COMPACTION_HASHES_KEPT: usize = 10;
 
-/// Keys of the key index a range ([`crate::Store::range`], [`crate::Store::range_stream`]) reads
-/// under one hold of the index lock: writers that wait for the lock wait for no more than this.
+/// Keys of the key index a range reads at a time: [`crate::Store::range_stream`] under one hold
+/// of the index lock, [`crate::Store::range`] between two looks at how long it has held it.
 pub const RANGE_INDEX_CHUNK: usize = 1024;
+/// How long a range ([`crate::Store::range`]) holds the index lock before it lets a waiting
+/// writer in (between two chunks): a writer, and every reader that came after it, waits about
+/// this long at most for a range.
+pub const RANGE_INDEX_HOLD: std::time::Duration = std::time::Duration::from_millis(1);
 /// Records a streaming range reads from the key tree at a time: what it holds in memory.
 pub const RANGE_STREAM_LOAD_BATCH: usize = 128;
 const _: () = assert!(RANGE_STREAM_LOAD_BATCH > 0 && RANGE_INDEX_CHUNK > 0);

@@ -62,6 +62,11 @@ impl KeyRange {
         }
     }
 
+    /// Whether the range is exactly one key ([`KeyRange::key`]).
+    pub(crate) fn is_one_key(&self) -> bool {
+        matches!((&self.start, &self.end), (Bound::Included(s), Bound::Included(e)) if s == e)
+    }
+
     /// The bounds as borrowed slices, or `None` when the range is empty (a `BTreeMap` panics on
     /// such bounds).
     pub(crate) fn as_bounds(&self) -> Option<ByteBounds<'_>> {
