@@ -125,13 +125,13 @@ impl Store {
     fn compact_index<'s>(&'s self, one_at_a_time: MutexGuard<'s, ()>, rev: i64) -> Compaction<'s> {
         // Sized up front: growing a set of a million revisions rehashes it inside a lock hold.
         let mut keep = {
-            let mut state = self.inner.state.write();
+            let mut state = self.inner.state_mut();
             state.compacted = rev;
             HashSet::with_capacity(state.index.len())
         };
         let mut index_after: Option<Vec<u8>> = None;
         loop {
-            let mut state = self.inner.state.write();
+            let mut state = self.inner.state_mut();
             let start = match &index_after {
                 Some(k) => Bound::Excluded(k.as_slice()),
                 None => Bound::Unbounded,

@@ -248,32 +248,28 @@ pub(crate) fn plan_range_in_chunks<'s>(
     range: &KeyRange,
     options: &RangeOptions,
 ) -> Result<(RangePlan, ReadTxn<'s>, i64)> {
-    let mut held = Instant::now();
-    plan_range_in_chunks_with(store, range, options, |state| {
+    plan_range_in_chunks_with(store, range, options, |state, held| {
         if held.elapsed() >= RANGE_INDEX_HOLD {
             RwLockReadGuard::bump(state);
-            held = Instant::now();
+            *held = Instant::now();
         }
     })
 }
 
-/// [`plan_range_in_chunks`], running `between` between chunks with the lock held (tests release
-/// it there to run a compaction).
+/// [`plan_range_in_chunks`], running `between` between two chunks with the lock held and when
+/// the hold began (tests release it there to write or compact).
 fn plan_range_in_chunks_with<'s>(
     store: &'s Store,
     range: &KeyRange,
     options: &RangeOptions,
-    mut between: impl FnMut(&mut RwLockReadGuard<'_, StoreState>),
+    mut between: impl FnMut(&mut RwLockReadGuard<'_, StoreState>, &mut Instant),
 ) -> Result<(RangePlan, ReadTxn<'s>, i64)> {
-    // A lookup of one key holds the lock for one search of the index, so it need not queue
-    // behind a writer that is waiting for other readers (a range's chunk) to let go: a recursive
-    // read takes the lock beside them. The writer still gets it: such holds are too short to keep
-    // the lock from ever being free.
     let mut state = if range.is_one_key() {
-        store.inner.state.read_recursive()
+        store.inner.state_for_one_key()
     } else {
         store.inner.state.read()
     };
+    let mut held = Instant::now();
     'again: loop {
         let at = read_revision(options.revision, state.current, state.compacted)?;
         let tx = store.inner.db.begin_read()?;
@@ -282,26 +278,25 @@ fn plan_range_in_chunks_with<'s>(
         let mut left = range.clone();
         while let Some(bounds) = left.as_bounds() {
             let entries = state.index.range::<[u8], _>(bounds);
+            // One key more than a chunk tells whether another chunk follows.
             let chunk: Vec<(&Box<[u8]>, &KeyIndex)> = if planner.backward() {
-                entries.rev().take(RANGE_INDEX_CHUNK).collect()
+                entries.rev().take(RANGE_INDEX_CHUNK + 1).collect()
             } else {
-                entries.take(RANGE_INDEX_CHUNK).collect()
+                entries.take(RANGE_INDEX_CHUNK + 1).collect()
             };
-            for (_, ki) in &chunk {
+            for (_, ki) in chunk.iter().take(RANGE_INDEX_CHUNK) {
                 planner.visit(ki);
             }
-            match chunk.last() {
-                Some((last, _)) if chunk.len() == RANGE_INDEX_CHUNK => {
-                    let after = Bound::Excluded(last.to_vec());
-                    if planner.backward() {
-                        left.end = after;
-                    } else {
-                        left.start = after;
-                    }
-                }
-                _ => break,
+            if chunk.len() <= RANGE_INDEX_CHUNK {
+                break;
             }
-            between(&mut state);
+            let after = Bound::Excluded(chunk[RANGE_INDEX_CHUNK - 1].0.to_vec());
+            if planner.backward() {
+                left.end = after;
+            } else {
+                left.start = after;
+            }
+            between(&mut state, &mut held);
             if state.compacted > at {
                 continue 'again;
             }
@@ -504,7 +499,7 @@ impl Iterator for RangeStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::types::RangeOptions;
+    use crate::mvcc::types::{Op, RangeOptions};
 
     /// A store of `2 * RANGE_INDEX_CHUNK + 7` keys, `k00000`..., with every key under `k001`
     /// deleted and every tenth put again: three chunks of the index, tombstones, versions.
@@ -573,12 +568,17 @@ mod tests {
             KeyRange::prefix(b"k0"),
             KeyRange::bounds(&b"k00500"[..]..),
             KeyRange::bounds(&b"k00100"[..]..&b"k02000"[..]),
+            // Exactly one chunk; ending on the first chunk's last key (forward) or starting on
+            // its first (backward); a chunk and one key.
+            KeyRange::bounds(..=&b"k01023"[..]),
+            KeyRange::bounds(&b"k00007"[..]..=&b"k01030"[..]),
+            KeyRange::bounds(&b"k00007"[..]..=&b"k01031"[..]),
         ];
         for range in &ranges {
             for o in options(at) {
                 let mut chunks = 0;
                 let (plan, _, current) =
-                    plan_range_in_chunks_with(&store, range, &o, |_| chunks += 1).unwrap();
+                    plan_range_in_chunks_with(&store, range, &o, |_, _| chunks += 1).unwrap();
                 assert_eq!(
                     planned(&plan),
                     in_one_go(&store, range, &o),
@@ -587,6 +587,9 @@ mod tests {
                 assert_eq!(current, store.current_revision());
                 if *range == KeyRange::all() {
                     assert_eq!(chunks, 2, "the whole index is walked in three chunks");
+                }
+                if *range == KeyRange::bounds(..=&b"k01023"[..]) {
+                    assert_eq!(chunks, 0, "a range of exactly one chunk is one hold");
                 }
             }
         }
@@ -604,16 +607,38 @@ mod tests {
             let revision = store.current_revision();
             let mut round = 0;
             let (plan, _, current) =
-                plan_range_in_chunks_with(&store, &KeyRange::all(), &o, |state| {
+                plan_range_in_chunks_with(&store, &KeyRange::all(), &o, |state, _| {
                     round += 1;
                     RwLockReadGuard::unlocked(state, || {
-                        // Behind the walk, ahead of it, and a key it has yet to reach, deleted.
+                        // Behind the walk and ahead of it, in either direction.
                         store
                             .put(format!("k{round:05}x").as_bytes(), b"new")
                             .unwrap();
+                        store
+                            .put(format!("k{:05}x", 2050 - round).as_bytes(), b"new")
+                            .unwrap();
                         store.put(b"k99999", b"new").unwrap();
-                        store.delete_range(KeyRange::key(b"k02040")).unwrap();
                         store.put(b"k00000", b"again").unwrap();
+                        // Keys of every chunk deleted, and put again.
+                        for k in [5, 1030, 2045] {
+                            let key = format!("k{:05}", k + round);
+                            store.delete_range(KeyRange::key(key.as_bytes())).unwrap();
+                        }
+                        store.put(b"k01031", b"again").unwrap();
+                        // A write that fails after indexing its first put: unwound.
+                        let failed = store
+                            .txn()
+                            .then([
+                                Op::put(b"k00009", b"never"),
+                                Op::put_with_lease(b"k02044", b"never", 999_999),
+                            ])
+                            .commit();
+                        assert!(
+                            matches!(failed, Err(Error::LeaseNotFound { .. })),
+                            "{failed:?}"
+                        );
+                        // A compaction at or below the read's revision changes nothing it sees.
+                        let _ = store.compact(at - 100);
                     });
                 })
                 .unwrap();
@@ -649,16 +674,25 @@ mod tests {
             }
             let o = options(store.current_revision() - 150).swap_remove(i);
             let mut compacted = false;
-            let got = plan_range_in_chunks_with(&store, &KeyRange::all(), &o, |state| {
+            let got = plan_range_in_chunks_with(&store, &KeyRange::all(), &o, |state, _| {
                 compact_now(state, &mut compacted)
             });
             assert!(compacted);
             if o.revision == 0 {
-                let (plan, _, current) = got.unwrap();
+                let (plan, tx, current) = got.unwrap();
                 assert_eq!(current, store.current_revision(), "{o:?}");
                 assert_eq!(
                     planned(&plan),
                     in_one_go(&store, &KeyRange::all(), &o),
+                    "{o:?}"
+                );
+                // The snapshot taken when the walk started again holds what the plan names
+                // (the put made just before the compaction among them).
+                let tree = tx.tree(KEY_TREE).unwrap().unwrap();
+                let kvs = plan.finish(load(&tree, &plan.revs, plan.keys_only()).unwrap());
+                assert_eq!(
+                    kvs,
+                    store.range(KeyRange::all(), o.clone()).unwrap().kvs,
                     "{o:?}"
                 );
             } else {
@@ -673,38 +707,49 @@ mod tests {
 
 #[cfg(test)]
 mod lock_tests {
-    use std::sync::mpsc;
+    use std::sync::{Mutex, mpsc};
     use std::time::Duration;
 
     use super::*;
 
+    /// A store holding `a`, whose one-key reads pass a waiting writer for `passed_max`.
+    fn store(dir: &std::path::Path, passed_max: Duration) -> Store {
+        let store = Store::open(dir.join("kv.folio")).unwrap();
+        store.put(b"a", b"1").unwrap();
+        store.inner.state_writers.set_passed_max(passed_max);
+        store
+    }
+
+    /// Waits until a writer is counted waiting for the state lock and holds its writer bit.
+    fn until_a_writer_waits(store: &Store) {
+        while store.inner.state_writers.waiting() == 0 || !store.inner.state.is_locked_exclusive() {
+            std::thread::yield_now();
+        }
+    }
+
     /// What broke: a writer waiting for the index lock while a range walked the index made every
     /// later reader wait behind it (the lock is fair), so a get of one key, which holds the lock
     /// for one search, waited for the range's hold and then the writer's. A get now takes the
-    /// lock beside the range's hold; a range still queues behind the writer.
+    /// lock beside the range's hold while the writer has not waited long.
     #[test]
     fn a_get_is_not_held_behind_a_writer_that_waits_for_a_ranges_hold_of_the_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = &Store::open(dir.path().join("kv.folio")).unwrap();
-        store.put(b"a", b"1").unwrap();
+        // Never "long" here, however slow the machine.
+        let store = &store(dir.path(), Duration::from_secs(3600));
         std::thread::scope(|s| {
             // A range's hold of the index lock.
             let range_hold = store.inner.state.read();
             // A writer comes to index its put and waits for that hold.
-            let writer = s.spawn(move || {
-                drop(store.inner.state.write());
-            });
-            while !store.inner.state.is_locked_exclusive() {
-                std::thread::yield_now();
-            }
+            let writer = s.spawn(move || drop(store.inner.state_mut()));
+            until_a_writer_waits(store);
             // The writer waits; a get runs to its end meanwhile.
             let (done, got) = mpsc::channel();
             s.spawn(move || {
                 let kvs = store.range(KeyRange::key(b"a"), RangeOptions::current());
                 let _ = done.send(kvs.map(|r| r.kvs.len()));
             });
-            // Generous: it never comes without the recursive read (the get waits for this hold,
-            // which waits for the get).
+            // Generous: it never comes if the get queues behind the writer (it waits for this
+            // hold, which waits for the get).
             let answer = got.recv_timeout(Duration::from_secs(60));
             drop(range_hold);
             writer.join().unwrap();
@@ -712,6 +757,37 @@ mod lock_tests {
                 answer.expect("the get waited behind the writer").unwrap(),
                 1
             );
+        });
+    }
+
+    /// A stream of gets passing a waiting writer could keep it out for ever: once the writer has
+    /// waited `passed_max`, gets queue behind it. Here `passed_max` is zero, so a get that comes
+    /// while the writer waits ends after the writer has had the lock.
+    #[test]
+    fn gets_queue_behind_a_writer_that_has_waited_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = &store(dir.path(), Duration::ZERO);
+        let order = &Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            let range_hold = store.inner.state.read();
+            let writer = s.spawn(move || {
+                let state = store.inner.state_mut();
+                order.lock().unwrap().push("writer");
+                drop(state);
+            });
+            until_a_writer_waits(store);
+            let get = s.spawn(move || {
+                store
+                    .range(KeyRange::key(b"a"), RangeOptions::current())
+                    .unwrap();
+                order.lock().unwrap().push("get");
+            });
+            // Time for the get to come to the lock; one that passes the writer ends meanwhile.
+            std::thread::sleep(Duration::from_millis(100));
+            drop(range_hold);
+            writer.join().unwrap();
+            get.join().unwrap();
+            assert_eq!(*order.lock().unwrap(), ["writer", "get"]);
         });
     }
 }

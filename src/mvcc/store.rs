@@ -2,8 +2,10 @@
 //!
 //! Invariants:
 //! 1. `StoreState::current` is the newest revision whose records are committed and visible in the
-//!    database. A reader reads `current`, the index and a database snapshot under one read lock, so
-//!    the snapshot holds every record the index sends it to.
+//!    database. A reader reads `current` and takes a database snapshot under one hold of the state
+//!    lock, so the snapshot holds every record the index sends it to; a range walks the index in
+//!    chunks, letting writers in between (`range.rs`, `plan_range_in_chunks`), which index only
+//!    revisions past the read's.
 //! 2. Writers are serialized by `StoreInner::writer`. A writer puts its revisions into the index as it
 //!    goes (they lie above `current`, so readers ignore them), commits, then raises `current`.
 //!    If anything fails, it unwinds the index to `current`.
@@ -13,12 +15,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
+use crate::limits::INDEX_WRITER_PASSED_MAX;
 use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::{self, Index, IndexOrigin, persist};
 use crate::mvcc::lease::Lessor;
@@ -64,9 +68,88 @@ pub(crate) struct StoreInner {
     pub index_origin: IndexOrigin,
     /// Set once the open has succeeded: the last handle's drop then persists the key index.
     pub persist_at_close: AtomicBool,
+    /// Who waits to change `state`, and since when: see [`StoreInner::state_for_one_key`].
+    pub state_writers: WaitingWriters,
+}
+
+/// The writers waiting for the state lock, and since when the first of them has waited.
+#[derive(Debug)]
+pub(crate) struct WaitingWriters {
+    count: AtomicU32,
+    /// Nanoseconds from `epoch` to when `count` last rose from 0.
+    since: AtomicU64,
+    epoch: Instant,
+    /// How long one-key reads may pass a waiting writer, in nanoseconds
+    /// ([`INDEX_WRITER_PASSED_MAX`]; tests set it).
+    passed_max: AtomicU64,
+}
+
+impl WaitingWriters {
+    pub fn new() -> WaitingWriters {
+        WaitingWriters {
+            count: AtomicU32::new(0),
+            since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            passed_max: AtomicU64::new(INDEX_WRITER_PASSED_MAX.as_nanos() as u64),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether a writer has waited for the lock longer than one-key reads may pass it. A stale
+    /// `since` (a writer counted before it is stored) only makes reads queue sooner.
+    fn waited_too_long(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+            && self
+                .now()
+                .saturating_sub(self.since.load(Ordering::Acquire))
+                >= self.passed_max.load(Ordering::Relaxed)
+    }
+
+    /// How long one-key reads may pass a waiting writer from now on.
+    #[cfg(test)]
+    pub fn set_passed_max(&self, max: std::time::Duration) {
+        self.passed_max
+            .store(max.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Writers waiting now.
+    #[cfg(test)]
+    pub fn waiting(&self) -> u32 {
+        self.count.load(Ordering::Acquire)
+    }
 }
 
 impl StoreInner {
+    /// Takes the state lock to change it. A writer that must wait is counted, so that one-key
+    /// reads stop passing it once it has waited [`INDEX_WRITER_PASSED_MAX`].
+    pub fn state_mut(&self) -> RwLockWriteGuard<'_, StoreState> {
+        if let Some(state) = self.state.try_write() {
+            return state;
+        }
+        let w = &self.state_writers;
+        if w.count.fetch_add(1, Ordering::AcqRel) == 0 {
+            w.since.store(w.now(), Ordering::Release);
+        }
+        let state = self.state.write();
+        w.count.fetch_sub(1, Ordering::AcqRel);
+        state
+    }
+
+    /// Takes the state lock to read one key. Such a hold is one search of the index, so it need
+    /// not queue behind a writer that waits for other readers (a range's walk) to let go: it
+    /// takes the lock beside them (`read_recursive`). A stream of such reads could keep the lock
+    /// from ever being free, so once a writer has waited [`INDEX_WRITER_PASSED_MAX`] they queue
+    /// behind it as any reader does.
+    pub fn state_for_one_key(&self) -> RwLockReadGuard<'_, StoreState> {
+        if self.state_writers.waited_too_long() {
+            self.state.read()
+        } else {
+            self.state.read_recursive()
+        }
+    }
     /// Persists the key index in the file (`key_index/persist.rs`) unless the index persisted
     /// there is already this one; returns whether it wrote. Holds the compaction and writer locks
     /// for the whole of it: no compaction runs and no revision is added meanwhile (readers go
@@ -93,7 +176,7 @@ impl StoreInner {
         persist::write(&mut tx, &state.index, current, compacted, key_records)?;
         tx.commit()?;
         drop(state);
-        self.state.write().persisted = Some((current, compacted));
+        self.state_mut().persisted = Some((current, compacted));
         Ok(true)
     }
 }
@@ -246,12 +329,13 @@ impl Store {
                 options,
                 index_origin,
                 persist_at_close: AtomicBool::new(false),
+                state_writers: WaitingWriters::new(),
             }),
         };
         if scheduled > store.compacted_revision() {
             if store.inner.db.is_read_only() {
                 // It cannot finish it, but reads below it fail, as they will once it has.
-                store.inner.state.write().compacted = scheduled;
+                store.inner.state_mut().compacted = scheduled;
             } else {
                 store.finish_compaction(scheduled)?;
             }

@@ -107,8 +107,7 @@ impl<'s> StoreWrite<'s> {
         self.touched.push(key.to_vec());
         let v = self
             .inner
-            .state
-            .write()
+            .state_mut()
             .index
             .entry(key.to_vec())
             .or_default()
@@ -161,8 +160,7 @@ impl<'s> StoreWrite<'s> {
             let rev = self.next_revision();
             self.touched.push(key.clone());
             self.inner
-                .state
-                .write()
+                .state_mut()
                 .index
                 .get_mut(&key)
                 .expect("a visible key is indexed")
@@ -304,7 +302,7 @@ impl Store {
                     // without a revision.
                     let revision = last;
                     inner.lessor.lock().apply(leases, inner.options.clock.now());
-                    inner.state.write().current = revision;
+                    inner.state_mut().current = revision;
                     // Queued in revision order under the writer lock; sent once durable.
                     let wrote = !done.is_empty();
                     for (main, events) in done {
@@ -362,7 +360,7 @@ impl Store {
 
 /// Takes a failed write's revisions (those above `base`) back out of the index.
 fn unwind_index(inner: &StoreInner, base: i64, touched: &[Vec<u8>]) {
-    let mut state = inner.state.write();
+    let mut state = inner.state_mut();
     for key in touched {
         let gone = state
             .index
