@@ -159,8 +159,10 @@ struct Counts {
     voluntary: u64,
     /// The scheduler took its core away.
     involuntary: u64,
-    /// Nanoseconds the thread ran (`schedstat`'s first field; time the hypervisor took from
-    /// the virtual CPU meanwhile counts as running).
+    /// Nanoseconds the thread ran (`schedstat`'s first field). Interrupts served meanwhile count
+    /// (no `IRQ_TIME_ACCOUNTING` here); time the hypervisor took from the virtual CPU does not
+    /// (`PARAVIRT_TIME_ACCOUNTING`), so an operation that neither ran, nor waited for a core,
+    /// nor blocked (no voluntary switch) for part of its time lost that part to the hypervisor.
     on_cpu: u64,
 }
 

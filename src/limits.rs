@@ -167,11 +167,11 @@ pub const DEFRAG_ROUNDS_DEFAULT: u32 = 16;
 /// A defrag's old file is shrunk by this many bytes at a time once no reader maps it ...
 ///
 /// Freeing blocks stalls the file system for everyone: on this project's test machine (ext4
-/// mounted with `discard`) a 4 KiB write and `fdatasync` of another file took up to 271 ms (p99
-/// 19 ms) while a 3 GiB file was shrunk 64 MiB per 20 ms, up to 162–244 ms (p99 1.2 ms) at
-/// 8 MiB per 20 ms, and at 4 MiB per 100 ms (40 MiB/s) p99 0.34 ms with its longest, 68 ms, no
-/// longer than with nothing freed (100 ms in 30 s of the same loop). A 7 GiB file takes three
-/// minutes to go; its space comes back as it shrinks.
+/// mounted with `discard`; `examples/release_stall.rs`, a 2 GiB file) a 4 KiB write and
+/// `fdatasync` of another file took up to 142 ms (p99 4.4 ms) while the file was shrunk 64 MiB
+/// per 20 ms, and at 4 MiB per 100 ms (40 MiB/s) p99 0.27 ms, longest 99 ms, as with nothing
+/// freed (p99 0.32 ms, longest 124 ms). A 7 GiB file takes three minutes to go; its space comes
+/// back as it shrinks.
 pub const DEFRAG_RELEASE_STEP: u64 = 4 << 20;
 /// ... with this pause between two steps.
 pub const DEFRAG_RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);

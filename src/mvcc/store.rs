@@ -150,6 +150,7 @@ impl StoreInner {
             self.state.read_recursive()
         }
     }
+
     /// Persists the key index in the file (`key_index/persist.rs`) unless the index persisted
     /// there is already this one; returns whether it wrote. Holds the compaction and writer locks
     /// for the whole of it: no compaction runs and no revision is added meanwhile (readers go
