@@ -275,8 +275,13 @@ fn plan_range_in_chunks_with<'s>(
         let tx = store.inner.db.begin_read()?;
         let current = state.current;
         let mut planner = Planner::new(options, at);
-        let mut left = range.clone();
-        while let Some(bounds) = left.as_bounds() {
+        // What is left to walk after the first chunk (a get never gets that far: no copy).
+        let mut left: Option<KeyRange> = None;
+        loop {
+            let walking = left.as_ref().unwrap_or(range);
+            let Some(bounds) = walking.as_bounds() else {
+                break;
+            };
             let entries = state.index.range::<[u8], _>(bounds);
             // One key more than a chunk tells whether another chunk follows.
             let chunk: Vec<(&Box<[u8]>, &KeyIndex)> = if planner.backward() {
@@ -291,11 +296,14 @@ fn plan_range_in_chunks_with<'s>(
                 break;
             }
             let after = Bound::Excluded(chunk[RANGE_INDEX_CHUNK - 1].0.to_vec());
+            let mut rest = walking.clone();
             if planner.backward() {
-                left.end = after;
+                rest.end = after;
             } else {
-                left.start = after;
+                rest.start = after;
             }
+            drop(chunk);
+            left = Some(rest);
             between(&mut state, &mut held);
             if state.compacted > at {
                 continue 'again;
