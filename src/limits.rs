@@ -2,10 +2,13 @@
 //! compile time.
 
 /// The on-disk format version this build writes. Version 2 added the freelist delta (a commit
-/// writes its changes to the free-page list, not the whole list).
-pub const FORMAT_VERSION: u32 = 2;
+/// writes its changes to the free-page list, not the whole list); version 3 the meta's proof (a
+/// meta written with one sync names the runs its commit wrote, and counts only if they hold
+/// them), which an older build would not check.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads. A version 1 file is a version 2 file whose
-/// freelist chain is one full list; its first commit after open writes version 2.
+/// freelist chain is one full list, and a version 2 file is a version 3 file whose metas carry
+/// no proof; the first commit after open writes version 3.
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
 /// Page size used when none is given.

@@ -30,6 +30,8 @@ use crate::btree::node::{self, PageView, ValueRef};
 use crate::btree::source::{NodeRef, Pages, Source};
 use crate::error::{PageId, Result, corrupted};
 use crate::limits::{TREE_DEPTH_MAX, merge_threshold, page_capacity};
+use crate::page_file::meta::Proven;
+use crate::page_file::page;
 
 /// Buffer bytes of emptied nodes a write transaction hands on to the next one.
 const SPARE_BYTES_MAX: usize = 32 << 20;
@@ -213,6 +215,21 @@ impl PageWrites {
     /// `len` bytes of the buffer from `off`.
     pub fn bytes(&self, off: usize, len: usize) -> &[u8] {
         &self.buf[off..off + len]
+    }
+
+    /// How many runs there are.
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Each run with the checksum it was sealed with, for a meta's proof (`txn::sync`, rule 2).
+    /// Every run must be sealed.
+    pub fn proven(&self) -> impl Iterator<Item = Proven> + '_ {
+        self.runs.iter().map(|&(page, pages, off)| Proven {
+            page,
+            pages: u32::try_from(pages).expect("a run of a commit is shorter than 2^32 pages"),
+            crc: page::u32_at(&self.buf[off..], page::OFF_CRC).expect("a run holds a header"),
+        })
     }
 }
 

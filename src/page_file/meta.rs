@@ -11,9 +11,19 @@
 //!     56    8 freelist page (u64 LE), 0 when nothing is free
 //!     64    8 page count (u64 LE): pages in use, the allocation frontier
 //!     72    8 catalog entry count (u64 LE): the number of named trees
-//!     80   16 reserved, zero
+//!     80    4 proof length (u32 LE): runs in the proof below, 0 when there is none
+//!     84    4 proof crc32 (u32 LE): of the proof's bytes
+//!     88    8 reserved, zero
+//!     96      the proof: per run, first page (u64 LE), pages (u32 LE), the run's crc32 (u32 LE)
 //! ```
-//! The crc32 in the header covers bytes 0..96 (META_LEN); the rest of the page is zero.
+//! The crc32 in the header covers bytes 0..96 (META_LEN); the page past the proof is zero.
+//!
+//! A meta with a proof was written by a round that synced once (see `txn::sync`, rule 2): the
+//! proof names every run written since the meta before it was made durable that this meta's
+//! commit still uses, with the checksum each was sealed with. Such a meta counts only when every
+//! run it names holds exactly that ([`read_newest`]); otherwise its commit's pages did not all
+//! reach the disk, the commit was never acknowledged, and the other slot, which was durable before
+//! this one was written, is the database.
 //!
 //! crc32 is easy to forge, so a meta with a good checksum is still bounded before anything trusts
 //! it: its page count against [`page_count_max`] at decode (so `page_count × page_size` cannot
@@ -41,8 +51,28 @@ const OFF_CATALOG: usize = 48;
 const OFF_FREELIST: usize = 56;
 const OFF_PAGE_COUNT: usize = 64;
 const OFF_CATALOG_LEN: usize = 72;
+const OFF_PROOF_LEN: usize = 80;
+const OFF_PROOF_CRC: usize = 84;
 const OFF_MAGIC_END: usize = OFF_MAGIC + MAGIC.len();
-const _: () = assert!(OFF_CATALOG_LEN + 8 <= META_LEN);
+const _: () = assert!(OFF_PROOF_CRC + 4 <= META_LEN);
+
+/// Bytes of one run in a meta's proof: first page `u64`, pages `u32`, crc32 `u32`.
+pub(crate) const PROOF_ENTRY_LEN: usize = 16;
+
+/// A run a commit wrote, as a meta's proof names it: where it lies and the checksum it was sealed
+/// with (the crc32 in its first page's header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Proven {
+    pub page: PageId,
+    pub pages: u32,
+    pub crc: u32,
+}
+
+/// How many runs a meta page of `page_size` bytes can prove.
+#[allow(clippy::arithmetic_side_effects)] // a page size is at least PAGE_SIZE_MIN > META_LEN
+pub(crate) const fn proof_capacity(page_size: u32) -> usize {
+    (page_size as usize - META_LEN) / PROOF_ENTRY_LEN
+}
 
 /// The decoded contents of a meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,9 +96,20 @@ impl Meta {
         self.page_count.saturating_mul(u64::from(self.page_size))
     }
 
-    /// Encodes this meta as the page `slot` (0 or 1).
-    #[allow(clippy::indexing_slicing)] // an encoder: `buf` is a page this build sized
+    /// Encodes this meta as the page `slot` (0 or 1), with no proof.
     pub fn encode(&self, slot: PageId) -> Vec<u8> {
+        self.encode_proven(slot, &[])
+    }
+
+    /// Encodes this meta as the page `slot` (0 or 1) with the proof `proof` (at most
+    /// [`proof_capacity`] runs).
+    #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // an encoder
+    pub fn encode_proven(&self, slot: PageId, proof: &[Proven]) -> Vec<u8> {
+        assert!(
+            proof.len() <= proof_capacity(self.page_size),
+            "a proof of {} runs does not fit a meta page",
+            proof.len()
+        );
         let mut buf = vec![0u8; self.page_size as usize];
         Header {
             id: slot,
@@ -85,9 +126,27 @@ impl Meta {
         buf[OFF_FREELIST..OFF_FREELIST + 8].copy_from_slice(&self.freelist.to_le_bytes());
         buf[OFF_PAGE_COUNT..OFF_PAGE_COUNT + 8].copy_from_slice(&self.page_count.to_le_bytes());
         buf[OFF_CATALOG_LEN..OFF_CATALOG_LEN + 8].copy_from_slice(&self.catalog_len.to_le_bytes());
+        let proof_end = META_LEN + proof.len() * PROOF_ENTRY_LEN;
+        for (run, at) in proof.iter().zip((META_LEN..).step_by(PROOF_ENTRY_LEN)) {
+            buf[at..at + 8].copy_from_slice(&run.page.to_le_bytes());
+            buf[at + 8..at + 12].copy_from_slice(&run.pages.to_le_bytes());
+            buf[at + 12..at + 16].copy_from_slice(&run.crc.to_le_bytes());
+        }
+        let proof_crc = crc32fast::hash(&buf[META_LEN..proof_end]);
+        buf[OFF_PROOF_LEN..OFF_PROOF_LEN + 4].copy_from_slice(&(proof.len() as u32).to_le_bytes());
+        buf[OFF_PROOF_CRC..OFF_PROOF_CRC + 4].copy_from_slice(&proof_crc.to_le_bytes());
         page::seal(&mut buf[..META_LEN]);
         buf
     }
+}
+
+/// A meta slot that decoded: the meta, and the length and checksum of its proof, which lies past
+/// the checksummed part and is read only for the slot chosen.
+#[derive(Clone, Copy, Debug)]
+struct Decoded {
+    meta: Meta,
+    proof_len: usize,
+    proof_crc: u32,
 }
 
 /// Why one meta slot could not be used.
@@ -111,7 +170,7 @@ impl SlotError {
     }
 }
 
-fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
+fn decode(buf: &[u8], slot: PageId) -> Result<Decoded, SlotError> {
     let Some(meta) = buf.get(..META_LEN) else {
         return Err(SlotError::NoMagic);
     };
@@ -164,12 +223,22 @@ fn decode(buf: &[u8], slot: PageId) -> Result<Meta, SlotError> {
             m.catalog_len, m.page_count
         )));
     }
-    Ok(m)
+    let proof_len = get32(OFF_PROOF_LEN)? as usize;
+    if proof_len > proof_capacity(page_size) {
+        return Err(SlotError::Damaged(format!(
+            "a proof of {proof_len} runs does not fit a page of {page_size} bytes"
+        )));
+    }
+    Ok(Decoded {
+        meta: m,
+        proof_len,
+        proof_crc: get32(OFF_PROOF_CRC)?,
+    })
 }
 
 /// Decodes one meta slot from the start of its page, for tools that show a single slot.
 pub(crate) fn decode_slot(buf: &[u8], slot: PageId) -> Result<Meta> {
-    decode(buf, slot).map_err(|e| match e {
+    decode(buf, slot).map(|d| d.meta).map_err(|e| match e {
         SlotError::Version(v) => Error::UnsupportedVersion(v),
         e => corrupted(slot, describe(Err(e))),
     })
@@ -183,11 +252,29 @@ fn read_slot(storage: &dyn Storage, offset: u64, file_len: u64) -> Result<Vec<u8
     Ok(buf)
 }
 
-/// Reads both meta slots and picks the valid one with the higher txid. Returns the meta and the
-/// slot it came from. A chosen meta whose pages the file does not hold is [`Error::Truncated`].
+/// Reads both meta slots and picks the valid one with the higher txid, unless it carries a proof
+/// that the file does not bear out: then the other slot's. Returns the meta and the slot it came
+/// from. A chosen meta whose pages the file does not hold is [`Error::Truncated`].
 pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
     let file_len = storage.len()?;
-    let (meta, slot) = choose(storage, file_len)?;
+    let (newest, other) = choose(storage, file_len)?;
+    let (meta, slot) = match unproven(storage, file_len, newest)? {
+        None => (newest.0.meta, newest.1),
+        // The newest meta's commit never fully reached the disk, so it was never acknowledged;
+        // the other slot was made durable before it was written. That slot is not proved again:
+        // a later commit may have reused pages its commits wrote and the newest stopped using.
+        Some(why) => match other {
+            Ok((d, slot)) => (d.meta, slot),
+            Err(other_why) => {
+                let (first, second) = if newest.1 == 0 {
+                    (why, other_why)
+                } else {
+                    (other_why, why)
+                };
+                return Err(Error::MetaDamaged { first, second });
+            }
+        },
+    };
     let needed = meta.bytes_needed();
     if needed > file_len {
         return Err(Error::Truncated {
@@ -198,7 +285,94 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
     Ok((meta, slot))
 }
 
-fn choose(storage: &dyn Storage, file_len: u64) -> Result<(Meta, PageId)> {
+/// Bytes of runs a proof may name at most, so that checking one reads little at open: a round
+/// whose commits wrote more syncs twice instead (`txn::sync`). A meta naming more is damaged.
+pub(crate) const PROOF_BYTES_MAX: u64 = 4 << 20;
+
+/// Why the proof of `meta`, read from `slot`, does not hold (every run it names must lie in the
+/// file and hold the checksum it names), or `None` when it holds or there is none.
+#[allow(clippy::arithmetic_side_effects)] // offsets bounded by the file's length, checked first
+fn unproven(
+    storage: &dyn Storage,
+    file_len: u64,
+    (d, slot): (Decoded, PageId),
+) -> Result<Option<String>> {
+    if d.proof_len == 0 {
+        return Ok(None);
+    }
+    let page_size = u64::from(d.meta.page_size);
+    // `decode` bounded the proof by the page, and the page count by what a file can hold.
+    let end = META_LEN + d.proof_len * PROOF_ENTRY_LEN;
+    if slot * page_size + end as u64 > file_len {
+        return Ok(Some("its proof runs past the end of the file".into()));
+    }
+    if d.meta.bytes_needed() > file_len {
+        return Ok(Some(format!(
+            "its commit's pages did not all reach the disk: it needs {} bytes, the file holds {file_len}",
+            d.meta.bytes_needed()
+        )));
+    }
+    let mut buf = vec![0u8; end];
+    storage.read_at(&mut buf, slot * page_size)?;
+    let Some(proof) = buf.get(META_LEN..end) else {
+        return Ok(Some("its proof runs past its page".into()));
+    };
+    if crc32fast::hash(proof) != d.proof_crc {
+        return Ok(Some("its proof's checksum does not match".into()));
+    }
+    let mut runs = Vec::with_capacity(d.proof_len);
+    let mut bytes = 0u64;
+    for entry in proof.chunks_exact(PROOF_ENTRY_LEN) {
+        let run = Proven {
+            page: read_u64(entry, 0, slot)?,
+            pages: read_u32(entry, 8, slot)?,
+            crc: read_u32(entry, 12, slot)?,
+        };
+        let inside = run.pages > 0
+            && run.page >= 2
+            && run
+                .page
+                .checked_add(u64::from(run.pages))
+                .is_some_and(|end| end <= d.meta.page_count);
+        if !inside {
+            return Ok(Some(format!(
+                "its proof names pages {}+{} outside its {} pages",
+                run.page, run.pages, d.meta.page_count
+            )));
+        }
+        bytes += u64::from(run.pages) * page_size;
+        runs.push(run);
+    }
+    if bytes > PROOF_BYTES_MAX {
+        return Ok(Some(format!(
+            "its proof names {bytes} bytes of runs, more than any commit proves"
+        )));
+    }
+    let mut run_buf = Vec::new();
+    for run in runs {
+        run_buf.resize(run.pages as usize * page_size as usize, 0);
+        storage.read_at(&mut run_buf, run.page * page_size)?;
+        let sealed = page::verify(&run_buf, run.page).is_ok()
+            && page::u32_at(&run_buf, page::OFF_CRC) == Some(run.crc);
+        if !sealed {
+            return Ok(Some(format!(
+                "its commit's pages did not all reach the disk (the run at page {} does not hold what it wrote)",
+                run.page
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// A slot that decoded, and where it came from.
+type Candidate = (Decoded, PageId);
+
+/// Decodes both slots: the valid one with the higher txid, and the other one or why it is not
+/// valid.
+fn choose(
+    storage: &dyn Storage,
+    file_len: u64,
+) -> Result<(Candidate, std::result::Result<Candidate, String>)> {
     if file_len == 0 {
         return Err(Error::EmptyFile);
     }
@@ -207,7 +381,10 @@ fn choose(storage: &dyn Storage, file_len: u64) -> Result<(Meta, PageId)> {
     // Slot 1 sits one page in. Take the page size from slot 0, or, when slot 0 is bad, look for
     // slot 1 at every possible page size.
     let second = match &first {
-        Ok(m) => decode(&read_slot(storage, u64::from(m.page_size), file_len)?, 1),
+        Ok(d) => decode(
+            &read_slot(storage, u64::from(d.meta.page_size), file_len)?,
+            1,
+        ),
         Err(_) => {
             let mut found = Err(SlotError::NoMagic);
             let sizes = (0..u32::BITS)
@@ -215,8 +392,8 @@ fn choose(storage: &dyn Storage, file_len: u64) -> Result<(Meta, PageId)> {
                 .filter(|size| (PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(size));
             for size in sizes {
                 match decode(&read_slot(storage, u64::from(size), file_len)?, 1) {
-                    Ok(m) if m.page_size == size => {
-                        found = Ok(m);
+                    Ok(d) if d.meta.page_size == size => {
+                        found = Ok(d);
                         break;
                     }
                     Err(e @ (SlotError::Damaged(_) | SlotError::Version(_))) => found = Err(e),
@@ -232,13 +409,19 @@ fn choose(storage: &dyn Storage, file_len: u64) -> Result<(Meta, PageId)> {
         (Err(SlotError::Version(v)), _) | (_, Err(SlotError::Version(v))) => {
             Err(Error::UnsupportedVersion(v))
         }
-        (Ok(a), Ok(b)) if a.page_size != b.page_size => Err(Error::MetaDamaged {
-            first: format!("page size {}", a.page_size),
-            second: format!("page size {}", b.page_size),
+        (Ok(a), Ok(b)) if a.meta.page_size != b.meta.page_size => Err(Error::MetaDamaged {
+            first: format!("page size {}", a.meta.page_size),
+            second: format!("page size {}", b.meta.page_size),
         }),
-        (Ok(a), Ok(b)) => Ok(if b.txid > a.txid { (b, 1) } else { (a, 0) }),
-        (Ok(a), Err(_)) => Ok((a, 0)),
-        (Err(_), Ok(b)) => Ok((b, 1)),
+        // Of two metas of one commit, the one without a proof (written at a clean close, see
+        // `txn::sync` rule 8) needs no proving.
+        (Ok(a), Ok(b)) => Ok(if (b.meta.txid, a.proof_len) > (a.meta.txid, b.proof_len) {
+            ((b, 1), Ok((a, 0)))
+        } else {
+            ((a, 0), Ok((b, 1)))
+        }),
+        (Ok(a), Err(e)) => Ok(((a, 0), Err(describe(Err(e))))),
+        (Err(e), Ok(b)) => Ok(((b, 1), Err(describe(Err(e))))),
         (Err(SlotError::NoMagic), Err(SlotError::NoMagic)) => {
             if file_len < META_LEN as u64 && could_be_meta_start(&slot0) {
                 Err(Error::Truncated {
@@ -273,7 +456,7 @@ fn could_be_meta_start(prefix: &[u8]) -> bool {
         .all(|(i, &b)| crc.contains(&i) || b == expected(i))
 }
 
-fn describe(r: Result<Meta, SlotError>) -> String {
+fn describe(r: Result<Decoded, SlotError>) -> String {
     match r {
         Ok(_) => "valid".into(),
         Err(SlotError::NoMagic) => "no folio header".into(),

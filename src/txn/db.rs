@@ -206,6 +206,8 @@ impl Drop for Inner {
                 .sync
                 .wait_synced(self.writer.get_mut().latest.meta.txid);
         }
+        // Best effort too: a failure leaves the proved meta, which is whole (`sync`, rule 8).
+        let _ = self.sync.settle();
     }
 }
 

@@ -4,6 +4,8 @@ pub(crate) mod catalog;
 #[cfg(test)]
 mod chain_tests;
 pub(crate) mod db;
+#[cfg(test)]
+mod proof_tests;
 pub(crate) mod read;
 pub(crate) mod swap;
 pub(crate) mod sync;

@@ -3,14 +3,25 @@
 //! State machine (one `SyncState` per database, under one mutex):
 //! 1. A commit writes its pages, then records its meta as `committed`.
 //! 2. A *round* makes a commit durable: write its meta into the slot that does not hold the newest
-//!    written meta, then sync. The commit's pages must be durable before its meta is written, so
-//!    the round writes the meta of `covered`, the newest commit whose pages a finished sync
-//!    covered; when no commit past the durable one is covered, it syncs the data first and covers
-//!    the newest. Every sync covers each commit recorded before it began, so the sync that ends a
-//!    round also covers the commits made while the round ran, and the next round makes them
-//!    durable with one sync rather than two. One round runs at a time (`leader`); a commit that
-//!    finds a round running waits for it and starts another only if it is still not durable. So
-//!    with [`Durability::Group`], every writer that committed while a round ran shares the next.
+//!    written meta, then sync. A meta must never count before its commit's pages are on disk.
+//!    Usually the round writes the newest commit's meta with a *proof*: every run written since
+//!    the newest durable meta that this commit still uses, each with the checksum it was sealed
+//!    with (`unproven`, kept as commits are recorded: a commit adds the runs it wrote and drops
+//!    the runs it stopped using). Meta and pages are then made durable by one sync, and open takes
+//!    a meta with a proof only if every run it names holds what it says, else the other slot
+//!    (`page_file::meta`), which the last round made durable before this one wrote anything. When
+//!    no proof can be written (a commit since the durable one wrote more runs or bytes than a
+//!    proof holds, or was written with [`Durability::None`]: `unprovable`), the round writes the
+//!    meta of `covered`, the newest commit whose pages a finished sync covered, or, when no commit
+//!    past the durable one is covered, syncs the data first and covers the newest. One round runs
+//!    at a time (`leader`); a commit that finds a round running waits for it and starts another
+//!    only if it is still not durable. So with [`Durability::Group`], every writer that committed
+//!    while a round ran shares the next.
+//!
+//!    Why a proof is enough: a run it names was written at a page free in the durable meta, and a
+//!    page the durable meta uses is reused only after a later meta is durable (rule 3), so a crash
+//!    before the round's sync leaves the durable meta whole; and the proof names every page the
+//!    new meta uses that the durable one does not.
 //! 3. `safe` is the newest commit whose freed pages may be reused: the newest synced meta (or,
 //!    with [`Durability::None`], the newest written one). A page freed by commit T is reachable from
 //!    the meta before T; once the meta for T or later is durable, a crash can never fall back to a
@@ -37,7 +48,14 @@
 //!    are not held for two syncs. Until the finish has run, a crash leaves the old file at the
 //!    database's path, so only what the old file made durable is durable (`State::is_durable`),
 //!    and every round that makes a commit durable runs the finish first while it is owed.
+//! 8. A proof cannot tell a commit that never fully reached the disk from one whose page went bad
+//!    on disk after it was acknowledged: either way open takes the other slot. So the newest meta
+//!    carries a proof only until the database closes: the close writes the same meta without one
+//!    into the other slot and syncs ([`SyncState::settle`]), and a page that goes bad after a clean
+//!    close is reported as a corruption, as every other page is. Only a crash leaves a proved
+//!    meta on disk, and then rolling back its round is what a crash before its sync would do.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +64,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, PageId, Result};
 use crate::limits::{JOIN_WINDOW_MAX, JOIN_WINDOW_SYNC_DIVISOR};
-use crate::page_file::meta::Meta;
+use crate::page_file::meta::{self, Meta, Proven};
 use crate::page_file::storage::Storage;
 
 /// When a commit's data reaches the disk.
@@ -89,6 +107,34 @@ struct State {
     joining: bool,
     /// After a swap, until its finish has run (rule 7).
     owed: Option<Owed>,
+    /// The runs a proof of the newest commit names (rule 2), by first page: written since the
+    /// newest durable meta by the commit given, and still in use.
+    unproven: BTreeMap<PageId, Unproven>,
+    /// Bytes of the runs in `unproven`.
+    unproven_bytes: u64,
+    /// The newest commit no proof can cover (rule 2): a round proves a meta only once this commit
+    /// is durable.
+    unprovable: u64,
+    /// Whether the newest written meta carries a proof (rule 8).
+    written_proved: bool,
+}
+
+/// A run in [`State::unproven`].
+#[derive(Clone, Copy, Debug)]
+struct Unproven {
+    pages: u32,
+    crc: u32,
+    txid: u64,
+}
+
+/// What a commit wrote and what it stopped using, for the proof of the meta that makes it
+/// durable (rule 2).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written<'a> {
+    /// The runs it wrote, each with its checksum.
+    pub runs: &'a [Proven],
+    /// The runs it freed: (first page, pages).
+    pub freed: &'a [(PageId, u64)],
 }
 
 /// The window the next round waits in for the writers the last round released (rule 6).
@@ -142,7 +188,79 @@ impl State {
             join: None,
             joining: false,
             owed: None,
+            unproven: BTreeMap::new(),
+            unproven_bytes: 0,
+            unprovable: 0,
+            written_proved: false,
         }
+    }
+
+    /// Records what commit `txid` wrote and freed (`None`: no proof can cover it).
+    fn record(&mut self, txid: u64, page_size: u32, written: Option<Written<'_>>) {
+        let page_bytes = u64::from(page_size);
+        let Some(w) = written else {
+            self.unprovable = txid;
+            self.unproven.clear();
+            self.unproven_bytes = 0;
+            return;
+        };
+        for &(start, len) in w.freed {
+            let gone: Vec<PageId> = self
+                .unproven
+                .range(start..start.saturating_add(len))
+                .map(|(&p, _)| p)
+                .collect();
+            for p in gone {
+                if let Some(u) = self.unproven.remove(&p) {
+                    self.unproven_bytes -= u64::from(u.pages) * page_bytes;
+                }
+            }
+        }
+        let bytes: u64 = w.runs.iter().map(|r| u64::from(r.pages) * page_bytes).sum();
+        if self.unproven.len() + w.runs.len() > meta::proof_capacity(page_size)
+            || self.unproven_bytes + bytes > meta::PROOF_BYTES_MAX
+        {
+            self.unprovable = txid;
+            self.unproven.clear();
+            self.unproven_bytes = 0;
+            return;
+        }
+        for r in w.runs {
+            let old = self.unproven.insert(
+                r.page,
+                Unproven {
+                    pages: r.pages,
+                    crc: r.crc,
+                    txid,
+                },
+            );
+            debug_assert!(old.is_none(), "page {} written twice before a sync", r.page);
+        }
+        self.unproven_bytes += bytes;
+    }
+
+    /// Forgets the runs of commits up to `txid`, now durable.
+    fn proven(&mut self, txid: u64, page_size: u32) {
+        self.unproven.retain(|_, u| u.txid > txid);
+        self.unproven_bytes = self
+            .unproven
+            .values()
+            .map(|u| u64::from(u.pages) * u64::from(page_size))
+            .sum();
+    }
+
+    /// The proof a round writing the newest commit's meta would carry, if one can be written.
+    fn proof(&self) -> Option<Vec<Proven>> {
+        (self.unprovable <= self.synced).then(|| {
+            self.unproven
+                .iter()
+                .map(|(&page, u)| Proven {
+                    page,
+                    pages: u.pages,
+                    crc: u.crc,
+                })
+                .collect()
+        })
     }
 
     /// Whether commit `txid` is durable (rules 2 and 7).
@@ -278,6 +396,49 @@ impl SyncState {
         s.covered = s.committed;
         s.synced = s.committed.txid;
         s.safe = s.committed.txid;
+        let (txid, page_size) = (s.committed.txid, s.committed.page_size);
+        s.proven(txid, page_size);
+    }
+
+    /// At close, once every commit is durable: if the newest meta carries a proof, writes the
+    /// same meta without one into the other slot and syncs (rule 8). A failure poisons, and
+    /// leaves the proved meta, which is whole.
+    pub fn settle(&self) -> Result<()> {
+        let (storage, meta, slot, generation) = {
+            let mut s = self.state.lock();
+            while s.leader {
+                self.round_done.wait(&mut s);
+            }
+            if s.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if !s.written_proved || s.owed.is_some() || !s.is_durable(s.committed.txid) {
+                return Ok(());
+            }
+            s.leader = true;
+            (
+                s.storage.clone(),
+                s.committed,
+                1 - s.written_slot,
+                s.generation,
+            )
+        };
+        let result = storage
+            .write_at(&meta.encode(slot), slot * meta.page_size as u64)
+            .and_then(|()| storage.sync());
+        let mut s = self.state.lock();
+        if s.generation == generation {
+            s.leader = false;
+            match &result {
+                Ok(()) => {
+                    s.written_slot = slot;
+                    s.written_proved = false;
+                }
+                Err(_) => s.poisoned = true,
+            }
+        }
+        self.round_done.notify_all();
+        result
     }
 
     /// Refuses every later commit until a reopen: the state on disk is unknown to this process.
@@ -298,10 +459,12 @@ impl SyncState {
         self.state.lock().safe
     }
 
-    /// Records a commit whose pages are written.
-    pub fn set_committed(&self, meta: Meta) {
+    /// Records a commit whose pages are written, with what it wrote and freed (`None` when no
+    /// proof can cover it: rule 2).
+    pub fn set_committed(&self, meta: Meta, written: Option<Written<'_>>) {
         let mut s = self.state.lock();
         debug_assert!(meta.txid > s.committed.txid);
+        s.record(meta.txid, meta.page_size, written);
         s.committed = meta;
         if s.join.is_some() {
             self.recorded.notify_all();
@@ -369,10 +532,11 @@ impl SyncState {
     }
 
     /// One round: waits for any running round, then writes (and with `sync`, makes durable) a
-    /// commit's meta into the current storage: with `sync`, the newest covered commit (rule 2),
-    /// else the newest committed. Returns the txid written.
+    /// commit's meta into the current storage: with `sync`, the newest commit with its proof, or
+    /// without one the newest covered commit (rule 2); else the newest committed. Returns the
+    /// txid written.
     fn lead(&self, sync: bool) -> Result<u64> {
-        let (storage, covered, committed, slot, generation, owed) = {
+        let (storage, proof, covered, committed, slot, generation, owed) = {
             let mut s = self.state.lock();
             while s.leader {
                 self.round_done.wait(&mut s);
@@ -381,9 +545,12 @@ impl SyncState {
                 return Err(Error::Poisoned);
             }
             s.leader = true;
-            let covered = (sync && s.covered.txid > s.synced).then_some(s.covered);
+            let proof = if sync { s.proof() } else { None };
+            let covered =
+                (sync && proof.is_none() && s.covered.txid > s.synced).then_some(s.covered);
             (
                 s.storage.clone(),
+                proof,
                 covered,
                 s.committed,
                 1 - s.written_slot,
@@ -400,10 +567,11 @@ impl SyncState {
                 // Rule 7: a swap's finish first.
                 finish(&*storage, rename_to)?;
             }
-            if sync && covered.is_none() {
+            if sync && proof.is_none() && covered.is_none() {
                 storage.sync()?;
             }
-            storage.write_at(&meta.encode(slot), slot * meta.page_size as u64)?;
+            let page = meta.encode_proven(slot, proof.as_deref().unwrap_or_default());
+            storage.write_at(&page, slot * meta.page_size as u64)?;
             if !sync {
                 return Ok(None);
             }
@@ -430,10 +598,12 @@ impl SyncState {
                     s.owed = None;
                 }
                 s.written_slot = slot;
+                s.written_proved = proof.as_ref().is_some_and(|p| !p.is_empty());
                 s.safe = s.safe.max(meta.txid);
                 if sync {
                     let released = meta.txid.saturating_sub(s.synced);
                     s.synced = s.synced.max(meta.txid);
+                    s.proven(meta.txid, meta.page_size);
                     let (covers, took) = covers.unwrap_or((meta, Duration::ZERO));
                     if covers.txid > s.covered.txid {
                         s.covered = covers;
@@ -577,7 +747,7 @@ mod tests {
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = Arc::new(SyncState::new(old, meta(1), 1));
         // Writer A's group commit 2, on the old file, not durable yet.
-        sync.set_committed(meta(2));
+        sync.set_committed(meta(2), None);
         // A decides to lead a round; before the round starts, a defrag runs to its swap (it makes
         // everything durable on the old file, then restarts on the new one) and writer B commits
         // 3 on the new file.
@@ -585,7 +755,7 @@ mod tests {
         *sync.before_round.lock() = Some(Box::new(move || {
             defrag.wait_synced(2).expect("the defrag's round");
             defrag.restart(new_file.clone(), meta(2), 1, "db".into());
-            defrag.set_committed(meta(3));
+            defrag.set_committed(meta(3), None);
         }));
         sync.wait_synced(2).expect("A's wait");
 
@@ -619,10 +789,10 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let storage = Arc::new(Logged::new("db", &log));
         let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
-        sync.set_committed(meta(2));
+        sync.set_committed(meta(2), None);
         // Commit 3 writes its pages and is recorded while the round for commit 2 syncs its data.
         let writer = sync.clone();
-        *storage.on_sync.lock() = Some(Box::new(move || writer.set_committed(meta(3))));
+        *storage.on_sync.lock() = Some(Box::new(move || writer.set_committed(meta(3), None)));
         sync.wait_synced(2).expect("the round for commit 2");
         sync.wait_synced(3).expect("the round for commit 3");
         assert_eq!(
@@ -654,10 +824,10 @@ mod tests {
         let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
         // Long enough never to close on a loaded machine: the test waits for the commit instead.
         *sync.join_window.lock() = Some(Duration::from_secs(600));
-        sync.set_committed(meta(2));
+        sync.set_committed(meta(2), None);
         // B's commit 3 is recorded while A's round syncs its data.
         let b = sync.clone();
-        *storage.on_sync.lock() = Some(Box::new(move || b.set_committed(meta(3))));
+        *storage.on_sync.lock() = Some(Box::new(move || b.set_committed(meta(3), None)));
         sync.wait_synced(2).expect("A's round for commit 2");
         let b = sync.clone();
         let b = std::thread::spawn(move || b.wait_synced(3).expect("B's wait"));
@@ -671,7 +841,7 @@ mod tests {
         }
         // Nobody joins after B's round: A's own wait must not hold a long window open.
         *sync.join_window.lock() = Some(Duration::ZERO);
-        sync.set_committed(meta(4));
+        sync.set_committed(meta(4), None);
         b.join().expect("B");
         sync.wait_synced(4).expect("A's wait for commit 4");
         assert_eq!(
@@ -699,13 +869,13 @@ mod tests {
         let old = Arc::new(Logged::new("old", &log));
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = Arc::new(SyncState::new(old.clone(), meta(1), 1));
-        sync.set_committed(meta(2));
+        sync.set_committed(meta(2), None);
         // In the middle of the round that makes commit 2 durable in the old file, a defrag swaps
         // in a new file holding commit 2 durably in slot 1, and a writer commits 3 there.
         let swap = sync.clone();
         *old.on_sync.lock() = Some(Box::new(move || {
             swap.restart(new, meta(2), 1, "db".into());
-            swap.set_committed(meta(3));
+            swap.set_committed(meta(3), None);
         }));
         drop(old);
         sync.wait_synced(2).expect("the round on the old file");
@@ -735,7 +905,7 @@ mod tests {
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = SyncState::new(old, meta(1), 1);
         // Commit 2 is written to the old file, not synced there; the swap's new file holds it.
-        sync.set_committed(meta(2));
+        sync.set_committed(meta(2), None);
         sync.restart(new, meta(2), 1, "db".into());
         assert!(sync.state.lock().is_durable(1));
         assert!(
@@ -743,7 +913,7 @@ mod tests {
             "2 is durable only once the rename is"
         );
         assert!(sync.unsynced());
-        sync.set_committed(meta(3));
+        sync.set_committed(meta(3), None);
         sync.wait_synced(2).expect("the swap's finish");
         assert!(sync.state.lock().is_durable(2));
         assert!(!sync.state.lock().is_durable(3));
@@ -764,7 +934,7 @@ mod tests {
         failing.dir_fails = true;
         let sync = SyncState::new(old, meta(1), 1);
         sync.restart(Arc::new(failing), meta(1), 1, "db".into());
-        sync.set_committed(meta(2));
+        sync.set_committed(meta(2), None);
         assert!(matches!(sync.wait_synced(2), Err(Error::Io(_))));
         assert!(matches!(sync.wait_synced(2), Err(Error::Poisoned)));
         assert!(matches!(sync.finish_swap(), Err(Error::Poisoned)));

@@ -21,10 +21,10 @@ use crate::error::{Error, PageId, Result};
 use crate::limits::{GROWTH_STEP_MAX, INITIAL_PAGES_MIN, PAGE_SIZE_MAX};
 use crate::page_file::freelist::FreeList;
 use crate::page_file::freelist::chain::{self, Chain};
-use crate::page_file::meta::Meta;
+use crate::page_file::meta::{Meta, Proven};
 use crate::txn::catalog::{self, Descriptor};
 use crate::txn::db::{Inner, Snapshot, WriterHeld, Writing};
-use crate::txn::sync::Durability;
+use crate::txn::sync::{Durability, Written};
 
 /// A commit that is visible and may still be waiting for its sync (see
 /// [`WriteTxn::commit_visible`]).
@@ -47,6 +47,9 @@ impl Visible<'_> {
         }
     }
 }
+
+/// The runs a commit stopped using: (first page, pages).
+type Freed = Vec<(PageId, u64)>;
 
 /// State owned by whoever holds the write lock.
 #[derive(Debug)]
@@ -296,7 +299,7 @@ impl<'db> WriteTxn<'db> {
     pub(crate) fn commit_visible(mut self) -> Result<Visible<'db>> {
         let db = self.db;
         db.sync.check_poisoned()?;
-        let (meta, chain) = match self.write_pages() {
+        let (meta, chain, freed) = match self.write_pages() {
             Ok(Some(written)) => written,
             Ok(None) => return Ok(Visible { db, unsynced: None }),
             Err(e) => {
@@ -333,7 +336,17 @@ impl<'db> WriteTxn<'db> {
         // The meta is about to be written: the freelist's changes are this commit's for good.
         self.writer.freelist.keep_changes();
         self.writer.chain = chain;
-        db.sync.set_committed(meta);
+        // What a proof of this commit names (`txn::sync`, rule 2); a commit that never syncs, or
+        // writes more runs than a proof holds, is recorded as one no proof can cover.
+        let proof_capacity = crate::page_file::meta::proof_capacity(meta.page_size);
+        let runs: Option<Vec<Proven>> = (self.durability != Durability::None
+            && self.writer.reused.pages.run_count() <= proof_capacity)
+            .then(|| self.writer.reused.pages.proven().collect());
+        let written = runs.as_deref().map(|runs| Written {
+            runs,
+            freed: &freed,
+        });
+        db.sync.set_committed(meta, written);
         let txid = meta.txid;
         let unsynced = match self.durability {
             Durability::Immediate => {
@@ -360,10 +373,11 @@ impl<'db> WriteTxn<'db> {
         self.db.publish(snapshot);
     }
 
-    /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write
-    /// and the freelist chain it names, or `None` when the transaction changed nothing. On an
-    /// error the freelist's logged changes are the caller's to undo.
-    fn write_pages(&mut self) -> Result<Option<(Meta, Chain)>> {
+    /// Steps 1 to 4 of the commit: everything up to the first sync. Returns the meta to write,
+    /// the freelist chain it names and the runs the commit stopped using, or `None` when the
+    /// transaction changed nothing. On an error the freelist's logged changes are the caller's to
+    /// undo.
+    fn write_pages(&mut self) -> Result<Option<(Meta, Chain, Freed)>> {
         let changed =
             self.forced || self.deleted || self.trees.values().any(|t| t.original != Some(t.root));
         if !changed {
@@ -414,6 +428,7 @@ impl<'db> WriteTxn<'db> {
         //    the whole list (free and pending alike) as a new chain, retiring the old chain's
         //    pages like any other page it stopped using (`freelist::chain`, invariant 4).
         let mut freed = std::mem::take(&mut self.dirty.freed);
+        let mut freed_runs = Vec::new();
         let delta_changes = alloc.freelist.changes().len() + freed.len() + 1;
         let delta_pages = chain::delta_pages(delta_changes, page_size);
         let mut chain = writer.chain.clone();
@@ -422,6 +437,7 @@ impl<'db> WriteTxn<'db> {
             // pending pages beside it is written as one run, and taking its front leaves a gap
             // in that run. So the run is sized for one more.
             freed.extend_from_slice(chain.runs());
+            freed_runs.extend_from_slice(&freed);
             alloc.freelist.add_pending(txid, freed)?;
             let run_pages =
                 FreeList::run_pages(alloc.freelist.persisted_runs().len() + 1, page_size);
@@ -436,6 +452,7 @@ impl<'db> WriteTxn<'db> {
             chain = Chain::full(first, run_pages);
             first
         } else {
+            freed_runs.extend_from_slice(&freed);
             alloc.freelist.add_pending(txid, freed)?;
             let first = alloc.allocate(delta_pages)?;
             let changes = alloc.freelist.changes();
@@ -480,7 +497,7 @@ impl<'db> WriteTxn<'db> {
         }
         write_coalesced(&*self.db.storage(), &out, page_size)?;
         writer.reused.pages = out;
-        Ok(Some((meta, chain)))
+        Ok(Some((meta, chain, freed_runs)))
     }
 }
 

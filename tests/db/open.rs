@@ -329,11 +329,12 @@ fn set_format_version(path: &Path, version: u32, page_size: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// What changed: format version 2 added freelist deltas. A version 1 file is a version 2 file
-/// whose freelist chain is one full list, so this build must open it, read it, and commit to it
-/// (writing version 2 from then on), and an older build must then refuse it.
+/// What changed: format version 2 added freelist deltas, version 3 the meta's proof. A version 1
+/// file is a version 3 file whose freelist chain is one full list and whose metas carry no proof,
+/// so this build must open it, read it, and commit to it (writing version 3 from then on), and an
+/// older build must then refuse it.
 #[test]
-fn a_version_1_file_opens_commits_and_is_written_as_version_2() {
+fn a_version_1_file_opens_commits_and_is_written_as_version_3() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.folio");
     let db = Db::builder().page_size(512).open(&path).unwrap();
@@ -388,7 +389,7 @@ fn a_version_1_file_opens_commits_and_is_written_as_version_2() {
     let versions: Vec<u32> = (0..2)
         .map(|slot| u32::from_le_bytes(bytes[slot * 512 + 32..][..4].try_into().unwrap()))
         .collect();
-    assert_eq!(versions, vec![2, 2], "both metas rewritten as version 2");
+    assert_eq!(versions, vec![3, 3], "both metas rewritten as version 3");
     let db = Db::open(&path).unwrap();
     assert!(db.check().unwrap().is_clean());
     let read = db.begin_read().unwrap();
