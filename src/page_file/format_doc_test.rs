@@ -49,9 +49,16 @@ fn the_page_header_table_matches_the_code() {
 fn the_meta_table_matches_the_code() {
     let t = table("meta");
     assert_eq!(t[0], row(0, PAGE_HEADER_LEN));
-    let last = t.last().expect("rows");
+    // The checksummed part ends where the proof begins.
+    let (proof_row, fixed) = t.split_last().expect("rows");
+    let last = fixed.last().expect("rows");
     let end: usize = last.0.parse::<usize>().unwrap() + last.1.parse::<usize>().unwrap();
     assert_eq!(end, META_LEN);
+    assert_eq!(proof_row.0, META_LEN.to_string());
+    assert_eq!(
+        proof_row.1,
+        format!("{} × proof length", crate::page_file::meta::PROOF_ENTRY_LEN)
+    );
     let meta = crate::page_file::meta::Meta {
         page_size: 512,
         txid: 0x0102,
@@ -81,6 +88,28 @@ fn the_meta_table_matches_the_code() {
         u32::from_le_bytes(page[field("page size in bytes")..][..4].try_into().unwrap()),
         512
     );
+    let runs = [
+        crate::page_file::meta::Proven {
+            page: 0x0506,
+            pages: 3,
+            crc: 0xaabb_ccdd,
+        },
+        crate::page_file::meta::Proven {
+            page: 7,
+            pages: 1,
+            crc: 1,
+        },
+    ];
+    let page = meta.encode_proven(1, &runs);
+    let u32_at = |at: usize| u32::from_le_bytes(page[at..at + 4].try_into().unwrap());
+    assert_eq!(u32_at(field("proof length")), 2);
+    let proof = &page[field("per run")..][..32];
+    assert_eq!(u32_at(field("proof checksum")), crc32fast::hash(proof));
+    assert_eq!(&proof[..8], &0x0506u64.to_le_bytes());
+    assert_eq!(&proof[8..12], &3u32.to_le_bytes());
+    assert_eq!(&proof[12..16], &0xaabb_ccddu32.to_le_bytes());
+    assert_eq!(&proof[16..24], &7u64.to_le_bytes());
+    assert!(page[field("per run") + 32..].iter().all(|&b| b == 0));
 }
 
 fn table_names(name: &str) -> Vec<String> {

@@ -70,7 +70,8 @@ use crate::page_file::storage::Storage;
 /// When a commit's data reaches the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// Sync before `commit` returns: two syncs per commit. Survives power loss.
+    /// Sync before `commit` returns: one sync per commit (two for a commit that writes more
+    /// runs than a meta's proof names; see `txn::sync`, rule 2). Survives power loss.
     #[default]
     Immediate,
     /// Sync before `commit` returns, sharing the syncs with every writer that commits meanwhile:

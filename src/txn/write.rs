@@ -1,7 +1,8 @@
 //! The write transaction and its commit.
 //!
 //! Commit is a recipe, one step each (see [`WriteTxn::commit`]):
-//! spill → freelist → grow → write pages in order → sync → meta → sync → publish.
+//! spill → freelist → grow → write pages in order → meta with its proof → sync → publish (a commit
+//! too large for a proof: → sync → meta → sync; see `sync.rs`, rule 2).
 //! Until the meta is written nothing a reader or a reopen can see has changed, so any failure up to
 //! there rolls back cleanly: the in-memory freelist undoes the changes it logged and the pages
 //! written are garbage in free space. A failure while making the meta durable poisons the

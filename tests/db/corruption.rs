@@ -664,3 +664,87 @@ fn a_second_open_of_a_database_already_open_is_locked_until_the_first_closes() {
     let db = Db::open(&path).unwrap();
     assert!(db.check().unwrap().is_clean());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A crash's proved meta
+// ---------------------------------------------------------------------------------------------
+
+/// The image a power loss leaves after two commits that returned, with the second's meta still
+/// carrying its proof (no clean close): what open must prove.
+fn proved_image(dir: &Path) -> (Vec<u8>, Contents, Contents) {
+    let sim = folio::sim::SimStorage::create(&dir.join("proved")).unwrap();
+    let db = Db::builder()
+        .page_size(PAGE_SIZE as u32)
+        .create_with(Box::new(sim.clone()))
+        .unwrap();
+    let mut model = Contents::new();
+    let mut commit = |round: u32, keys: std::ops::Range<u32>| {
+        let mut tx = db.begin_write().unwrap();
+        for i in keys {
+            let v = value(i, round);
+            tx.open_tree(b"alpha").unwrap().put(&key(i), &v).unwrap();
+            model
+                .entry(b"alpha".to_vec())
+                .or_default()
+                .insert(key(i), v);
+        }
+        tx.commit().unwrap();
+        model.clone()
+    };
+    let first = commit(0, 0..40);
+    let model = commit(1, 0..5);
+    let image = sim.crash_image(None);
+    drop(db);
+    (image, first, model)
+}
+
+/// The newest slot of `image` and the first run its proof names.
+fn newest_proved_run(image: &[u8]) -> (usize, usize) {
+    let u64_at = |at: usize| u64::from_le_bytes(image[at..at + 8].try_into().unwrap());
+    let newest = usize::from(u64_at(PAGE_SIZE + 40) > u64_at(40));
+    let proof_len = u32::from_le_bytes(image[newest * PAGE_SIZE + 80..][..4].try_into().unwrap());
+    assert!(proof_len > 0, "a small commit's meta carries a proof");
+    (newest, u64_at(newest * PAGE_SIZE + META_LEN) as usize)
+}
+
+#[test]
+fn a_proved_meta_whose_run_does_not_hold_its_checksum_gives_way_to_the_other_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, first, second) = proved_image(dir.path());
+    let db = open_copy(dir.path(), "whole", &image);
+    assert_clean_and_equal(&db, &second, "the image as synced");
+    drop(db);
+
+    // A run the proof names holds something else: the second commit never fully reached the
+    // disk, so the database is the first.
+    let (newest, run) = newest_proved_run(&image);
+    let mut torn = image.clone();
+    torn[run * PAGE_SIZE + 100] ^= 0x40;
+    let db = open_copy(dir.path(), "torn", &torn);
+    assert_clean_and_equal(&db, &first, "a proved run flipped");
+    drop(db);
+
+    // And when the other slot is damaged too, nothing can be opened, and the error says why.
+    torn[(1 - newest) * PAGE_SIZE + 40] ^= 0x01;
+    let err = open_bytes(dir.path(), "torn-and-damaged", &torn);
+    let Error::MetaDamaged { first, second } = &err else {
+        panic!("expected MetaDamaged, got {err:?}");
+    };
+    let (proved, other) = if newest == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(
+        proved.contains("did not all reach the disk") && proved.contains(&format!("page {run}")),
+        "{err}"
+    );
+    assert!(other.contains("checksum mismatch"), "{err}");
+}
+
+/// Opens a copy of `bytes` written to `dir/name`.
+fn open_copy(dir: &Path, name: &str, bytes: &[u8]) -> Db {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    Db::open(&path).unwrap_or_else(|e| panic!("{name}: open failed: {e}"))
+}
