@@ -15,6 +15,7 @@ const OFF_CATALOG: usize = 48;
 const OFF_FREELIST: usize = 56;
 const OFF_PAGE_COUNT: usize = 64;
 const OFF_CATALOG_LEN: usize = 72;
+const OFF_PROOF_LEN: usize = 80;
 
 /// crc32 (IEEE), bit by bit: the few bytes of a meta page need nothing faster.
 fn crc32(bytes: &[u8]) -> u32 {
@@ -49,10 +50,14 @@ fn build(path: &Path) {
     }
 }
 
-/// A copy of `path` with `field` set to `value` in both metas, or in the newest only.
+/// A copy of `path` with `field` set to `value` in both metas, or in the newest only: the one
+/// open takes (of two with one txid, as a clean close leaves them, the one without a proof).
 fn forge(path: &Path, name: &str, field: usize, value: u64, both: bool) -> PathBuf {
     let mut bytes = std::fs::read(path).unwrap();
-    let newest = usize::from(u64_at(&bytes, PAGE + OFF_TXID) > u64_at(&bytes, OFF_TXID));
+    let proof_len = |slot: usize| &bytes[slot * PAGE + OFF_PROOF_LEN..][..4] != [0; 4];
+    let newest = usize::from(
+        (u64_at(&bytes, PAGE + OFF_TXID), proof_len(0)) > (u64_at(&bytes, OFF_TXID), proof_len(1)),
+    );
     for slot in [0, 1] {
         if both || slot == newest {
             let meta = &mut bytes[slot * PAGE..slot * PAGE + META_LEN];
