@@ -54,7 +54,7 @@ fn build(path: &Path) {
 /// open takes (of two with one txid, as a clean close leaves them, the one without a proof).
 fn forge(path: &Path, name: &str, field: usize, value: u64, both: bool) -> PathBuf {
     let mut bytes = std::fs::read(path).unwrap();
-    let proof_len = |slot: usize| &bytes[slot * PAGE + OFF_PROOF_LEN..][..4] != [0; 4];
+    let proof_len = |slot: usize| bytes[slot * PAGE + OFF_PROOF_LEN..][..4] != [0; 4];
     let newest = usize::from(
         (u64_at(&bytes, PAGE + OFF_TXID), proof_len(0)) > (u64_at(&bytes, OFF_TXID), proof_len(1)),
     );
