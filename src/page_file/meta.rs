@@ -253,18 +253,19 @@ fn read_slot(storage: &dyn Storage, offset: u64, file_len: u64) -> Result<Vec<u8
 }
 
 /// Reads both meta slots and picks the valid one with the higher txid, unless it carries a proof
-/// that the file does not bear out: then the other slot's. Returns the meta and the slot it came
-/// from. A chosen meta whose pages the file does not hold is [`Error::Truncated`].
-pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
+/// that the file does not bear out: then the other slot's. Returns the meta, the slot it came
+/// from, and whether it carries a proof. A chosen meta whose pages the file does not hold is
+/// [`Error::Truncated`].
+pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId, bool)> {
     let file_len = storage.len()?;
     let (newest, other) = choose(storage, file_len)?;
-    let (meta, slot) = match unproven(storage, file_len, newest)? {
-        None => (newest.0.meta, newest.1),
+    let (meta, slot, proved) = match unproven(storage, file_len, newest)? {
+        None => (newest.0.meta, newest.1, newest.0.proof_len > 0),
         // The newest meta's commit never fully reached the disk, so it was never acknowledged;
         // the other slot was made durable before it was written. That slot is not proved again:
         // a later commit may have reused pages its commits wrote and the newest stopped using.
         Some(why) => match other {
-            Ok((d, slot)) => (d.meta, slot),
+            Ok((d, slot)) => (d.meta, slot, d.proof_len > 0),
             Err(other_why) => {
                 let (first, second) = if newest.1 == 0 {
                     (why, other_why)
@@ -282,7 +283,7 @@ pub(crate) fn read_newest(storage: &dyn Storage) -> Result<(Meta, PageId)> {
             actual: file_len,
         });
     }
-    Ok((meta, slot))
+    Ok((meta, slot, proved))
 }
 
 /// Bytes of runs a proof may name at most, so that checking one reads little at open: a round

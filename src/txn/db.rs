@@ -491,7 +491,7 @@ impl Db {
         path: Option<PathBuf>,
         options: Options,
     ) -> Result<Db> {
-        let (meta, slot) = meta::read_newest(&*storage)?;
+        let (meta, slot, proved) = meta::read_newest(&*storage)?;
         let file_len = storage.len()?;
         let needed = meta.page_count * meta.page_size as u64;
         if file_len < needed {
@@ -536,11 +536,16 @@ impl Db {
                     readers: BTreeMap::new(),
                 }),
                 writer: Mutex::new(writer),
-                sync: SyncState::new(storage, meta, slot),
+                sync: SyncState::new(storage.clone(), meta, slot),
                 defrag: Mutex::new(()),
                 writing: AtomicUsize::new(0),
             }),
         };
+        if proved && !storage.read_only() {
+            // A crash left the newest meta with its proof: the close rewrites it without one
+            // (`sync`, rule 8), even if nothing is committed meanwhile.
+            db.inner.sync.opened_proved();
+        }
         Ok(db)
     }
 

@@ -401,6 +401,11 @@ impl SyncState {
         s.proven(txid, page_size);
     }
 
+    /// Records that the durable meta this state starts from carries a proof (a crash left it).
+    pub fn opened_proved(&self) {
+        self.state.lock().written_proved = true;
+    }
+
     /// At close, once every commit is durable: if the newest meta carries a proof, writes the
     /// same meta without one into the other slot and syncs (rule 8). A failure poisons, and
     /// leaves the proved meta, which is whole.

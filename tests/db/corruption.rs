@@ -714,10 +714,22 @@ fn a_proved_meta_whose_run_does_not_hold_its_checksum_gives_way_to_the_other_slo
     let db = open_copy(dir.path(), "whole", &image);
     assert_clean_and_equal(&db, &second, "the image as synced");
     drop(db);
+    let (newest, run) = newest_proved_run(&image);
+
+    // Once a clean close (here with no commit at all) has rewritten the meta without its proof,
+    // damage to that run is reported as a corruption naming the page, not rolled back.
+    let mut settled = std::fs::read(dir.path().join("whole")).unwrap();
+    settled[run * PAGE_SIZE + 100] ^= 0x40;
+    let db = open_copy(dir.path(), "settled", &settled);
+    let report = db.check().unwrap();
+    assert!(
+        report.to_string().contains(&format!("page {run}")),
+        "a damaged page after a clean close: {report}"
+    );
+    drop(db);
 
     // A run the proof names holds something else: the second commit never fully reached the
     // disk, so the database is the first.
-    let (newest, run) = newest_proved_run(&image);
     let mut torn = image.clone();
     torn[run * PAGE_SIZE + 100] ^= 0x40;
     let db = open_copy(dir.path(), "torn", &torn);
