@@ -70,8 +70,9 @@ use crate::page_file::storage::Storage;
 /// When a commit's data reaches the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// Sync before `commit` returns: one sync per commit (two for a commit that writes more
-    /// runs than a meta's proof names; see `txn::sync`, rule 2). Survives power loss.
+    /// Sync before `commit` returns: one sync per commit; two when a commit since the last
+    /// durable one wrote more runs or bytes than a meta's proof names, or used
+    /// [`Durability::None`] (see `txn::sync`, rule 2). Survives power loss.
     #[default]
     Immediate,
     /// Sync before `commit` returns, sharing the syncs with every writer that commits meanwhile:
@@ -80,7 +81,8 @@ pub enum Durability {
     Group,
     /// Never sync (the meta is written, not synced). Survives a process crash, not a power loss:
     /// after a power loss the file may be damaged, not merely older, because later commits reuse
-    /// pages before anything is synced (as with LMDB's no-sync mode). For bulk loads that can be
+    /// pages before anything is synced (as with LMDB's no-sync mode); the damage may also show
+    /// as a rollback past commits made durable before, when a proved meta's runs were reused. For bulk loads that can be
     /// redone; [`crate::Db::sync`] makes everything so far durable.
     None,
 }
@@ -206,6 +208,21 @@ impl State {
             return;
         };
         for &(start, len) in w.freed {
+            // A freed range holds whole runs as written: one that began before it or ran past
+            // it would stay named by the proof after its pages were freed (and then reused).
+            debug_assert!(
+                self.unproven
+                    .range(..start)
+                    .next_back()
+                    .is_none_or(|(&p, u)| p + u64::from(u.pages) <= start),
+                "freed {start}+{len} cuts a written run"
+            );
+            debug_assert!(
+                self.unproven
+                    .range(start..start.saturating_add(len))
+                    .all(|(&p, u)| p + u64::from(u.pages) <= start + len),
+                "freed {start}+{len} cuts a written run"
+            );
             let gone: Vec<PageId> = self
                 .unproven
                 .range(start..start.saturating_add(len))

@@ -728,6 +728,13 @@ fn a_proved_meta_whose_run_does_not_hold_its_checksum_gives_way_to_the_other_slo
     );
     drop(db);
 
+    // A flipped byte in the proved meta itself: the other slot, one commit older.
+    let mut flipped = image.clone();
+    flipped[newest * PAGE_SIZE + 44] ^= 0x01;
+    let db = open_copy(dir.path(), "meta-flipped", &flipped);
+    assert_clean_and_equal(&db, &first, "the newest meta flipped");
+    drop(db);
+
     // A run the proof names holds something else: the second commit never fully reached the
     // disk, so the database is the first.
     let mut torn = image.clone();
