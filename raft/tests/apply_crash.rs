@@ -6,7 +6,9 @@
 //! The test applies a first batch cleanly, counts the storage calls (writes, syncs, ...) the
 //! second batch makes, then for every call N applies the second batch on a fresh store with a
 //! power loss armed at call N, and opens each image a crash could leave (the synced bytes, a
-//! torn last write, and sectors written since the last sync reordered, from a printed seed).
+//! torn last write, sectors written since the last sync reordered, from a printed seed, and the
+//! file as written, which a process crash leaves). A commit syncs once (the meta proves its
+//! pages), so only the file as written shows the batch applied when the crash hits that sync.
 //! Each must open; the recorded index must be the first batch's last or the second's (all or
 //! nothing); the store must equal a reference that applied the entries up to that index one by
 //! one (every revision of every key, the current revision); and replaying the entries after it
@@ -125,6 +127,10 @@ fn crash_images(sim: &SimStorage, seed: u64, n: u64) -> Vec<(&'static str, Vec<u
     let mut images = vec![
         ("power loss", sim.crash_image(None)),
         ("torn last write", sim.crash_image(Some(100))),
+        (
+            "process crash",
+            std::fs::read(folio::storage::Storage::path(sim)).unwrap(),
+        ),
     ];
     for i in 0..4u64 {
         let s = seed ^ (n * 16 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
