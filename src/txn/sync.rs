@@ -82,8 +82,8 @@ pub enum Durability {
     /// Never sync (the meta is written, not synced). Survives a process crash, not a power loss:
     /// after a power loss the file may be damaged, not merely older, because later commits reuse
     /// pages before anything is synced (as with LMDB's no-sync mode); the damage may also show
-    /// as a rollback past commits made durable before, when a proved meta's runs were reused. For bulk loads that can be
-    /// redone; [`crate::Db::sync`] makes everything so far durable.
+    /// as a rollback past commits made durable before, when a proved meta's runs were reused.
+    /// For bulk loads that can be redone; [`crate::Db::sync`] makes everything so far durable.
     None,
 }
 
