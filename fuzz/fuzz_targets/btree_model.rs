@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use folio::{Db};
+use folio::Db;
 use folio::sim::{Fault, SimStorage};
 use folio_fuzz::{Input, Removed, temp_path};
 

@@ -20,7 +20,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     folio::fuzzing::seal(&mut delta);
     if let Ok((previous, depth, changes)) = folio::fuzzing::freelist_delta(&delta, page_count) {
-        assert!(previous >= 2 && previous < page_count, "the link inside the database");
+        assert!(
+            previous >= 2 && previous < page_count,
+            "the link inside the database"
+        );
         assert!((1..=128).contains(&depth), "the depth in range");
         for (start, len, _) in changes {
             assert!(start >= 2 && len > 0, "a change is a run past the metas");

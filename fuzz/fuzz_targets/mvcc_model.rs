@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use folio::sim::SimStorage;
 use folio::{Db, KeyRange, Op, RangeOptions, Store};
-use folio::sim::{SimStorage};
 use folio_fuzz::{Input, Removed, temp_path};
 
 /// A key's state in one revision: value, create revision, mod revision, version.

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use folio::{Db};
-use folio::storage::{Storage};
-use folio::sim::{SimStorage};
+use folio::Db;
+use folio::sim::SimStorage;
+use folio::storage::Storage;
 
 /// Reads small numbers from the fuzzer's bytes; zeros once they run out.
 pub struct Input<'a> {
@@ -90,6 +90,8 @@ pub fn sound_image() -> &'static [u8] {
         let path = temp_path("sound");
         {
             let db = Db::builder().page_size(512).open(&path).expect("create");
+            // The store first: a database that already holds other trees is refused as a store.
+            let store = folio::Store::with_db(db.clone()).expect("store");
             for round in 0..3u32 {
                 let mut tx = db.begin_write().expect("write");
                 let mut t = tx.open_tree(b"t").expect("tree");
@@ -107,7 +109,6 @@ pub fn sound_image() -> &'static [u8] {
                     .expect("put");
                 tx.commit().expect("commit");
             }
-            let store = folio::Store::with_db(db).expect("store");
             for i in 0..20u32 {
                 store
                     .put(format!("/k/{}", i % 7).as_bytes(), &[i as u8; 30])
