@@ -113,8 +113,6 @@ struct State {
     /// The runs a proof of the newest commit names (rule 2), by first page: written since the
     /// newest durable meta by the commit given, and still in use.
     unproven: BTreeMap<PageId, Unproven>,
-    /// Bytes of the runs in `unproven`.
-    unproven_bytes: u64,
     /// The newest commit no proof can cover (rule 2): a round proves a meta only once this commit
     /// is durable.
     unprovable: u64,
@@ -192,7 +190,6 @@ impl State {
             joining: false,
             owed: None,
             unproven: BTreeMap::new(),
-            unproven_bytes: 0,
             unprovable: 0,
             written_proved: false,
         }
@@ -204,7 +201,6 @@ impl State {
         let Some(w) = written else {
             self.unprovable = txid;
             self.unproven.clear();
-            self.unproven_bytes = 0;
             return;
         };
         for &(start, len) in w.freed {
@@ -229,18 +225,19 @@ impl State {
                 .map(|(&p, _)| p)
                 .collect();
             for p in gone {
-                if let Some(u) = self.unproven.remove(&p) {
-                    self.unproven_bytes -= u64::from(u.pages) * page_bytes;
-                }
+                self.unproven.remove(&p);
             }
         }
-        let bytes: u64 = w.runs.iter().map(|r| u64::from(r.pages) * page_bytes).sum();
+        // At most a proof's capacity of runs: summed at each commit rather than kept.
+        let pages: u64 = (self.unproven.values().map(|u| u.pages))
+            .chain(w.runs.iter().map(|r| r.pages))
+            .map(u64::from)
+            .sum();
         if self.unproven.len() + w.runs.len() > meta::proof_capacity(page_size)
-            || self.unproven_bytes + bytes > meta::PROOF_BYTES_MAX
+            || pages * page_bytes > meta::PROOF_BYTES_MAX
         {
             self.unprovable = txid;
             self.unproven.clear();
-            self.unproven_bytes = 0;
             return;
         }
         for r in w.runs {
@@ -254,17 +251,11 @@ impl State {
             );
             debug_assert!(old.is_none(), "page {} written twice before a sync", r.page);
         }
-        self.unproven_bytes += bytes;
     }
 
     /// Forgets the runs of commits up to `txid`, now durable.
-    fn proven(&mut self, txid: u64, page_size: u32) {
+    fn proven(&mut self, txid: u64) {
         self.unproven.retain(|_, u| u.txid > txid);
-        self.unproven_bytes = self
-            .unproven
-            .values()
-            .map(|u| u64::from(u.pages) * u64::from(page_size))
-            .sum();
     }
 
     /// The proof a round writing the newest commit's meta would carry, if one can be written.
@@ -414,8 +405,8 @@ impl SyncState {
         s.covered = s.committed;
         s.synced = s.committed.txid;
         s.safe = s.committed.txid;
-        let (txid, page_size) = (s.committed.txid, s.committed.page_size);
-        s.proven(txid, page_size);
+        let txid = s.committed.txid;
+        s.proven(txid);
     }
 
     /// Records that the durable meta this state starts from carries a proof (a crash left it).
@@ -626,7 +617,7 @@ impl SyncState {
                 if sync {
                     let released = meta.txid.saturating_sub(s.synced);
                     s.synced = s.synced.max(meta.txid);
-                    s.proven(meta.txid, meta.page_size);
+                    s.proven(meta.txid);
                     let (covers, took) = covers.unwrap_or((meta, Duration::ZERO));
                     if covers.txid > s.covered.txid {
                         s.covered = covers;
