@@ -158,6 +158,11 @@ pub const JOIN_WINDOW_SYNC_DIVISOR: u32 = 4;
 /// ... and never longer than this.
 pub const JOIN_WINDOW_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The most concurrent store writes one database commit carries (`mvcc::combine`) ...
+pub const COMBINE_REQUESTS_MAX: usize = 64;
+/// ... and the most bytes of keys and values it takes in beyond its first write.
+pub const COMBINE_BYTES_MAX: usize = 1 << 20;
+
 /// The fill factor a defrag packs pages to when none is given: full.
 pub const DEFRAG_FILL_DEFAULT: f64 = 1.0;
 /// The lowest defrag fill factor: half a page, so that any entry (at most half a page, see

@@ -1,5 +1,6 @@
 //! The MVCC store: etcd's revisioned key-value model on top of the B+tree.
 
+pub(crate) mod combine;
 pub(crate) mod compaction;
 pub(crate) mod hash;
 pub(crate) mod key_index;

@@ -23,6 +23,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::btree::tree::Tree;
 use crate::error::{Error, Result};
 use crate::limits::INDEX_WRITER_PASSED_MAX;
+use crate::mvcc::combine::Combiner;
 use crate::mvcc::hash::{self, Hasher};
 use crate::mvcc::key_index::{self, Index, IndexOrigin, persist};
 use crate::mvcc::lease::Lessor;
@@ -57,6 +58,8 @@ pub(crate) struct StoreInner {
     pub state: RwLock<StoreState>,
     /// Held by whoever writes: a put, a delete, a transaction, or one compaction batch.
     pub writer: Mutex<()>,
+    /// The puts, deletes and transactions waiting to be combined into one commit.
+    pub combiner: Combiner,
     /// Held for a whole compaction, so two never interleave.
     pub compaction: Mutex<()>,
     /// The leases; see `lease.rs` for the lock order.
@@ -325,6 +328,7 @@ impl Store {
                 db,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
+                combiner: Combiner::default(),
                 compaction: Mutex::new(()),
                 lessor: Mutex::new(lessor),
                 options,

@@ -17,6 +17,7 @@ use crate::mvcc::types::{
 };
 use crate::mvcc::watch::RawEvent;
 use crate::txn::WriteTxn;
+use crate::txn::write::Visible;
 
 /// One store write in progress.
 pub(crate) struct StoreWrite<'s> {
@@ -49,7 +50,7 @@ impl<'s> StoreWrite<'s> {
     }
 
     /// Ends the current revision if it wrote (a batch's next transaction takes the next one).
-    fn end_revision(&mut self) {
+    pub(crate) fn end_revision(&mut self) {
         if self.sub > 0 {
             let events = std::mem::take(&mut self.events);
             self.done.push((self.main(), events));
@@ -89,15 +90,13 @@ impl<'s> StoreWrite<'s> {
             .ok_or_else(|| malformed("empty load".into()))
     }
 
+    /// Whether this write has made its current revision (changed a store key in it).
+    pub(crate) fn wrote(&self) -> bool {
+        self.sub > 0
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8], options: &PutOptions) -> Result<PutResponse> {
-        crate::btree::tree::check_key(key, self.inner.db.page_size())?;
-        // The record holds more than the value; name the limit the caller can act on.
-        if value.len() > STORE_VALUE_LEN_MAX {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: STORE_VALUE_LEN_MAX,
-            });
-        }
+        check_put(key, value, self.inner.db.page_size())?;
         self.attach(key, options.lease)?;
         let prev_kv = match (options.prev_kv, self.visible(key)) {
             (true, Some(v)) => Some(self.record(v.modified)?),
@@ -252,19 +251,32 @@ impl<'s> StoreWrite<'s> {
     }
 }
 
-impl Store {
-    /// Runs `f` as one write: one database transaction, at most one new main revision, unless
-    /// `f` ends revisions itself ([`StoreWrite::end_revision`], a batch): one per transaction.
-    pub(crate) fn write<R>(
+/// A store write that committed (or changed nothing), its writer lock not yet let go.
+pub(crate) struct Applied<R> {
+    /// What the write's function returned.
+    pub value: R,
+    /// The store's revision after it.
+    pub revision: i64,
+    /// Whether it made a revision (its watchers' events wait for [`Applied::unsynced`]).
+    pub wrote: bool,
+    /// The database commit still to be made durable (see [`crate::txn::Visible`]).
+    pub unsynced: Option<u64>,
+}
+
+impl StoreInner {
+    /// Runs `f` as one write under the writer lock the caller holds: one database transaction,
+    /// at most one new main revision, unless `f` ends revisions itself
+    /// ([`StoreWrite::end_revision`]: a batch, one per transaction). On success the commit is
+    /// visible; the caller lets go of the lock, then waits for [`Applied::unsynced`] and releases
+    /// the watchers' events. On error nothing has changed.
+    pub(crate) fn apply<R>(
         &self,
         f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>,
-    ) -> Result<(R, i64)> {
-        let inner = &*self.inner;
-        let guard = inner.writer.lock();
-        let tx = inner.db.begin_write()?;
-        let base = inner.state.read().current;
+    ) -> Result<Applied<R>> {
+        let tx = self.db.begin_write()?;
+        let base = self.state.read().current;
         let mut w = StoreWrite {
-            inner,
+            inner: self,
             tx,
             base,
             sub: 0,
@@ -285,38 +297,73 @@ impl Store {
             done,
             ..
         } = w;
-        match result {
+        let value = match result {
             Err(e) => {
                 drop(tx);
-                unwind_index(inner, base, &touched);
-                Err(e)
+                unwind_index(self, base, &touched);
+                return Err(e);
             }
-            Ok(r) if done.is_empty() && !forced && !leases.needs_commit() => Ok((r, base)),
-            Ok(r) => match tx.commit_visible() {
-                Err(e) => {
-                    unwind_index(inner, base, &touched);
-                    Err(e)
-                }
-                Ok(visible) => {
-                    // A lease grant, a revoke of no keys or an `also_put` alone commits
-                    // without a revision.
-                    let revision = last;
-                    inner.lessor.lock().apply(leases, inner.options.clock.now());
-                    inner.state_mut().current = revision;
-                    // Queued in revision order under the writer lock; sent once durable.
-                    let wrote = !done.is_empty();
-                    for (main, events) in done {
-                        inner.watch.queue(main, events);
-                    }
-                    drop(guard);
-                    visible.wait()?;
-                    if wrote {
-                        inner.watch.release(revision);
-                    }
-                    Ok((r, revision))
-                }
-            },
+            Ok(value) => value,
+        };
+        if done.is_empty() && !forced && !leases.needs_commit() {
+            return Ok(Applied {
+                value,
+                revision: base,
+                wrote: false,
+                unsynced: None,
+            });
         }
+        let visible = match tx.commit_visible() {
+            Err(e) => {
+                unwind_index(self, base, &touched);
+                return Err(e);
+            }
+            Ok(visible) => visible,
+        };
+        // A lease grant, a revoke of no keys or an `also_put` alone commits without a revision.
+        self.lessor.lock().apply(leases, self.options.clock.now());
+        self.state_mut().current = last;
+        // Queued in revision order under the writer lock; sent once durable.
+        let wrote = !done.is_empty();
+        for (main, events) in done {
+            self.watch.queue(main, events);
+        }
+        Ok(Applied {
+            value,
+            revision: last,
+            wrote,
+            unsynced: visible.unsynced(),
+        })
+    }
+
+    /// Waits until a write's commit is durable, then lets its watchers see `revision`.
+    pub(crate) fn settle_write(
+        &self,
+        unsynced: Option<u64>,
+        wrote: bool,
+        revision: i64,
+    ) -> Result<()> {
+        Visible::of(&self.db, unsynced).wait()?;
+        if wrote {
+            self.watch.release(revision);
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Runs `f` as one write (see [`StoreInner::apply`]) under the writer lock, and returns once
+    /// it is durable: `f`'s value and the store's revision after it.
+    pub(crate) fn write<R>(
+        &self,
+        f: impl FnOnce(&mut StoreWrite<'_>) -> Result<R>,
+    ) -> Result<(R, i64)> {
+        let inner = &*self.inner;
+        let guard = inner.writer.lock();
+        let applied = inner.apply(f)?;
+        drop(guard);
+        inner.settle_write(applied.unsynced, applied.wrote, applied.revision)?;
+        Ok((applied.value, applied.revision))
     }
 
     /// Stores `value` under `key`; returns the new revision.
@@ -326,7 +373,15 @@ impl Store {
 
     /// Stores `value` under `key` with options (a lease, the previous value).
     pub fn put_with(&self, key: &[u8], value: &[u8], options: PutOptions) -> Result<PutResponse> {
-        Ok(self.write(|w| w.put(key, value, &options))?.0)
+        let put = Op::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            options,
+        };
+        match self.submit(Request::one(put))?.responses.pop() {
+            Some(OpResponse::Put(response)) => Ok(response),
+            _ => unreachable!("a put answers with a put's response"),
+        }
     }
 
     /// Deletes every key in `range`. Deleting nothing does not advance the revision.
@@ -340,22 +395,36 @@ impl Store {
         range: impl Into<KeyRange>,
         prev_kv: bool,
     ) -> Result<DeleteResponse> {
-        let range = range.into();
-        let (mut response, revision) = self.write(|w| w.delete_range(&range, prev_kv))?;
-        response.revision = revision;
-        Ok(response)
+        let delete = Op::DeleteRange {
+            range: range.into(),
+            prev_kv,
+        };
+        match self.submit(Request::one(delete))?.responses.pop() {
+            Some(OpResponse::DeleteRange(response)) => Ok(response),
+            _ => unreachable!("a delete answers with a delete's response"),
+        }
     }
 
     /// A transaction: compares, then one list of operations if all hold, else another.
     pub fn txn(&self) -> TxnBuilder<'_> {
         TxnBuilder {
             store: self,
-            compares: Vec::new(),
-            then: Vec::new(),
-            otherwise: Vec::new(),
-            also: Vec::new(),
+            request: Request::default(),
         }
     }
+}
+
+/// Why a put of `value` under `key` cannot be stored, if it cannot.
+fn check_put(key: &[u8], value: &[u8], page_size: u32) -> Result<()> {
+    crate::btree::tree::check_key(key, page_size)?;
+    // The record holds more than the value; name the limit the caller can act on.
+    if value.len() > STORE_VALUE_LEN_MAX {
+        return Err(Error::ValueTooLarge {
+            len: value.len(),
+            max: STORE_VALUE_LEN_MAX,
+        });
+    }
+    Ok(())
 }
 
 /// Takes a failed write's revisions (those above `base`) back out of the index.
@@ -377,6 +446,13 @@ fn unwind_index(inner: &StoreInner, base: i64, touched: &[Vec<u8>]) {
 #[must_use = "a transaction does nothing until `commit`"]
 pub struct TxnBuilder<'s> {
     store: &'s Store,
+    request: Request,
+}
+
+/// What a transaction does: compares, then one list of operations or the other, and entries of
+/// other trees. Owned, so that another writer's thread can run it (`combine.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Request {
     compares: Vec<Compare>,
     then: Vec<Op>,
     otherwise: Vec<Op>,
@@ -387,19 +463,19 @@ pub struct TxnBuilder<'s> {
 impl TxnBuilder<'_> {
     /// Adds conditions; the `then` branch runs only if every one holds.
     pub fn when(mut self, compares: impl IntoIterator<Item = Compare>) -> Self {
-        self.compares.extend(compares);
+        self.request.compares.extend(compares);
         self
     }
 
     /// Adds operations to run when every condition holds.
     pub fn then(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
-        self.then.extend(ops);
+        self.request.then.extend(ops);
         self
     }
 
     /// Adds operations to run when a condition fails.
     pub fn otherwise(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
-        self.otherwise.extend(ops);
+        self.request.otherwise.extend(ops);
         self
     }
 
@@ -410,7 +486,8 @@ impl TxnBuilder<'_> {
     /// neither apply it twice nor skip it. `tree` must not be one of the store's own
     /// (`mvcc.*`): such a transaction fails with [`Error::InvalidOption`] and changes nothing.
     pub fn also_put(mut self, tree: &[u8], key: &[u8], value: &[u8]) -> Self {
-        self.also
+        self.request
+            .also
             .push((tree.to_vec(), key.to_vec(), value.to_vec()));
         self
     }
@@ -422,13 +499,47 @@ impl TxnBuilder<'_> {
     /// that puts a key twice, or puts a key inside one of its delete ranges, is refused with
     /// [`Error::DuplicateKey`] and nothing changes. Overlapping delete ranges are allowed.
     pub fn commit(self) -> Result<TxnResponse> {
-        self.check()?;
-        Ok(self.store.write(|w| self.run(w))?.0)
+        self.store.submit(self.request)
+    }
+}
+
+impl Request {
+    /// The bytes of keys and values it writes, at most.
+    pub(crate) fn size(&self) -> usize {
+        let ops = self.then.iter().chain(&self.otherwise);
+        let puts: usize = ops
+            .map(|op| match op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                _ => 0,
+            })
+            .sum();
+        let also: usize = self
+            .also
+            .iter()
+            .map(|(t, k, v)| t.len() + k.len() + v.len())
+            .sum();
+        puts + also
+    }
+
+    /// A request of one operation, which always runs.
+    fn one(op: Op) -> Request {
+        Request {
+            then: vec![op],
+            ..Request::default()
+        }
     }
 
     /// What a transaction is refused for before it runs: an `also_put` into the store's own
-    /// trees, a branch that writes a key twice.
-    fn check(&self) -> Result<()> {
+    /// trees, a branch that writes a key twice; without compares, a put that could never be
+    /// stored (it would fail running; refused here, it cannot fail a combined commit).
+    pub(crate) fn check(&self, page_size: u32) -> Result<()> {
+        if self.compares.is_empty() {
+            for op in &self.then {
+                if let Op::Put { key, value, .. } = op {
+                    check_put(key, value, page_size)?;
+                }
+            }
+        }
         if let Some((tree, ..)) = self.also.iter().find(|(t, ..)| t.starts_with(b"mvcc.")) {
             return Err(Error::InvalidOption(format!(
                 "`also_put` into the store's own tree `{}`",
@@ -440,7 +551,7 @@ impl TxnBuilder<'_> {
     }
 
     /// Runs the transaction inside the store write `w`, at `w`'s current revision.
-    fn run(&self, w: &mut StoreWrite<'_>) -> Result<TxnResponse> {
+    pub(crate) fn run(&self, w: &mut StoreWrite<'_>) -> Result<TxnResponse> {
         let mut succeeded = true;
         for c in &self.compares {
             if !w.holds(c)? {
@@ -503,12 +614,12 @@ impl Store {
             ));
         }
         for t in txns {
-            t.check()?;
+            t.request.check(self.inner.db.page_size())?;
         }
         let (responses, _) = self.write(|w| {
             let mut responses = Vec::with_capacity(txns.len());
             for t in txns {
-                responses.push(t.run(w)?);
+                responses.push(t.request.run(w)?);
                 w.end_revision();
             }
             Ok(responses)

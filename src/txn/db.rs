@@ -625,6 +625,11 @@ impl Inner {
         self.sync.finish_swap()
     }
 
+    /// Waits until no sync round is running (see [`SyncState::wait_for_round`]).
+    pub fn wait_for_round(&self) {
+        self.sync.wait_for_round()
+    }
+
     /// The oldest snapshot txid any reader holds.
     pub fn oldest_reader(&self) -> Option<u64> {
         self.shared.lock().readers.keys().next().copied()

@@ -54,6 +54,11 @@
 //!    into the other slot and syncs ([`SyncState::settle`]), and a page that goes bad after a clean
 //!    close is reported as a corruption, as every other page is. Only a crash leaves a proved
 //!    meta on disk, and then rolling back its round is what a crash before its sync would do.
+//! 9. A writer that is about to commit for many (the store's combined writes, `mvcc::combine`)
+//!    first waits until the newest group commit (`grouped`) is durable: its commit could not
+//!    share that round anyway, and the writers who come meanwhile commit with it. The newest group
+//!    commit's writer waits for it, so a round comes; if none is running, the wait ends after
+//!    [`JOIN_WINDOW_MAX`] all the same.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,6 +123,9 @@ struct State {
     unprovable: u64,
     /// Whether the newest written meta carries a proof (rule 8).
     written_proved: bool,
+    /// The newest commit made with [`Durability::Group`]: its writer will wait for it, so a
+    /// round will make it durable (rule 9).
+    grouped: u64,
 }
 
 /// A run in [`State::unproven`].
@@ -192,6 +200,7 @@ impl State {
             unproven: BTreeMap::new(),
             unprovable: 0,
             written_proved: false,
+            grouped: 0,
         }
     }
 
@@ -499,6 +508,27 @@ impl SyncState {
     /// Writes the meta of the newest commit without syncing ([`Durability::None`]).
     pub fn write_meta_unsynced(&self) -> Result<()> {
         self.lead(false).map(|_| ())
+    }
+
+    /// Records that commit `txid`, made with [`Durability::Group`], will be waited for.
+    pub fn grouped(&self, txid: u64) {
+        let mut s = self.state.lock();
+        s.grouped = s.grouped.max(txid);
+    }
+
+    /// Waits until the newest group commit is durable (rule 9): while a round runs, and for at
+    /// most [`JOIN_WINDOW_MAX`] while none does.
+    pub fn wait_for_round(&self) {
+        let mut s = self.state.lock();
+        let target = s.grouped;
+        let idle_until = Instant::now() + JOIN_WINDOW_MAX;
+        while !s.poisoned && !s.is_durable(target) {
+            if s.leader {
+                self.round_done.wait(&mut s);
+            } else if self.round_done.wait_until(&mut s, idle_until).timed_out() {
+                break;
+            }
+        }
     }
 
     /// Runs rounds until `txid` is durable.

@@ -35,7 +35,21 @@ pub(crate) struct Visible<'db> {
     unsynced: Option<u64>,
 }
 
-impl Visible<'_> {
+impl<'db> Visible<'db> {
+    /// The commit `unsynced` of `db` (`None`: durable already), for a writer that waits for a
+    /// commit another thread made (the store's combined writes).
+    pub(crate) fn of(db: &'db crate::Db, unsynced: Option<u64>) -> Visible<'db> {
+        Visible {
+            db: &db.inner,
+            unsynced,
+        }
+    }
+
+    /// The commit still to be made durable, if any; [`Visible::of`] waits for it.
+    pub(crate) fn unsynced(&self) -> Option<u64> {
+        self.unsynced
+    }
+
     /// Waits until the commit is durable.
     pub fn wait(self) -> Result<()> {
         match self.unsynced {
@@ -362,6 +376,7 @@ impl<'db> WriteTxn<'db> {
                 None
             }
             Durability::Group => {
+                db.sync.grouped(txid);
                 self.publish(snapshot);
                 Some(txid)
             }

@@ -8,6 +8,7 @@
 mod common;
 
 mod also_put;
+mod combine;
 mod index_persist;
 mod lease;
 mod mvcc_basics;
