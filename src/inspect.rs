@@ -238,7 +238,11 @@ pub struct MetaDump {
     pub freelist: PageId,
     /// Pages in use: the allocation frontier.
     pub page_count: u64,
-    /// Whether this is the meta the database was opened with (the newer valid slot).
+    /// How many runs of pages its proof names (0: none; see `docs/format.md`): a meta with a proof
+    /// counts only if every run holds the checksum it names.
+    pub proof_runs: u32,
+    /// Whether this is the meta of the newest commit as written last (after a clean close both
+    /// slots may describe it; this is the one without a proof).
     pub current: bool,
 }
 
@@ -339,7 +343,7 @@ impl Db {
                 .map
                 .get(id as usize * size..(id as usize + 1) * size)
                 .ok_or_else(|| corrupted(id, "meta page lies beyond the end of the file"))?;
-            return dump_meta(bytes, id, &meta);
+            return dump_meta(bytes, id, &meta, self.inner.written_slot());
         }
         let pages = snapshot.pages(false);
         let first = pages.run(id, 1)?;
@@ -413,7 +417,7 @@ fn decode_node(view: PageView<'_>) -> Result<PageBody> {
 }
 
 /// Decodes meta slot `slot` from its page bytes.
-fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
+fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta, written_slot: PageId) -> Result<PageDump> {
     let header = Header::read(bytes, slot)?;
     let decoded = meta::decode_slot(bytes, slot)?;
     Ok(PageDump {
@@ -430,7 +434,11 @@ fn dump_meta(bytes: &[u8], slot: PageId, current: &Meta) -> Result<PageDump> {
             catalog_len: decoded.catalog_len,
             freelist: decoded.freelist,
             page_count: decoded.page_count,
-            current: decoded == *current,
+            proof_runs: match read_u32(bytes, meta::OFF_VERSION, slot)? {
+                ..3 => 0,
+                _ => read_u32(bytes, meta::OFF_PROOF_LEN, slot)?,
+            },
+            current: decoded == *current && slot == written_slot,
         }),
     })
 }

@@ -173,7 +173,7 @@ fn print_body(d: &PageDump, value_bytes: usize, out: &mut dyn Write) -> CliResul
         PageBody::Meta(m) => {
             writeln!(
                 out,
-                "{head}{}: txid {}, format version {}, page size {}, {} pages, catalog root {} ({} trees), freelist {}",
+                "{head}{}: txid {}, format version {}, page size {}, {} pages, catalog root {} ({} trees), freelist {}{}",
                 if m.current { ", the current meta" } else { "" },
                 count(m.txid),
                 m.version,
@@ -181,7 +181,14 @@ fn print_body(d: &PageDump, value_bytes: usize, out: &mut dyn Write) -> CliResul
                 count(m.page_count),
                 m.catalog_root,
                 m.catalog_len,
-                m.freelist
+                m.freelist,
+                match m.proof_runs {
+                    0 => String::new(),
+                    n => format!(
+                        ", a proof of {} (counts only if they hold their checksums)",
+                        counted(u64::from(n), "run", "runs")
+                    ),
+                }
             )?;
         }
         PageBody::Branch(entries) => {

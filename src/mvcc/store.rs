@@ -185,19 +185,29 @@ impl StoreInner {
     }
 }
 
+impl StoreInner {
+    /// What the last handle's close does: persists the key index of a store of at least
+    /// [`crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`] records, once.
+    fn persist_at_close(&mut self) -> Result<()> {
+        if !std::mem::take(self.persist_at_close.get_mut()) || self.db.is_read_only() {
+            return Ok(());
+        }
+        let tx = self.db.begin_read()?;
+        let records = tx.tree(KEY_TREE)?.map_or(0, |t| t.len());
+        drop(tx);
+        if records >= crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN {
+            self.persist_index()?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for StoreInner {
     fn drop(&mut self) {
-        if *self.persist_at_close.get_mut() && !self.db.is_read_only() {
-            // A failure leaves the index persisted before (or none) in the file, which the next
-            // open brings up to date by a longer replay, or rebuilds from the records.
-            let records = self
-                .db
-                .begin_read()
-                .and_then(|tx| Ok(tx.tree(KEY_TREE)?.map_or(0, |t| t.len())));
-            if records.is_ok_and(|n| n >= crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN) {
-                let _ = self.persist_index();
-            }
-        }
+        // A failure leaves the index persisted before (or none) in the file, which the next open
+        // brings up to date by a longer replay, or rebuilds from the records. `Store::close`
+        // reports it.
+        let _ = self.persist_at_close();
     }
 }
 
@@ -377,6 +387,23 @@ impl Store {
     /// rounds copy, so they need no lock here (the defrag holds no store lock at all).
     pub fn defrag(&self, options: &crate::DefragOptions) -> Result<crate::DefragReport> {
         self.inner.db.defrag(options)
+    }
+
+    /// Closes this handle, reporting what dropping it cannot. The last handle's close persists
+    /// the key index (a store of at least
+    /// [`crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`] records; the next open then loads it
+    /// instead of rebuilding it) and closes the database ([`Db::close`]). With other handles (clones)
+    /// still open, it only lets go of this one. After a failure the file holds every durable
+    /// write, and an index the next open checks, brings up to date or rebuilds.
+    pub fn close(self) -> Result<()> {
+        let Some(mut inner) = Arc::into_inner(self.inner) else {
+            return Ok(());
+        };
+        let persisted = inner.persist_at_close();
+        let db = inner.db.clone();
+        drop(inner);
+        persisted?;
+        db.close()
     }
 
     /// The database under this store.

@@ -51,7 +51,7 @@ const OFF_CATALOG: usize = 48;
 const OFF_FREELIST: usize = 56;
 const OFF_PAGE_COUNT: usize = 64;
 const OFF_CATALOG_LEN: usize = 72;
-const OFF_PROOF_LEN: usize = 80;
+pub(crate) const OFF_PROOF_LEN: usize = 80;
 const OFF_PROOF_CRC: usize = 84;
 const OFF_MAGIC_END: usize = OFF_MAGIC + MAGIC.len();
 const _: () = assert!(OFF_PROOF_CRC + 4 <= META_LEN);

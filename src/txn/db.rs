@@ -200,14 +200,9 @@ impl Drop for Writing<'_> {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.sync.unsynced() {
-            // Best effort: a failure here leaves the last durable commit, as a crash would.
-            let _ = self
-                .sync
-                .wait_synced(self.writer.get_mut().latest.meta.txid);
-        }
-        // Best effort too: a failure leaves the proved meta, which is whole (`sync`, rule 8).
-        let _ = self.sync.settle();
+        // Best effort: a failure leaves the last durable commit, as a crash would, or the proved
+        // meta, which is whole (`sync`, rule 8). `Db::close` reports it.
+        let _ = self.close();
     }
 }
 
@@ -581,6 +576,16 @@ impl Db {
         self.inner.sync.wait_synced(txid)
     }
 
+    /// Closes this handle, reporting what dropping it cannot: makes every commit durable and
+    /// leaves the file as a clean close does (a crash-safe commit's meta carries a proof of its
+    /// pages until the close rewrites it without one; see [`Durability`]). A failure is an
+    /// error, and the file keeps the newest durable commit, as after a crash. Other handles to
+    /// the database (clones of this one, a [`crate::Store`] over it) keep it open; each commit
+    /// they make is closed the same way when the last of them goes.
+    pub fn close(self) -> Result<()> {
+        self.inner.close()
+    }
+
     /// Whether this database was opened read-only (see [`Builder::read_only`]): then every write
     /// fails with [`Error::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
@@ -623,6 +628,19 @@ impl Inner {
     /// poisons the database.
     pub fn finish_swap(&self) -> Result<()> {
         self.sync.finish_swap()
+    }
+
+    /// The meta slot the newest meta was written to.
+    pub fn written_slot(&self) -> crate::error::PageId {
+        self.sync.written().1
+    }
+
+    /// Makes every commit durable, then leaves the file as a clean close does (`sync`, rule 8).
+    fn close(&self) -> Result<()> {
+        if self.sync.unsynced() {
+            self.sync.wait_synced(self.sync.committed_txid())?;
+        }
+        self.sync.settle()
     }
 
     /// Waits until no sync round is running (see [`SyncState::wait_for_round`]).

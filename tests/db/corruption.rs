@@ -767,3 +767,89 @@ fn open_copy(dir: &Path, name: &str, bytes: &[u8]) -> Db {
     std::fs::write(&path, bytes).unwrap();
     Db::open(&path).unwrap_or_else(|e| panic!("{name}: open failed: {e}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// An explicit close
+// ---------------------------------------------------------------------------------------------
+
+/// The proof length of each meta slot of `image`.
+fn proof_lens(image: &[u8]) -> [u32; 2] {
+    let at =
+        |slot: usize| u32::from_le_bytes(image[slot * PAGE_SIZE + 80..][..4].try_into().unwrap());
+    [at(0), at(1)]
+}
+
+#[test]
+fn close_leaves_no_proof_and_reports_a_failure_that_a_drop_would_swallow() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit = |db: &Db, i: u32| {
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree(b"alpha")
+            .unwrap()
+            .put(&key(i), &value(i, 0))
+            .unwrap();
+        tx.commit().unwrap();
+    };
+
+    // A clean close: the newest meta is rewritten without its proof, and the commit is there.
+    let sim = folio::sim::SimStorage::create(&dir.path().join("clean")).unwrap();
+    let db = Db::builder()
+        .page_size(PAGE_SIZE as u32)
+        .create_with(Box::new(sim.clone()))
+        .unwrap();
+    commit(&db, 1);
+    assert!(
+        proof_lens(&sim.crash_image(None)).iter().any(|&n| n > 0),
+        "a small commit's meta carries a proof until the close"
+    );
+    db.close().expect("a clean close");
+    let image = sim.crash_image(None);
+    let txids = txids(&image);
+    let newest = txids[0].max(txids[1]);
+    assert!(
+        (0..2).any(|slot| txids[slot] == newest && proof_lens(&image)[slot] == 0),
+        "the close wrote the newest meta without its proof: txids {txids:?}, proofs {:?}",
+        proof_lens(&image)
+    );
+    let reopened = open_copy(dir.path(), "clean-copy", &image);
+    let tx = reopened.begin_read().unwrap();
+    assert!(
+        tx.tree(b"alpha")
+            .unwrap()
+            .unwrap()
+            .get(&key(1))
+            .unwrap()
+            .is_some()
+    );
+    drop(tx);
+    drop(reopened);
+
+    // The close's meta write fails: `close` says so (dropping would not), and the file still
+    // holds the commit, under its proved meta.
+    let sim = folio::sim::SimStorage::create(&dir.path().join("failing")).unwrap();
+    let db = Db::builder()
+        .page_size(PAGE_SIZE as u32)
+        .create_with(Box::new(sim.clone()))
+        .unwrap();
+    commit(&db, 2);
+    sim.arm(1, folio::sim::Fault::Fail);
+    let err = db.close().expect_err("the settle's write failed");
+    assert!(matches!(err, folio::Error::Io(_)), "{err}");
+    let reopened = open_copy(dir.path(), "failing-copy", &sim.crash_image(None));
+    let tx = reopened.begin_read().unwrap();
+    assert!(
+        tx.tree(b"alpha")
+            .unwrap()
+            .unwrap()
+            .get(&key(2))
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// The txid of each meta slot of `image`.
+fn txids(image: &[u8]) -> [u64; 2] {
+    let at =
+        |slot: usize| u64::from_le_bytes(image[slot * PAGE_SIZE + 40..][..8].try_into().unwrap());
+    [at(0), at(1)]
+}

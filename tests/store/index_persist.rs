@@ -317,3 +317,58 @@ fn everything_from(store: &Store, from: i64) -> Vec<Vec<KeyValue>> {
         })
         .collect()
 }
+
+#[test]
+fn an_explicit_close_persists_the_index_once_the_last_handle_closes_and_reports_a_failure() {
+    let min = folio::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN;
+    let dir = tempfile::tempdir().unwrap();
+    let fill = |store: &Store| {
+        let ops: Vec<folio::Op> = (0..min)
+            .map(|i| folio::Op::put(format!("key-{i:06}").as_bytes(), b"v"))
+            .collect();
+        store.txn().then(ops).commit().unwrap();
+    };
+
+    // Two handles: closing the first leaves the store open for the second, which still writes;
+    // closing the second persists the index at its last revision.
+    let path = dir.path().join("kv.folio");
+    let store = Store::open(&path).unwrap();
+    fill(&store);
+    let other = store.clone();
+    store.close().expect("closing one of two handles");
+    let at = other.put(b"after", b"the first close").unwrap();
+    other.close().expect("closing the last handle");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.index_origin(),
+        IndexOrigin::Loaded {
+            revision: at,
+            replayed: 0
+        }
+    );
+    drop(store);
+
+    // The persist's commit fails: `close` says so, and the next open rebuilds the index from
+    // the records, all there.
+    let sim = folio::sim::SimStorage::create(&dir.path().join("failing")).unwrap();
+    let db = Db::builder().create_with(Box::new(sim.clone())).unwrap();
+    let store = Store::with_db(db).unwrap();
+    fill(&store);
+    sim.arm(1, folio::sim::Fault::Fail);
+    store.close().expect_err("the persist's first write failed");
+    let path = dir.path().join("failing-copy");
+    std::fs::write(&path, sim.crash_image(None)).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(
+        matches!(store.index_origin(), IndexOrigin::Rebuilt { .. }),
+        "{:?}",
+        store.index_origin()
+    );
+    assert_eq!(
+        store
+            .range(KeyRange::all(), RangeOptions::current().count_only())
+            .unwrap()
+            .count,
+        min
+    );
+}

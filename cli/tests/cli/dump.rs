@@ -16,6 +16,31 @@ fn dump_without_options_shows_both_metas_and_the_trees() {
     assert!(text.contains("the current meta: txid "), "{text}");
     assert!(text.contains("2 trees:"), "{text}");
     assert!(text.contains("  mvcc.key  "), "{text}");
+    // After a clean close both slots may hold the newest commit: one is current, and the other
+    // is told apart by its proof.
+    assert_eq!(text.matches("the current meta").count(), 1, "{text}");
+}
+
+#[test]
+fn dump_shows_a_meta_proof_and_names_the_slot_without_one_current() {
+    let (_dir, path) = temp_db("kv.folio");
+    fragmented_store(&path, 10);
+    let out = folio(["put".as_ref(), path.as_os_str(), "k".as_ref(), "v".as_ref()]);
+    out.ok();
+    let out = folio(["dump".as_ref(), path.as_os_str()]);
+    let text = out.ok();
+    let metas: Vec<&str> = text.lines().filter(|l| l.contains(": meta, ")).collect();
+    assert_eq!(metas.len(), 2, "{text}");
+    let proved: Vec<&&str> = metas
+        .iter()
+        .filter(|l| l.contains(", a proof of "))
+        .collect();
+    assert_eq!(
+        proved.len(),
+        1,
+        "one slot keeps the proved meta of the put: {text}"
+    );
+    assert!(!proved[0].contains("the current meta"), "{text}");
 }
 
 #[test]
