@@ -223,6 +223,7 @@ pub enum PageBody {
 
 /// The fields of a meta page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetaDump {
     /// The file format version.
     pub version: u32,

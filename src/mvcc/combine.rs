@@ -13,11 +13,14 @@
 //!    waits for the newest group commit's sync round (`txn::sync`, rule 9): its commit could not
 //!    share that round anyway, and whoever comes meanwhile joins it.
 //! 3. If any request of a batch fails, or the commit does, nothing of the batch has taken effect
-//!    ([`StoreInner::apply`]), and the leader runs each request again alone: each gets the
-//!    outcome it would have had alone. A request that fails fails alone.
-//! 4. The leader answers every request it took, leads again until its own is answered, lets go
-//!    of the writer lock and tells the oldest queued writer to lead (or, with none queued, that
-//!    no one leads). Answered writers wake at once, each on its own: each waits for its commit
+//!    ([`StoreInner::apply`]). A request that failed when run ran on the state the requests
+//!    before it left, as it would have alone after them: that error is its answer, given once
+//!    the rest, run together again, have committed (its outcome may depend on them). If the commit failed, each request runs again alone (the batch's
+//!    size may have been the cause), unless the database is poisoned: then the first request
+//!    gets the cause and the others [`Error::Poisoned`], as one after another alone would.
+//! 4. The leader answers every request it took (its own is the queue's first, so always among
+//!    them), lets go of the writer lock and tells the oldest queued writer to lead (or, with
+//!    none queued, that no one leads). Answered writers wake at once, each on its own: each waits for its commit
 //!    to be durable itself, then releases its watchers' events, as a write alone does.
 //! 5. A leader that panics answers every request it took with an error and still hands over
 //!    (drop guards), so no writer waits forever.
@@ -112,6 +115,9 @@ impl Store {
     /// Runs `request` as one write, combined with whatever other writes wait beside it; returns
     /// once it is durable.
     pub(crate) fn submit(&self, request: Request) -> Result<TxnResponse> {
+        if self.inner.db.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
         request.check(self.inner.db.page_size())?;
         let inner = &*self.inner;
         let mine = Arc::new(Pending {
@@ -133,9 +139,10 @@ impl Store {
             None => {
                 let _hand_over = HandOver(&inner.combiner);
                 let _writer = inner.writer.lock();
-                while !mine.is_answered() {
-                    lead(inner);
-                }
+                // Its request is the queue's first (rule 1: it found no leader, or was told to
+                // lead as the oldest), so the first batch holds it.
+                lead(inner);
+                debug_assert!(mine.is_answered(), "a leader's own request is in its batch");
                 drop(_writer);
                 drop(_hand_over);
                 mine.wait().expect("answered")
@@ -150,39 +157,84 @@ impl Store {
 fn lead(inner: &StoreInner) {
     inner.db.inner.wait_for_round();
     let batch = take_batch(&inner.combiner);
-    let unanswered = Unanswered(&batch);
-    let together = inner.apply(|w| {
-        let mut answers = Vec::with_capacity(batch.len());
-        for pending in &batch {
-            let response = pending.request.run(w)?;
-            answers.push((response, w.wrote()));
-            w.end_revision();
-        }
-        Ok(answers)
-    });
-    match together {
-        Ok(applied) => {
-            for (pending, (response, wrote)) in batch.iter().zip(applied.value) {
-                pending.answer(Ok(Answer {
-                    response,
-                    wrote,
-                    unsynced: applied.unsynced,
-                }));
+    let _unanswered = Unanswered(batch.clone());
+    let mut refused = Vec::new();
+    run_batch(inner, batch, &mut refused);
+    // Only now: a refusal may depend on the writes before it in the batch, which are visible
+    // from here on (rule 3).
+    for (pending, e) in refused {
+        pending.answer(Err(e));
+    }
+}
+
+/// Runs `batch` in one commit and answers it; the requests that fail when run go to `refused`
+/// (rule 3).
+fn run_batch(
+    inner: &StoreInner,
+    mut batch: Vec<Arc<Pending>>,
+    refused: &mut Vec<(Arc<Pending>, Error)>,
+) {
+    loop {
+        let mut failed_at = None;
+        let together = inner.apply(|w| {
+            let mut answers = Vec::with_capacity(batch.len());
+            for (i, pending) in batch.iter().enumerate() {
+                let response = pending
+                    .request
+                    .run(w)
+                    .inspect_err(|_| failed_at = Some(i))?;
+                answers.push((response, w.wrote()));
+                w.end_revision();
             }
-        }
-        Err(e) if batch.len() == 1 => batch[0].answer(Err(e)),
-        Err(_) => {
-            for pending in &batch {
-                let alone = inner.apply(|w| pending.request.run(w));
-                pending.answer(alone.map(|a| Answer {
-                    response: a.value,
-                    wrote: a.wrote,
-                    unsynced: a.unsynced,
-                }));
+            Ok(answers)
+        });
+        let e = match together {
+            Ok(applied) => {
+                for (pending, (response, wrote)) in batch.iter().zip(applied.value) {
+                    pending.answer(Ok(Answer {
+                        response,
+                        wrote,
+                        unsynced: applied.unsynced,
+                    }));
+                }
+                return;
+            }
+            Err(e) => e,
+        };
+        match failed_at {
+            // It ran on the state the requests before it left, as it would have alone after
+            // them: that is its outcome. The rest run together again.
+            Some(i) => {
+                refused.push((batch.remove(i), e));
+                if batch.is_empty() {
+                    return;
+                }
+            }
+            None if batch.len() == 1 => return batch[0].answer(Err(e)),
+            // The database refuses every commit now: the first request gets the cause, as it
+            // would have alone, and the others what they would have got after it.
+            None if inner.db.inner.is_poisoned() => {
+                let mut errors =
+                    std::iter::once(e).chain(std::iter::repeat_with(|| Error::Poisoned));
+                for pending in &batch {
+                    pending.answer(Err(errors.next().expect("endless")));
+                }
+                return;
+            }
+            // The commit failed (a full database, say): perhaps for its size. Each alone.
+            None => {
+                for pending in &batch {
+                    let alone = inner.apply(|w| pending.request.run(w));
+                    pending.answer(alone.map(|a| Answer {
+                        response: a.value,
+                        wrote: a.wrote,
+                        unsynced: a.unsynced,
+                    }));
+                }
+                return;
             }
         }
     }
-    drop(unanswered);
 }
 
 /// The queue's oldest requests, as many as one commit takes (rule 2).
@@ -203,11 +255,11 @@ fn take_batch(combiner: &Combiner) -> Vec<Arc<Pending>> {
 
 /// Answers a batch's writes that are still unanswered with an error (only a leader that panics
 /// leaves any: rule 5).
-struct Unanswered<'a>(&'a [Arc<Pending>]);
+struct Unanswered(Vec<Arc<Pending>>);
 
-impl Drop for Unanswered<'_> {
+impl Drop for Unanswered {
     fn drop(&mut self) {
-        for pending in self.0 {
+        for pending in &self.0 {
             if !pending.is_answered() {
                 pending.answer(Err(Error::Io(std::io::Error::other(
                     "the writer running this write beside others panicked; whether it took \
@@ -228,5 +280,126 @@ impl Drop for HandOver<'_> {
             Some(next) => next.set(Turn::Lead),
             None => queue.leading = false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::types::{Compare, Op, PutOptions};
+
+    /// Queues `requests` as writers would, with a leader at work, and returns them.
+    fn queue(store: &Store, requests: Vec<Request>) -> Vec<Arc<Pending>> {
+        let mut queue = store.inner.combiner.queue.lock();
+        queue.leading = true;
+        requests
+            .into_iter()
+            .map(|request| {
+                let pending = Arc::new(Pending {
+                    request,
+                    turn: Mutex::new(Turn::Wait),
+                    changed: Condvar::new(),
+                });
+                queue.waiting.push_back(pending.clone());
+                pending
+            })
+            .collect()
+    }
+
+    fn put(key: &[u8], lease: i64) -> Request {
+        Request::one(Op::Put {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            options: PutOptions {
+                lease,
+                prev_kv: false,
+            },
+        })
+    }
+
+    /// Leads once, as the writer told to lead would; returns the answers' revisions or errors,
+    /// and how many commits the database made.
+    fn lead_once(store: &Store, pending: &[Arc<Pending>]) -> (Vec<Result<i64>>, u64) {
+        let before = store.inner.db.inner.write_activity().0;
+        {
+            let _writer = store.inner.writer.lock();
+            lead(&store.inner);
+        }
+        let answers = pending
+            .iter()
+            .map(|p| {
+                let answer = p.wait().expect("answered, not told to lead")?;
+                store.inner.settle_write(
+                    answer.unsynced,
+                    answer.wrote,
+                    answer.response.revision,
+                )?;
+                Ok(answer.response.revision)
+            })
+            .collect();
+        (answers, store.inner.db.inner.write_activity().0 - before)
+    }
+
+    #[test]
+    fn a_batch_is_one_commit_and_a_request_that_fails_when_run_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.folio")).unwrap();
+        let base = store.current_revision();
+        // The transaction sees the put before it in the batch (version 1), as it would after it.
+        let txn = store
+            .txn()
+            .when([Compare::version(b"a").eq(1)])
+            .then([Op::put(b"a", b"again")])
+            .into_request();
+        let pending = queue(
+            &store,
+            vec![put(b"a", 0), put(b"b", 999), put(b"c", 0), txn],
+        );
+        let (answers, commits) = lead_once(&store, &pending);
+        assert!(
+            matches!(answers[1], Err(Error::LeaseNotFound { id: 999 })),
+            "{:?}",
+            answers[1]
+        );
+        let revisions: Vec<i64> = answers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, a)| *a.as_ref().expect("the others succeed"))
+            .collect();
+        assert_eq!(revisions, [base + 1, base + 2, base + 3]);
+        assert_eq!(commits, 1, "the three that succeed share one commit");
+        assert!(store.inner.combiner.queue.lock().waiting.is_empty());
+        let a = store.range(b"a", Default::default()).unwrap();
+        assert_eq!(
+            (a.kvs[0].version, a.kvs[0].value.as_slice()),
+            (2, &b"again"[..])
+        );
+        assert_eq!(store.range(b"b", Default::default()).unwrap().kvs, []);
+
+        // A batch of two that both fail when run: each gets its own error, nothing commits.
+        let pending = queue(&store, vec![put(b"d", 998), put(b"e", 997)]);
+        let (answers, commits) = lead_once(&store, &pending);
+        assert!(matches!(answers[0], Err(Error::LeaseNotFound { id: 998 })));
+        assert!(matches!(answers[1], Err(Error::LeaseNotFound { id: 997 })));
+        assert_eq!(commits, 0);
+        assert_eq!(store.current_revision(), base + 3);
+    }
+
+    #[test]
+    fn a_leader_takes_no_more_than_a_commits_share_of_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.folio")).unwrap();
+        let keys: Vec<Vec<u8>> = (0..COMBINE_REQUESTS_MAX + 3)
+            .map(|i| format!("k{i}").into_bytes())
+            .collect();
+        let pending = queue(&store, keys.iter().map(|k| put(k, 0)).collect());
+        let (answers, commits) = lead_once(&store, &pending[..COMBINE_REQUESTS_MAX]);
+        assert!(answers.iter().all(|a| a.is_ok()));
+        assert_eq!(commits, 1);
+        assert_eq!(store.inner.combiner.queue.lock().waiting.len(), 3);
+        let (answers, commits) = lead_once(&store, &pending[COMBINE_REQUESTS_MAX..]);
+        assert!(answers.iter().all(|a| a.is_ok()));
+        assert_eq!(commits, 1);
     }
 }

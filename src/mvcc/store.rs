@@ -392,9 +392,12 @@ impl Store {
     /// Closes this handle, reporting what dropping it cannot. The last handle's close persists
     /// the key index (a store of at least
     /// [`crate::limits::INDEX_PERSIST_AT_CLOSE_RECORDS_MIN`] records; the next open then loads it
-    /// instead of rebuilding it) and closes the database ([`Db::close`]). With other handles (clones)
-    /// still open, it only lets go of this one. After a failure the file holds every durable
-    /// write, and an index the next open checks, brings up to date or rebuilds.
+    /// instead of rebuilding it) and closes the database ([`Db::close`]); the first failure is
+    /// the error. With other handles still open (clones, and the one each open [`Watcher`]
+    /// holds), it only lets go of this one, as a drop does. After a failure the file holds every
+    /// durable write, and an index the next open checks, brings up to date or rebuilds.
+    ///
+    /// [`Watcher`]: crate::Watcher
     pub fn close(self) -> Result<()> {
         let Some(mut inner) = Arc::into_inner(self.inner) else {
             return Ok(());
@@ -402,8 +405,8 @@ impl Store {
         let persisted = inner.persist_at_close();
         let db = inner.db.clone();
         drop(inner);
-        persisted?;
-        db.close()
+        let closed = db.close();
+        persisted.and(closed)
     }
 
     /// The database under this store.

@@ -501,6 +501,12 @@ impl TxnBuilder<'_> {
     pub fn commit(self) -> Result<TxnResponse> {
         self.store.submit(self.request)
     }
+
+    /// What the transaction does, to be run by whoever leads (`combine.rs`'s tests).
+    #[cfg(test)]
+    pub(crate) fn into_request(self) -> Request {
+        self.request
+    }
 }
 
 impl Request {
@@ -522,7 +528,7 @@ impl Request {
     }
 
     /// A request of one operation, which always runs.
-    fn one(op: Op) -> Request {
+    pub(crate) fn one(op: Op) -> Request {
         Request {
             then: vec![op],
             ..Request::default()
@@ -533,13 +539,6 @@ impl Request {
     /// trees, a branch that writes a key twice; without compares, a put that could never be
     /// stored (it would fail running; refused here, it cannot fail a combined commit).
     pub(crate) fn check(&self, page_size: u32) -> Result<()> {
-        if self.compares.is_empty() {
-            for op in &self.then {
-                if let Op::Put { key, value, .. } = op {
-                    check_put(key, value, page_size)?;
-                }
-            }
-        }
         if let Some((tree, ..)) = self.also.iter().find(|(t, ..)| t.starts_with(b"mvcc.")) {
             return Err(Error::InvalidOption(format!(
                 "`also_put` into the store's own tree `{}`",
@@ -547,7 +546,15 @@ impl Request {
             )));
         }
         check_duplicates(&self.then)?;
-        check_duplicates(&self.otherwise)
+        check_duplicates(&self.otherwise)?;
+        if self.compares.is_empty() {
+            for op in &self.then {
+                if let Op::Put { key, value, .. } = op {
+                    check_put(key, value, page_size)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs the transaction inside the store write `w`, at `w`'s current revision.

@@ -576,12 +576,12 @@ impl Db {
         self.inner.sync.wait_synced(txid)
     }
 
-    /// Closes this handle, reporting what dropping it cannot: makes every commit durable and
-    /// leaves the file as a clean close does (a crash-safe commit's meta carries a proof of its
-    /// pages until the close rewrites it without one; see [`Durability`]). A failure is an
-    /// error, and the file keeps the newest durable commit, as after a crash. Other handles to
-    /// the database (clones of this one, a [`crate::Store`] over it) keep it open; each commit
-    /// they make is closed the same way when the last of them goes.
+    /// Closes this handle, reporting what dropping the last handle cannot: makes every commit
+    /// durable and leaves the file as a clean close does (a crash-safe commit's meta carries a
+    /// proof of its pages until the close rewrites it without one; see [`Durability`]). A
+    /// failure is an error, and the file keeps the newest durable commit, as after a crash. It
+    /// does so even while other handles (clones of this one, a [`crate::Store`] over it) keep the
+    /// database open; their later commits are closed the same way when the last of them goes.
     pub fn close(self) -> Result<()> {
         self.inner.close()
     }
@@ -628,6 +628,11 @@ impl Inner {
     /// poisons the database.
     pub fn finish_swap(&self) -> Result<()> {
         self.sync.finish_swap()
+    }
+
+    /// Whether the database refuses every commit until a reopen.
+    pub fn is_poisoned(&self) -> bool {
+        self.sync.check_poisoned().is_err()
     }
 
     /// The meta slot the newest meta was written to.

@@ -58,7 +58,8 @@
 //!    first waits until the newest group commit (`grouped`) is durable: its commit could not
 //!    share that round anyway, and the writers who come meanwhile commit with it. The newest group
 //!    commit's writer waits for it, so a round comes; if none is running, the wait ends after
-//!    [`JOIN_WINDOW_MAX`] all the same.
+//!    [`JOIN_WINDOW_MAX`] all the same, and at once if a waiter holds a join window open for
+//!    more commits (then this one should be among them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -522,10 +523,11 @@ impl SyncState {
         let mut s = self.state.lock();
         let target = s.grouped;
         let idle_until = Instant::now() + JOIN_WINDOW_MAX;
-        while !s.poisoned && !s.is_durable(target) {
+        // A waiter holding a join window open (rule 6) waits for commits: this one among them.
+        while !s.poisoned && !s.is_durable(target) && !s.joining {
             if s.leader {
                 self.round_done.wait(&mut s);
-            } else if self.round_done.wait_until(&mut s, idle_until).timed_out() {
+            } else if self.round_done.wait_until(&mut s, idle_until).timed_out() && !s.leader {
                 break;
             }
         }
@@ -556,6 +558,10 @@ impl SyncState {
                     && !s.leader
                     && join.open(s.committed.txid, Instant::now())
                 {
+                    if !s.joining {
+                        // A combining writer waiting for this round commits now (rule 9).
+                        self.round_done.notify_all();
+                    }
                     s.joining = true;
                     self.recorded.wait_until(&mut s, join.closes);
                     s.joining = false;
