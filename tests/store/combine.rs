@@ -43,15 +43,8 @@ const MISSING_LEASE: i64 = 999;
 /// One call a thread makes.
 #[derive(Clone, Debug)]
 enum Call {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        options: PutOptions,
-    },
-    Delete {
-        span: Span,
-        prev_kv: bool,
-    },
+    /// `put_with` or `delete_range_with` (never a read).
+    One(TOp),
     Txn {
         compares: Vec<Cmp>,
         then: Vec<TOp>,
@@ -205,14 +198,15 @@ fn refused(e: Error) -> Answer {
 
 fn run(store: &Store, call: &Call) -> Answer {
     let result = match call.clone() {
-        Call::Put {
+        Call::One(TOp::Put {
             key,
             value,
             options,
-        } => store.put_with(&key, &value, options).map(Answer::Put),
-        Call::Delete { span, prev_kv } => store
+        }) => store.put_with(&key, &value, options).map(Answer::Put),
+        Call::One(TOp::Delete { span, prev_kv }) => store
             .delete_range_with(span.range(), prev_kv)
             .map(Answer::Delete),
+        Call::One(TOp::Read(_)) => unreachable!("a call of one operation writes"),
         Call::Txn {
             compares,
             then,
@@ -284,23 +278,23 @@ fn compare(rng: &mut SplitMix64) -> Cmp {
 
 fn call(rng: &mut SplitMix64, value: &[u8], key_len_max: usize) -> Call {
     match rng.below(20) {
-        0..=7 => Call::Put {
+        0..=7 => Call::One(TOp::Put {
             key: pick(rng, KEYS).to_vec(),
             value: value.to_vec(),
             options: PutOptions {
                 lease: lease(rng),
                 prev_kv: rng.below(2) == 0,
             },
-        },
-        8 => Call::Put {
+        }),
+        8 => Call::One(TOp::Put {
             key: vec![b'k'; key_len_max + 1],
             value: value.to_vec(),
             options: PutOptions::default(),
-        },
-        9..=11 => Call::Delete {
+        }),
+        9..=11 => Call::One(TOp::Delete {
             span: span(rng),
             prev_kv: rng.below(2) == 0,
-        },
+        }),
         _ => {
             let branch = |rng: &mut SplitMix64| -> Vec<TOp> {
                 (0..rng.below(4)).map(|_| op(rng, value)).collect()
@@ -422,36 +416,18 @@ fn model(call: &Call, live: &Live, at: i64) -> (Answer, Live, Vec<(EventKind, Ke
         events: Vec::new(),
     };
     let answer = match call {
-        Call::Put { key, .. } if key.len() > KEY_LEN_MAX => Err("KeyLength"),
-        Call::Put {
-            key,
-            value,
-            options,
-        } => a
-            .op(&TOp::Put {
-                key: key.clone(),
-                value: value.clone(),
-                options: options.clone(),
-            })
-            .map(|r| match r {
-                OpResponse::Put(mut p) => {
-                    p.revision = a.revision();
-                    Answer::Put(p)
-                }
-                _ => unreachable!("a put answers as a put"),
-            }),
-        Call::Delete { span, prev_kv } => a
-            .op(&TOp::Delete {
-                span: *span,
-                prev_kv: *prev_kv,
-            })
-            .map(|r| match r {
-                OpResponse::DeleteRange(mut d) => {
-                    d.revision = a.revision();
-                    Answer::Delete(d)
-                }
-                _ => unreachable!("a delete answers as a delete"),
-            }),
+        Call::One(TOp::Put { key, .. }) if key.len() > KEY_LEN_MAX => Err("KeyLength"),
+        Call::One(op) => a.op(op).map(|r| match r {
+            OpResponse::Put(mut p) => {
+                p.revision = a.revision();
+                Answer::Put(p)
+            }
+            OpResponse::DeleteRange(mut d) => {
+                d.revision = a.revision();
+                Answer::Delete(d)
+            }
+            OpResponse::Range(_) => unreachable!("a call of one operation writes"),
+        }),
         Call::Txn {
             then, otherwise, ..
         } if duplicates(then) || duplicates(otherwise) => Err("DuplicateKey"),

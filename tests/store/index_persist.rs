@@ -297,13 +297,7 @@ fn a_close_persists_the_index_of_a_store_of_ten_thousand_records_and_not_of_a_sm
         },
         "a store of {min} records did not persist its index at close"
     );
-    assert_eq!(
-        store
-            .range(KeyRange::all(), RangeOptions::current().count_only())
-            .unwrap()
-            .count,
-        min
-    );
+    assert_eq!(count(&store), min);
 }
 
 /// Everything in the store at every revision from `from` to the current one.
@@ -364,11 +358,13 @@ fn an_explicit_close_persists_the_index_once_the_last_handle_closes_and_reports_
         "{:?}",
         store.index_origin()
     );
-    assert_eq!(
-        store
-            .range(KeyRange::all(), RangeOptions::current().count_only())
-            .unwrap()
-            .count,
-        min
-    );
+    assert_eq!(count(&store), min);
+}
+
+/// How many keys `store` holds now.
+fn count(store: &Store) -> u64 {
+    store
+        .range(KeyRange::all(), RangeOptions::current().count_only())
+        .unwrap()
+        .count
 }
