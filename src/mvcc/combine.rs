@@ -15,13 +15,15 @@
 //! 3. If any request of a batch fails, or the commit does, nothing of the batch has taken effect
 //!    ([`StoreInner::apply`]). A request that failed when run ran on the state the requests
 //!    before it left, as it would have alone after them: that error is its answer, given once
-//!    the rest, run together again, have committed (its outcome may depend on them). If the commit failed, each request runs again alone (the batch's
-//!    size may have been the cause), unless the database is poisoned: then the first request
-//!    gets the cause and the others [`Error::Poisoned`], as one after another alone would.
+//!    the rest, run together again, have committed (its outcome may depend on them). If the
+//!    commit failed, each request runs again alone (the batch's size may have been the cause),
+//!    unless the database is poisoned: then the first request gets the cause and the others
+//!    [`Error::Poisoned`], as one after another alone would.
 //! 4. The leader answers every request it took (its own is the queue's first, so always among
 //!    them), lets go of the writer lock and tells the oldest queued writer to lead (or, with
-//!    none queued, that no one leads). Answered writers wake at once, each on its own: each waits for its commit
-//!    to be durable itself, then releases its watchers' events, as a write alone does.
+//!    none queued, that no one leads). Answered writers wake at once, each on its own: each
+//!    waits for its commit to be durable itself, then releases its watchers' events, as a write
+//!    alone does.
 //! 5. A leader that panics answers every request it took with an error and still hands over
 //!    (drop guards), so no writer waits forever.
 
