@@ -55,11 +55,30 @@ async fn a_member_far_behind_catches_up_from_a_snapshot_sent_in_chunks() {
         .await
         .unwrap();
     assert!(last.error.is_none(), "{last:?}");
+    // However many entries the concurrent writes shared, these make at least 20 more, one each,
+    // past the snapshot policy's 10.
+    for i in 0..20u32 {
+        let cmd = Command::Put {
+            key: format!("seq/{i:03}").into_bytes(),
+            value: vec![1; 64],
+            lease: 0,
+        };
+        via.write(cmd).await.unwrap();
+    }
     drop(via);
 
-    // The leader snapshotted and purged its log past what the stopped member holds.
+    // The leader snapshotted and purged its log past what the stopped member holds (both run
+    // in the background after the writes: wait for them).
     let leader_node = Arc::clone(c.node(leader));
-    let m = leader_node.raft().metrics().borrow().clone();
+    let m = leader_node
+        .raft()
+        .wait(Some(std::time::Duration::from_secs(30)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > behind_index + 10),
+            "the leader purges its log past the stopped member",
+        )
+        .await
+        .expect("the leader purged its log");
     let purged = m.purged.expect("the leader purged its log").index;
     assert!(
         purged > behind_index + 10,
