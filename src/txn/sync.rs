@@ -517,8 +517,8 @@ impl SyncState {
         s.grouped = s.grouped.max(txid);
     }
 
-    /// Waits until the newest group commit is durable (rule 9): while a round runs, and for at
-    /// most [`JOIN_WINDOW_MAX`] while none does.
+    /// Waits until the newest group commit is durable (rule 9): while a round runs; for at most
+    /// [`JOIN_WINDOW_MAX`] while none does; not at all while a waiter holds a join window open.
     pub fn wait_for_round(&self) {
         let mut s = self.state.lock();
         let target = s.grouped;
