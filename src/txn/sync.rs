@@ -484,11 +484,15 @@ impl SyncState {
     }
 
     /// Records a commit whose pages are written, with what it wrote and freed (`None` when no
-    /// proof can cover it: rule 2).
-    pub fn set_committed(&self, meta: Meta, written: Option<Written<'_>>) {
+    /// proof can cover it: rule 2), and whether it was made with [`Durability::Group`] (its
+    /// writer will wait for it: rule 9).
+    pub fn set_committed(&self, meta: Meta, written: Option<Written<'_>>, grouped: bool) {
         let mut s = self.state.lock();
         debug_assert!(meta.txid > s.committed.txid);
         s.record(meta.txid, meta.page_size, written);
+        if grouped {
+            s.grouped = meta.txid;
+        }
         s.committed = meta;
         if s.join.is_some() {
             self.recorded.notify_all();
@@ -509,12 +513,6 @@ impl SyncState {
     /// Writes the meta of the newest commit without syncing ([`Durability::None`]).
     pub fn write_meta_unsynced(&self) -> Result<()> {
         self.lead(false).map(|_| ())
-    }
-
-    /// Records that commit `txid`, made with [`Durability::Group`], will be waited for.
-    pub fn grouped(&self, txid: u64) {
-        let mut s = self.state.lock();
-        s.grouped = s.grouped.max(txid);
     }
 
     /// Waits until the newest group commit is durable (rule 9): while a round runs; for at most
@@ -797,7 +795,7 @@ mod tests {
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = Arc::new(SyncState::new(old, meta(1), 1));
         // Writer A's group commit 2, on the old file, not durable yet.
-        sync.set_committed(meta(2), None);
+        sync.set_committed(meta(2), None, false);
         // A decides to lead a round; before the round starts, a defrag runs to its swap (it makes
         // everything durable on the old file, then restarts on the new one) and writer B commits
         // 3 on the new file.
@@ -805,7 +803,7 @@ mod tests {
         *sync.before_round.lock() = Some(Box::new(move || {
             defrag.wait_synced(2).expect("the defrag's round");
             defrag.restart(new_file.clone(), meta(2), 1, "db".into());
-            defrag.set_committed(meta(3), None);
+            defrag.set_committed(meta(3), None, false);
         }));
         sync.wait_synced(2).expect("A's wait");
 
@@ -839,10 +837,11 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let storage = Arc::new(Logged::new("db", &log));
         let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
-        sync.set_committed(meta(2), None);
+        sync.set_committed(meta(2), None, false);
         // Commit 3 writes its pages and is recorded while the round for commit 2 syncs its data.
         let writer = sync.clone();
-        *storage.on_sync.lock() = Some(Box::new(move || writer.set_committed(meta(3), None)));
+        *storage.on_sync.lock() =
+            Some(Box::new(move || writer.set_committed(meta(3), None, false)));
         sync.wait_synced(2).expect("the round for commit 2");
         sync.wait_synced(3).expect("the round for commit 3");
         assert_eq!(
@@ -874,10 +873,10 @@ mod tests {
         let sync = Arc::new(SyncState::new(storage.clone(), meta(1), 1));
         // Long enough never to close on a loaded machine: the test waits for the commit instead.
         *sync.join_window.lock() = Some(Duration::from_secs(600));
-        sync.set_committed(meta(2), None);
+        sync.set_committed(meta(2), None, false);
         // B's commit 3 is recorded while A's round syncs its data.
         let b = sync.clone();
-        *storage.on_sync.lock() = Some(Box::new(move || b.set_committed(meta(3), None)));
+        *storage.on_sync.lock() = Some(Box::new(move || b.set_committed(meta(3), None, false)));
         sync.wait_synced(2).expect("A's round for commit 2");
         let b = sync.clone();
         let b = std::thread::spawn(move || b.wait_synced(3).expect("B's wait"));
@@ -891,7 +890,7 @@ mod tests {
         }
         // Nobody joins after B's round: A's own wait must not hold a long window open.
         *sync.join_window.lock() = Some(Duration::ZERO);
-        sync.set_committed(meta(4), None);
+        sync.set_committed(meta(4), None, false);
         b.join().expect("B");
         sync.wait_synced(4).expect("A's wait for commit 4");
         assert_eq!(
@@ -919,13 +918,13 @@ mod tests {
         let old = Arc::new(Logged::new("old", &log));
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = Arc::new(SyncState::new(old.clone(), meta(1), 1));
-        sync.set_committed(meta(2), None);
+        sync.set_committed(meta(2), None, false);
         // In the middle of the round that makes commit 2 durable in the old file, a defrag swaps
         // in a new file holding commit 2 durably in slot 1, and a writer commits 3 there.
         let swap = sync.clone();
         *old.on_sync.lock() = Some(Box::new(move || {
             swap.restart(new, meta(2), 1, "db".into());
-            swap.set_committed(meta(3), None);
+            swap.set_committed(meta(3), None, false);
         }));
         drop(old);
         sync.wait_synced(2).expect("the round on the old file");
@@ -955,7 +954,7 @@ mod tests {
         let new: Arc<dyn Storage> = Arc::new(Logged::new("new", &log));
         let sync = SyncState::new(old, meta(1), 1);
         // Commit 2 is written to the old file, not synced there; the swap's new file holds it.
-        sync.set_committed(meta(2), None);
+        sync.set_committed(meta(2), None, false);
         sync.restart(new, meta(2), 1, "db".into());
         assert!(sync.state.lock().is_durable(1));
         assert!(
@@ -963,7 +962,7 @@ mod tests {
             "2 is durable only once the rename is"
         );
         assert!(sync.unsynced());
-        sync.set_committed(meta(3), None);
+        sync.set_committed(meta(3), None, false);
         sync.wait_synced(2).expect("the swap's finish");
         assert!(sync.state.lock().is_durable(2));
         assert!(!sync.state.lock().is_durable(3));
@@ -984,7 +983,7 @@ mod tests {
         failing.dir_fails = true;
         let sync = SyncState::new(old, meta(1), 1);
         sync.restart(Arc::new(failing), meta(1), 1, "db".into());
-        sync.set_committed(meta(2), None);
+        sync.set_committed(meta(2), None, false);
         assert!(matches!(sync.wait_synced(2), Err(Error::Io(_))));
         assert!(matches!(sync.wait_synced(2), Err(Error::Poisoned)));
         assert!(matches!(sync.finish_swap(), Err(Error::Poisoned)));

@@ -361,7 +361,8 @@ impl<'db> WriteTxn<'db> {
             runs,
             freed: &freed,
         });
-        db.sync.set_committed(meta, written);
+        db.sync
+            .set_committed(meta, written, self.durability == Durability::Group);
         let txid = meta.txid;
         let unsynced = match self.durability {
             Durability::Immediate => {
@@ -376,7 +377,6 @@ impl<'db> WriteTxn<'db> {
                 None
             }
             Durability::Group => {
-                db.sync.grouped(txid);
                 self.publish(snapshot);
                 Some(txid)
             }

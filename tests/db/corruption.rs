@@ -791,12 +791,23 @@ fn close_leaves_no_proof_and_reports_a_failure_that_a_drop_would_swallow() {
         tx.commit().unwrap();
     };
 
+    let create = |name: &str| {
+        let sim = folio::sim::SimStorage::create(&dir.path().join(name)).unwrap();
+        let db = Db::builder()
+            .page_size(PAGE_SIZE as u32)
+            .create_with(Box::new(sim.clone()))
+            .unwrap();
+        (sim, db)
+    };
+    let assert_holds = |image: &[u8], name: &str, i: u32| {
+        let reopened = open_copy(dir.path(), name, image);
+        let tx = reopened.begin_read().unwrap();
+        let alpha = tx.tree(b"alpha").unwrap().unwrap();
+        assert!(alpha.get(&key(i)).unwrap().is_some(), "{name}: key {i}");
+    };
+
     // A clean close: the newest meta is rewritten without its proof, and the commit is there.
-    let sim = folio::sim::SimStorage::create(&dir.path().join("clean")).unwrap();
-    let db = Db::builder()
-        .page_size(PAGE_SIZE as u32)
-        .create_with(Box::new(sim.clone()))
-        .unwrap();
+    let (sim, db) = create("clean");
     commit(&db, 1);
     assert!(
         proof_lens(&sim.crash_image(None)).iter().any(|&n| n > 0),
@@ -811,40 +822,16 @@ fn close_leaves_no_proof_and_reports_a_failure_that_a_drop_would_swallow() {
         "the close wrote the newest meta without its proof: txids {txids:?}, proofs {:?}",
         proof_lens(&image)
     );
-    let reopened = open_copy(dir.path(), "clean-copy", &image);
-    let tx = reopened.begin_read().unwrap();
-    assert!(
-        tx.tree(b"alpha")
-            .unwrap()
-            .unwrap()
-            .get(&key(1))
-            .unwrap()
-            .is_some()
-    );
-    drop(tx);
-    drop(reopened);
+    assert_holds(&image, "clean-copy", 1);
 
     // The close's meta write fails: `close` says so (dropping would not), and the file still
     // holds the commit, under its proved meta.
-    let sim = folio::sim::SimStorage::create(&dir.path().join("failing")).unwrap();
-    let db = Db::builder()
-        .page_size(PAGE_SIZE as u32)
-        .create_with(Box::new(sim.clone()))
-        .unwrap();
+    let (sim, db) = create("failing");
     commit(&db, 2);
     sim.arm(1, folio::sim::Fault::Fail);
     let err = db.close().expect_err("the settle's write failed");
     assert!(matches!(err, folio::Error::Io(_)), "{err}");
-    let reopened = open_copy(dir.path(), "failing-copy", &sim.crash_image(None));
-    let tx = reopened.begin_read().unwrap();
-    assert!(
-        tx.tree(b"alpha")
-            .unwrap()
-            .unwrap()
-            .get(&key(2))
-            .unwrap()
-            .is_some()
-    );
+    assert_holds(&sim.crash_image(None), "failing-copy", 2);
 }
 
 /// The txid of each meta slot of `image`.
