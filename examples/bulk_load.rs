@@ -106,6 +106,7 @@ fn main() {
     let (u0, s0) = cpu();
     let start = Instant::now();
     let mut commits = 0u64;
+    let mut in_commit = Duration::ZERO;
     for batch in keys.chunks(per_txn) {
         let mut tx = db.begin_write().unwrap();
         {
@@ -115,7 +116,9 @@ fn main() {
                 tree.put(k, &values[at..at + value_len]).unwrap();
             }
         }
+        let commit = Instant::now();
         tx.commit().unwrap();
+        in_commit += commit.elapsed();
         commits += 1;
     }
     let time = start.elapsed();
@@ -123,7 +126,7 @@ fn main() {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
     println!(
-        "{n} keys, {value_len} B values, {per_txn} per txn ({}): {:.0} keys/s; per put {:.2} µs user + {:.2} µs sys; {:.0} bytes written per put; {:.1} writes and {:.1} syncs per commit; file {} MiB",
+        "{n} keys, {value_len} B values, {per_txn} per txn ({}): {:.0} keys/s; per put {:.2} µs user + {:.2} µs sys; {:.0} bytes written per put; {:.1} writes and {:.1} syncs per commit; per commit {:.1} ms in commit, {:.1} of them in syncs; file {} MiB",
         if sync { "synced" } else { "no sync" },
         n as f64 / time.as_secs_f64(),
         per(u1 - u0),
@@ -131,6 +134,8 @@ fn main() {
         c(&counts.bytes) / n as f64,
         c(&counts.writes) / commits as f64,
         c(&counts.syncs) / commits as f64,
+        in_commit.as_secs_f64() * 1e3 / commits as f64,
+        c(&counts.sync_nanos) / 1e6 / commits as f64,
         std::fs::metadata(&path).map(|m| m.len() >> 20).unwrap_or(0),
     );
     drop(db);

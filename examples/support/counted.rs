@@ -15,6 +15,8 @@ pub struct Counts {
     pub bytes: AtomicU64,
     /// Syncs.
     pub syncs: AtomicU64,
+    /// Nanoseconds spent in syncs.
+    pub sync_nanos: AtomicU64,
     /// Writes to the first two pages (the meta slots, with 4 KiB pages): one per commit made
     /// durable by a round of its own, or per group-commit round.
     pub metas: AtomicU64,
@@ -51,7 +53,12 @@ impl Storage for Counted {
     }
     fn sync(&self) -> folio::Result<()> {
         self.counts.syncs.fetch_add(1, Ordering::Relaxed);
-        self.file.sync()
+        let start = std::time::Instant::now();
+        let result = self.file.sync();
+        self.counts
+            .sync_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
     }
     fn map(&self) -> folio::Result<memmap2::Mmap> {
         self.file.map()
