@@ -3,7 +3,7 @@
 //! file). For profiling the write path (`perf record -g target/release/examples/bulk_load`).
 //!
 //! `cargo run --release --example bulk_load -- [--keys N] [--value-bytes B] [--per-txn T]
-//! [--dir D] [--no-sync]`
+//! [--dir D] [--no-sync] [--run-spare P]`
 //!
 //! Defaults: 1,000,000 random keys of 16 to 32 bytes (the comparison's generator and seed),
 //! 100-byte values, 10,000 puts per durable transaction, in a fresh file under `target/tmp`.
@@ -67,6 +67,7 @@ fn cpu() -> (Duration, Duration) {
 fn main() {
     let (mut n, mut value_len, mut per_txn, mut dir, mut sync) =
         (1_000_000usize, 100usize, 10_000usize, None::<PathBuf>, true);
+    let mut run_spare = None::<u8>;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -76,6 +77,7 @@ fn main() {
             "--per-txn" => per_txn = value().parse().expect("--per-txn T"),
             "--dir" => dir = Some(value().into()),
             "--no-sync" => sync = false,
+            "--run-spare" => run_spare = Some(value().parse().expect("--run-spare P")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -99,10 +101,11 @@ fn main() {
     } else {
         Durability::None
     };
-    let db = Db::builder()
-        .durability(durability)
-        .create_with(Box::new(file))
-        .unwrap();
+    let mut builder = Db::builder().durability(durability);
+    if let Some(p) = run_spare {
+        builder = builder.run_spare(p);
+    }
+    let db = builder.create_with(Box::new(file)).unwrap();
     let (u0, s0) = cpu();
     let start = Instant::now();
     let mut commits = 0u64;
@@ -123,10 +126,11 @@ fn main() {
     }
     let time = start.elapsed();
     let (u1, s1) = cpu();
+    let stats = db.stats().unwrap();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
     println!(
-        "{n} keys, {value_len} B values, {per_txn} per txn ({}): {:.0} keys/s; per put {:.2} µs user + {:.2} µs sys; {:.0} bytes written per put; {:.1} writes and {:.1} syncs per commit; per commit {:.1} ms in commit, {:.1} of them in syncs; file {} MiB",
+        "{n} keys, {value_len} B values, {per_txn} per txn ({}): {:.0} keys/s; per put {:.2} µs user + {:.2} µs sys; {:.0} bytes written per put; {:.1} writes and {:.1} syncs per commit; per commit {:.1} ms in commit, {:.1} of them in syncs; file {} MiB, {} MiB of it in pages ({} MiB of those free or pending)",
         if sync { "synced" } else { "no sync" },
         n as f64 / time.as_secs_f64(),
         per(u1 - u0),
@@ -137,6 +141,8 @@ fn main() {
         in_commit.as_secs_f64() * 1e3 / commits as f64,
         c(&counts.sync_nanos) / 1e6 / commits as f64,
         std::fs::metadata(&path).map(|m| m.len() >> 20).unwrap_or(0),
+        (stats.page_count * stats.page_size as u64) >> 20,
+        ((stats.free_pages + stats.pending_pages) * stats.page_size as u64) >> 20,
     );
     drop(db);
     let _ = std::fs::remove_file(&path);

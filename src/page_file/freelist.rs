@@ -40,6 +40,10 @@ pub(crate) struct FreeList {
     pending_pages: BTreeMap<PageId, u64>,
     /// The changes to the persisted set not yet kept or undone (invariant 5).
     log: Vec<Change>,
+    /// Pages in `extents`, and pages in `pending`: kept as they change, so that counting them
+    /// costs nothing.
+    free_pages: u64,
+    pending_count: u64,
 }
 
 /// One change to the persisted set (free and pending pages), as [`FreeList`] logs it.
@@ -78,6 +82,20 @@ impl FreeList {
         }
         self.log.push(Change::Took(start, n));
         Some(start)
+    }
+
+    /// Takes the front of the smallest free extent at least `min` pages long: `max` pages of it,
+    /// or all of it if it is shorter. Returns the run taken.
+    pub fn allocate_run(&mut self, min: u64, max: u64) -> Option<(PageId, u64)> {
+        debug_assert!(0 < min && min <= max);
+        let &(len, start) = self.by_len.range((min, 0)..).next()?;
+        let n = len.min(max);
+        self.remove_extent(start, len);
+        if len > n {
+            self.insert_extent(start + n, len - n);
+        }
+        self.log.push(Change::Took(start, n));
+        Some((start, n))
     }
 
     /// Adds a run to the free extents at once, unlogged: how tests set a list up. Refuses a run
@@ -150,6 +168,7 @@ impl FreeList {
                     if let Some(runs) = self.pending.get_mut(&txid) {
                         if let Some(i) = runs.iter().rposition(|&r| r == (start, len)) {
                             runs.swap_remove(i);
+                            self.pending_count -= len;
                         }
                         if runs.is_empty() {
                             self.pending.remove(&txid);
@@ -203,6 +222,7 @@ impl FreeList {
             prev_end = start + len;
         }
         self.pending_pages.extend(runs.iter().copied());
+        self.pending_count += runs.iter().map(|r| r.1).sum::<u64>();
         self.log.extend(
             runs.iter()
                 .map(|&(start, len)| Change::Pending(txid, start, len)),
@@ -219,6 +239,7 @@ impl FreeList {
             }
             for (start, len) in entry.remove() {
                 self.pending_pages.remove(&start);
+                self.pending_count -= len;
                 self.check_not_free(start, len)?;
                 self.insert_free(start, len);
             }
@@ -228,12 +249,17 @@ impl FreeList {
 
     /// Free pages (not counting pending ones).
     pub fn free_page_count(&self) -> u64 {
-        self.extents.values().sum()
+        debug_assert_eq!(self.free_pages, self.extents.values().sum::<u64>());
+        self.free_pages
     }
 
     /// Pending pages.
     pub fn pending_page_count(&self) -> u64 {
-        self.pending.values().flatten().map(|r| r.1).sum()
+        debug_assert_eq!(
+            self.pending_count,
+            self.pending.values().flatten().map(|r| r.1).sum::<u64>()
+        );
+        self.pending_count
     }
 
     /// Every free and pending run merged, sorted: the list as it is written to disk.
@@ -272,11 +298,13 @@ impl FreeList {
     fn insert_extent(&mut self, start: PageId, len: u64) {
         self.extents.insert(start, len);
         self.by_len.insert((len, start));
+        self.free_pages += len;
     }
 
     fn remove_extent(&mut self, start: PageId, len: u64) {
         self.extents.remove(&start);
         self.by_len.remove(&(len, start));
+        self.free_pages -= len;
     }
 }
 
@@ -394,6 +422,33 @@ mod tests {
         assert_eq!(f.allocate(2), Some(10));
         assert_eq!(f.extents().collect::<Vec<_>>(), vec![(12, 3)]);
         assert_eq!(f.allocate(4), None);
+    }
+
+    #[test]
+    fn a_run_is_the_front_of_the_smallest_extent_long_enough_and_at_most_max_pages() {
+        let mut f = FreeList::default();
+        for (start, len) in [(10, 3), (20, 8), (40, 30), (100, 500)] {
+            f.free_now(start, len).unwrap();
+        }
+        assert_eq!(f.allocate_run(4, 16), Some((20, 8)));
+        assert_eq!(f.allocate_run(16, 16), Some((40, 16)));
+        assert_eq!(f.allocate_run(16, 64), Some((100, 64)));
+        assert_eq!(f.allocate_run(600, 600), None);
+        assert_eq!(f.free_page_count(), 3 + 14 + 436);
+        assert_eq!(
+            f.changes(),
+            &[
+                Change::Took(20, 8),
+                Change::Took(40, 16),
+                Change::Took(100, 64)
+            ]
+        );
+        f.undo_changes();
+        assert_eq!(f.free_page_count(), 3 + 8 + 30 + 500);
+        assert_eq!(
+            f.extents().collect::<Vec<_>>(),
+            vec![(10, 3), (20, 8), (40, 30), (100, 500)]
+        );
     }
 
     #[test]

@@ -317,7 +317,11 @@ fn assert_clean(db: &Db, context: &str) {
 }
 
 fn open(path: &Path) -> Db {
-    Db::builder()
+    open_with(path, Db::builder())
+}
+
+fn open_with(path: &Path, builder: folio::Builder) -> Db {
+    builder
         .page_size(PAGE_SIZE)
         .strict(true)
         .open(path)
@@ -475,7 +479,24 @@ fn a_long_random_stream_grows_trees_four_levels_deep_and_still_matches_the_model
         Err(_) => crate::common::random_seed(),
     };
     println!("long stream seed {seed} (rerun with FOLIO_SEED={seed})");
-    long_stream(seed);
+    long_stream(seed, Db::builder);
+}
+
+/// The same with large commits growing the file for runs of pages as much as they may
+/// (`Builder::run_spare` at its largest), and at each open one of three settings: runs from the
+/// end, from free extents only, or the default.
+#[test]
+fn a_long_random_stream_whose_commits_take_pages_in_runs_matches_the_model() {
+    let seed = match std::env::var("FOLIO_SEED") {
+        Ok(s) => s.parse().expect("FOLIO_SEED is a u64"),
+        Err(_) => crate::common::random_seed(),
+    };
+    println!("long stream with runs, seed {seed} (rerun with FOLIO_SEED={seed})");
+    let opens = std::cell::Cell::new(0u64);
+    long_stream(seed, || {
+        opens.set(opens.get() + 1);
+        Db::builder().run_spare([90, 0, 33][(opens.get() % 3) as usize])
+    });
 }
 
 /// This seed once made a commit's freelist outgrow the run sized for it: taking the new run from
@@ -483,12 +504,12 @@ fn a_long_random_stream_grows_trees_four_levels_deep_and_still_matches_the_model
 /// and the list no longer fit (a panic in `FreeList::encode`).
 #[test]
 fn a_long_stream_whose_freelist_gains_a_run_while_it_is_being_placed_still_commits() {
-    long_stream(1_795_228_394_620_206_311);
+    long_stream(1_795_228_394_620_206_311, Db::builder);
 }
 
 /// Plays 20,000 operations chosen by `seed` over three trees, with commits, rollbacks and
 /// reopens, and asserts the deepest tree reached at least four levels.
-fn long_stream(seed: u64) {
+fn long_stream(seed: u64, builder: impl Fn() -> folio::Builder) {
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("long.folio");
@@ -500,7 +521,7 @@ fn long_stream(seed: u64) {
     let mut step = 0;
     let mut opens = 0;
     while step < OPS {
-        let db = open(&path);
+        let db = open_with(&path, builder());
         check_snapshot(&db, &committed, "after open");
         // Each iteration is one write transaction; some end in a rollback or a reopen.
         loop {
