@@ -174,6 +174,8 @@ fn main() {
 
     // Load: each round rewrites every key, 1,000 puts per transaction (one revision each).
     let path = dir.join("store.folio");
+    // A store left by an earlier run (with `--keys` of another size) would be opened, not made.
+    let _ = std::fs::remove_file(&path);
     let store = Store::open(&path).unwrap();
     let start = Instant::now();
     let mut round_end = Vec::new();

@@ -98,6 +98,32 @@ impl FreeList {
         Some((start, n))
     }
 
+    /// Gives back the last `len` pages, from `start`, of a run taken since the last keep or undo:
+    /// the newest logged take that ends where they end is shortened (dropped if it is all of
+    /// it), and the pages are free again, as if never taken. `false`, changing nothing, if no
+    /// such take is logged.
+    pub fn untake(&mut self, start: PageId, len: u64) -> bool {
+        let end = start + len;
+        let found = self
+            .log
+            .iter()
+            .rposition(|&c| matches!(c, Change::Took(s, n) if s <= start && s + n == end));
+        let Some(i) = found else {
+            debug_assert!(false, "untake of {start}+{len}, which was not taken");
+            return false;
+        };
+        let Change::Took(s, _) = self.log[i] else {
+            unreachable!("the change found is a take")
+        };
+        if s == start {
+            self.log.remove(i);
+        } else {
+            self.log[i] = Change::Took(s, start - s);
+        }
+        self.insert_free(start, len);
+        true
+    }
+
     /// Adds a run to the free extents at once, unlogged: how tests set a list up. Refuses a run
     /// that shares a page with a free or pending one (invariant 4).
     #[cfg(test)]
@@ -442,6 +468,15 @@ mod tests {
                 Change::Took(40, 16),
                 Change::Took(100, 64)
             ]
+        );
+        // The unused end of a run goes back as if never taken, merged with what is beside it.
+        assert!(f.untake(110, 54));
+        assert!(f.untake(40, 16));
+        assert_eq!(f.changes(), &[Change::Took(20, 8), Change::Took(100, 10)]);
+        assert_eq!(f.free_page_count(), 3 + 30 + 490);
+        assert_eq!(
+            f.extents().collect::<Vec<_>>(),
+            vec![(10, 3), (40, 30), (110, 490)]
         );
         f.undo_changes();
         assert_eq!(f.free_page_count(), 3 + 8 + 30 + 500);

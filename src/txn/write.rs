@@ -160,7 +160,10 @@ impl Allocator<'_> {
         let spare =
             self.freelist.free_page_count() + self.freelist.pending_page_count() + self.freeing;
         let end = self.page_count + RUN_PAGES_MAX;
-        if spare * 100 <= self.page_count * self.run_spare && end <= self.page_count_max {
+        if self.run_spare > 0
+            && spare * 100 <= self.page_count * self.run_spare
+            && end <= self.page_count_max
+        {
             self.run = self.page_count..end;
             self.run_grew = true;
             self.page_count = end;
@@ -177,19 +180,22 @@ impl Allocator<'_> {
         false
     }
 
-    /// Stops taking runs, and returns the pages of the last one that were not used: given back
-    /// to the end of the file if the run grew it and nothing was taken past them, else for the
-    /// commit to free (a run taken from the free list is logged as taken, whole).
+    /// Stops taking runs, and gives back the pages of the last one that were not used: to the
+    /// free list if the run came from it, to the end of the file if the run grew it and nothing
+    /// was taken past them; else returns them for the commit to free.
     fn end_runs(&mut self) -> Option<(PageId, u64)> {
         self.runs = false;
         let unused = std::mem::replace(&mut self.run, 0..0);
+        let len = unused.end - unused.start;
         if unused.is_empty() {
             None
         } else if self.run_grew && unused.end == self.page_count {
             self.page_count = unused.start;
             None
+        } else if !self.run_grew && self.freelist.untake(unused.start, len) {
+            None
         } else {
-            Some((unused.start, unused.end - unused.start))
+            Some((unused.start, len))
         }
     }
 }
@@ -200,9 +206,13 @@ impl Allocate for Allocator<'_> {
     /// by requests more than by bytes (a bulk load's commit of 8,000 pages spent 150 ms in its
     /// sync with the pages scattered).
     fn allocate(&mut self, n: u64) -> Result<PageId> {
-        if n == 1 && self.runs && (!self.run.is_empty() || self.next_run()) {
+        if n == 1 && self.runs && self.run.is_empty() {
+            // No run left: take single pages one by one from now on.
+            self.runs = self.next_run();
+        }
+        if self.run.end - self.run.start >= n {
             let p = self.run.start;
-            self.run.start += 1;
+            self.run.start += n;
             return Ok(p);
         }
         if let Some(p) = self.freelist.allocate(n) {
@@ -827,7 +837,7 @@ mod tests {
 mod run_tests {
     use super::{Allocator, RUN_PAGES_MAX};
     use crate::btree::tree_mut::Allocate;
-    use crate::page_file::freelist::FreeList;
+    use crate::page_file::freelist::{Change, FreeList};
 
     fn allocator(freelist: &mut FreeList, page_count: u64, runs: bool) -> Allocator<'_> {
         Allocator {
@@ -857,9 +867,14 @@ mod run_tests {
         let pages = singles(&mut a, 25);
         let expected: Vec<u64> = (300..320).chain(400..405).collect();
         assert_eq!(pages, expected);
-        // A run of several pages is not taken from the run.
-        assert_eq!(a.allocate(3).unwrap(), 200);
-        assert_eq!(a.end_runs(), Some((405, 35)));
+        // A run of several pages comes from the run too while it holds them.
+        assert_eq!(a.allocate(3).unwrap(), 405);
+        // The rest goes back to the free list as if never taken.
+        assert_eq!(a.end_runs(), None);
+        assert_eq!(
+            a.freelist.extents().collect::<Vec<_>>(),
+            vec![(100, 1), (200, 3), (408, 32)]
+        );
         // After the runs end, single pages are best fit again.
         assert_eq!(a.allocate(1).unwrap(), 100);
         assert_eq!(a.page_count, 1000);
@@ -879,9 +894,16 @@ mod run_tests {
         let mut f = FreeList::default();
         let mut a = allocator(&mut f, 1000, true);
         a.allocate(1).unwrap();
-        assert_eq!(a.allocate(2).unwrap(), 1000 + RUN_PAGES_MAX);
-        assert_eq!(a.end_runs(), Some((1001, RUN_PAGES_MAX - 1)));
-        assert_eq!(a.page_count, 1000 + RUN_PAGES_MAX + 2);
+        assert_eq!(a.allocate(2).unwrap(), 1001);
+        assert_eq!(a.allocate(RUN_PAGES_MAX).unwrap(), 1000 + RUN_PAGES_MAX);
+        assert_eq!(a.end_runs(), Some((1003, RUN_PAGES_MAX - 3)));
+        assert_eq!(a.page_count, 1000 + 2 * RUN_PAGES_MAX);
+        // With `run_spare` 0 no run comes from the end, even in a file with nothing free.
+        let mut f = FreeList::default();
+        let mut a = allocator(&mut f, 1000, true);
+        a.run_spare = 0;
+        assert_eq!(singles(&mut a, 2), vec![1000, 1001]);
+        assert_eq!((a.end_runs(), a.page_count), (None, 1002));
     }
 
     #[test]
@@ -901,16 +923,18 @@ mod run_tests {
         assert_eq!((a.end_runs(), a.page_count), (None, 2000));
     }
 
-    /// A run taken from a free extent at the end of the pages in use is freed, not cut from the
-    /// file: the list logged it as taken, and the file's pages must still cover it.
+    /// The unused pages of a run taken from a free extent at the end of the pages in use go
+    /// back to the list, not off the end of the file: the list logged them as taken.
     #[test]
-    fn the_unused_tail_of_a_run_from_the_list_is_freed_even_at_the_end_of_the_file() {
+    fn the_unused_tail_of_a_run_from_the_list_goes_back_to_it_even_at_the_end_of_the_file() {
         let mut f = FreeList::default();
         f.free_now(980, 20).unwrap();
         let mut a = allocator(&mut f, 1000, true);
         assert_eq!(singles(&mut a, 2), vec![980, 981]);
-        assert_eq!(a.end_runs(), Some((982, 18)));
+        assert_eq!(a.end_runs(), None);
         assert_eq!(a.page_count, 1000);
+        assert_eq!(a.freelist.extents().collect::<Vec<_>>(), vec![(982, 18)]);
+        assert_eq!(a.freelist.changes(), &[Change::Took(980, 2)]);
     }
 
     /// Near the size limit, the unused pages of a run that grew the file make room for an
@@ -921,12 +945,14 @@ mod run_tests {
         let mut a = allocator(&mut f, 1000, true);
         a.page_count_max = 1000 + RUN_PAGES_MAX + 10;
         assert_eq!(a.allocate(1).unwrap(), 1000);
-        assert_eq!(a.allocate(100).unwrap(), 1001);
-        assert_eq!(a.page_count, 1101);
-        // The run is given up: single pages now come from the end one by one.
-        assert_eq!(a.allocate(1).unwrap(), 1101);
+        // More than the run holds, and more than the limit leaves past it: the run is given up
+        // and its pages hold this run instead.
+        assert_eq!(a.allocate(RUN_PAGES_MAX + 4).unwrap(), 1001);
+        assert_eq!(a.page_count, 1001 + RUN_PAGES_MAX + 4);
+        // No room for another run: single pages come from the end one by one.
+        assert_eq!(a.allocate(1).unwrap(), 1005 + RUN_PAGES_MAX);
         assert_eq!(a.end_runs(), None);
-        assert!(a.allocate(RUN_PAGES_MAX).is_err());
+        assert!(a.allocate(10).is_err());
     }
 
     #[test]
