@@ -207,8 +207,9 @@ impl Allocate for Allocator<'_> {
     /// sync with the pages scattered).
     fn allocate(&mut self, n: u64) -> Result<PageId> {
         if n == 1 && self.runs && self.run.is_empty() {
-            // No run left: take single pages one by one from now on.
-            self.runs = self.next_run();
+            // Asked again for each page while none is found: single pages taken best fit
+            // meanwhile lower the spare share until a run may come from the file's end.
+            self.next_run();
         }
         if self.run.end - self.run.start >= n {
             let p = self.run.start;
