@@ -135,6 +135,8 @@ struct Allocator<'a> {
     run_grew: bool,
     /// Pages this commit frees (pending once it is written).
     freeing: u64,
+    /// Unused pages of runs that could not be given back ([`Allocator::drop_run`]).
+    stranded: Vec<(PageId, u64)>,
     /// A run may come from the end of the file only while free, pending and `freeing` pages are
     /// at most this share of the file, in percent (`Builder::run_spare`), so that runs do not
     /// grow the file far past its live data.
@@ -180,22 +182,25 @@ impl Allocator<'_> {
         false
     }
 
-    /// Stops taking runs, and gives back the pages of the last one that were not used: to the
-    /// free list if the run came from it, to the end of the file if the run grew it and nothing
-    /// was taken past them; else returns them for the commit to free.
-    fn end_runs(&mut self) -> Option<(PageId, u64)> {
+    /// Stops taking runs, gives back the unused pages of the last one ([`Allocator::drop_run`])
+    /// and returns the pages that could not be given back, for the commit to free.
+    fn end_runs(&mut self) -> Vec<(PageId, u64)> {
         self.runs = false;
+        self.drop_run();
+        std::mem::take(&mut self.stranded)
+    }
+
+    /// Gives back the pages of the current run not used yet: to the free list if the run came
+    /// from it, to the end of the file if the run grew it and nothing was taken past them; else
+    /// they are kept in `stranded`, never written, for the commit to free.
+    fn drop_run(&mut self) {
         let unused = std::mem::replace(&mut self.run, 0..0);
         let len = unused.end - unused.start;
         if unused.is_empty() {
-            None
         } else if self.run_grew && unused.end == self.page_count {
             self.page_count = unused.start;
-            None
-        } else if !self.run_grew && self.freelist.untake(unused.start, len) {
-            None
-        } else {
-            Some((unused.start, len))
+        } else if self.run_grew || !self.freelist.untake(unused.start, len) {
+            self.stranded.push((unused.start, len));
         }
     }
 }
@@ -219,13 +224,13 @@ impl Allocate for Allocator<'_> {
         if let Some(p) = self.freelist.allocate(n) {
             return Ok(p);
         }
-        if self.page_count + n > self.page_count_max
-            && self.run_grew
-            && self.run.end == self.page_count
-        {
-            // The run's unused pages at the end hold room this allocation needs.
-            self.page_count = self.run.start;
-            self.run = 0..0;
+        if self.page_count + n > self.page_count_max && !self.run.is_empty() {
+            // Near the size limit: the run's unused pages may hold the room this allocation
+            // needs, beside free pages or at the file's end.
+            self.drop_run();
+            if let Some(p) = self.freelist.allocate(n) {
+                return Ok(p);
+            }
         }
         let start = self.page_count;
         if start + n > self.page_count_max {
@@ -512,6 +517,7 @@ impl<'db> WriteTxn<'db> {
             run: 0..0,
             run_grew: false,
             freeing: self.dirty.freed.iter().map(|r| r.1).sum(),
+            stranded: Vec::new(),
             run_spare: self.db.options.run_spare.into(),
         };
 
@@ -850,6 +856,7 @@ mod run_tests {
             run: 0..0,
             run_grew: false,
             freeing: 0,
+            stranded: Vec::new(),
             run_spare: 33,
         }
     }
@@ -871,7 +878,7 @@ mod run_tests {
         // A run of several pages comes from the run too while it holds them.
         assert_eq!(a.allocate(3).unwrap(), 405);
         // The rest goes back to the free list as if never taken.
-        assert_eq!(a.end_runs(), None);
+        assert_eq!(a.end_runs(), vec![]);
         assert_eq!(
             a.freelist.extents().collect::<Vec<_>>(),
             vec![(100, 1), (200, 3), (408, 32)]
@@ -888,7 +895,7 @@ mod run_tests {
         let mut a = allocator(&mut f, 1000, true);
         assert_eq!(singles(&mut a, 3), vec![1000, 1001, 1002]);
         assert_eq!(a.page_count, 1000 + RUN_PAGES_MAX);
-        assert_eq!(a.end_runs(), None);
+        assert_eq!(a.end_runs(), vec![]);
         assert_eq!(a.page_count, 1003);
         // Pages taken from the end after the run keep the run's tail inside the file: it is
         // freed instead.
@@ -897,14 +904,14 @@ mod run_tests {
         a.allocate(1).unwrap();
         assert_eq!(a.allocate(2).unwrap(), 1001);
         assert_eq!(a.allocate(RUN_PAGES_MAX).unwrap(), 1000 + RUN_PAGES_MAX);
-        assert_eq!(a.end_runs(), Some((1003, RUN_PAGES_MAX - 3)));
+        assert_eq!(a.end_runs(), vec![(1003, RUN_PAGES_MAX - 3)]);
         assert_eq!(a.page_count, 1000 + 2 * RUN_PAGES_MAX);
         // With `run_spare` 0 no run comes from the end, even in a file with nothing free.
         let mut f = FreeList::default();
         let mut a = allocator(&mut f, 1000, true);
         a.run_spare = 0;
         assert_eq!(singles(&mut a, 2), vec![1000, 1001]);
-        assert_eq!((a.end_runs(), a.page_count), (None, 1002));
+        assert_eq!((a.end_runs(), a.page_count), (vec![], 1002));
     }
 
     #[test]
@@ -921,7 +928,7 @@ mod run_tests {
         let pages = singles(&mut a, 16);
         let expected: Vec<u64> = (300..309).chain(200..205).chain([600, 602]).collect();
         assert_eq!(pages, expected);
-        assert_eq!((a.end_runs(), a.page_count), (None, 2000));
+        assert_eq!((a.end_runs(), a.page_count), (vec![], 2000));
     }
 
     /// The unused pages of a run taken from a free extent at the end of the pages in use go
@@ -932,7 +939,7 @@ mod run_tests {
         f.free_now(980, 20).unwrap();
         let mut a = allocator(&mut f, 1000, true);
         assert_eq!(singles(&mut a, 2), vec![980, 981]);
-        assert_eq!(a.end_runs(), None);
+        assert_eq!(a.end_runs(), vec![]);
         assert_eq!(a.page_count, 1000);
         assert_eq!(a.freelist.extents().collect::<Vec<_>>(), vec![(982, 18)]);
         assert_eq!(a.freelist.changes(), &[Change::Took(980, 2)]);
@@ -952,8 +959,25 @@ mod run_tests {
         assert_eq!(a.page_count, 1001 + RUN_PAGES_MAX + 4);
         // No room for another run: single pages come from the end one by one.
         assert_eq!(a.allocate(1).unwrap(), 1005 + RUN_PAGES_MAX);
-        assert_eq!(a.end_runs(), None);
+        assert_eq!(a.end_runs(), vec![]);
         assert!(a.allocate(10).is_err());
+    }
+
+    /// Near the size limit, the unused pages of a run from the free list go back to it when an
+    /// allocation needs them with the free pages beside them.
+    #[test]
+    fn near_the_size_limit_a_run_from_the_list_gives_its_pages_back_for_a_longer_allocation() {
+        let mut f = FreeList::default();
+        f.free_now(700, 300).unwrap();
+        let mut a = allocator(&mut f, 1000, true);
+        a.page_count_max = 1000;
+        let pages = singles(&mut a, 250);
+        assert_eq!(pages, (700..950).collect::<Vec<_>>());
+        // 6 pages left in the run and 44 free after it: 48 fit only together.
+        assert_eq!(a.allocate(48).unwrap(), 950);
+        assert_eq!(a.end_runs(), vec![]);
+        assert_eq!(a.freelist.extents().collect::<Vec<_>>(), vec![(998, 2)]);
+        assert!(a.allocate(3).is_err());
     }
 
     #[test]
@@ -964,6 +988,6 @@ mod run_tests {
         }
         let mut a = allocator(&mut f, 1000, false);
         assert_eq!(singles(&mut a, 2), vec![100, 300]);
-        assert_eq!(a.end_runs(), None);
+        assert_eq!(a.end_runs(), vec![]);
     }
 }

@@ -51,6 +51,16 @@ pub fn random_seed() -> u64 {
     (nanos as u64 ^ (nanos >> 64) as u64 ^ u64::from(std::process::id())) | 1
 }
 
+/// `FOLIO_SEED` if set, else a fresh seed; printed with `what` and how to rerun it.
+pub fn env_seed(what: &str) -> u64 {
+    let seed = match std::env::var("FOLIO_SEED") {
+        Ok(s) => s.parse().expect("FOLIO_SEED is a u64"),
+        Err(_) => random_seed(),
+    };
+    println!("{what}: seed {seed} (rerun with FOLIO_SEED={seed})");
+    seed
+}
+
 /// Every tree, by name, and its entries.
 pub type Contents = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 

@@ -474,12 +474,7 @@ fn long_value(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn a_long_random_stream_grows_trees_four_levels_deep_and_still_matches_the_model() {
-    let seed = match std::env::var("FOLIO_SEED") {
-        Ok(s) => s.parse().expect("FOLIO_SEED is a u64"),
-        Err(_) => crate::common::random_seed(),
-    };
-    println!("long stream seed {seed} (rerun with FOLIO_SEED={seed})");
-    long_stream(seed, Db::builder);
+    long_stream(crate::common::env_seed("long stream"), Db::builder);
 }
 
 /// The same with large commits growing the file for runs of pages as much as they may
@@ -487,11 +482,7 @@ fn a_long_random_stream_grows_trees_four_levels_deep_and_still_matches_the_model
 /// end, from free extents only, or the default.
 #[test]
 fn a_long_random_stream_whose_commits_take_pages_in_runs_matches_the_model() {
-    let seed = match std::env::var("FOLIO_SEED") {
-        Ok(s) => s.parse().expect("FOLIO_SEED is a u64"),
-        Err(_) => crate::common::random_seed(),
-    };
-    println!("long stream with runs, seed {seed} (rerun with FOLIO_SEED={seed})");
+    let seed = crate::common::env_seed("long stream with runs");
     let opens = std::cell::Cell::new(0u64);
     long_stream(seed, || {
         opens.set(opens.get() + 1);
