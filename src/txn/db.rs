@@ -391,6 +391,10 @@ impl Builder {
                 "page size {page_size} must be a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
             )));
         }
+        self.check_run_spare()
+    }
+
+    fn check_run_spare(&self) -> Result<()> {
         if self.options.run_spare > RUN_SPARE_MAX {
             return Err(Error::InvalidOption(format!(
                 "run spare {}% must be at most {RUN_SPARE_MAX}%",
@@ -479,6 +483,7 @@ impl Builder {
 
     /// Opens an existing database held by `storage`.
     pub fn open_with(&self, storage: Box<dyn Storage>) -> Result<Db> {
+        self.check_run_spare()?;
         let db = Db::from_storage(Arc::from(storage), None, self.options.clone())?;
         self.check_page_size(&db, None)?;
         Ok(db)

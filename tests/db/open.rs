@@ -397,3 +397,25 @@ fn a_version_1_file_opens_commits_and_is_written_as_version_3() {
     assert_eq!(t.get(&10u32.to_be_bytes()).unwrap(), Some(&[5u8; 40][..]));
     assert_eq!(t.get(&7u32.to_be_bytes()).unwrap(), Some(&[1u8; 40][..]));
 }
+
+/// `run_spare` past 90% is refused before anything is made; 90% itself opens.
+#[test]
+fn a_run_spare_above_ninety_percent_is_an_invalid_option_and_no_file_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spare.folio");
+    let err = Db::builder().run_spare(91).open(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid option: run spare 91% must be at most 90%"
+    );
+    assert!(!path.exists());
+    let db = Db::builder().run_spare(90).open(&path).unwrap();
+    assert!(db.check().unwrap().is_clean());
+    drop(db);
+    let file = folio::storage::FileStorage::open(&path).unwrap();
+    let err = Db::builder()
+        .run_spare(200)
+        .open_with(Box::new(file))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+}
