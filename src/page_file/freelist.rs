@@ -107,13 +107,15 @@ impl FreeList {
         let found = self
             .log
             .iter()
-            .rposition(|&c| matches!(c, Change::Took(s, n) if s <= start && s + n == end));
-        let Some(i) = found else {
+            .enumerate()
+            .rev()
+            .find_map(|(i, &c)| match c {
+                Change::Took(s, n) if s <= start && s + n == end => Some((i, s)),
+                _ => None,
+            });
+        let Some((i, s)) = found else {
             debug_assert!(false, "untake of {start}+{len}, which was not taken");
             return false;
-        };
-        let Change::Took(s, _) = self.log[i] else {
-            unreachable!("the change found is a take")
         };
         if s == start {
             self.log.remove(i);

@@ -196,8 +196,10 @@ impl Allocator<'_> {
     fn drop_run(&mut self) {
         let unused = std::mem::replace(&mut self.run, 0..0);
         let len = unused.end - unused.start;
-        if unused.is_empty() {
-        } else if self.run_grew && unused.end == self.page_count {
+        if len == 0 {
+            return;
+        }
+        if self.run_grew && unused.end == self.page_count {
             self.page_count = unused.start;
         } else if self.run_grew || !self.freelist.untake(unused.start, len) {
             self.stranded.push((unused.start, len));
