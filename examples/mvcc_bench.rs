@@ -12,7 +12,9 @@
 //! in turn, each on a fresh store, and report the medians: syncs on a shared disk vary from one
 //! moment to the next, and taking turns lets a slow moment fall on both. They also report the
 //! syncs per put (counted by a storage wrapped around the file): how many ways group commit shared
-//! each sync, which the disk's mood does not change. Run them on the disk (`--dir` under a real
+//! each sync, which the disk's mood does not change; and per group-commit round (per meta write)
+//! the puts it carried, its write calls, the time a sync took and the time from one round to the
+//! next, so that a round's sync can be told from what else it waits for. Run them on the disk (`--dir` under a real
 //! file system, not tmpfs): with syncs that cost nothing, 8 threads on a small machine only
 //! compete for its cores.
 
@@ -70,10 +72,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Puts per second with `threads` threads, each put its own durable commit, in a fresh store
-/// (as [`Store::open`] makes it: group commit), the syncs per put, and the puts per group-commit
-/// round (per meta write).
-fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (f64, f64, f64) {
+/// What one run of durable single puts measured.
+struct PutRun {
+    /// Puts per second.
+    rate: f64,
+    syncs_per_put: f64,
+    /// Puts per group-commit round (per meta write).
+    puts_per_round: f64,
+    /// Write calls per round, the meta's included.
+    writes_per_round: f64,
+    /// Milliseconds a sync took, on average.
+    sync_ms: f64,
+    /// Milliseconds from one round to the next: the sync and everything else a round waits for
+    /// (waking the writers, their next commit).
+    round_ms: f64,
+}
+
+/// Durable single puts with `threads` threads, each put its own commit, in a fresh store (as
+/// [`Store::open`] makes it: group commit), counted by a storage wrapped around the file.
+fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> PutRun {
     let path = dir.join(format!("puts-{threads}.folio"));
     let _ = std::fs::remove_file(&path);
     let counts = Arc::new(counted::Counts::default());
@@ -81,14 +98,19 @@ fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (
         file: FileStorage::create_new(&path).unwrap(),
         counts: counts.clone(),
     };
-    let syncs = &counts.syncs;
     let db = Db::builder()
         .durability(Durability::Group)
         .create_with(Box::new(file))
         .unwrap();
     let store = Store::with_db(db).unwrap();
-    let before = syncs.load(Ordering::Relaxed);
-    let metas_before = counts.metas.load(Ordering::Relaxed);
+    let read = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let before = [
+        &counts.syncs,
+        &counts.metas,
+        &counts.writes,
+        &counts.sync_nanos,
+    ]
+    .map(read);
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -100,15 +122,26 @@ fn puts_per_second(dir: &Path, threads: u64, per_thread: u64, value: &[u8]) -> (
             });
         }
     });
-    let puts = threads * per_thread;
+    let puts = (threads * per_thread) as f64;
     let elapsed = start.elapsed().as_secs_f64();
-    let synced = syncs.load(Ordering::Relaxed) - before;
-    let rounds = counts.metas.load(Ordering::Relaxed) - metas_before;
-    (
-        puts as f64 / elapsed,
-        synced as f64 / puts as f64,
-        puts as f64 / rounds.max(1) as f64,
-    )
+    let after = [
+        &counts.syncs,
+        &counts.metas,
+        &counts.writes,
+        &counts.sync_nanos,
+    ]
+    .map(read);
+    let [syncs, rounds, writes, sync_nanos] =
+        std::array::from_fn(|i| (after[i] - before[i]) as f64);
+    let rounds = rounds.max(1.0);
+    PutRun {
+        rate: puts / elapsed,
+        syncs_per_put: syncs / puts,
+        puts_per_round: puts / rounds,
+        writes_per_round: writes / rounds,
+        sync_ms: sync_nanos / 1e6 / syncs.max(1.0),
+        round_ms: elapsed * 1e3 / rounds,
+    }
 }
 
 fn main() {
@@ -125,46 +158,37 @@ fn main() {
     );
 
     let (mut ones, mut eights) = (Vec::new(), Vec::new());
-    let (mut ones_syncs, mut eights_syncs) = (Vec::new(), Vec::new());
-    let mut eights_rounds = Vec::new();
     for _ in 0..a.put_reps {
-        let (rate, syncs, _) = puts_per_second(&dir, 1, a.puts, &value);
-        ones.push(rate);
-        ones_syncs.push(syncs);
-        let (rate, syncs, per_round) = puts_per_second(&dir, 8, a.puts / 8, &value);
-        eights.push(rate);
-        eights_syncs.push(syncs);
-        eights_rounds.push(per_round);
+        ones.push(puts_per_second(&dir, 1, a.puts, &value));
+        eights.push(puts_per_second(&dir, 8, a.puts / 8, &value));
     }
-    let show = |v: &[f64], digits: usize| {
-        v.iter()
-            .map(|r| format!("{r:.digits$}"))
+    let show = |runs: &[PutRun], f: fn(&PutRun) -> f64, digits: usize| {
+        runs.iter()
+            .map(|r| format!("{:.digits$}", f(r)))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("puts/s, durable, 1 thread, each run:   {}", show(&ones, 0));
-    println!(
-        "puts/s, durable, 8 threads, each run:  {}",
-        show(&eights, 0)
-    );
-    println!(
-        "syncs per put, 1 thread, each run:     {}",
-        show(&ones_syncs, 2)
-    );
-    println!(
-        "syncs per put, 8 threads, each run:    {}",
-        show(&eights_syncs, 2)
-    );
-    println!(
-        "puts per round, 8 threads, each run:   {}",
-        show(&eights_rounds, 2)
-    );
-    let median_of = |mut v: Vec<f64>| {
+    type Row = (&'static str, fn(&PutRun) -> f64, usize);
+    let rows: [Row; 6] = [
+        ("puts/s, durable", |r| r.rate, 0),
+        ("syncs per put", |r| r.syncs_per_put, 2),
+        ("puts per round", |r| r.puts_per_round, 2),
+        ("write calls per round", |r| r.writes_per_round, 2),
+        ("ms per sync", |r| r.sync_ms, 3),
+        ("ms per round", |r| r.round_ms, 3),
+    ];
+    for (what, f, digits) in rows {
+        println!("{what}, 1 thread, each run:  {}", show(&ones, f, digits));
+        println!("{what}, 8 threads, each run: {}", show(&eights, f, digits));
+    }
+    let median_of = |runs: &[PutRun], f: fn(&PutRun) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (one, eight) = (median_of(ones), median_of(eights));
-    let (one_syncs, eight_syncs) = (median_of(ones_syncs), median_of(eights_syncs));
+    let (one, eight) = (median_of(&ones, |r| r.rate), median_of(&eights, |r| r.rate));
+    let one_syncs = median_of(&ones, |r| r.syncs_per_put);
+    let eight_syncs = median_of(&eights, |r| r.syncs_per_put);
     println!("puts/s, durable, 1 thread:   {one:>10.0}  ({one_syncs:.2} syncs per put)");
     println!(
         "puts/s, durable, 8 threads:  {eight:>10.0}  ({:.1}x, group commit; {eight_syncs:.2} syncs per put, {:.1}x fewer)",

@@ -37,7 +37,10 @@
 //! same load, and with `--cold` the same cache drop, for S seconds with no defrag, so that a
 //! stall can be told from what the load or the cold cache does alone), `--counters` (count each
 //! operation's page faults and context switches, from `/proc/thread-self/stat` and `status`,
-//! and print them beside the longest ones: what held a stalled operation).
+//! and print them beside the longest ones: what held a stalled operation, and the time it was
+//! neither on a core nor waiting for one: blocked, or taken by the hypervisor, which
+//! `examples/steal_probe.rs` measures alone), `--readers-cpu N` (keep the reader threads on core
+//! N, e.g. off the core that serves the disk's interrupts).
 
 #[path = "support/etcd_workload.rs"]
 #[allow(dead_code)]
@@ -72,6 +75,8 @@ struct Args {
     counters: bool,
     /// Keep each built store in `dir` and reuse it.
     keep: bool,
+    /// The core the reader threads are kept on, if any.
+    readers_cpu: Option<usize>,
 }
 
 fn args() -> Result<Args, String> {
@@ -85,6 +90,7 @@ fn args() -> Result<Args, String> {
         sizes: Vec::new(),
         counters: false,
         keep: false,
+        readers_cpu: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +116,13 @@ fn args() -> Result<Args, String> {
             "--cold" => a.cold = true,
             "--counters" => a.counters = true,
             "--keep" => a.keep = true,
+            "--readers-cpu" => {
+                a.readers_cpu = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--readers-cpu: {e}"))?,
+                )
+            }
             "--pace-mb" => {
                 a.pace_mb = Some(value()?.parse().map_err(|e| format!("--pace-mb: {e}"))?)
             }
@@ -533,6 +546,7 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
     let stop = AtomicBool::new(false);
     let mut phase_time = [Duration::ZERO; 4];
     let counters_on = a.counters;
+    let readers_cpu = a.readers_cpu;
     let (writers, readers, report) = std::thread::scope(|s| {
         let writers: Vec<_> = (0..WRITERS)
             .map(|t| {
@@ -572,6 +586,11 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
             .map(|t| {
                 let (store, phase, stop, t0) = (&store, &phase, &stop, t0);
                 s.spawn(move || {
+                    if let Some(id) = readers_cpu
+                        && !core_affinity::set_for_current(core_affinity::CoreId { id })
+                    {
+                        eprintln!("reader {t}: could not keep it on core {id}");
+                    }
                     let mut rng = Rng::new(0xbeef + t);
                     let run_queue = RunQueue::of_this_thread();
                     let counters = Counters::of_this_thread(counters_on);
@@ -764,33 +783,41 @@ fn run(a: &Args, live_mb: u64) -> Result<Summary, Box<dyn std::error::Error>> {
             .filter(|s| s.phase >= DURING)
             .copied()
             .collect();
-        slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.latency));
-        println!("  the longest {what} from the defrag's start, and where they ended:");
-        for s in slow.iter().take(5) {
-            let c = s.counts;
-            println!(
-                "    {}{} ({} of it waiting for a core) in the {}{}",
-                if what == "reads" {
-                    if s.range { "a range of " } else { "a get of " }
-                } else {
-                    ""
-                },
-                ms(s.latency),
-                ms(s.queued),
-                steps.name(s.at),
-                if a.counters {
-                    format!(
-                        "; on a core {}; faults {} minor, {} major; switches {} voluntary, {} involuntary",
-                        ms(Duration::from_nanos(c.on_cpu)),
-                        c.minor,
-                        c.major,
-                        c.voluntary,
-                        c.involuntary
-                    )
-                } else {
-                    String::new()
-                }
-            );
+        let by_latency: fn(&Sample) -> Duration = |s| s.latency;
+        let by_held: fn(&Sample) -> Duration = Sample::held;
+        for (title, key) in [
+            ("longest", by_latency),
+            ("longest less their wait for a core", by_held),
+        ] {
+            slow.sort_unstable_by_key(|s| std::cmp::Reverse(key(s)));
+            println!("  the {title} {what} from the defrag's start, and where they ended:");
+            for s in slow.iter().take(5) {
+                let c = s.counts;
+                println!(
+                    "    {}{} ({} of it waiting for a core) in the {}{}",
+                    if what == "reads" {
+                        if s.range { "a range of " } else { "a get of " }
+                    } else {
+                        ""
+                    },
+                    ms(s.latency),
+                    ms(s.queued),
+                    steps.name(s.at),
+                    if a.counters {
+                        format!(
+                            "; on a core {}, neither on one nor waiting for one {} (blocked, or taken by the hypervisor); faults {} minor, {} major; switches {} voluntary, {} involuntary",
+                            ms(Duration::from_nanos(c.on_cpu)),
+                            ms(s.held().saturating_sub(Duration::from_nanos(c.on_cpu))),
+                            c.minor,
+                            c.major,
+                            c.voluntary,
+                            c.involuntary
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
     }
     println!(
