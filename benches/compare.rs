@@ -288,6 +288,7 @@ fn bulk_load<E: Engine>(
         cpu: machine::cpu_time()
             .zip(cpu_start)
             .map(|(end, start)| end - start),
+        disk: Some(disk::disk_used(dir.path())?),
     });
     Ok((engine, dir))
 }
@@ -326,6 +327,7 @@ fn reads_and_scans(input: &Input, engines: &Loaded<'_>, results: &mut Results) -
                 work: input.lookups.len() as f64,
                 unit: "reads/s",
                 cpu: None,
+                disk: None,
             });
         }
     }
@@ -360,6 +362,7 @@ fn reads_and_scans(input: &Input, engines: &Loaded<'_>, results: &mut Results) -
             work: input.starts.len() as f64,
             unit: "scans/s",
             cpu: None,
+            disk: None,
         });
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! File helpers: the length of a file, dropping a file from the page cache, and the plain copy
+//! File helpers: the length of a file, the disk space of a directory's files, dropping a file from the page cache, and the plain copy
 //! that is the floor for any compaction (read the bytes, write them to a new file, sync).
 
 use std::fs::File;
@@ -14,6 +14,23 @@ const COPY_BUFFER: usize = 8 << 20;
 
 pub fn file_len(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)?.len())
+}
+
+/// The bytes the files under `dir` take on the disk (their allocated blocks: a file grown with
+/// `set_len` and not written to the end takes less than its length).
+pub fn disk_used(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut used = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        used += if meta.is_dir() {
+            disk_used(&entry.path())?
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    Ok(used)
 }
 
 /// Drops `path`'s pages from the page cache, so that the next reader starts cold (as a defrag of

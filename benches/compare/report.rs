@@ -21,6 +21,9 @@ pub struct Row {
     pub unit: &'static str,
     /// The CPU time the process spent on the work, where it was measured (the bulk loads).
     pub cpu: Option<CpuTime>,
+    /// The disk space the engine's files took after the work, where it was measured (the bulk
+    /// loads).
+    pub disk: Option<u64>,
 }
 
 impl Row {
@@ -38,6 +41,11 @@ impl Row {
             ),
             None => String::new(),
         }
+    }
+
+    /// The disk space after the work, in MiB, or nothing.
+    pub fn disk_used(&self) -> String {
+        self.disk.map_or(String::new(), mib)
     }
 }
 
@@ -78,13 +86,15 @@ impl Results {
     /// Prints a row as soon as it is measured, so a long run shows progress.
     pub fn push(&mut self, row: Row) {
         println!(
-            "  {:<6} {:<44} {:>10}  {:>12} {}  {}",
+            "  {:<6} {:<44} {:>10}  {:>12} {}  {}{}",
             row.engine,
             row.workload,
             duration(row.time),
             thousands(row.rate()),
             row.unit,
-            row.cpu_per_unit()
+            row.cpu_per_unit(),
+            row.disk
+                .map_or(String::new(), |_| format!("; on disk {}", row.disk_used()))
         );
         self.rows.push(row);
     }
@@ -123,8 +133,8 @@ impl Results {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         s.push_str(
-            "| workload | engine | time | rate | rate ÷ folio's | CPU per op, user + system |\n\
-             |---|---|---:|---:|---:|---:|\n",
+            "| workload | engine | time | rate | rate ÷ folio's | CPU per op, user + system | on disk after |\n\
+             |---|---|---:|---:|---:|---:|---:|\n",
         );
         for r in &self.rows {
             let versus = self
@@ -132,14 +142,15 @@ impl Results {
                 .map_or("".to_string(), |f| format!("{:.2}", r.rate() / f));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} {} | {} | {} |",
+                "| {} | {} | {} | {} {} | {} | {} | {} |",
                 r.workload,
                 r.engine,
                 duration(r.time),
                 thousands(r.rate()),
                 r.unit,
                 versus,
-                r.cpu_per_unit()
+                r.cpu_per_unit(),
+                r.disk_used()
             );
         }
         if !self.defrags.is_empty() {
