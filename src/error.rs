@@ -219,7 +219,10 @@ pub enum Error {
 /// The result type of every fallible folio call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Shorthand for building an [`Error::Corrupted`].
+/// Shorthand for building an [`Error::Corrupted`]. Cold: the page views call it on paths that a
+/// sound page never takes, and keeping its formatting out of line keeps their checks cheap.
+#[cold]
+#[inline(never)]
 pub(crate) fn corrupted(page: PageId, reason: impl Into<String>) -> Error {
     Error::Corrupted {
         page,

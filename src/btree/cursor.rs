@@ -37,8 +37,8 @@ impl<'a> RawCursor<'a> {
     pub fn current(&self) -> Result<Option<(&'a [u8], &'a [u8])>> {
         match self.stack.last() {
             Some((node, i)) if node.is_leaf() && *i < node.len() => {
-                let value = self.src.pages.value(node.value(*i)?)?;
-                Ok(Some((node.key(*i)?, value)))
+                let (key, value) = node.key_value(*i)?;
+                Ok(Some((key, self.src.pages.value(value)?)))
             }
             _ => Ok(None),
         }

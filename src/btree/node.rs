@@ -77,31 +77,52 @@ impl<'a> PageView<'a> {
 }
 
 /// Where the entries begin: after the header and `count` slots (`None` if that overflows).
+#[inline]
 fn slots_end(count: usize) -> Option<usize> {
     count.checked_mul(SLOT_LEN)?.checked_add(PAGE_HEADER_LEN)
 }
 
+/// The offset slot `i` holds, checked to lie past the slots with `min_len` bytes of the page
+/// after it.
+#[inline]
 fn slot(page: &[u8], id: PageId, count: usize, i: usize, min_len: usize) -> Result<usize> {
-    let outside = || corrupted(id, format!("slot {i} points outside the page"));
-    if i >= count {
-        return Err(corrupted(id, format!("entry {i} of a page with {count}")));
+    if i < count
+        && let Some(at) = slots_end(i)
+        && let Some(off) = page::u16_at(page, at)
+        && let Some(entries) = slots_end(count)
+    {
+        let off = usize::from(off);
+        if off >= entries
+            && off
+                .checked_add(min_len)
+                .is_some_and(|end| end <= page.len())
+        {
+            return Ok(off);
+        }
     }
-    let at = slots_end(i).ok_or_else(outside)?;
-    let off = usize::from(read_u16(page, at, id)?);
-    let entries = slots_end(count).ok_or_else(outside)?;
-    if off < entries || off.checked_add(min_len).is_none_or(|end| end > page.len()) {
-        return Err(outside());
-    }
-    Ok(off)
+    Err(bad_slot(id, count, i))
 }
 
+#[cold]
+#[inline(never)]
+fn bad_slot(id: PageId, count: usize, i: usize) -> crate::error::Error {
+    if i >= count {
+        corrupted(id, format!("entry {i} of a page with {count}"))
+    } else {
+        corrupted(id, format!("slot {i} points outside the page"))
+    }
+}
+
+#[inline]
 fn bytes(page: &[u8], id: PageId, off: usize, len: usize) -> Result<&[u8]> {
-    off.checked_add(len)
-        .and_then(|end| page.get(off..end))
-        .ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
+    match off.checked_add(len).and_then(|end| page.get(off..end)) {
+        Some(b) => Ok(b),
+        None => Err(corrupted(id, "entry runs past the end of the page")),
+    }
 }
 
 /// `base + delta`, or a corruption of page `id` when it overflows.
+#[inline]
 fn offset(base: usize, delta: usize, id: PageId) -> Result<usize> {
     base.checked_add(delta)
         .ok_or_else(|| corrupted(id, "entry runs past the end of the page"))
@@ -116,6 +137,7 @@ impl<'a> LeafView<'a> {
         self.id
     }
 
+    #[inline]
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
         let (id, page) = (self.id, self.page);
         let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
@@ -151,30 +173,42 @@ impl<'a> LeafView<'a> {
         Ok((off, len, key))
     }
 
+    #[inline]
     pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
+        self.key_value(i).map(|(_, v)| v)
+    }
+
+    /// Entry `i`'s key and stored value, reading its slot and header once.
+    #[inline]
+    pub fn key_value(&self, i: usize) -> Result<(&'a [u8], ValueRef<'a>)> {
         let (id, page) = (self.id, self.page);
         let off = slot(page, id, self.count, i, LEAF_ENTRY_HEADER_LEN)?;
         let [flags] = field::<1>(page, off).ok_or_else(|| corrupted(id, "entry past the page"))?;
         let klen = usize::from(read_u16(page, offset(off, 1, id)?, id)?);
         let vlen = read_u32(page, offset(off, 3, id)?, id)?;
-        let at = offset(offset(off, LEAF_ENTRY_HEADER_LEN, id)?, klen, id)?;
-        match flags {
+        let key_at = offset(off, LEAF_ENTRY_HEADER_LEN, id)?;
+        let key = bytes(page, id, key_at, klen)?;
+        let at = offset(key_at, klen, id)?;
+        let value = match flags {
             0 => {
                 let vlen = usize::try_from(vlen).map_err(|_| corrupted(id, "value too long"))?;
-                Ok(ValueRef::Inline(bytes(page, id, at, vlen)?))
+                ValueRef::Inline(bytes(page, id, at, vlen)?)
             }
             FLAG_OVERFLOW => {
                 let p = bytes(page, id, at, OVERFLOW_REF_LEN)?;
-                Ok(ValueRef::Overflow {
+                ValueRef::Overflow {
                     page: read_u64(p, 0, id)?,
                     len: vlen,
-                })
+                }
             }
-            f => Err(corrupted(
-                self.id,
-                format!("leaf entry {i} has unknown flags {f:#x}"),
-            )),
-        }
+            f => {
+                return Err(corrupted(
+                    self.id,
+                    format!("leaf entry {i} has unknown flags {f:#x}"),
+                ));
+            }
+        };
+        Ok((key, value))
     }
 }
 
@@ -187,6 +221,7 @@ impl<'a> BranchView<'a> {
         self.id
     }
 
+    #[inline]
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
         let (id, page) = (self.id, self.page);
         let off = slot(page, id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
@@ -194,6 +229,7 @@ impl<'a> BranchView<'a> {
         bytes(page, id, offset(off, BRANCH_ENTRY_HEADER_LEN, id)?, klen)
     }
 
+    #[inline]
     pub fn child(&self, i: usize) -> Result<PageId> {
         let off = slot(self.page, self.id, self.count, i, BRANCH_ENTRY_HEADER_LEN)?;
         read_u64(self.page, off, self.id)

@@ -99,6 +99,7 @@ impl<'a> Pages<'a> {
     }
 
     /// Resolves a stored value to its bytes.
+    #[inline]
     pub fn value(&self, v: ValueRef<'a>) -> Result<&'a [u8]> {
         match v {
             ValueRef::Inline(b) => Ok(b),
@@ -122,6 +123,7 @@ pub(crate) enum NodeAccess<'a> {
 }
 
 impl<'a> NodeAccess<'a> {
+    #[inline]
     pub fn is_leaf(&self) -> bool {
         match self {
             NodeAccess::Page(p) => matches!(p, PageView::Leaf(_)),
@@ -129,6 +131,7 @@ impl<'a> NodeAccess<'a> {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             NodeAccess::Page(PageView::Leaf(l)) => l.len(),
@@ -137,6 +140,7 @@ impl<'a> NodeAccess<'a> {
         }
     }
 
+    #[inline]
     pub fn key(&self, i: usize) -> Result<&'a [u8]> {
         match self {
             NodeAccess::Page(PageView::Leaf(l)) => l.key(i),
@@ -146,11 +150,22 @@ impl<'a> NodeAccess<'a> {
     }
 
     /// The stored value of leaf entry `i`.
+    #[inline]
     pub fn value(&self, i: usize) -> Result<ValueRef<'a>> {
         match self {
             NodeAccess::Page(PageView::Leaf(l)) => l.value(i),
             NodeAccess::Dirty(n) if n.is_leaf() => Ok(n.value(i)),
             _ => unreachable!("value() on a branch"),
+        }
+    }
+
+    /// The key and stored value of leaf entry `i`.
+    #[inline]
+    pub fn key_value(&self, i: usize) -> Result<(&'a [u8], ValueRef<'a>)> {
+        match self {
+            NodeAccess::Page(PageView::Leaf(l)) => l.key_value(i),
+            NodeAccess::Dirty(n) if n.is_leaf() => Ok((n.key(i), n.value(i))),
+            _ => unreachable!("key_value() on a branch"),
         }
     }
 

@@ -192,25 +192,31 @@ pub(crate) fn verify(run: &[u8], id: PageId) -> Result<()> {
 }
 
 /// The `N` bytes of `b` at `off`, or `None` when they run past its end.
+#[inline]
 pub(crate) fn field<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
     b.get(off..off.checked_add(N)?)?.try_into().ok()
 }
 
 /// The little-endian `u16` at `off`, or `None` past the end of `b`.
+#[inline]
 pub(crate) fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     field(b, off).map(u16::from_le_bytes)
 }
 
 /// The little-endian `u32` at `off`, or `None` past the end of `b`.
+#[inline]
 pub(crate) fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     field(b, off).map(u32::from_le_bytes)
 }
 
 /// The little-endian `u64` at `off`, or `None` past the end of `b`.
+#[inline]
 pub(crate) fn u64_at(b: &[u8], off: usize) -> Option<u64> {
     field(b, off).map(u64::from_le_bytes)
 }
 
+#[cold]
+#[inline(never)]
 fn past_end(id: PageId, off: usize) -> crate::error::Error {
     corrupted(
         id,
@@ -219,16 +225,19 @@ fn past_end(id: PageId, off: usize) -> crate::error::Error {
 }
 
 /// The little-endian `u16` at `off` of page `id`; past the end of `b` it is a corruption.
+#[inline]
 pub(crate) fn read_u16(b: &[u8], off: usize, id: PageId) -> Result<u16> {
     u16_at(b, off).ok_or_else(|| past_end(id, off))
 }
 
 /// The little-endian `u32` at `off` of page `id`; past the end of `b` it is a corruption.
+#[inline]
 pub(crate) fn read_u32(b: &[u8], off: usize, id: PageId) -> Result<u32> {
     u32_at(b, off).ok_or_else(|| past_end(id, off))
 }
 
 /// The little-endian `u64` at `off` of page `id`; past the end of `b` it is a corruption.
+#[inline]
 pub(crate) fn read_u64(b: &[u8], off: usize, id: PageId) -> Result<u64> {
     u64_at(b, off).ok_or_else(|| past_end(id, off))
 }
