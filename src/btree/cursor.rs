@@ -269,6 +269,9 @@ impl<'a> RawCursor<'a> {
 pub struct Range<'a> {
     front: RawCursor<'a>,
     back: RawCursor<'a>,
+    /// The key under each cursor (front, back) as last read, `None` once it has moved: a step
+    /// compares with the other cursor's key, which a run of steps one way does not change.
+    keys: [Option<&'a [u8]>; 2],
     /// Set once the two cursors have met (or an error ended the iteration).
     done: bool,
     started: bool,
@@ -290,6 +293,7 @@ impl<'a> Range<'a> {
         Range {
             front: RawCursor::new(src, root),
             back: RawCursor::new(src, root),
+            keys: [None; 2],
             done: false,
             started: false,
             start: owned(range.start_bound()),
@@ -328,10 +332,11 @@ impl<'a> Range<'a> {
         if self.done {
             return Ok(None);
         }
-        let (this, other) = if forward {
-            (&mut self.front, &self.back)
+        let [front_key, back_key] = &mut self.keys;
+        let (this, this_key, other, other_key) = if forward {
+            (&mut self.front, front_key, &self.back, back_key)
         } else {
-            (&mut self.back, &self.front)
+            (&mut self.back, back_key, &self.front, front_key)
         };
         // The two cursors start in order and stop when they meet, so one can only run off the tree
         // or pass the other when keys are out of order: bytes on disk are bad.
@@ -339,8 +344,15 @@ impl<'a> Range<'a> {
         let Some(entry) = this.current()? else {
             return Err(lost(this.page()));
         };
-        let Some(other_key) = other.key()? else {
-            return Err(lost(this.page()));
+        let other_key = match *other_key {
+            Some(k) => k,
+            None => {
+                let Some(k) = other.key()? else {
+                    return Err(lost(this.page()));
+                };
+                *other_key = Some(k);
+                k
+            }
         };
         let passed = if forward {
             entry.0 > other_key
@@ -353,6 +365,7 @@ impl<'a> Range<'a> {
         if entry.0 == other_key {
             self.done = true;
         } else {
+            *this_key = None;
             let moved = if forward { this.next()? } else { this.prev()? };
             if !moved {
                 return Err(lost(this.page()));
