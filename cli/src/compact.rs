@@ -6,7 +6,7 @@ use std::path::Path;
 use folio::Store;
 
 use crate::show::{at, count};
-use crate::{CliResult, CompactArgs, Failure, open};
+use crate::{CliResult, CompactArgs, open};
 
 /// The store's record tree: one entry per stored revision.
 const KEY_TREE: &[u8] = b"mvcc.key";
@@ -23,11 +23,6 @@ pub fn run(args: &CompactArgs, out: &mut dyn Write) -> CliResult {
     let compacted = store.compacted_revision();
     let rev = match (args.rev, args.keep) {
         (Some(rev), _) => rev,
-        (None, Some(0)) => {
-            return Err(Failure::new(
-                "--keep needs at least 1: the current revision is always kept",
-            ));
-        }
         (None, Some(keep)) => {
             let rev = current.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX)) + 1;
             if rev <= compacted {

@@ -150,8 +150,19 @@ struct DefragArgs {
     /// The database file (closed: no process may have it open).
     db: PathBuf,
     /// How full to pack tree pages, from 0.5 to 1.0 (room left for later inserts).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = fill_arg)]
     fill: f64,
+}
+
+/// `--fill`: a fraction the defrag accepts, so that a bad one is a usage error like any other.
+fn fill_arg(s: &str) -> Result<f64, String> {
+    let fill: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    let min = folio::limits::DEFRAG_FILL_MIN;
+    if (min..=1.0).contains(&fill) {
+        Ok(fill)
+    } else {
+        Err(format!("{fill} is not from {min} to 1.0"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -162,8 +173,9 @@ struct CompactArgs {
     /// Compact at this revision: reads below it fail afterwards.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     rev: Option<i64>,
-    /// Keep the last N revisions readable and compact everything older.
-    #[arg(long, value_name = "N")]
+    /// Keep the last N revisions readable and compact everything older (N is at least 1: the
+    /// current revision is always kept).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     keep: Option<u64>,
 }
 

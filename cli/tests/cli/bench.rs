@@ -48,6 +48,22 @@ fn bench_runs_every_phase_and_leaves_a_sound_store() {
     assert!(text.contains("check   ok: "), "{text}");
 
     let path = dir.path().join("bench.folio");
+    // The last line is the file as the close left it, key index and all.
+    let len = std::fs::metadata(&path).unwrap().len();
+    let closed = text.lines().last().unwrap_or_default();
+    assert!(closed.starts_with("closed: file "), "{text}");
+    let words: Vec<&str> = closed.split_whitespace().collect();
+    let shown: f64 = words[2].parse().unwrap_or_else(|_| panic!("{closed:?}"));
+    let unit = match words[3] {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        other => panic!("unit {other} in {closed:?}"),
+    };
+    assert!(
+        (shown * unit - len as f64).abs() <= 0.01 * len as f64,
+        "{closed:?} for a file of {len} bytes"
+    );
     folio(["check".as_ref(), path.as_os_str()]).ok();
     let count = folio_on("range", &path, &["--count-only"]);
     assert_eq!(count.ok(), "1000\n");
