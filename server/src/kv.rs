@@ -330,6 +330,17 @@ fn op(r: &RequestOp) -> Result<(Op, Option<RangePost>), Status> {
     }
 }
 
+/// folio's key bound on every key a txn stores (its puts'; a txn's ranges, deletes and compares
+/// only look keys up, and a key too long to be stored is simply not found).
+fn check_txn_key_lens(shared: &Shared, t: &TxnRequest) -> Result<(), Status> {
+    for o in t.success.iter().chain(&t.failure) {
+        if let Some(ReqOp::RequestPut(p)) = &o.request {
+            shared.check_key_len(&p.key)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a branch writes.
 fn writes(ops: &[RequestOp]) -> bool {
     ops.iter().any(|o| {
@@ -484,6 +495,7 @@ impl Kv for KvService {
         check_put(&p)?;
         let cost = p.encoded_len();
         self.shared.check_size(cost)?;
+        self.shared.check_key_len(&p.key)?;
         self.shared.check_quota(cost)?;
         if let Some(m) = self.shared.member() {
             return crate::replicated::put(&self.shared, m, p)
@@ -544,6 +556,7 @@ impl Kv for KvService {
         let t = request.into_inner();
         let cost = t.encoded_len();
         self.shared.check_size(cost)?;
+        check_txn_key_lens(&self.shared, &t)?;
         let writing = writes(&t.success) || writes(&t.failure);
         if writing {
             self.shared.check_quota(cost)?;
