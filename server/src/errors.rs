@@ -81,6 +81,12 @@ pub fn key_too_large(len: usize, max: usize) -> Status {
     ))
 }
 
+/// `etcdserver: authentication is not enabled`: etcd's answer to Authenticate while auth is off,
+/// which etcd's clients take as "go on without a token".
+pub fn auth_not_enabled() -> Status {
+    Status::failed_precondition("etcdserver: authentication is not enabled")
+}
+
 /// `etcdserver: bad leader transferee`.
 pub fn bad_leader_transferee() -> Status {
     Status::failed_precondition("etcdserver: bad leader transferee")

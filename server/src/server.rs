@@ -184,6 +184,8 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .layer(tower::util::MapResponseLayer::new(
                 crate::errors::as_grpc_go_size_refusal,
             ))
+            // Authenticate as etcd answers it without auth, and every RPC not served named.
+            .layer(crate::unserved::UnservedLayer)
             .tcp_nodelay(true)
             // etcd's defaults: a ping after 2 h idle, 20 s to answer it.
             .http2_keepalive_interval(Some(Duration::from_secs(7200)))
