@@ -75,28 +75,33 @@ fn parse_url(url: &str) -> Result<(bool, String), String> {
     Ok((tls, host.to_string()))
 }
 
-/// Creates the data directory 0700 (or warns when an existing one is open to others).
+/// Creates the data directory 0700 (or warns when an existing one is open to others); refuses a
+/// path that is there but not a directory.
 fn data_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.exists() {
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            crate::warn!(
-                "data directory {} has permissions {:o}; 700 keeps other users out of it",
-                dir.display(),
-                mode & 0o777
-            );
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!(
+            "the data directory {} is not a directory",
+            dir.display()
+        )),
+        Ok(m) => {
+            let mode = m.permissions().mode();
+            if mode & 0o077 != 0 {
+                crate::warn!(
+                    "data directory {} has permissions {:o}; 700 keeps other users out of it",
+                    dir.display(),
+                    mode & 0o777
+                );
+            }
+            Ok(())
         }
-        return Ok(());
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
 }
 
 /// Removes snapshot files a crashed server left in the data directory.
