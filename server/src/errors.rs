@@ -73,6 +73,20 @@ pub fn request_too_large() -> Status {
     Status::invalid_argument("etcdserver: request is too large")
 }
 
+/// A key longer than folio stores: etcd bounds keys only by the request's size, folio by its
+/// page size (a key must fit a quarter of a page), so this is folio-server's own refusal.
+pub fn key_too_large(len: usize, max: usize) -> Status {
+    Status::invalid_argument(format!(
+        "etcdserver: key is too large: {len} bytes; folio-server stores keys up to {max} bytes"
+    ))
+}
+
+/// `etcdserver: authentication is not enabled`: etcd's answer to Authenticate while auth is off,
+/// which etcd's clients take as "go on without a token".
+pub fn auth_not_enabled() -> Status {
+    Status::failed_precondition("etcdserver: authentication is not enabled")
+}
+
 /// `etcdserver: bad leader transferee`.
 pub fn bad_leader_transferee() -> Status {
     Status::failed_precondition("etcdserver: bad leader transferee")
@@ -110,9 +124,12 @@ pub fn from_folio(e: folio::Error) -> Status {
         E::LeaseNotFound { .. } => lease_not_found(),
         E::LeaseExists { .. } => lease_exists(),
         E::LeaseTtl { .. } => lease_ttl_too_large(),
-        // etcd bounds keys and values only by the request size; folio's own bounds are lower
-        // for keys (they must fit a page), and a request past them is too large for this server.
-        E::KeyLength { .. } | E::ValueTooLarge { .. } => request_too_large(),
+        // Requests are checked before they reach the store; these are the store's own word.
+        E::KeyLength { len: 0, .. } => empty_key(),
+        E::KeyLength { len, max } => key_too_large(len, max),
+        // etcd bounds values only by the request size; folio's bound (about 1 GiB) is far above
+        // etcd's default request limit, and only a raised limit reaches it.
+        E::ValueTooLarge { .. } => request_too_large(),
         other => Status::unknown(format!("etcdserver: {other}")),
     }
 }

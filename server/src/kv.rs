@@ -19,8 +19,8 @@ use crate::pb::etcdserverpb::request_op::Request as ReqOp;
 use crate::pb::etcdserverpb::response_op::Response as RespOp;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest,
-    TxnResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb;
 use crate::state::Shared;
@@ -158,15 +158,15 @@ pub fn plan_range(r: &RangeRequest) -> Result<(KeyRange, RangeOptions, RangePost
     Ok((key_range(&r.key, &r.range_end), options, post))
 }
 
-/// etcd's range response from the store's.
+/// etcd's range response from the store's, with the header `header` makes of its revision.
 pub(crate) fn range_response(
-    shared: &Shared,
+    header: impl FnOnce(i64) -> Option<ResponseHeader>,
     post: &RangePost,
     r: folio::RangeResponse,
 ) -> RangeResponse {
     let (kvs, more) = post.finish(r.kvs, r.more);
     RangeResponse {
-        header: shared.header(r.revision),
+        header: header(r.revision),
         kvs: kvs.into_iter().map(to_pb).collect(),
         more,
         count: i64::try_from(r.count).unwrap_or(i64::MAX),
@@ -330,6 +330,17 @@ fn op(r: &RequestOp) -> Result<(Op, Option<RangePost>), Status> {
     }
 }
 
+/// folio's key bound on every key a txn stores (its puts'; a txn's ranges, deletes and compares
+/// only look keys up, and a key too long to be stored is simply not found).
+fn check_txn_key_lens(shared: &Shared, t: &TxnRequest) -> Result<(), Status> {
+    for o in t.success.iter().chain(&t.failure) {
+        if let Some(ReqOp::RequestPut(p)) = &o.request {
+            shared.check_key_len(&p.key)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a branch writes.
 fn writes(ops: &[RequestOp]) -> bool {
     ops.iter().any(|o| {
@@ -396,6 +407,15 @@ pub(crate) fn plan_txn<C, O>(
     })
 }
 
+/// The header of a response inside a txn: etcd fills in only the revision there (its
+/// `executeTxn`); the cluster, member and raft term are the txn response's own header's.
+fn header_in_txn(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..ResponseHeader::default()
+    })
+}
+
 impl TxnPosts {
     /// The etcd answer to a txn whose branch (the success one if `done.succeeded`) answered
     /// with `done.responses`.
@@ -413,15 +433,15 @@ impl TxnPosts {
                 let response = match r {
                     OpResponse::Range(rr) => {
                         let post = post.expect("a range op has its post-processing");
-                        RespOp::ResponseRange(range_response(shared, &post, rr))
+                        RespOp::ResponseRange(range_response(header_in_txn, &post, rr))
                     }
                     OpResponse::Put(p) => RespOp::ResponsePut(PutResponse {
-                        header: shared.header(p.revision),
+                        header: header_in_txn(p.revision),
                         prev_kv: p.prev_kv.map(to_pb),
                     }),
                     OpResponse::DeleteRange(d) => {
                         RespOp::ResponseDeleteRange(DeleteRangeResponse {
-                            header: shared.header(d.revision),
+                            header: header_in_txn(d.revision),
                             deleted: i64::try_from(d.deleted).unwrap_or(i64::MAX),
                             prev_kvs: d.prev_kvs.into_iter().map(to_pb).collect(),
                         })
@@ -474,7 +494,11 @@ impl Kv for KvService {
         self.shared
             .blocking(move |s| {
                 let got = s.store().range(range, options).map_err(from_folio)?;
-                Ok(Response::new(range_response(s, &post, got)))
+                Ok(Response::new(range_response(
+                    |rev| s.header(rev),
+                    &post,
+                    got,
+                )))
             })
             .await
     }
@@ -484,6 +508,7 @@ impl Kv for KvService {
         check_put(&p)?;
         let cost = p.encoded_len();
         self.shared.check_size(cost)?;
+        self.shared.check_key_len(&p.key)?;
         self.shared.check_quota(cost)?;
         if let Some(m) = self.shared.member() {
             return crate::replicated::put(&self.shared, m, p)
@@ -544,6 +569,7 @@ impl Kv for KvService {
         let t = request.into_inner();
         let cost = t.encoded_len();
         self.shared.check_size(cost)?;
+        check_txn_key_lens(&self.shared, &t)?;
         let writing = writes(&t.success) || writes(&t.failure);
         if writing {
             self.shared.check_quota(cost)?;

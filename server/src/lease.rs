@@ -20,6 +20,12 @@ use crate::state::Shared;
 /// How often leases whose TTL ran out are revoked (etcd's `leaseRevokeRate` loop: 500 ms).
 pub const EXPIRY_CHECK: Duration = Duration::from_millis(500);
 
+/// The shortest TTL a lease is granted, in seconds: etcd's `minLeaseTTL` at its default flags,
+/// one and a half election timeouts (1.5 x 1 s) rounded up to whole seconds. etcd raises a
+/// shorter TTL (0 and negative ones too) to it rather than refuse it.
+pub const LEASE_TTL_MIN: i64 = 2;
+const _: () = assert!(LEASE_TTL_MIN >= 1 && LEASE_TTL_MIN <= folio::limits::LEASE_TTL_MAX);
+
 /// The Lease service.
 pub struct LeaseService {
     shared: Shared,
@@ -38,7 +44,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        r.ttl = r.ttl.max(LEASE_TTL_MIN);
         self.shared.check_quota(0)?;
         if let Some(m) = self.shared.member() {
             let done = m

@@ -16,7 +16,9 @@
 //!
 //! Beyond etcd it defragments by itself when the reclaimable share of the file passes a
 //! threshold ([`auto`]): safe because folio's defrag holds writers only for its last catch-up.
-//! User and role authentication (etcd's Auth service) is out of scope.
+//! User and role authentication (etcd's Auth service) is out of scope: Authenticate answers as
+//! etcd's does with authentication not enabled, and every RPC not served is named in its
+//! `Unimplemented` answer ([`unserved`]).
 //!
 //! The store is synchronous: every call into it runs on tokio's blocking pool, so a sync or a
 //! defrag never holds up the threads that serve the network.
@@ -39,6 +41,7 @@ pub mod replicated;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod unserved;
 pub mod watch;
 
 pub use config::Config;

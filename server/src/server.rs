@@ -1,6 +1,14 @@
 //! Starting and stopping the server: the data directory, the store, the listeners, the services
 //! and the background work, and a shutdown that loses nothing acknowledged.
 //!
+//! Startup, one step each (see [`start`]); a server that cannot start leaves nothing on disk it
+//! did not find there, so each step that can fail on the flags or the network comes before the
+//! data directory and the store are made:
+//! 1. check the flags (listen URLs, auto compaction, TLS files, the cluster);
+//! 2. bind every client listener (a port in use fails here);
+//! 3. open, or make, the data directory and the store (or start the replicated member);
+//! 4. serve on the listeners and start the background work.
+//!
 //! Shutdown, one step each (see [`Running::stop`]):
 //! 1. stop accepting connections and let requests in flight finish (bounded by
 //!    [`DRAIN_TIMEOUT`], after which open streams are cut);
@@ -67,28 +75,33 @@ fn parse_url(url: &str) -> Result<(bool, String), String> {
     Ok((tls, host.to_string()))
 }
 
-/// Creates the data directory 0700 (or warns when an existing one is open to others).
+/// Creates the data directory 0700 (or warns when an existing one is open to others); refuses a
+/// path that is there but not a directory.
 fn data_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.exists() {
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            crate::warn!(
-                "data directory {} has permissions {:o}; 700 keeps other users out of it",
-                dir.display(),
-                mode & 0o777
-            );
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!(
+            "the data directory {} is not a directory",
+            dir.display()
+        )),
+        Ok(m) => {
+            let mode = m.permissions().mode();
+            if mode & 0o077 != 0 {
+                crate::warn!(
+                    "data directory {} has permissions {:o}; 700 keeps other users out of it",
+                    dir.display(),
+                    mode & 0o777
+                );
+            }
+            Ok(())
         }
-        return Ok(());
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
 }
 
 /// Removes snapshot files a crashed server left in the data directory.
@@ -103,22 +116,62 @@ fn remove_stale_snapshots(dir: &Path) {
     }
 }
 
-/// What a server serves, opened as `config` says: its shared state, the database file, the
-/// auto compaction and the TLS configuration.
-type Opened = (
-    Shared,
-    PathBuf,
-    crate::config::AutoCompaction,
-    Option<tonic::transport::ServerTlsConfig>,
-);
+/// What the flags ask for, checked before anything is bound or made on disk.
+struct Checked {
+    compaction: crate::config::AutoCompaction,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    cluster: Option<crate::config::ClusterPlan>,
+    /// Each client URL with whether it is https, and its `host:port`.
+    urls: Vec<(String, bool, String)>,
+}
 
-/// Opens the data directory: the single store, or the replicated member.
-async fn open(config: &Config) -> Result<Opened, String> {
+/// Step 1: checks the flags.
+fn check(config: &Config) -> Result<Checked, String> {
+    let compaction = config.auto_compaction()?;
+    let tls = crate::tls::server_config(config)?;
+    let cluster = config.cluster()?;
+    let mut urls = Vec::new();
+    for url in &config.listen_client_urls {
+        let (secure, host) = parse_url(url)?;
+        if secure && tls.is_none() {
+            return Err(format!(
+                "{url} is https but no --cert-file and --key-file were given"
+            ));
+        }
+        urls.push((url.clone(), secure, host));
+    }
+    Ok(Checked {
+        compaction,
+        tls,
+        cluster,
+        urls,
+    })
+}
+
+/// A client listener, bound: its URL, whether it is https, and the socket.
+type Bound = (String, bool, TcpListener);
+
+/// Step 2: binds every client URL.
+async fn bind(urls: &[(String, bool, String)]) -> Result<Vec<Bound>, String> {
+    let mut bound = Vec::new();
+    for (url, secure, host) in urls {
+        let listener = TcpListener::bind(host)
+            .await
+            .map_err(|e| format!("cannot listen on {url}: {e}"))?;
+        bound.push((url.clone(), *secure, listener));
+    }
+    Ok(bound)
+}
+
+/// Step 3: opens the data directory: the single store, or the replicated member of `cluster`.
+/// Returns the shared state and the database file.
+async fn open(
+    config: &Config,
+    cluster: Option<&crate::config::ClusterPlan>,
+) -> Result<(Shared, PathBuf), String> {
     let dir = config.data_dir();
     data_dir(&dir)?;
     remove_stale_snapshots(&dir);
-    let compaction = config.auto_compaction()?;
-    let tls = crate::tls::server_config(config)?;
     let settings = Settings {
         name: config.name.clone(),
         data_dir: dir.clone(),
@@ -127,10 +180,10 @@ async fn open(config: &Config) -> Result<Opened, String> {
         max_txn_ops: config.max_txn_ops,
         quota_bytes: config.quota_bytes(),
     };
-    let (shared, db_path) = match config.cluster()? {
+    match cluster {
         Some(plan) => {
             let member = Member::start(
-                &plan,
+                plan,
                 &dir,
                 &config.name,
                 config.advertise_client_urls.clone(),
@@ -138,14 +191,13 @@ async fn open(config: &Config) -> Result<Opened, String> {
             )
             .await?;
             let db_path = dir.join(MEMBER_DIR).join(STORE_FILE);
-            (
+            Ok((
                 Shared::replicated(member, db_path.clone(), settings),
                 db_path,
-            )
+            ))
         }
-        None => single(&dir, settings).await?,
-    };
-    Ok((shared, db_path, compaction, tls))
+        None => single(&dir, settings).await,
+    }
 }
 
 /// Opens (or creates) a single member's store in `dir`.
@@ -164,34 +216,41 @@ async fn single(dir: &Path, settings: Settings) -> Result<(Shared, PathBuf), Str
     Ok((Shared::new(store, db_path.clone(), settings), db_path))
 }
 
-/// Starts a server as `config` says: opens (or creates) the store in the data directory (or,
-/// with `--initial-cluster`, starts a replicated member: [`crate::member`]), listens on every
-/// client URL, and starts the automatic compaction and defrag.
+/// Starts a server as `config` says (the steps in the module docs): checks the flags, binds
+/// every client URL, opens (or creates) the store in the data directory (or, with
+/// `--initial-cluster`, starts a replicated member: [`crate::member`]), serves, and starts the
+/// automatic compaction and defrag.
 pub async fn start(config: Config) -> Result<Running, String> {
-    let (shared, db_path, compaction, tls) = open(&config).await?;
+    // 1. Flags.
+    let Checked {
+        compaction,
+        tls,
+        cluster,
+        urls,
+    } = check(&config)?;
+    // 2. Listeners.
+    let listeners = bind(&urls).await?;
+    // 3. The data directory and the store.
+    let (shared, db_path) = open(&config, cluster.as_ref()).await?;
+    // 4. Serving and the background work.
     let (stop, stopped) = watch::channel(false);
     let mut addrs = Vec::new();
     let mut servers = Vec::new();
     let decode_max = config.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
-    for url in &config.listen_client_urls {
-        let (secure, host) = parse_url(url)?;
-        let listener = TcpListener::bind(&host)
-            .await
-            .map_err(|e| format!("cannot listen on {url}: {e}"))?;
+    for (url, secure, listener) in listeners {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let mut builder = Server::builder()
             // etcd's ResourceExhausted for a request past the gRPC limit, not tonic's OutOfRange.
             .layer(tower::util::MapResponseLayer::new(
                 crate::errors::as_grpc_go_size_refusal,
             ))
+            // Authenticate as etcd answers it without auth, and every RPC not served named.
+            .layer(crate::unserved::UnservedLayer)
             .tcp_nodelay(true)
             // etcd's defaults: a ping after 2 h idle, 20 s to answer it.
             .http2_keepalive_interval(Some(Duration::from_secs(7200)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-        if secure {
-            let tls = tls.clone().ok_or_else(|| {
-                format!("{url} is https but no --cert-file and --key-file were given")
-            })?;
+        if let Some(tls) = tls.clone().filter(|_| secure) {
             builder = builder.tls_config(tls).map_err(|e| e.to_string())?;
         }
         let router = builder

@@ -194,6 +194,11 @@ impl Shared {
         self.inner.max_txn_ops
     }
 
+    /// The longest key the store keeps (its page size's; etcd has no such bound).
+    pub fn key_len_max(&self) -> usize {
+        self.store().db().key_len_max()
+    }
+
     /// The space quota in bytes.
     pub fn quota_bytes(&self) -> u64 {
         self.inner.quota_bytes
@@ -218,6 +223,17 @@ impl Shared {
     pub fn check_size(&self, encoded_len: usize) -> Result<(), Status> {
         if encoded_len > self.inner.max_request_bytes {
             return Err(errors::request_too_large());
+        }
+        Ok(())
+    }
+
+    /// folio's key bound on the keys a write stores: etcd takes any key that fits the request,
+    /// folio only keys up to [`Shared::key_len_max`]. Checked after [`Shared::check_size`], as
+    /// etcd's refusal of an oversized request comes first.
+    pub fn check_key_len(&self, key: &[u8]) -> Result<(), Status> {
+        let max = self.key_len_max();
+        if key.len() > max {
+            return Err(errors::key_too_large(key.len(), max));
         }
         Ok(())
     }

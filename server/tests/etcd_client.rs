@@ -559,3 +559,43 @@ async fn maintenance_and_member_list_answer_through_the_client() {
     }
     server.stop().await;
 }
+
+/// Authenticate answers as etcd's with authentication not enabled, FailedPrecondition
+/// "etcdserver: authentication is not enabled", which etcd's clients take as "go on without a
+/// token" (`etcdctl --user root:pw get foo` then gets); the other RPCs no service here serves
+/// answer Unimplemented with a message naming them. Both answered Unimplemented with no message:
+/// etcdctl with a user exited 2 before its get, and nobody could tell what was not served.
+#[tokio::test]
+async fn authenticate_says_auth_is_off_and_unserved_rpcs_are_named() {
+    let mut server = support::start().await;
+    let mut c = client(&server).await;
+    let e = status(
+        c.auth_client()
+            .authenticate("root".to_string(), "pw".to_string())
+            .await
+            .unwrap_err(),
+    );
+    support::assert_etcd_error(
+        e,
+        tonic::Code::FailedPrecondition,
+        "etcdserver: authentication is not enabled",
+    );
+    support::assert_etcd_error(
+        status(c.user_add("bob", "pw", None).await.unwrap_err()),
+        tonic::Code::Unimplemented,
+        "folio-server: etcdserverpb.Auth/UserAdd (etcd's user and role authentication) is not supported",
+    );
+    support::assert_etcd_error(
+        status(c.auth_disable().await.unwrap_err()),
+        tonic::Code::Unimplemented,
+        "folio-server: etcdserverpb.Auth/AuthDisable (etcd's user and role authentication) is not supported",
+    );
+    // A service nothing here serves at all: etcd's lock service.
+    support::assert_etcd_error(
+        status(c.lock("l", None).await.unwrap_err()),
+        tonic::Code::Unimplemented,
+        "folio-server: v3lockpb.Lock/Lock is not supported",
+    );
+    c.put("still", "served", None).await.unwrap();
+    server.stop().await;
+}

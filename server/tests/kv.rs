@@ -8,7 +8,8 @@ use folio_server::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use folio_server::pb::etcdserverpb::request_op::Request as ReqOp;
 use folio_server::pb::etcdserverpb::response_op::Response as RespOp;
 use folio_server::pb::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    ResponseHeader, TxnRequest,
 };
 use support::{assert_etcd_error, get, keys, prefix, put};
 use tonic::Code;
@@ -452,5 +453,47 @@ async fn txn_branches_and_refusals_match_etcd() {
             .kvs
             .is_empty()
     );
+    server.stop().await;
+}
+
+/// The responses inside a txn carry only the revision in their headers, as etcd's (its
+/// `executeTxn`; `etcdctl txn -w json` shows `"header":{"revision":4}` in each); the txn's own
+/// header is whole. folio-server repeated the whole header (cluster, member, raft term) in each.
+#[tokio::test]
+async fn responses_inside_a_txn_carry_only_the_revision() {
+    let mut server = support::start().await;
+    let mut kv = server.kv().await;
+    kv.put(put("c", "1")).await.unwrap(); // rev 2
+    let t = TxnRequest {
+        success: vec![
+            op_put("a", "1"),
+            op_get(get("b")),
+            RequestOp {
+                request: Some(ReqOp::RequestDeleteRange(DeleteRangeRequest {
+                    key: b"c".to_vec(),
+                    ..Default::default()
+                })),
+            },
+        ],
+        ..Default::default()
+    };
+    let r = kv.txn(t).await.unwrap().into_inner();
+    let h = r.header.unwrap();
+    assert!(h.cluster_id != 0 && h.member_id != 0);
+    assert_eq!((h.revision, h.raft_term), (3, 1));
+    let only_revision = Some(ResponseHeader {
+        revision: 3,
+        ..Default::default()
+    });
+    for op in &r.responses {
+        let header = match &op.response {
+            Some(RespOp::ResponsePut(p)) => &p.header,
+            Some(RespOp::ResponseRange(rr)) => &rr.header,
+            Some(RespOp::ResponseDeleteRange(d)) => &d.header,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(header, &only_revision, "{op:?}");
+    }
+    assert_eq!(r.responses.len(), 3);
     server.stop().await;
 }

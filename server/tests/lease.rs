@@ -127,6 +127,54 @@ async fn a_lease_is_granted_kept_alive_and_revoked_with_its_keys() {
     server.stop().await;
 }
 
+/// A TTL under etcd's minimum (2 s at its default flags) is raised to it, as etcd's lessor does:
+/// `etcdctl lease grant 0`, `-5` and `1` print "granted with TTL(2s)" against etcd. folio-server
+/// refused them with "etcdserver: too large lease TTL". Only a TTL past etcd's maximum gets that.
+#[tokio::test]
+async fn a_ttl_under_the_minimum_is_raised_to_it_and_only_one_over_the_maximum_is_refused() {
+    let mut server = support::start().await;
+    let mut lease = LeaseClient::new(server.channel().await);
+    for ttl in [0, -5, 1, i64::MIN] {
+        let g = lease
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(g.ttl, 2, "TTL {ttl}");
+        let t = lease
+            .lease_time_to_live(LeaseTimeToLiveRequest {
+                id: g.id,
+                keys: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(t.granted_ttl, 2, "TTL {ttl}");
+    }
+    let longest = 9_000_000_000;
+    let g = lease
+        .lease_grant(LeaseGrantRequest {
+            ttl: longest,
+            id: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g.ttl, longest);
+    assert_etcd_error(
+        lease
+            .lease_grant(LeaseGrantRequest {
+                ttl: longest + 1,
+                id: 0,
+            })
+            .await
+            .unwrap_err(),
+        Code::OutOfRange,
+        "etcdserver: too large lease TTL",
+    );
+    server.stop().await;
+}
+
 /// A lease nobody keeps alive expires and its keys are deleted.
 #[tokio::test]
 async fn an_expired_lease_takes_its_keys_with_it() {
