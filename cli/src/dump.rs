@@ -241,9 +241,9 @@ fn print_body(d: &PageDump, value_bytes: usize, out: &mut dyn Write) -> CliResul
             for (start, n) in extents {
                 writeln!(
                     out,
-                    "  pages {start} to {} ({} pages)",
+                    "  pages {start} to {} ({})",
                     start + n - 1,
-                    count(*n)
+                    counted(*n, "page", "pages")
                 )?;
             }
         }
@@ -263,10 +263,10 @@ fn print_body(d: &PageDump, value_bytes: usize, out: &mut dyn Write) -> CliResul
             for (start, n, taken) in changes {
                 writeln!(
                     out,
-                    "  {} pages {start} to {} ({} pages)",
+                    "  {} pages {start} to {} ({})",
                     if *taken { "took" } else { "added" },
                     start + n - 1,
-                    count(*n)
+                    counted(*n, "page", "pages")
                 )?;
             }
         }

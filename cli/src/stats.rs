@@ -79,18 +79,18 @@ fn print_text(
     )?;
     writeln!(
         out,
-        "live         {} ({} pages, {} of the file)",
+        "live         {} ({}, {} of the file)",
         size(s.live_bytes()),
-        count(s.live_pages()),
+        counted(s.live_pages(), "page", "pages"),
         percent(s.live_bytes(), s.file_bytes)
     )?;
     writeln!(
         out,
-        "free         {} ({} pages) in the freelist, {} ({} pages) unused at the end",
+        "free         {} ({}) in the freelist, {} ({}) unused at the end",
         size(s.free_pages * page),
-        count(s.free_pages),
+        counted(s.free_pages, "page", "pages"),
         size(s.tail_pages * page),
-        count(s.tail_pages)
+        counted(s.tail_pages, "page", "pages")
     )?;
     writeln!(
         out,

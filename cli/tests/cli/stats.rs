@@ -35,6 +35,24 @@ fn stats_shows_pages_free_space_trees_and_the_store_revisions() {
     );
 }
 
+/// A new store's file has one free page and one unused page at its end: "1 page", not "1 pages".
+#[test]
+fn stats_counts_one_page_in_the_singular() {
+    let (_dir, path) = temp_db("kv.folio");
+    folio_on("put", &path, &["--create", "/registry/pods/a", "v1"]).ok();
+    let out = folio(["stats".as_ref(), path.as_os_str()]);
+    let text = out.ok();
+    let free = text
+        .lines()
+        .find(|l| l.starts_with("free "))
+        .unwrap_or_else(|| panic!("no free line in {text}"));
+    assert_eq!(
+        free, "free         4.0 KiB (1 page) in the freelist, 4.0 KiB (1 page) unused at the end",
+        "{text}"
+    );
+    assert!(!text.contains(" 1 pages"), "{text}");
+}
+
 #[test]
 fn stats_json_carries_the_same_figures_as_the_library() {
     let (_dir, path) = temp_db("kv.folio");
