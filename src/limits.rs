@@ -155,7 +155,8 @@ const _: () = assert!(STORE_VALUE_LEN_MAX > VALUE_LEN_MAX / 2);
 /// A group-commit round waits for the writers the round before it released for at most the
 /// previous round's sync time divided by this (see `txn::sync`, rule 6) ...
 pub const JOIN_WINDOW_SYNC_DIVISOR: u32 = 4;
-/// ... and never longer than this.
+/// ... and never longer than this; a combining leader gathers the writers coming back for at
+/// most the previous sync's time, and never longer than this either (`mvcc::combine`, rule 2).
 pub const JOIN_WINDOW_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The most concurrent store writes one database commit carries (`mvcc::combine`) ...

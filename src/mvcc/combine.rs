@@ -11,7 +11,14 @@
 //!    requests and [`COMBINE_BYTES_MAX`] bytes beyond the first), and runs each request as if it
 //!    ran alone, each at the next revision, in one database commit. Before it takes the queue, it
 //!    waits for the newest group commit's sync round (`txn::sync`, rule 9): its commit could not
-//!    share that round anyway, and whoever comes meanwhile joins it.
+//!    share that round anyway, and whoever comes meanwhile joins it. Then it *gathers*: it waits
+//!    until every writer inside [`Store::submit`] (queued, or answered and not yet returned) has
+//!    queued, for as long as the last sync took and at most [`JOIN_WINDOW_MAX`]. The writers that
+//!    round released come back within a few wake-ups; without the wait the first of them led
+//!    with the few that were back, the rest waited a whole round for the next commit, and 8
+//!    writers settled into two halves taking turns (4.3 puts per round instead of 7.3 with it,
+//!    on 2 cores). A writer that leaves `submit` no longer counts, so a lone writer never waits;
+//!    one that does not come back costs the leader the rest of the window.
 //! 3. If any request of a batch fails, or the commit does, nothing of the batch has taken effect
 //!    ([`StoreInner::apply`]). A request that failed when run ran on the state the requests
 //!    before it left, as it would have alone after them: that error is its answer, given once
@@ -29,11 +36,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::limits::{COMBINE_BYTES_MAX, COMBINE_REQUESTS_MAX};
+use crate::limits::{COMBINE_BYTES_MAX, COMBINE_REQUESTS_MAX, JOIN_WINDOW_MAX};
 use crate::mvcc::store::{Store, StoreInner};
 use crate::mvcc::types::TxnResponse;
 use crate::mvcc::write::Request;
@@ -42,6 +50,8 @@ use crate::mvcc::write::Request;
 #[derive(Debug, Default)]
 pub(crate) struct Combiner {
     queue: Mutex<Queue>,
+    /// Told when a write is queued while a leader gathers (rule 2).
+    gathered: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +59,10 @@ struct Queue {
     waiting: VecDeque<Arc<Pending>>,
     /// Whether a writer leads (or has been told to).
     leading: bool,
+    /// Writers inside [`Store::submit`]: queued, or answered and not yet returned.
+    inside: usize,
+    /// Whether a leader waits for the writers inside to queue (rule 2).
+    gathering: bool,
 }
 
 /// One queued write and what its writer is to do next.
@@ -113,6 +127,34 @@ impl Pending {
     }
 }
 
+impl Combiner {
+    /// Queues a writer's write (rule 1); returns whether it leads now. The writer is inside
+    /// until its [`Leaving`] drops.
+    fn arrive(&self, pending: Arc<Pending>) -> bool {
+        let mut queue = self.queue.lock();
+        queue.waiting.push_back(pending);
+        queue.inside += 1;
+        if queue.gathering {
+            self.gathered.notify_one();
+        }
+        !std::mem::replace(&mut queue.leading, true)
+    }
+
+    /// Waits until every writer inside [`Store::submit`] has queued its write, or `window` has
+    /// passed (rule 2).
+    fn gather(&self, window: Duration) {
+        let closes = Instant::now() + window;
+        let mut queue = self.queue.lock();
+        while queue.waiting.len() < queue.inside.min(COMBINE_REQUESTS_MAX) {
+            queue.gathering = true;
+            if self.gathered.wait_until(&mut queue, closes).timed_out() {
+                break;
+            }
+        }
+        queue.gathering = false;
+    }
+}
+
 impl Store {
     /// Runs `request` as one write, combined with whatever other writes wait beside it; returns
     /// once it is durable.
@@ -127,11 +169,8 @@ impl Store {
             turn: Mutex::new(Turn::Wait),
             changed: Condvar::new(),
         });
-        let lead_now = {
-            let mut queue = inner.combiner.queue.lock();
-            queue.waiting.push_back(mine.clone());
-            !std::mem::replace(&mut queue.leading, true)
-        };
+        let lead_now = inner.combiner.arrive(mine.clone());
+        let _leaving = Leaving(&inner.combiner);
         let answer = match lead_now {
             true => None,
             false => mine.wait(),
@@ -158,6 +197,8 @@ impl Store {
 /// Takes a batch from the queue and runs it (rules 2 and 3); the caller holds the writer lock.
 fn lead(inner: &StoreInner) {
     inner.db.inner.wait_for_round();
+    let window = inner.db.inner.last_sync().min(JOIN_WINDOW_MAX);
+    inner.combiner.gather(window);
     let batch = take_batch(&inner.combiner);
     let _unanswered = Unanswered(batch.clone());
     let mut refused = Vec::new();
@@ -272,6 +313,17 @@ impl Drop for Unanswered {
     }
 }
 
+/// Counts a writer out of [`Store::submit`] (rule 2). A gathering leader is not told: a writer
+/// that leaves usually queues its next write a moment later, and a leader woken in between
+/// would take the queue without it (7.3 puts per round of 8 writers against 7.8 unwoken).
+struct Leaving<'a>(&'a Combiner);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.queue.lock().inside -= 1;
+    }
+}
+
 /// Tells the oldest queued writer to lead, or records that no one leads (rules 4 and 5).
 struct HandOver<'a>(&'a Combiner);
 
@@ -306,6 +358,77 @@ mod tests {
                 pending
             })
             .collect()
+    }
+
+    fn pending(request: Request) -> Arc<Pending> {
+        Arc::new(Pending {
+            request,
+            turn: Mutex::new(Turn::Wait),
+            changed: Condvar::new(),
+        })
+    }
+
+    #[test]
+    fn a_leader_gathers_every_writer_inside_before_it_takes_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.folio")).unwrap();
+        let combiner = &store.inner.combiner;
+        // Two writers come back from a round: the first leads at once, the second is still
+        // inside (answered, on its way out).
+        let slow = Leaving(combiner);
+        combiner.queue.lock().inside += 1;
+        assert!(combiner.arrive(pending(put(b"a", 0))), "the first leads");
+        let _first = Leaving(combiner);
+        let second = std::thread::scope(|scope| {
+            let back = scope.spawn(|| {
+                while !combiner.queue.lock().gathering {
+                    std::thread::yield_now();
+                }
+                // Leaves and queues its next write while the leader gathers.
+                drop(slow);
+                let next = pending(put(b"b", 0));
+                assert!(!combiner.arrive(next.clone()), "a leader leads");
+                (next, Leaving(combiner))
+            });
+            combiner.gather(Duration::from_secs(3600));
+            back.join().unwrap()
+        });
+        assert_eq!(
+            combiner.queue.lock().waiting.len(),
+            2,
+            "the leader waited for it"
+        );
+        let pending: Vec<_> = combiner.queue.lock().waiting.iter().cloned().collect();
+        let (answers, commits) = lead_once(&store, &pending);
+        assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+        assert_eq!(commits, 1, "both writes in one commit");
+        drop(second);
+        assert_eq!(combiner.queue.lock().inside, 1);
+    }
+
+    #[test]
+    fn a_gathering_leader_waits_no_longer_than_its_window_and_not_for_writers_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.folio")).unwrap();
+        let combiner = &store.inner.combiner;
+        assert!(combiner.arrive(pending(put(b"a", 0))));
+        let _mine = Leaving(combiner);
+        // Alone: no wait at all, whatever the window.
+        let began = Instant::now();
+        combiner.gather(Duration::from_secs(3600));
+        assert!(began.elapsed() < Duration::from_secs(3600));
+        // A writer inside that never queues: the window ends the wait.
+        let gone = Leaving(combiner);
+        combiner.queue.lock().inside += 1;
+        let began = Instant::now();
+        combiner.gather(Duration::from_millis(30));
+        assert!(began.elapsed() >= Duration::from_millis(30));
+        assert_eq!(combiner.queue.lock().waiting.len(), 1);
+        assert!(!combiner.queue.lock().gathering);
+        // Once it has left, it is not waited for.
+        drop(gone);
+        combiner.gather(Duration::from_secs(3600));
+        assert_eq!(combiner.queue.lock().inside, 1);
     }
 
     fn put(key: &[u8], lease: i64) -> Request {

@@ -693,6 +693,11 @@ impl Inner {
         self.sync.wait_for_round()
     }
 
+    /// How long the last sync round's sync took (zero before the first).
+    pub fn last_sync(&self) -> std::time::Duration {
+        self.sync.last_sync()
+    }
+
     /// The oldest snapshot txid any reader holds.
     pub fn oldest_reader(&self) -> Option<u64> {
         self.shared.lock().readers.keys().next().copied()

@@ -114,6 +114,8 @@ struct State {
     join: Option<JoinWindow>,
     /// Whether a waiter is waiting in the join window now.
     joining: bool,
+    /// How long the last round's sync took (zero before the first).
+    last_sync: Duration,
     /// After a swap, until its finish has run (rule 7).
     owed: Option<Owed>,
     /// The runs a proof of the newest commit names (rule 2), by first page: written since the
@@ -196,6 +198,7 @@ impl State {
             leader: false,
             poisoned: false,
             join: None,
+            last_sync: Duration::ZERO,
             joining: false,
             owed: None,
             unproven: BTreeMap::new(),
@@ -531,6 +534,11 @@ impl SyncState {
         }
     }
 
+    /// How long the last round's sync took (zero before the first round).
+    pub fn last_sync(&self) -> Duration {
+        self.state.lock().last_sync
+    }
+
     /// Runs rounds until `txid` is durable.
     pub fn wait_synced(&self, txid: u64) -> Result<()> {
         loop {
@@ -656,6 +664,7 @@ impl SyncState {
                     if covers.txid > s.covered.txid {
                         s.covered = covers;
                     }
+                    s.last_sync = took;
                     let window = (took / JOIN_WINDOW_SYNC_DIVISOR).min(JOIN_WINDOW_MAX);
                     #[cfg(test)]
                     let window = self.join_window.lock().unwrap_or(window);
