@@ -10,7 +10,7 @@
 //!    copies it into the arena ([`touch`]) and records its page as freed by this transaction.
 //! 2. Dirty nodes may grow past a page while a transaction runs; they are split only at commit.
 //! 3. At commit, [`rebalance`] removes empty nodes and merges dirty nodes under a quarter page
-//!    with a sibling; then [`spill`] writes children before parents, splitting nodes into pages,
+//!    with a sibling (except at the right edge, invariant 6); then [`spill`] writes children before parents, splitting nodes into pages,
 //!    and a root that splits gains a new root above it.
 //! 4. A branch's key `i` is never greater than any key under child `i`, and every key under child
 //!    `i` is less than key `i + 1`. Spill sets each new separator to its page's actual first key.
@@ -19,6 +19,13 @@
 //!    a corrupted tree (a branch that points at itself or an ancestor, two branches that share a
 //!    child, two leaves that share an overflow run) is an [`crate::Error::Corrupted`], never a
 //!    loop or a page freed twice.
+//! 6. The *right edge* is the last node of each level (the root, its last child, and so on): where
+//!    appends go, as every put to the store's revision tree does. Spill fills the pages of a
+//!    node there as full as they go, leaving the last one the rest, and rebalance leaves that last
+//!    node small rather than merge it into its full sibling, so appends leave full pages behind
+//!    them. Elsewhere a node just over a page splits in halves, so that random inserts do not
+//!    split again at once. (Halves everywhere left the revision tree's leaves half full: with
+//!    1 KiB values two records to a page of room for three.)
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -449,7 +456,7 @@ pub(crate) fn commit_tree(
         return Ok(());
     };
     if !d.arena[root].is_leaf() {
-        rebalance(d, pages, root)?;
+        rebalance(d, pages, root, true)?;
     }
     // A root branch with one child gives way to the child; an empty root empties the tree.
     loop {
@@ -471,11 +478,11 @@ pub(crate) fn commit_tree(
         }
     }
     let mut pieces = d.take_node(false, pages.page_size);
-    spill(d, pages, root, alloc, out, &mut pieces)?;
+    spill(d, pages, root, alloc, out, &mut pieces, true)?;
     while pieces.len() > 1 {
         let id = d.push(pieces);
         pieces = d.take_node(false, pages.page_size);
-        spill(d, pages, id, alloc, out, &mut pieces)?;
+        spill(d, pages, id, alloc, out, &mut pieces, true)?;
     }
     t.root = Some(pieces.child(0));
     d.recycle(pieces);
@@ -483,13 +490,14 @@ pub(crate) fn commit_tree(
 }
 
 /// Removes empty children of branch `id` and merges small dirty children with a sibling, from the
-/// leaves up.
-fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
+/// leaves up. `right_edge`: whether `id` is the last node of its level (invariant 6).
+fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize, right_edge: bool) -> Result<()> {
+    let last = d.arena[id].len().saturating_sub(1);
     for i in 0..d.arena[id].len() {
         if let NodeRef::Dirty(c) = d.arena[id].child(i)
             && !d.arena[c].is_leaf()
         {
-            rebalance(d, pages, c)?;
+            rebalance(d, pages, c, right_edge && i == last)?;
         }
     }
     let threshold = merge_threshold(pages.page_size);
@@ -504,7 +512,8 @@ fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
             continue;
         }
         let siblings = d.arena[id].len();
-        if siblings == 1 || d.arena[c].page_bytes() >= threshold {
+        let edge = right_edge && i + 1 == siblings;
+        if siblings == 1 || edge || d.arena[c].page_bytes() >= threshold {
             i += 1;
             continue;
         }
@@ -532,16 +541,20 @@ fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize) -> Result<()> {
 }
 
 /// Splits entries of the given sizes into runs that each fit `cap` bytes, balanced so that a node
-/// just over a page splits in halves and a large bulk node packs its pages nearly full. Writes the
-/// runs to `out` (cleared first).
-fn split_points(sizes: &[usize], cap: usize, out: &mut Vec<Range<usize>>) {
+/// just over a page splits in halves and a large bulk node packs its pages nearly full; at the
+/// tree's right edge, every run as full as it goes and the last one the rest (invariant 6).
+/// Writes the runs to `out` (cleared first).
+fn split_points(sizes: &[usize], cap: usize, right_edge: bool, out: &mut Vec<Range<usize>>) {
     out.clear();
     let total: usize = sizes.iter().sum();
     if total <= cap {
         out.push(0..sizes.len());
         return;
     }
-    let target = total.div_ceil(total.div_ceil(cap));
+    let target = match right_edge {
+        true => cap,
+        false => total.div_ceil(total.div_ceil(cap)),
+    };
     let (mut start, mut acc) = (0, 0);
     for (i, &s) in sizes.iter().enumerate() {
         if acc > 0 && (acc + s > cap || acc >= target) {
@@ -555,7 +568,7 @@ fn split_points(sizes: &[usize], cap: usize, out: &mut Vec<Range<usize>>) {
 }
 
 /// Writes dirty node `id` (children first) and adds its pages, with their first keys, to the
-/// branch `parent`.
+/// branch `parent`. `right_edge`: whether `id` is the last node of its level (invariant 6).
 fn spill(
     d: &mut Dirty,
     pages: Pages<'_>,
@@ -563,12 +576,13 @@ fn spill(
     alloc: &mut dyn Allocate,
     out: &mut PageWrites,
     parent: &mut Node,
+    right_edge: bool,
 ) -> Result<()> {
     let node = std::mem::take(&mut d.arena[id]);
     let result = if node.is_leaf() {
-        write_node(d, pages.page_size, &node, alloc, out, parent)
+        write_node(d, pages.page_size, &node, alloc, out, parent, right_edge)
     } else {
-        spill_branch(d, pages, &node, alloc, out, parent)
+        spill_branch(d, pages, &node, alloc, out, parent, right_edge)
     };
     d.recycle(node);
     result
@@ -582,15 +596,19 @@ fn spill_branch(
     alloc: &mut dyn Allocate,
     out: &mut PageWrites,
     parent: &mut Node,
+    right_edge: bool,
 ) -> Result<()> {
     let mut flat = d.take_node(false, pages.page_size);
     for i in 0..node.len() {
         match node.child(i) {
             NodeRef::Page(p) => flat.push_branch(node.key(i), NodeRef::Page(p)),
-            NodeRef::Dirty(c) => spill(d, pages, c, alloc, out, &mut flat)?,
+            NodeRef::Dirty(c) => {
+                let edge = right_edge && i + 1 == node.len();
+                spill(d, pages, c, alloc, out, &mut flat, edge)?
+            }
         }
     }
-    let result = write_node(d, pages.page_size, &flat, alloc, out, parent);
+    let result = write_node(d, pages.page_size, &flat, alloc, out, parent, right_edge);
     d.recycle(flat);
     result
 }
@@ -604,6 +622,7 @@ fn write_node(
     alloc: &mut dyn Allocate,
     out: &mut PageWrites,
     parent: &mut Node,
+    right_edge: bool,
 ) -> Result<()> {
     let cap = page_capacity(page_size);
     let mut pieces = std::mem::take(&mut d.pieces);
@@ -613,7 +632,7 @@ fn write_node(
     } else {
         d.sizes.clear();
         d.sizes.extend((0..node.len()).map(|i| node.page_len(i)));
-        split_points(&d.sizes, cap, &mut pieces);
+        split_points(&d.sizes, cap, right_edge, &mut pieces);
     }
     let mut result = Ok(());
     for piece in pieces.iter().cloned() {
@@ -663,12 +682,29 @@ mod tests {
     #[test]
     fn a_node_just_over_a_page_splits_in_halves_and_a_bulk_node_packs_full() {
         let mut out = Vec::new();
-        split_points(&[10; 10], 100, &mut out);
+        split_points(&[10; 10], 100, false, &mut out);
         assert_eq!(out, vec![0..10]);
-        split_points(&[10; 11], 100, &mut out);
+        split_points(&[10; 11], 100, false, &mut out);
         assert_eq!(out, vec![0..6, 6..11]);
-        split_points(&[10; 1000], 100, &mut out);
+        split_points(&[10; 1000], 100, false, &mut out);
         assert_eq!(out.len(), 100);
         assert!(out.iter().all(|r| r.len() == 10));
+    }
+
+    #[test]
+    fn a_node_at_the_right_edge_fills_its_pages_and_leaves_the_rest_last() {
+        let mut out = Vec::new();
+        split_points(&[10; 10], 100, true, &mut out);
+        assert_eq!(out, vec![0..10]);
+        // An append to a full page: the page stays as it was, the new entry starts the next.
+        split_points(&[10; 11], 100, true, &mut out);
+        assert_eq!(out, vec![0..10, 10..11]);
+        split_points(&[10; 995], 100, true, &mut out);
+        assert_eq!(out.len(), 100);
+        assert!(out[..99].iter().all(|r| r.len() == 10));
+        assert_eq!(out[99], 990..995);
+        // Entries of uneven sizes: each run as long as fits.
+        split_points(&[60, 30, 20, 50, 40, 70], 100, true, &mut out);
+        assert_eq!(out, vec![0..2, 2..4, 4..5, 5..6]);
     }
 }
