@@ -236,7 +236,8 @@ impl Maintenance for MaintenanceService {
                 Ok(Response::new(StatusResponse {
                     header: s.header(revision),
                     version: ETCD_VERSION.to_string(),
-                    db_size: i64::try_from(stats.file_bytes).unwrap_or(i64::MAX),
+                    db_size: i64::try_from(stats.page_count * u64::from(stats.page_size))
+                        .unwrap_or(i64::MAX),
                     leader,
                     raft_index,
                     raft_term,

@@ -238,11 +238,11 @@ impl Shared {
         Ok(())
     }
 
-    /// The database file's size in bytes.
+    /// The database's size as etcd reports it and its quota compares: bytes up to the
+    /// allocation frontier ([`folio::Db::allocated_bytes`], bbolt's size). Not the file's length:
+    /// a folio file grows by doubling, so that would raise NOSPACE with half the quota used.
     pub fn db_size(&self) -> u64 {
-        std::fs::metadata(&self.inner.db_path)
-            .map(|m| m.len())
-            .unwrap_or(0)
+        self.store().db().allocated_bytes()
     }
 
     /// etcd's quota check before a write of `cost` bytes: refused while the NOSPACE alarm is

@@ -197,6 +197,52 @@ async fn a_snapshot_opens_as_a_folio_store_with_the_same_keys() {
     server.stop().await;
 }
 
+/// The quota compares the database's size as etcd's does (bbolt's: pages in use or free), not
+/// the file's length: a folio file grows by doubling, and a put that fits the quota is taken
+/// even once the file is longer than the quota.
+#[tokio::test]
+async fn the_space_quota_counts_allocated_pages_not_the_files_growth() {
+    const QUOTA: u64 = 3 << 20;
+    let mut server = support::start_with(|c| c.quota_backend_bytes = QUOTA).await;
+    let path = server.data_dir().join(folio_server::server::DB_FILE);
+    let mut kv = server.kv().await;
+    let mut m = server.maintenance().await;
+    let big = "q".repeat(64 * 1024);
+    // Puts taken while the file was already longer than the quota.
+    let mut past_quota = 0;
+    let mut refused = None;
+    for i in 0..100 {
+        match kv.put(put(&format!("q{i}"), &big)).await {
+            Ok(_) => {
+                let file = std::fs::metadata(&path).expect("the database file").len();
+                let status = m.status(StatusRequest {}).await.unwrap().into_inner();
+                assert!(status.db_size as u64 <= file, "{} > {file}", status.db_size);
+                past_quota += u32::from(file > QUOTA);
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert_etcd_error(
+        refused.expect("the quota is reached"),
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+    assert!(
+        past_quota >= 2,
+        "{past_quota} puts taken with the file past the quota"
+    );
+    let status = m.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(
+        status.db_size as u64 + 64 * 1024 >= QUOTA && status.db_size as u64 <= QUOTA,
+        "refused at a db_size of {} with a quota of {QUOTA}",
+        status.db_size
+    );
+    server.stop().await;
+}
+
 /// Past the space quota a put is refused with etcd's NOSPACE error and raises the alarm, which
 /// AlarmList shows and which keeps refusing writes (deletes still go through) until disarmed.
 #[tokio::test]

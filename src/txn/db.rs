@@ -642,6 +642,14 @@ impl Db {
         crate::limits::key_len_max(self.inner.page_size)
     }
 
+    /// Bytes up to the allocation frontier at the newest commit: every page in use or free,
+    /// without the unused tail the file keeps ahead of its commits (a file grows by doubling, up
+    /// to 1 GiB at a time, so its length can be twice this). What bbolt reports as a database's
+    /// size, and so what etcd's space quota compares; [`Db::stats`] has the rest.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.inner.shared.lock().current.meta.page_count * u64::from(self.inner.page_size)
+    }
+
     /// The path the database was opened at, if it was opened from a path.
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
