@@ -18,6 +18,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+/// The lease's time-to-live, with its keys if `keys`.
+async fn time_to_live(
+    lease: &mut LeaseClient<tonic::transport::Channel>,
+    id: i64,
+    keys: bool,
+) -> folio_server::pb::etcdserverpb::LeaseTimeToLiveResponse {
+    lease
+        .lease_time_to_live(LeaseTimeToLiveRequest { id, keys })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A lease's whole life: granted, keys attached, kept alive, listed, looked at, revoked (which
 /// deletes its keys); and etcd's answers once it is gone.
 #[tokio::test]
@@ -43,14 +56,7 @@ async fn a_lease_is_granted_kept_alive_and_revoked_with_its_keys() {
     })
     .await
     .unwrap();
-    let t = lease
-        .lease_time_to_live(LeaseTimeToLiveRequest {
-            id: g.id,
-            keys: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let t = time_to_live(&mut lease, g.id, true).await;
     assert_eq!((t.granted_ttl, t.keys.len()), (60, 2));
     assert!(t.ttl > 0 && t.ttl <= 60);
     let ids: Vec<i64> = lease
@@ -106,14 +112,7 @@ async fn a_lease_is_granted_kept_alive_and_revoked_with_its_keys() {
         "etcdserver: requested lease not found",
     );
     // etcd: time-to-live of a lease that does not exist answers TTL -1.
-    let t = lease
-        .lease_time_to_live(LeaseTimeToLiveRequest {
-            id: g.id,
-            keys: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let t = time_to_live(&mut lease, g.id, false).await;
     assert_eq!(t.ttl, -1);
     let missing = PutRequest {
         lease: g.id,
@@ -141,14 +140,7 @@ async fn a_ttl_under_the_minimum_is_raised_to_it_and_only_one_over_the_maximum_i
             .unwrap()
             .into_inner();
         assert_eq!(g.ttl, 2, "TTL {ttl}");
-        let t = lease
-            .lease_time_to_live(LeaseTimeToLiveRequest {
-                id: g.id,
-                keys: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let t = time_to_live(&mut lease, g.id, false).await;
         assert_eq!(t.granted_ttl, 2, "TTL {ttl}");
     }
     let longest = 9_000_000_000;
