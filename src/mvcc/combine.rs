@@ -140,12 +140,19 @@ impl Combiner {
         !std::mem::replace(&mut queue.leading, true)
     }
 
-    /// Waits until every writer inside [`Store::submit`] has queued its write, or `window` has
-    /// passed (rule 2).
+    /// Waits until every writer inside [`Store::submit`] has queued its write, or the queue
+    /// holds as much as one commit takes, or `window` has passed (rule 2).
     fn gather(&self, window: Duration) {
         let closes = Instant::now() + window;
         let mut queue = self.queue.lock();
-        while queue.waiting.len() < queue.inside.min(COMBINE_REQUESTS_MAX) {
+        while queue.waiting.len() < queue.inside.min(COMBINE_REQUESTS_MAX)
+            && queue
+                .waiting
+                .iter()
+                .map(|p| p.request.size())
+                .sum::<usize>()
+                <= COMBINE_BYTES_MAX
+        {
             queue.gathering = true;
             if self.gathered.wait_until(&mut queue, closes).timed_out() {
                 break;
@@ -196,9 +203,12 @@ impl Store {
 
 /// Takes a batch from the queue and runs it (rules 2 and 3); the caller holds the writer lock.
 fn lead(inner: &StoreInner) {
-    inner.db.inner.wait_for_round();
-    let window = inner.db.inner.last_sync().min(JOIN_WINDOW_MAX);
-    inner.combiner.gather(window);
+    // A round holding its join window open for this commit goes first: the writers inside
+    // that wait for that round could not queue before it ends.
+    if !inner.db.inner.wait_for_round() {
+        let window = inner.db.inner.last_sync().min(JOIN_WINDOW_MAX);
+        inner.combiner.gather(window);
+    }
     let batch = take_batch(&inner.combiner);
     let _unanswered = Unanswered(batch.clone());
     let mut refused = Vec::new();
@@ -379,9 +389,11 @@ mod tests {
         combiner.queue.lock().inside += 1;
         assert!(combiner.arrive(pending(put(b"a", 0))), "the first leads");
         let _first = Leaving(combiner);
-        let second = std::thread::scope(|scope| {
+        let (second, gathered, waited) = std::thread::scope(|scope| {
             let back = scope.spawn(|| {
+                let give_up = Instant::now() + Duration::from_secs(10);
                 while !combiner.queue.lock().gathering {
+                    assert!(Instant::now() < give_up, "the leader never gathered");
                     std::thread::yield_now();
                 }
                 // Leaves and queues its next write while the leader gathers.
@@ -390,14 +402,15 @@ mod tests {
                 assert!(!combiner.arrive(next.clone()), "a leader leads");
                 (next, Leaving(combiner))
             });
-            combiner.gather(Duration::from_secs(3600));
-            back.join().unwrap()
+            let began = Instant::now();
+            combiner.gather(Duration::from_secs(10));
+            // What the leader would take, as it ends.
+            let gathered = combiner.queue.lock().waiting.len();
+            let waited = began.elapsed();
+            (back.join().unwrap(), gathered, waited)
         });
-        assert_eq!(
-            combiner.queue.lock().waiting.len(),
-            2,
-            "the leader waited for it"
-        );
+        assert_eq!(gathered, 2, "the leader waited for it");
+        assert!(waited < Duration::from_secs(10), "ended by the window");
         let pending: Vec<_> = combiner.queue.lock().waiting.iter().cloned().collect();
         let (answers, commits) = lead_once(&store, &pending);
         assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
@@ -413,10 +426,11 @@ mod tests {
         let combiner = &store.inner.combiner;
         assert!(combiner.arrive(pending(put(b"a", 0))));
         let _mine = Leaving(combiner);
-        // Alone: no wait at all, whatever the window.
+        // Alone: no wait at all, whatever the window (10 s).
+        let window = Duration::from_secs(10);
         let began = Instant::now();
-        combiner.gather(Duration::from_secs(3600));
-        assert!(began.elapsed() < Duration::from_secs(3600));
+        combiner.gather(window);
+        assert!(began.elapsed() < window / 2);
         // A writer inside that never queues: the window ends the wait.
         let gone = Leaving(combiner);
         combiner.queue.lock().inside += 1;
@@ -427,8 +441,23 @@ mod tests {
         assert!(!combiner.queue.lock().gathering);
         // Once it has left, it is not waited for.
         drop(gone);
-        combiner.gather(Duration::from_secs(3600));
+        let began = Instant::now();
+        combiner.gather(window);
+        assert!(began.elapsed() < window / 2);
         assert_eq!(combiner.queue.lock().inside, 1);
+        // Nor while the queue holds as many bytes as one commit takes.
+        let _inside = Leaving(combiner);
+        combiner.queue.lock().inside += 1;
+        let big = Request::one(Op::Put {
+            key: b"big".to_vec(),
+            value: vec![0; COMBINE_BYTES_MAX],
+            options: PutOptions::default(),
+        });
+        combiner.arrive(pending(big));
+        let _big = Leaving(combiner);
+        let began = Instant::now();
+        combiner.gather(window);
+        assert!(began.elapsed() < window / 2);
     }
 
     fn put(key: &[u8], lease: i64) -> Request {

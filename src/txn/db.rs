@@ -696,8 +696,9 @@ impl Inner {
         self.sync.settle()
     }
 
-    /// Waits until no sync round is running (see [`SyncState::wait_for_round`]).
-    pub fn wait_for_round(&self) {
+    /// Waits until no sync round is running; whether a round waits for this commit to join it
+    /// (see [`SyncState::wait_for_round`]).
+    pub fn wait_for_round(&self) -> bool {
         self.sync.wait_for_round()
     }
 

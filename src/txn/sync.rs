@@ -520,7 +520,10 @@ impl SyncState {
 
     /// Waits until the newest group commit is durable (rule 9): while a round runs; for at most
     /// [`JOIN_WINDOW_MAX`] while none does; not at all while a waiter holds a join window open.
-    pub fn wait_for_round(&self) {
+    ///
+    /// Returns whether it ended because a waiter holds a join window open for more commits
+    /// (rule 6): then the caller should commit at once, to be in the coming round.
+    pub fn wait_for_round(&self) -> bool {
         let mut s = self.state.lock();
         let target = s.grouped;
         let idle_until = Instant::now() + JOIN_WINDOW_MAX;
@@ -532,6 +535,7 @@ impl SyncState {
                 break;
             }
         }
+        s.joining && !s.poisoned
     }
 
     /// How long the last round's sync took (zero before the first round).
