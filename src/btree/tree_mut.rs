@@ -10,8 +10,9 @@
 //!    copies it into the arena ([`touch`]) and records its page as freed by this transaction.
 //! 2. Dirty nodes may grow past a page while a transaction runs; they are split only at commit.
 //! 3. At commit, [`rebalance`] removes empty nodes and merges dirty nodes under a quarter page
-//!    with a sibling (except at the right edge, invariant 6); then [`spill`] writes children before parents, splitting nodes into pages,
-//!    and a root that splits gains a new root above it.
+//!    with a sibling (except at the right edge, invariant 6); then [`spill`] writes children
+//!    before parents, splitting nodes into pages, and a root that splits gains a new root above
+//!    it.
 //! 4. A branch's key `i` is never greater than any key under child `i`, and every key under child
 //!    `i` is less than key `i + 1`. Spill sets each new separator to its page's actual first key.
 //! 5. Every descent over pages on disk ([`touch_path`], [`free_all`]) stops at
