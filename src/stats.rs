@@ -88,6 +88,12 @@ impl Stats {
         self.live_pages() * self.page_size as u64
     }
 
+    /// Bytes up to the allocation frontier: pages in use or free, not the unused tail
+    /// ([`crate::Db::allocated_bytes`] at this commit).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.page_count * self.page_size as u64
+    }
+
     /// Bytes a defrag would give back: the file less its live pages.
     pub fn reclaimable_bytes(&self) -> u64 {
         self.file_bytes.saturating_sub(self.live_bytes())

@@ -1,5 +1,5 @@
 //! What the server does by itself: compaction as etcd's `--auto-compaction-*` flags ask, and an
-//! online defrag when the reclaimable share of the file passes a threshold (beyond etcd, and safe
+//! online defrag when the free share of the database passes a threshold (beyond etcd, and safe
 //! because folio's defrag holds writers only for its last catch-up round).
 
 use std::collections::VecDeque;
@@ -17,9 +17,9 @@ const PERIODIC_PERIOD_MAX: Duration = Duration::from_secs(3600);
 /// When the automatic defrag runs.
 #[derive(Clone, Copy, Debug)]
 pub struct AutoDefrag {
-    /// The reclaimable share of the file (0 to 1) that starts a defrag; 0 disables it.
+    /// The free share of the database's size (0 to 1) that starts a defrag; 0 disables it.
     pub threshold: f64,
-    /// Files smaller than this are never defragmented by themselves.
+    /// Databases smaller than this ([`Shared::db_size`]) are never defragmented by themselves.
     pub min_bytes: u64,
     /// How often to look.
     pub every: Duration,
@@ -123,7 +123,7 @@ pub async fn compactor(
     }
 }
 
-/// Defragments whenever the reclaimable share passes `policy.threshold`, until `stop`.
+/// Defragments whenever the free share passes `policy.threshold`, until `stop`.
 pub async fn defragger(shared: Shared, policy: AutoDefrag, mut stop: watch::Receiver<bool>) {
     if policy.threshold <= 0.0 {
         return;
@@ -132,15 +132,20 @@ pub async fn defragger(shared: Shared, policy: AutoDefrag, mut stop: watch::Rece
         let outcome = shared
             .blocking(move |s| {
                 let stats = s.store().db().stats().map_err(crate::errors::from_folio)?;
-                if stats.file_bytes < policy.min_bytes || stats.file_bytes == 0 {
+                // The pages up to the allocation frontier, as the quota counts them: the file's
+                // unused tail (a file grows by doubling) holds no disk blocks, and a defrag
+                // that only gave it back would see the file double again at the next growth.
+                let allocated = stats.allocated_bytes();
+                if allocated < policy.min_bytes || allocated == 0 {
                     return Ok(());
                 }
-                let share = stats.reclaimable_bytes() as f64 / stats.file_bytes as f64;
+                let free = allocated.saturating_sub(stats.live_bytes());
+                let share = free as f64 / allocated as f64;
                 if share >= policy.threshold {
                     let why = format!(
-                        "automatic: {:.0}% of {} bytes reclaimable, threshold {:.0}%",
+                        "automatic: {:.0}% of {} bytes free, threshold {:.0}%",
                         share * 100.0,
-                        stats.file_bytes,
+                        allocated,
                         policy.threshold * 100.0
                     );
                     crate::maintenance::defrag(s, &why)?;

@@ -85,16 +85,17 @@ pub struct Config {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub client_cert_auth: bool,
 
-    /// Defragment online by itself when the reclaimable share of the file reaches this fraction
-    /// (0 disables). Beyond etcd: safe because folio's defrag does not stop the world.
+    /// Defragment online by itself when the free share of the database's size (its pages up to
+    /// the allocation frontier) reaches this fraction (0 disables). Beyond etcd: safe because
+    /// folio's defrag does not stop the world.
     #[arg(long, default_value_t = 0.5)]
     pub auto_defrag_threshold: f64,
 
-    /// Never defragment by itself a file smaller than this, in bytes.
+    /// Never defragment by itself a database smaller than this, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub auto_defrag_min_bytes: u64,
 
-    /// How often the reclaimable share is checked for the automatic defrag, in seconds.
+    /// How often the free share is checked for the automatic defrag, in seconds.
     #[arg(long, default_value_t = 60)]
     pub auto_defrag_check_secs: u64,
 

@@ -48,7 +48,8 @@ impl MaintenanceService {
 /// Defragments the store online, one defrag at a time, and logs it with the writers' pause.
 pub fn defrag(shared: &Shared, why: &str) -> Result<DefragReport, Status> {
     let _one = shared.defrag_lock();
-    crate::info!("defrag started ({why}): {} bytes", shared.db_size());
+    // The file's length, as the report's sizes at the end.
+    crate::info!("defrag started ({why}): {} bytes", shared.file_len());
     let report = shared
         .store()
         .defrag(&DefragOptions::default())
@@ -236,8 +237,7 @@ impl Maintenance for MaintenanceService {
                 Ok(Response::new(StatusResponse {
                     header: s.header(revision),
                     version: ETCD_VERSION.to_string(),
-                    db_size: i64::try_from(stats.page_count * u64::from(stats.page_size))
-                        .unwrap_or(i64::MAX),
+                    db_size: i64::try_from(s.db_size()).unwrap_or(i64::MAX),
                     leader,
                     raft_index,
                     raft_term,

@@ -245,8 +245,16 @@ impl Shared {
         self.store().db().allocated_bytes()
     }
 
+    /// The database file's length in bytes, unused tail included.
+    pub fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.inner.db_path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     /// etcd's quota check before a write of `cost` bytes: refused while the NOSPACE alarm is
-    /// raised, and when the file would pass the quota (which raises it).
+    /// raised, and when the database's size ([`Shared::db_size`]) would pass the quota (which
+    /// raises it).
     pub fn check_quota(&self, cost: usize) -> Result<(), Status> {
         if self.alarmed(AlarmType::Nospace) {
             return Err(errors::no_space());
