@@ -79,7 +79,10 @@ fn map_at_one_scale_shows_the_file_shorter_and_without_mixed_cells_after_defrag(
     );
     folio(["defrag".as_ref(), path.as_os_str()]).ok();
     let after = map(&path);
-    assert!(after.len() < before.len(), "{before:?} {after:?}");
+    assert!(
+        after.concat().len() < before.concat().len(),
+        "{before:?} {after:?}"
+    );
     assert!(
         after.concat().chars().all(|c| c.is_ascii_uppercase()),
         "only whole cells of live pages: {after:?}"

@@ -91,7 +91,8 @@ fn dump_page_decodes_a_leaf_with_its_entries() {
 #[test]
 fn dump_page_names_a_free_page_and_an_unused_one() {
     let (_dir, path) = temp_db("kv.folio");
-    fragmented_store(&path, 300);
+    // Not 300 pods: their pages fill the file's 64 exactly, leaving no unused page.
+    fragmented_store(&path, 400);
     let free = first_page(&path, PageUse::Free);
     let out = folio([
         "dump".as_ref(),
