@@ -197,6 +197,15 @@ async fn a_snapshot_opens_as_a_folio_store_with_the_same_keys() {
     server.stop().await;
 }
 
+/// etcd's answer to a write past the space quota.
+fn assert_no_space(status: tonic::Status) {
+    assert_etcd_error(
+        status,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+}
+
 /// The quota compares the database's size as etcd's does (bbolt's: pages in use or free), not
 /// the file's length: a folio file grows by doubling, and a put that fits the quota is taken
 /// even once the file is longer than the quota.
@@ -225,11 +234,7 @@ async fn the_space_quota_counts_allocated_pages_not_the_files_growth() {
             }
         }
     }
-    assert_etcd_error(
-        refused.expect("the quota is reached"),
-        Code::ResourceExhausted,
-        "etcdserver: mvcc: database space exceeded",
-    );
+    assert_no_space(refused.expect("the quota is reached"));
     assert!(
         past_quota >= 2,
         "{past_quota} puts taken with the file past the quota"
@@ -259,11 +264,7 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
             break;
         }
     }
-    assert_etcd_error(
-        refused.expect("the quota is reached"),
-        Code::ResourceExhausted,
-        "etcdserver: mvcc: database space exceeded",
-    );
+    assert_no_space(refused.expect("the quota is reached"));
     let mut m = server.maintenance().await;
     let list = AlarmRequest {
         action: AlarmAction::Get as i32,
@@ -273,11 +274,7 @@ async fn the_space_quota_raises_nospace_until_disarmed() {
     let alarms = m.alarm(list).await.unwrap().into_inner().alarms;
     assert_eq!(alarms.len(), 1);
     assert_eq!(alarms[0].alarm, AlarmType::Nospace as i32);
-    assert_etcd_error(
-        kv.put(put("small", "1")).await.unwrap_err(),
-        Code::ResourceExhausted,
-        "etcdserver: mvcc: database space exceeded",
-    );
+    assert_no_space(kv.put(put("small", "1")).await.unwrap_err());
     let del = DeleteRangeRequest {
         key: b"q".to_vec(),
         range_end: b"r".to_vec(),
