@@ -13,12 +13,14 @@
 //!    waits for the newest group commit's sync round (`txn::sync`, rule 9): its commit could not
 //!    share that round anyway, and whoever comes meanwhile joins it. Then it *gathers*: it waits
 //!    until every writer inside [`Store::submit`] (queued, or answered and not yet returned) has
-//!    queued, for as long as the last sync took and at most [`JOIN_WINDOW_MAX`]. The writers that
-//!    round released come back within a few wake-ups; without the wait the first of them led
-//!    with the few that were back, the rest waited a whole round for the next commit, and 8
-//!    writers settled into two halves taking turns (4.3 puts per round instead of 7.3 with it,
-//!    on 2 cores). A writer that leaves `submit` no longer counts, so a lone writer never waits;
-//!    one that does not come back costs the leader the rest of the window.
+//!    queued, or the queue holds a commit's bytes, for as long as the last sync took and at most
+//!    [`JOIN_WINDOW_MAX`]. The writers that round released come back within a few wake-ups;
+//!    without the wait the first of them led with the few that were back, the rest waited a whole
+//!    round for the next commit, and 8 writers settled into two halves taking turns (4.3 puts per
+//!    round instead of 7.8 with it, on 2 cores). A writer that leaves `submit` no longer counts,
+//!    so a lone writer never waits; one that does not come back costs the leader the rest of the
+//!    window. A leader that a round's join window waits for (`txn::sync`, rule 6) commits at
+//!    once: the writers inside then wait for that round and cannot queue before it ends.
 //! 3. If any request of a batch fails, or the commit does, nothing of the batch has taken effect
 //!    ([`StoreInner::apply`]). A request that failed when run ran on the state the requests
 //!    before it left, as it would have alone after them: that error is its answer, given once
