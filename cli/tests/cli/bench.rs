@@ -1,6 +1,6 @@
 //! `folio bench`: every phase runs and reports a rate, and the store it leaves is sound.
 
-use crate::common::{folio, folio_on, temp_db};
+use crate::common::{folio, folio_on, line, temp_db};
 
 #[test]
 fn bench_runs_every_phase_and_leaves_a_sound_store() {
@@ -30,13 +30,10 @@ fn bench_runs_every_phase_and_leaves_a_sound_store() {
         ("compact", "3,900", "revisions/s"),
         ("get", "1,000", "gets/s"),
     ] {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(phase))
-            .unwrap_or_else(|| panic!("no {phase} line in {text}"));
-        let words: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(words[1], ops, "{line}");
-        assert_eq!(words.last(), Some(&unit), "{line}");
+        let row = line(text, phase);
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words[1], ops, "{row}");
+        assert_eq!(words.last(), Some(&unit), "{row}");
     }
     assert!(text.contains("before defrag: "), "{text}");
     // 2,000 small keys make a file far under the 8 MiB a rate per GB needs.

@@ -1,13 +1,12 @@
 //! `folio defrag`: the holes go, the data stays, and a file in use is refused.
 
-use crate::common::{folio, folio_on, folio_once, fragmented_store, open_db, open_store, temp_db};
+use crate::common::{
+    folio, folio_on, folio_once, fragmented_store, line, open_db, open_store, temp_db,
+};
 
 /// The number in the map's summary line `… · N holes`.
 fn holes(map_output: &str) -> u64 {
-    let summary = map_output
-        .lines()
-        .find(|l| l.starts_with("live "))
-        .expect("a summary line");
+    let summary = line(map_output, "live ");
     let (_, tail) = summary.rsplit_once("· ").unwrap();
     tail.split(' ')
         .next()
@@ -132,11 +131,7 @@ fn defrag_of_a_tiny_file_prints_its_time_but_no_rate_per_gb() {
     let (_dir, path) = temp_db("kv.folio");
     fragmented_store(&path, 30);
     let out = folio(["defrag".as_ref(), path.as_os_str()]);
-    let time = out
-        .ok()
-        .lines()
-        .find(|l| l.starts_with("time "))
-        .unwrap_or_else(|| panic!("a time line: {out:?}"));
+    let time = line(out.ok(), "time ");
     assert!(
         time.ends_with(
             " s (no rate per GB: under 8.0 MiB written, the time is mostly syncs and the rename)"
@@ -162,10 +157,7 @@ fn defrag_that_writes_8_mib_or_more_prints_its_rate_per_gb() {
     }
     let out = folio(["defrag".as_ref(), path.as_os_str()]);
     let text = out.ok();
-    let time = text
-        .lines()
-        .find(|l| l.starts_with("time "))
-        .unwrap_or_else(|| panic!("a time line: {text}"));
+    let time = line(text, "time ");
     assert!(time.ends_with(" s per GB written"), "{time}");
     assert!(!text.contains("no rate per GB"), "{text}");
 }

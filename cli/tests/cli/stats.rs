@@ -1,6 +1,6 @@
 //! `folio stats`: the figures an operator reads, as text and as JSON.
 
-use crate::common::{folio, folio_on, fragmented_store, open_db, temp_db};
+use crate::common::{folio, folio_on, fragmented_store, line, open_db, temp_db};
 
 #[test]
 fn stats_shows_pages_free_space_trees_and_the_store_revisions() {
@@ -18,10 +18,7 @@ fn stats_shows_pages_free_space_trees_and_the_store_revisions() {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
     assert!(text.contains("KiB"), "sizes are human-readable:\n{text}");
-    let tree_line = text
-        .lines()
-        .find(|l| l.starts_with("mvcc.key"))
-        .expect("a row for the key tree");
+    let tree_line = line(text, "mvcc.key");
     assert!(
         tree_line.ends_with('%'),
         "fill is a percentage: {tree_line}"
@@ -42,10 +39,7 @@ fn stats_counts_one_page_in_the_singular() {
     folio_on("put", &path, &["--create", "/registry/pods/a", "v1"]).ok();
     let out = folio(["stats".as_ref(), path.as_os_str()]);
     let text = out.ok();
-    let free = text
-        .lines()
-        .find(|l| l.starts_with("free "))
-        .unwrap_or_else(|| panic!("no free line in {text}"));
+    let free = line(text, "free ");
     assert_eq!(
         free, "free         4.0 KiB (1 page) in the freelist, 4.0 KiB (1 page) unused at the end",
         "{text}"

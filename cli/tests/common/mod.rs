@@ -172,6 +172,13 @@ pub fn fragmented_store(path: &Path, keys: u32) -> i64 {
     rev
 }
 
+/// The first line of `text` that starts with `prefix`; panics naming both if there is none.
+pub fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
 /// Opens (or creates) the database at `path` in this process.
 pub fn open_db(path: &Path) -> Db {
     open_with(path, Db::builder())
