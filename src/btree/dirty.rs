@@ -61,6 +61,10 @@ pub(crate) struct Node {
     bytes: usize,
     /// Whether some entry may hold an inline value too large for a page (invariant 6).
     may_spill: bool,
+    /// Whether an entry was inserted before the last one since the node was made: then its
+    /// inserts were not appends, and spill splits it in halves even at the tree's right edge
+    /// (`tree_mut`, invariant 6).
+    inserted_inside: bool,
 }
 
 /// Where a live entry lies in `data`, its length there, and the start of its key (invariant
@@ -106,6 +110,7 @@ impl Node {
         self.page_size = page_size;
         self.bytes = 0;
         self.may_spill = false;
+        self.inserted_inside = false;
         self.data.clear();
         self.slots.clear();
         self.dead = 0;
@@ -342,6 +347,7 @@ impl Node {
     /// Inserts a leaf entry at index `i`.
     pub fn insert_leaf(&mut self, i: usize, key: &[u8], value: ValueRef<'_>) {
         debug_assert!(self.leaf);
+        self.inserted_inside |= i < self.slots.len();
         let off = self.append_leaf(key, value);
         self.bytes += self.page_len_at(off);
         self.slots.insert(
@@ -405,6 +411,7 @@ impl Node {
     pub fn append(&mut self, other: &Node) {
         debug_assert_eq!(self.leaf, other.leaf);
         self.may_spill |= other.may_spill;
+        self.inserted_inside |= other.inserted_inside;
         for i in 0..other.len() {
             let off = self.data.len();
             self.data.extend_from_slice(other.entry(i));
@@ -441,6 +448,12 @@ impl Node {
         } else {
             node::branch_entry_len(u16_at(d, off + 8))
         }
+    }
+
+    /// Whether an entry was inserted before the last one since the node was made (its inserts
+    /// were not all appends).
+    pub fn inserted_inside(&self) -> bool {
+        self.inserted_inside
     }
 
     /// Whether some entry may hold a value that spill must move to an overflow run (invariant 6);

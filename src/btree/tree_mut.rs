@@ -24,9 +24,10 @@
 //!    appends go, as every put to the store's revision tree does. Spill fills the pages of a
 //!    node there as full as they go, leaving the last one the rest, and rebalance leaves that last
 //!    node small rather than merge it into its full sibling, so appends leave full pages behind
-//!    them. Elsewhere a node just over a page splits in halves, so that random inserts do not
-//!    split again at once. (Halves everywhere left the revision tree's leaves half full: with
-//!    1 KiB values two records to a page of room for three.)
+//!    them. Elsewhere, and for a leaf at the edge that took an insert before its last entry (its
+//!    inserts were not appends), a node just over a page splits in halves, so that random
+//!    inserts do not split again at once. (Halves everywhere left the revision tree's leaves
+//!    half full: with 1 KiB values two records to a page of room for three.)
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -493,7 +494,12 @@ pub(crate) fn commit_tree(
 /// Removes empty children of branch `id` and merges small dirty children with a sibling, from the
 /// leaves up. `right_edge`: whether `id` is the last node of its level (invariant 6).
 fn rebalance(d: &mut Dirty, pages: Pages<'_>, id: usize, right_edge: bool) -> Result<()> {
-    let last = d.arena[id].len().saturating_sub(1);
+    // The last child that stays: empty children go below.
+    let n = &d.arena[id];
+    let last = (0..n.len())
+        .rev()
+        .find(|&i| !matches!(n.child(i), NodeRef::Dirty(c) if d.arena[c].len() == 0))
+        .unwrap_or(0);
     for i in 0..d.arena[id].len() {
         if let NodeRef::Dirty(c) = d.arena[id].child(i)
             && !d.arena[c].is_leaf()
@@ -633,7 +639,8 @@ fn write_node(
     } else {
         d.sizes.clear();
         d.sizes.extend((0..node.len()).map(|i| node.page_len(i)));
-        split_points(&d.sizes, cap, right_edge, &mut pieces);
+        let packed = right_edge && !(node.is_leaf() && node.inserted_inside());
+        split_points(&d.sizes, cap, packed, &mut pieces);
     }
     let mut result = Ok(());
     for piece in pieces.iter().cloned() {

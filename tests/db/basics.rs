@@ -197,3 +197,38 @@ fn appends_one_per_commit_fill_their_pages() {
     }
     assert_eq!(t.len(), N + N.div_ceil(7));
 }
+
+/// The last leaf packs full only when its inserts were appends: five entries (four fit a leaf)
+/// put in key order split four and one, put out of order they split in halves, so that one
+/// more entry among the first ones fits without another split.
+#[test]
+fn the_last_leaf_packs_full_only_after_appends() {
+    // Entries of 7 header bytes, an 8-byte key and 1,000 bytes of value, with their slots: four
+    // fit a 4 KiB leaf.
+    let value = [7u8; 1000];
+    let leaves_after = |order: [u64; 5]| {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder()
+            .page_size(4096)
+            .open(dir.path().join("db"))
+            .unwrap();
+        let mut tx = db.begin_write().unwrap();
+        let mut t = tx.open_tree(b"t").unwrap();
+        for i in order {
+            t.put(&(10 * i).to_be_bytes(), &value).unwrap();
+        }
+        tx.commit().unwrap();
+        let mut tx = db.begin_write().unwrap();
+        tx.open_tree(b"t")
+            .unwrap()
+            .put(&5u64.to_be_bytes(), &value)
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(db.check().unwrap().is_clean());
+        db.stats().unwrap().trees[0].leaf_pages
+    };
+    // In order: 4 + 1, and the sixth entry splits the full leaf again.
+    assert_eq!(leaves_after([0, 1, 2, 3, 4]), 3);
+    // Out of order: 3 + 2 (or 2 + 3), and the sixth entry fits.
+    assert_eq!(leaves_after([3, 0, 4, 1, 2]), 2);
+}
