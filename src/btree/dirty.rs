@@ -324,24 +324,14 @@ impl Node {
     pub fn push_leaf(&mut self, key: &[u8], value: ValueRef<'_>) {
         debug_assert!(self.leaf);
         let off = self.append_leaf(key, value);
-        self.bytes += self.page_len_at(off);
-        self.slots.push(Slot {
-            prefix: key_prefix(key),
-            off,
-            len: self.data.len() - off,
-        });
+        self.add_slot(self.slots.len(), key, off);
     }
 
     /// Adds a branch entry after the last (keys must come in order).
     pub fn push_branch(&mut self, key: &[u8], child: NodeRef) {
         debug_assert!(!self.leaf);
         let off = self.append_branch(key, child);
-        self.bytes += self.page_len_at(off);
-        self.slots.push(Slot {
-            prefix: key_prefix(key),
-            off,
-            len: self.data.len() - off,
-        });
+        self.add_slot(self.slots.len(), key, off);
     }
 
     /// Inserts a leaf entry at index `i`.
@@ -349,15 +339,25 @@ impl Node {
         debug_assert!(self.leaf);
         self.inserted_inside |= i < self.slots.len();
         let off = self.append_leaf(key, value);
+        self.add_slot(i, key, off);
+    }
+
+    /// Inserts a branch entry at index `i`.
+    pub fn insert_branch(&mut self, i: usize, key: &[u8], child: NodeRef) {
+        debug_assert!(!self.leaf);
+        let off = self.append_branch(key, child);
+        self.add_slot(i, key, off);
+    }
+
+    /// Counts the entry just appended at `off`, with key `key`, as entry `i`.
+    fn add_slot(&mut self, i: usize, key: &[u8], off: usize) {
         self.bytes += self.page_len_at(off);
-        self.slots.insert(
-            i,
-            Slot {
-                prefix: key_prefix(key),
-                off,
-                len: self.data.len() - off,
-            },
-        );
+        let slot = Slot {
+            prefix: key_prefix(key),
+            off,
+            len: self.data.len() - off,
+        };
+        self.slots.insert(i, slot);
     }
 
     /// Replaces the value of leaf entry `i`, keeping its key.

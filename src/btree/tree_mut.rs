@@ -585,39 +585,54 @@ fn spill(
     parent: &mut Node,
     right_edge: bool,
 ) -> Result<()> {
-    let node = std::mem::take(&mut d.arena[id]);
+    let mut node = std::mem::take(&mut d.arena[id]);
     let result = if node.is_leaf() {
         write_node(d, pages.page_size, &node, alloc, out, parent, right_edge)
     } else {
-        spill_branch(d, pages, &node, alloc, out, parent, right_edge)
+        spill_branch(d, pages, &mut node, alloc, out, parent, right_edge)
     };
     d.recycle(node);
     result
 }
 
-/// Spills a branch's dirty children, then writes the branch with their new pages in their place.
+/// Spills a branch's dirty children, then writes the branch with their new pages in their place:
+/// each dirty child's entry becomes the entries of the pages it was written to, and the entries
+/// of clean children are left as they are (a large tree's dirty branches have mostly clean
+/// children, and rebuilding the branch read and re-encoded each of them).
 fn spill_branch(
     d: &mut Dirty,
     pages: Pages<'_>,
-    node: &Node,
+    node: &mut Node,
     alloc: &mut dyn Allocate,
     out: &mut PageWrites,
     parent: &mut Node,
     right_edge: bool,
 ) -> Result<()> {
-    let mut flat = d.take_node(false, pages.page_size);
-    for i in 0..node.len() {
-        match node.child(i) {
-            NodeRef::Page(p) => flat.push_branch(node.key(i), NodeRef::Page(p)),
-            NodeRef::Dirty(c) => {
-                let edge = right_edge && i + 1 == node.len();
-                spill(d, pages, c, alloc, out, &mut flat, edge)?
-            }
+    let mut written = d.take_node(false, pages.page_size);
+    let mut i = 0;
+    while i < node.len() {
+        let NodeRef::Dirty(c) = node.child(i) else {
+            i += 1;
+            continue;
+        };
+        let edge = right_edge && i + 1 == node.len();
+        written.reset(false, pages.page_size);
+        if let Err(e) = spill(d, pages, c, alloc, out, &mut written, edge) {
+            d.recycle(written);
+            return Err(e);
         }
+        debug_assert!(written.len() > 0, "a spilled node writes a page");
+        node.set_child(i, written.child(0));
+        if node.key(i) != written.key(0) {
+            node.set_key(i, written.key(0));
+        }
+        for j in 1..written.len() {
+            node.insert_branch(i + j, written.key(j), written.child(j));
+        }
+        i += written.len();
     }
-    let result = write_node(d, pages.page_size, &flat, alloc, out, parent, right_edge);
-    d.recycle(flat);
-    result
+    d.recycle(written);
+    write_node(d, pages.page_size, node, alloc, out, parent, right_edge)
 }
 
 /// Writes `node` (a leaf, or a branch whose children are all pages) to as many pages as it
