@@ -169,17 +169,24 @@ pub(crate) struct TreeRoot {
 pub(crate) trait Allocate {
     /// A run of `n` contiguous pages.
     fn allocate(&mut self, n: u64) -> Result<PageId>;
+
+    /// Called after each node is encoded into `out`: may write the runs `out` holds to the file
+    /// and empty it ([`PageWrites::mark_written`]).
+    fn encoded(&mut self, out: &mut PageWrites) -> Result<()>;
 }
 
-/// Pages written by a commit, encoded end to end into one buffer that the next commit reuses,
-/// to be written in page order.
+/// Pages written by a commit, encoded end to end into a buffer that the next commit reuses, and
+/// written in page order a batch at a time, so that the buffer stays small enough for the CPU's
+/// cache to hold it between the encoder's writes and the kernel's copy.
 #[derive(Debug, Default)]
 pub(crate) struct PageWrites {
-    /// Holds the runs in `..used`; past that, bytes of an earlier commit.
+    /// Holds the runs in `..used`; past that, bytes of an earlier batch.
     buf: Vec<u8>,
     used: usize,
-    /// (first page, pages, offset in `buf`) of each run.
+    /// (first page, pages, offset in `buf`) of each run not written yet.
     runs: Vec<(PageId, u64, usize)>,
+    /// The runs of this commit already written, with the checksums they were sealed with.
+    written: Vec<Proven>,
 }
 
 /// Buffer bytes a commit's [`PageWrites`] keeps for the next commit whatever it used.
@@ -187,15 +194,31 @@ const PAGE_WRITES_KEPT_MAX: usize = 64 << 20;
 
 impl PageWrites {
     /// Forgets every run, keeping the buffer unless it is large and the commit that just used
-    /// it filled less than half of it. A bulk load's commits each write about as many pages as
-    /// the one before (70 MiB for 10,000 puts of 1 KiB values): dropping the buffer made each of
-    /// them fault in, zero and copy a new one as it grew, a tenth of the load's system time.
+    /// it filled less than half of it (a batch is small, but one overflow value may be large).
+    /// Dropping the buffer made each commit fault in, zero and copy a new one as it grew.
     pub fn clear(&mut self) {
         if self.buf.len() > PAGE_WRITES_KEPT_MAX && self.used < self.buf.len() / 2 {
             self.buf = Vec::new();
         }
         self.used = 0;
         self.runs.clear();
+        self.written.clear();
+    }
+
+    /// Bytes of runs not written yet.
+    pub fn pending_bytes(&self) -> usize {
+        self.used
+    }
+
+    /// Records the runs held as written (for [`PageWrites::proven`]) and empties the buffer for
+    /// the next batch.
+    pub fn mark_written(&mut self) {
+        for i in 0..self.runs.len() {
+            let proof = self.proof(self.runs[i]);
+            self.written.push(proof);
+        }
+        self.runs.clear();
+        self.used = 0;
     }
 
     /// Adds the run of `pages` pages starting at `id` and returns it to be filled. It may hold
@@ -226,19 +249,24 @@ impl PageWrites {
         &self.buf[off..off + len]
     }
 
-    /// How many runs there are.
+    /// How many runs this commit has, written or not.
     pub fn run_count(&self) -> usize {
-        self.runs.len()
+        self.written.len() + self.runs.len()
     }
 
-    /// Each run with the checksum it was sealed with, for a meta's proof (`txn::sync`, rule 2).
-    /// Every run must be sealed.
+    /// Each run of this commit, written or not, with the checksum it was sealed with, for a
+    /// meta's proof (`txn::sync`, rule 2). Every run must be sealed.
     pub fn proven(&self) -> impl Iterator<Item = Proven> + '_ {
-        self.runs.iter().map(|&(page, pages, off)| Proven {
+        let held = self.runs.iter().map(|&run| self.proof(run));
+        self.written.iter().copied().chain(held)
+    }
+
+    fn proof(&self, (page, pages, off): (PageId, u64, usize)) -> Proven {
+        Proven {
             page,
             pages: u32::try_from(pages).expect("a run of a commit is shorter than 2^32 pages"),
             crc: page::u32_at(&self.buf[off..], page::OFF_CRC).expect("a run holds a header"),
-        })
+        }
     }
 }
 
@@ -667,7 +695,7 @@ fn write_node(
         }
     }
     d.pieces = pieces;
-    result
+    result.and_then(|()| alloc.encoded(out))
 }
 
 /// Writes the entries `piece` of `node` to a new page, and any value too large to stay inline to

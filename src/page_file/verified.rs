@@ -13,7 +13,7 @@
 //!
 //! Invariants (numbered as the file's; `docs/design.md` invariant 6 relies on them):
 //! 1. **The writer clears the bit of every page it writes before it writes it** (reused or new,
-//!    every page of a run; `WriteTxn::write_pages` step 4). The snapshot that makes the new bytes
+//!    every page of a run; `Sink::write` in `txn::write`). The snapshot that makes the new bytes
 //!    reachable is published after the write, under the lock a reader takes it from, so a reader
 //!    that can reach the new bytes sees the bit cleared (or set again by someone who verified the
 //!    new bytes).

@@ -35,9 +35,9 @@ enum Op {
     DeleteTree(&'static str),
 }
 
-/// Nine commits at page size 512: the file grows, trees split and merge, overflow runs come and
-/// go, a whole tree is deleted, later commits reuse the pages earlier ones freed, and the
-/// freelist is written as deltas and as whole lists.
+/// Ten commits at page size 512: the file grows, trees split and merge, overflow runs come and
+/// go, a whole tree is deleted, later commits reuse the pages earlier ones freed, the freelist is
+/// written as deltas and as whole lists, and a large commit writes its pages in batches.
 fn workload() -> Vec<Vec<Op>> {
     use Op::{Delete, DeleteTree, Put};
     vec![
@@ -83,6 +83,11 @@ fn workload() -> Vec<Vec<Op>> {
         vec![Put("accounts", key(301), value(301, 7))],
         vec![Put("accounts", key(360), value(360, 8))],
         vec![Put("accounts", key(419), value(419, 9))],
+        // 10. A commit of more than 64 pages (`WRITE_BATCH_PAGES` in `txn::write`): it writes its
+        //     pages a batch at a time while its trees spill, before its freelist is settled.
+        (0..600)
+            .map(|i| Put("bulk", key(i), value(i, 10)))
+            .collect(),
     ]
 }
 
