@@ -170,8 +170,8 @@ pub(crate) trait Allocate {
     /// A run of `n` contiguous pages.
     fn allocate(&mut self, n: u64) -> Result<PageId>;
 
-    /// Called after each node is encoded into `out`: may write the runs `out` holds to the file
-    /// and empty it ([`PageWrites::mark_written`]).
+    /// Called after each page is encoded into `out` (with the overflow runs of its values): may
+    /// write the runs `out` holds to the file and empty it ([`PageWrites::mark_written`]).
     fn encoded(&mut self, out: &mut PageWrites) -> Result<()>;
 }
 
@@ -187,6 +187,8 @@ pub(crate) struct PageWrites {
     runs: Vec<(PageId, u64, usize)>,
     /// The runs of this commit already written, with the checksums they were sealed with.
     written: Vec<Proven>,
+    /// The most bytes held at once since the last [`PageWrites::clear`].
+    peak: usize,
 }
 
 /// Buffer bytes a commit's [`PageWrites`] keeps for the next commit whatever it used.
@@ -194,13 +196,16 @@ const PAGE_WRITES_KEPT_MAX: usize = 64 << 20;
 
 impl PageWrites {
     /// Forgets every run, keeping the buffer unless it is large and the commit that just used
-    /// it filled less than half of it (a batch is small, but one overflow value may be large).
-    /// Dropping the buffer made each commit fault in, zero and copy a new one as it grew.
+    /// it held less than half of it at once (a batch is small, but a large value's overflow run
+    /// is held whole). Dropping the buffer made each commit fault in, zero and copy a new one as
+    /// it grew.
     pub fn clear(&mut self) {
-        if self.buf.len() > PAGE_WRITES_KEPT_MAX && self.used < self.buf.len() / 2 {
+        let peak = self.peak.max(self.used);
+        if self.buf.len() > PAGE_WRITES_KEPT_MAX && peak < self.buf.len() / 2 {
             self.buf = Vec::new();
         }
         self.used = 0;
+        self.peak = 0;
         self.runs.clear();
         self.written.clear();
     }
@@ -218,6 +223,7 @@ impl PageWrites {
             self.written.push(proof);
         }
         self.runs.clear();
+        self.peak = self.peak.max(self.used);
         self.used = 0;
     }
 
@@ -687,15 +693,15 @@ fn write_node(
     }
     let mut result = Ok(());
     for piece in pieces.iter().cloned() {
-        result = write_page(d, page_size, node, piece.clone(), alloc, out).map(|p| {
-            parent.push_branch(node.key(piece.start), NodeRef::Page(p));
-        });
+        result = write_page(d, page_size, node, piece.clone(), alloc, out)
+            .map(|p| parent.push_branch(node.key(piece.start), NodeRef::Page(p)))
+            .and_then(|()| alloc.encoded(out));
         if result.is_err() {
             break;
         }
     }
     d.pieces = pieces;
-    result.and_then(|()| alloc.encoded(out))
+    result
 }
 
 /// Writes the entries `piece` of `node` to a new page, and any value too large to stay inline to

@@ -155,10 +155,11 @@ struct Sink<'a> {
     max_size: Option<u64>,
 }
 
-/// Pages a commit encodes before it writes them (256 KiB of 4 KiB pages): few enough for the
-/// CPU's cache to keep them between the encoder's writes and the kernel's copy. A bulk load's
-/// commit encodes 35 MiB of pages (70 MiB with 1 KiB values); held whole, they were out of the
-/// cache by the time the kernel read them, and the buffer was that large.
+/// Pages a commit holds before it writes them (256 KiB of 4 KiB pages; more only when one large
+/// value's overflow run is longer): few enough for the CPU's cache to keep them between the
+/// encoder's writes and the kernel's copy. A bulk load's commit encodes 35 MiB of pages (70 MiB
+/// with 1 KiB values); held whole, they were out of the cache by the time the kernel read them,
+/// and the buffer was that large.
 const WRITE_BATCH_PAGES: usize = 64;
 
 impl Sink<'_> {
@@ -251,8 +252,9 @@ impl Allocator<'_> {
 }
 
 impl Allocate for Allocator<'_> {
-    /// Writes the pages encoded so far once they fill a batch. The pages lie below the
-    /// allocation frontier, and nothing reaches them before the commit's meta is written.
+    /// Writes the pages encoded so far once they fill a batch, growing the file first to the
+    /// allocation frontier if they lie past its end. Every one of them was free in the last meta,
+    /// and nothing reaches them before the commit's meta is written.
     fn encoded(&mut self, out: &mut PageWrites) -> Result<()> {
         if out.pending_bytes() < WRITE_BATCH_PAGES * self.page_size as usize {
             return Ok(());

@@ -35,9 +35,9 @@ enum Op {
     DeleteTree(&'static str),
 }
 
-/// Ten commits at page size 512: the file grows, trees split and merge, overflow runs come and
+/// Eleven commits at page size 512: the file grows, trees split and merge, overflow runs come and
 /// go, a whole tree is deleted, later commits reuse the pages earlier ones freed, the freelist is
-/// written as deltas and as whole lists, and a large commit writes its pages in batches.
+/// written as deltas and as whole lists, and large commits write their pages in batches.
 fn workload() -> Vec<Vec<Op>> {
     use Op::{Delete, DeleteTree, Put};
     vec![
@@ -88,6 +88,10 @@ fn workload() -> Vec<Vec<Op>> {
         (0..600)
             .map(|i| Put("bulk", key(i), value(i, 10)))
             .collect(),
+        // 11. One value of 118 pages, past the file's end: its overflow run is a batch of its
+        //     own, written mid-spill after the file grows, and the commit's few runs fit the
+        //     meta's proof (a meta that names a run written mid-spill).
+        vec![Put("accounts", b"huge".to_vec(), big(60_000, 11))],
     ]
 }
 
@@ -373,11 +377,31 @@ fn dry_run(dir: &Path, durability: Durability, work: &[Vec<Op>]) -> DryRun {
         reused,
         "no commit reused a freed page (frontiers {frontiers:?})"
     );
+    // The last commit grows the file and writes its overflow run mid-spill, then the rest in page
+    // order below it (a commit written at once writes in page order).
+    let last = steps_of(&rec.steps(), &ends, work.len() - 1);
+    let writes: Vec<u64> = last
+        .iter()
+        .filter_map(|s| match *s {
+            Step::Write { offset, .. } if offset >= 2 * PAGE_SIZE as u64 => Some(offset),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(last.first(), Some(Step::SetLen)) && writes.windows(2).any(|w| w[1] < w[0]),
+        "the last commit wrote no batch mid-spill after growing the file: {last:?}"
+    );
     assert_eq!(read_contents(&db).unwrap(), *models(work).last().unwrap());
     DryRun {
         steps: rec.steps(),
         ends,
     }
+}
+
+/// The calls commit `c` (from 0) made, given where each commit's calls end.
+fn steps_of(steps: &[Step], ends: &[usize], c: usize) -> Vec<Step> {
+    let start = if c == 0 { 0 } else { ends[c - 1] };
+    steps[start..ends[c]].to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------
